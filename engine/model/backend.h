@@ -1,0 +1,124 @@
+// The op set the forward pass is written against.
+//
+// Why: one forward pass (model.cc), several implementations of its ops. The
+// CPU backend (fp32, OpenBLAS) is the reference; the CUDA backend implements
+// the same ops with kernels and is tested op by op against the CPU one. Ops
+// are at the granularity of the kernels we want on a GPU (fused where a GPU
+// would fuse), so the interface does not force extra memory passes.
+//
+// Conventions: every float* is backend memory (device memory on a GPU);
+// activations are row-major [n, C]; a Matrix is applied as y = x @ W^T with
+// W stored [rows = out, cols = in]. Segment arrays and pointer arrays are
+// host memory. A batch is a list of segments: consecutive rows of one
+// session (slot), advanced in order; different segments are independent.
+// State slots are `slot_stride` floats apart; `state` points at the current
+// layer's block inside slot 0 (see state_layout.h).
+// Not thread-safe: one thread drives a backend.
+#ifndef RWKV_ENGINE_MODEL_BACKEND_H_
+#define RWKV_ENGINE_MODEL_BACKEND_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/loader/dtype.h"
+
+namespace rwkv {
+
+struct Segment {
+  int32_t slot = 0;       // state slot of the session
+  int32_t row_begin = 0;  // first row of the segment in the batch
+  int32_t rows = 0;       // tokens of this session in the batch (>= 1)
+};
+
+struct Matrix {
+  const void* data = nullptr;  // backend memory, row-major [rows, cols]
+  int32_t rows = 0;            // outputs
+  int32_t cols = 0;            // inputs
+  DType dtype = DType::kF32;
+};
+
+// Where a layer's state lives: state + slot * slot_stride + offset.
+struct StateRef {
+  float* base = nullptr;     // the current layer's block within slot 0
+  int64_t slot_stride = 0;   // floats between consecutive slots
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // ---- memory ----
+  // Allocations are freed by Free or when the backend is destroyed.
+  virtual absl::StatusOr<float*> Alloc(size_t floats) = 0;
+  virtual void Free(float* p) = 0;
+  virtual absl::Status Upload(const float* host, float* dst, size_t floats) = 0;
+  virtual absl::Status Download(const float* src, float* host, size_t floats) = 0;
+  virtual absl::Status CopyFloats(const float* src, float* dst, size_t floats) = 0;
+  // Takes a host fp32 matrix [rows, cols]; the backend chooses how to store it.
+  virtual absl::StatusOr<Matrix> UploadMatrix(const float* host, int32_t rows, int32_t cols) = 0;
+  // Blocks until queued work is done and reports any asynchronous fault.
+  virtual absl::Status Sync() = 0;
+
+  // ---- ops ----
+  // x[i] = row tokens[i] of emb (tokens: host array of n ids, already validated).
+  virtual void Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) = 0;
+  // y = LayerNorm(x) * w + b per row, eps 1e-5 (y may equal x).
+  virtual void LayerNorm(const float* x, int n, int C, const float* w, const float* b, float* y) = 0;
+  // y (= or +=) x @ W^T; x [n, W.cols], y [n, W.rows].
+  virtual void MatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate) = 0;
+  // out[i] = x[rows[i]] (rows: host array).
+  virtual void GatherRows(const float* x, const int32_t* rows, int n, int C, float* out) = 0;
+  // Token shift: d[r] = prev(r) - xx[r], where prev is the previous row of the
+  // same segment or, for a segment's first row, x_prev from the state; then the
+  // segment's last xx row is stored as the state's x_prev. `x_prev` is the
+  // layer's x_prev vector within slot 0.
+  virtual void TokenShift(const float* xx, const Segment* segs, int nseg, int C, StateRef x_prev,
+                          float* d) = 0;
+  // outs[j] = xx + d * mixes[j] (mixes: [C] vectors), j < count.
+  virtual void Mix(const float* xx, const float* d, int n, int C, const float* const* mixes,
+                   float* const* outs, int count) = 0;
+
+  // ---- elementwise (n = element count) ----
+  virtual void Sigmoid(float* x, int64_t n) = 0;
+  virtual void Tanh(float* x, int64_t n) = 0;
+  virtual void ReluSquare(float* x, int64_t n) = 0;
+  // x *= a
+  virtual void Mul(float* x, const float* a, int64_t n) = 0;
+  // x += a * b
+  virtual void MulAdd(float* x, const float* a, const float* b, int64_t n) = 0;
+  // x = sigmoid(x + bias[col]) for x [n, C]
+  virtual void SigmoidBias(float* x, const float* bias, int n, int C) = 0;
+
+  // ---- RWKV-7 ----
+  // w = exp(-exp(-0.5) * sigmoid(w0 + w)) in place, w [n, C].
+  virtual void V7Decay(float* w, const float* w0, int n, int C) = 0;
+  // kk = L2-normalise-per-head(k * k_k) (eps 1e-12); then k = k * (1 + (a - 1) * k_a).
+  virtual void V7KeyPrep(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int n,
+                         int C, int N) = 0;
+  // v += (v_first - v) * sigmoid(v0 + gate); gate [n, C].
+  virtual void V7ValueResidual(float* v, const float* v_first, const float* gate, const float* v0, int n,
+                               int C) = 0;
+  // The state recurrence over each segment's rows, per head:
+  //   S = S diag(w) - (S kk)(kk a)^T + v k^T;  y = S r.
+  // `wkv` is the layer's [H][N][N] block within slot 0.
+  virtual void Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv, const float* r,
+                    const float* w, const float* k, const float* v, const float* kk, const float* a,
+                    float* y) = 0;
+  // y = (GroupNorm_H(y) * lnw + lnb + sum_head(r * k * r_k) * v) * g, eps 64e-5.
+  virtual void V7Output(float* y, const float* r, const float* k, const float* v, const float* g,
+                        const float* r_k, const float* lnw, const float* lnb, int n, int C, int N) = 0;
+
+  // ---- RWKV-4 ----
+  // The WKV recurrence with the running-max form; `aa` points at the layer's
+  // aa vector in slot 0 (bb at +C, pp at +2C). time_decay is -exp(raw).
+  virtual void Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
+                    const float* time_decay, const float* k, const float* v, float* y) = 0;
+};
+
+}  // namespace rwkv
+
+#endif  // RWKV_ENGINE_MODEL_BACKEND_H_

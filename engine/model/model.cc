@@ -1,0 +1,552 @@
+// Weight loading (with the load-time transforms the math allows) and the
+// forward pass. Load-time transforms, each exact up to fp32 rounding:
+//  - ln0 is folded into the embedding table (every use of emb is LN0(emb[t])).
+//  - RWKV-7 LoRA matrices (used as x @ w1) are transposed into the [out, in]
+//    layout every Matrix uses.
+//  - RWKV-4 time_mix m becomes 1 - m, so both architectures share one mix op:
+//    x*m + prev*(1-m) == x + (prev - x)*(1-m).
+//  - RWKV-4 time_decay becomes -exp(raw) (unless the file already holds it).
+#include "engine/model/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <thread>
+#include <unordered_set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/model/progress_bar.h"
+#include "engine/model/synthetic.h"
+
+namespace rwkv {
+
+namespace {
+constexpr int kMaxRowsPerPass = 1024;  // bounds the workspace; longer prompts run in passes
+constexpr int kMaxHeadSize = 256;      // the CPU WKV keeps one head row on the stack
+}  // namespace
+
+struct Model::Layer {
+  float *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;
+  // v7
+  float* x_mix[6] = {};  // r, w, k, v, a, g
+  float *w0 = nullptr, *a0 = nullptr, *v0 = nullptr, *k_k = nullptr, *k_a = nullptr, *r_k = nullptr;
+  float *lnx_w = nullptr, *lnx_b = nullptr, *ffn_x_k = nullptr;
+  Matrix w1, w2, a1, a2, v1, v2, g1, g2;
+  // v4
+  float* att_mix[3] = {};  // 1 - time_mix_{k, v, r}
+  float *time_first = nullptr, *time_decay = nullptr;
+  float* ffn_mix[2] = {};  // 1 - time_mix_{k, r}
+  Matrix ffn_r;
+  // both
+  Matrix att_r, att_k, att_v, att_o, ffn_k, ffn_v;
+};
+
+int DefaultThreads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+Model::~Model() = default;  // the backend frees every allocation it made
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& spec, std::unique_ptr<Backend> backend,
+                                                   const ModelLoadOptions& options) {
+  absl::StatusOr<std::unique_ptr<TensorSource>> src =
+      absl::StartsWith(spec, "synthetic:") ? OpenSynthetic(spec) : OpenTensorSource(spec);
+  if (!src.ok()) return src.status();
+  return FromSource(**src, std::move(backend), options);
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const TensorSource& source,
+                                                         std::unique_ptr<Backend> backend,
+                                                         const ModelLoadOptions& options) {
+  auto config = DetectModelConfig(source);
+  if (!config.ok()) return config.status();
+  if (config->arch == Arch::kV7 && (config->head_size > kMaxHeadSize || config->head_size <= 0)) {
+    return absl::InvalidArgumentError(absl::StrFormat("head size %d is out of range (1..%d)",
+                                                      config->head_size, kMaxHeadSize));
+  }
+  std::unique_ptr<Model> m(new Model());
+  m->config_ = *config;
+  m->layout_ = StateLayout::For(*config);
+  m->backend_ = std::move(backend);
+  if (absl::Status s = m->LoadWeights(source, options); !s.ok()) return s;
+  return m;
+}
+
+// ---------------------------------------------------------------- loading
+
+namespace {
+
+// Reads tensors from a source into host fp32, checks shapes, uploads.
+class WeightReader {
+ public:
+  WeightReader(const TensorSource& src, Backend& backend, int64_t total, bool progress)
+      : src_(src), backend_(backend), bar_("loading weights", total, progress) {}
+
+  // A vector of n elements (any shape with n elements, e.g. (C) or (1,1,C)).
+  absl::StatusOr<std::vector<float>> ReadVector(const std::string& name, int64_t n) {
+    const TensorInfo* info = src_.Find(name);
+    if (info == nullptr) return absl::InvalidArgumentError(absl::StrCat("model file lacks tensor '", name, "'"));
+    if (info->numel() != n) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tensor '%s' has %d elements, expected %d", name, info->numel(), n));
+    }
+    std::vector<float> host(static_cast<size_t>(n));
+    if (absl::Status s = src_.Read(name, DType::kF32, host.data()); !s.ok()) return s;
+    Advance(n);
+    return host;
+  }
+
+  absl::StatusOr<std::vector<float>> ReadMatrix(const std::string& name, int64_t rows, int64_t cols) {
+    const TensorInfo* info = src_.Find(name);
+    if (info == nullptr) return absl::InvalidArgumentError(absl::StrCat("model file lacks tensor '", name, "'"));
+    if (info->shape.size() != 2 || info->shape[0] != rows || info->shape[1] != cols) {
+      std::string got;
+      for (int64_t d : info->shape) absl::StrAppend(&got, got.empty() ? "" : ", ", d);
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tensor '%s' has shape (%s), expected (%d, %d)", name, got, rows, cols));
+    }
+    std::vector<float> host(static_cast<size_t>(rows * cols));
+    if (absl::Status s = src_.Read(name, DType::kF32, host.data()); !s.ok()) return s;
+    Advance(rows * cols);
+    return host;
+  }
+
+  absl::StatusOr<float*> UploadVector(const std::vector<float>& host) {
+    auto p = backend_.Alloc(host.size());
+    if (!p.ok()) return p.status();
+    if (absl::Status s = backend_.Upload(host.data(), *p, host.size()); !s.ok()) return s;
+    bytes_ += static_cast<int64_t>(host.size() * sizeof(float));
+    return *p;
+  }
+
+  absl::StatusOr<float*> Vector(const std::string& name, int64_t n) {
+    auto host = ReadVector(name, n);
+    if (!host.ok()) return host.status();
+    return UploadVector(*host);
+  }
+
+  // 1 - v, for RWKV-4 mixes.
+  absl::StatusOr<float*> OneMinus(const std::string& name, int64_t n) {
+    auto host = ReadVector(name, n);
+    if (!host.ok()) return host.status();
+    for (float& v : *host) v = 1.0f - v;
+    return UploadVector(*host);
+  }
+
+  // A [rows, cols] matrix applied as x @ W^T.
+  absl::StatusOr<Matrix> Mat(const std::string& name, int64_t rows, int64_t cols) {
+    auto host = ReadMatrix(name, rows, cols);
+    if (!host.ok()) return host.status();
+    return UploadMat(*host, rows, cols);
+  }
+
+  // A (in, out) matrix applied as x @ W (LoRA): transposed to [out, in].
+  absl::StatusOr<Matrix> MatTransposed(const std::string& name, int64_t in, int64_t out) {
+    auto host = ReadMatrix(name, in, out);
+    if (!host.ok()) return host.status();
+    std::vector<float> t(host->size());
+    for (int64_t i = 0; i < in; ++i) {
+      for (int64_t o = 0; o < out; ++o) t[o * in + i] = (*host)[i * out + o];
+    }
+    return UploadMat(t, out, in);
+  }
+
+  absl::StatusOr<Matrix> UploadMat(const std::vector<float>& host, int64_t rows, int64_t cols) {
+    auto m = backend_.UploadMatrix(host.data(), static_cast<int32_t>(rows), static_cast<int32_t>(cols));
+    if (!m.ok()) return m.status();
+    bytes_ += rows * cols * static_cast<int64_t>(DTypeSize(m->dtype));
+    return m;
+  }
+
+  int64_t bytes() const { return bytes_; }
+  void Finish() { bar_.Finish(); }
+
+ private:
+  void Advance(int64_t n) {
+    done_ += n;
+    bar_.Update(done_);
+  }
+  const TensorSource& src_;
+  Backend& backend_;
+  ProgressBar bar_;
+  int64_t done_ = 0;
+  int64_t bytes_ = 0;
+};
+
+// Assigns a StatusOr's value or returns its error from the enclosing function.
+#define RWKV_ASSIGN(lhs, expr)            \
+  do {                                    \
+    auto _v = (expr);                     \
+    if (!_v.ok()) return _v.status();     \
+    lhs = *std::move(_v);                 \
+  } while (0)
+
+}  // namespace
+
+absl::Status Model::LoadWeights(const TensorSource& src, const ModelLoadOptions& options) {
+  const ModelConfig& c = config_;
+  const int64_t C = c.n_embd, F = c.ffn_dim, V = c.vocab_size;
+  WeightReader rd(src, *backend_, c.ParamCount(), options.progress);
+
+  // Embedding with ln0 folded in.
+  {
+    std::vector<float> emb, w, b;
+    RWKV_ASSIGN(emb, rd.ReadMatrix("emb.weight", V, C));
+    RWKV_ASSIGN(w, rd.ReadVector("blocks.0.ln0.weight", C));
+    RWKV_ASSIGN(b, rd.ReadVector("blocks.0.ln0.bias", C));
+    for (int64_t t = 0; t < V; ++t) {
+      float* row = emb.data() + t * C;
+      double mean = 0, var = 0;
+      for (int64_t i = 0; i < C; ++i) mean += row[i];
+      mean /= C;
+      for (int64_t i = 0; i < C; ++i) var += (row[i] - mean) * (row[i] - mean);
+      var /= C;
+      const double inv = 1.0 / std::sqrt(var + 1e-5);
+      for (int64_t i = 0; i < C; ++i) row[i] = static_cast<float>((row[i] - mean) * inv) * w[i] + b[i];
+    }
+    RWKV_ASSIGN(emb_, rd.UploadMat(emb, V, C));
+  }
+
+  layers_.resize(static_cast<size_t>(c.n_layer));
+  for (int l = 0; l < c.n_layer; ++l) {
+    Layer& L = layers_[static_cast<size_t>(l)];
+    const std::string p = absl::StrCat("blocks.", l, ".");
+    RWKV_ASSIGN(L.ln1_w, rd.Vector(p + "ln1.weight", C));
+    RWKV_ASSIGN(L.ln1_b, rd.Vector(p + "ln1.bias", C));
+    RWKV_ASSIGN(L.ln2_w, rd.Vector(p + "ln2.weight", C));
+    RWKV_ASSIGN(L.ln2_b, rd.Vector(p + "ln2.bias", C));
+    RWKV_ASSIGN(L.att_r, rd.Mat(p + "att.receptance.weight", C, C));
+    RWKV_ASSIGN(L.att_k, rd.Mat(p + "att.key.weight", C, C));
+    RWKV_ASSIGN(L.att_v, rd.Mat(p + "att.value.weight", C, C));
+    RWKV_ASSIGN(L.att_o, rd.Mat(p + "att.output.weight", C, C));
+    RWKV_ASSIGN(L.ffn_k, rd.Mat(p + "ffn.key.weight", F, C));
+    RWKV_ASSIGN(L.ffn_v, rd.Mat(p + "ffn.value.weight", C, F));
+    if (c.arch == Arch::kV7) {
+      const char* mixes[6] = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"};
+      for (int j = 0; j < 6; ++j) RWKV_ASSIGN(L.x_mix[j], rd.Vector(p + "att." + mixes[j], C));
+      RWKV_ASSIGN(L.w0, rd.Vector(p + "att.w0", C));
+      RWKV_ASSIGN(L.a0, rd.Vector(p + "att.a0", C));
+      RWKV_ASSIGN(L.k_k, rd.Vector(p + "att.k_k", C));
+      RWKV_ASSIGN(L.k_a, rd.Vector(p + "att.k_a", C));
+      RWKV_ASSIGN(L.r_k, rd.Vector(p + "att.r_k", C));
+      RWKV_ASSIGN(L.lnx_w, rd.Vector(p + "att.ln_x.weight", C));
+      RWKV_ASSIGN(L.lnx_b, rd.Vector(p + "att.ln_x.bias", C));
+      RWKV_ASSIGN(L.ffn_x_k, rd.Vector(p + "ffn.x_k", C));
+      RWKV_ASSIGN(L.w1, rd.MatTransposed(p + "att.w1", C, c.d_w));
+      RWKV_ASSIGN(L.w2, rd.MatTransposed(p + "att.w2", c.d_w, C));
+      RWKV_ASSIGN(L.a1, rd.MatTransposed(p + "att.a1", C, c.d_a));
+      RWKV_ASSIGN(L.a2, rd.MatTransposed(p + "att.a2", c.d_a, C));
+      RWKV_ASSIGN(L.g1, rd.MatTransposed(p + "att.g1", C, c.d_g));
+      RWKV_ASSIGN(L.g2, rd.MatTransposed(p + "att.g2", c.d_g, C));
+      if (l > 0) {  // layer 0's value residual tensors, where present, are unused
+        RWKV_ASSIGN(L.v0, rd.Vector(p + "att.v0", C));
+        RWKV_ASSIGN(L.v1, rd.MatTransposed(p + "att.v1", C, c.d_v));
+        RWKV_ASSIGN(L.v2, rd.MatTransposed(p + "att.v2", c.d_v, C));
+      }
+    } else {
+      const char* att_mixes[3] = {"att.time_mix_k", "att.time_mix_v", "att.time_mix_r"};
+      for (int j = 0; j < 3; ++j) RWKV_ASSIGN(L.att_mix[j], rd.OneMinus(p + att_mixes[j], C));
+      RWKV_ASSIGN(L.ffn_mix[0], rd.OneMinus(p + "ffn.time_mix_k", C));
+      RWKV_ASSIGN(L.ffn_mix[1], rd.OneMinus(p + "ffn.time_mix_r", C));
+      RWKV_ASSIGN(L.time_first, rd.Vector(p + "att.time_first", C));
+      std::vector<float> decay;
+      RWKV_ASSIGN(decay, rd.ReadVector(p + "att.time_decay", C));
+      if (!src.convention().v4_time_decay_is_neg_exp) {
+        for (float& d : decay) d = -std::exp(d);
+      }
+      RWKV_ASSIGN(L.time_decay, rd.UploadVector(decay));
+      RWKV_ASSIGN(L.ffn_r, rd.Mat(p + "ffn.receptance.weight", C, C));
+    }
+  }
+  RWKV_ASSIGN(ln_out_w_, rd.Vector("ln_out.weight", C));
+  RWKV_ASSIGN(ln_out_b_, rd.Vector("ln_out.bias", C));
+  RWKV_ASSIGN(head_, rd.Mat("head.weight", V, C));
+  rd.Finish();
+  weight_bytes_ = rd.bytes();
+  return backend_->Sync();
+}
+
+// ---------------------------------------------------------------- slots
+
+absl::Status Model::AllocateSlots(int32_t n) {
+  if (n <= 0) return absl::InvalidArgumentError(absl::StrCat("slot count must be positive, got ", n));
+  if (state_ != nullptr) backend_->Free(state_);
+  state_ = nullptr;
+  num_slots_ = 0;
+  RWKV_ASSIGN(state_, backend_->Alloc(static_cast<size_t>(n) * layout_.total));
+  num_slots_ = n;
+  for (int32_t s = 0; s < n; ++s) {
+    if (absl::Status st = ResetSlot(s); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+absl::Status CheckSlot(int32_t slot, int32_t n) {
+  if (slot < 0 || slot >= n) {
+    return absl::InvalidArgumentError(absl::StrFormat("slot %d out of range [0, %d)", slot, n));
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::Status Model::ResetSlot(int32_t slot) {
+  if (absl::Status s = CheckSlot(slot, num_slots_); !s.ok()) return s;
+  std::vector<float> fresh(static_cast<size_t>(layout_.total));
+  InitFreshState(config_, fresh.data());
+  return WriteSlot(slot, fresh.data());
+}
+
+absl::Status Model::ReadSlot(int32_t slot, float* host) const {
+  if (absl::Status s = CheckSlot(slot, num_slots_); !s.ok()) return s;
+  return backend_->Download(state_ + static_cast<int64_t>(slot) * layout_.total, host,
+                            static_cast<size_t>(layout_.total));
+}
+
+absl::Status Model::WriteSlot(int32_t slot, const float* host) {
+  if (absl::Status s = CheckSlot(slot, num_slots_); !s.ok()) return s;
+  return backend_->Upload(host, state_ + static_cast<int64_t>(slot) * layout_.total,
+                          static_cast<size_t>(layout_.total));
+}
+
+absl::Status Model::CopySlot(int32_t from, int32_t to) {
+  if (absl::Status s = CheckSlot(from, num_slots_); !s.ok()) return s;
+  if (absl::Status s = CheckSlot(to, num_slots_); !s.ok()) return s;
+  if (from == to) return absl::OkStatus();
+  return backend_->CopyFloats(state_ + static_cast<int64_t>(from) * layout_.total,
+                              state_ + static_cast<int64_t>(to) * layout_.total,
+                              static_cast<size_t>(layout_.total));
+}
+
+void InitFreshState(const ModelConfig& c, float* state) {
+  const StateLayout s = StateLayout::For(c);
+  std::fill(state, state + s.total, 0.0f);
+  if (c.arch == Arch::kV4) {
+    for (int l = 0; l < c.n_layer; ++l) {
+      float* pp = state + l * s.per_layer + s.wkv + 2 * c.n_embd;
+      std::fill(pp, pp + c.n_embd, kV4FreshPp);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- forward
+
+absl::Status Model::EnsureWorkspace(int rows, int logit_rows) {
+  if (rows <= ws_rows_ && logit_rows <= ws_logit_rows_) return absl::OkStatus();
+  for (float* p : ws_) backend_->Free(p);
+  ws_.clear();
+  ws_rows_ = ws_logit_rows_ = 0;
+  const ModelConfig& c = config_;
+  const size_t nC = static_cast<size_t>(rows) * c.n_embd;
+  const int max_d = std::max({c.d_w, c.d_a, c.d_v, c.d_g, 1});
+  auto take = [&](size_t n, float** out) -> absl::Status {
+    auto p = backend_->Alloc(std::max<size_t>(n, 1));
+    if (!p.ok()) return p.status();
+    ws_.push_back(*p);
+    *out = *p;
+    return absl::OkStatus();
+  };
+  float** nc_bufs[] = {&x_, &xx_, &d_, &r_, &k_, &v_, &w_, &a_, &g_, &kk_, &vfirst_, &y_, &tmp_,
+                       &mix_[0], &mix_[1], &mix_[2], &mix_[3], &mix_[4], &mix_[5]};
+  for (float** b : nc_bufs) {
+    if (absl::Status s = take(nC, b); !s.ok()) return s;
+  }
+  if (absl::Status s = take(static_cast<size_t>(rows) * max_d, &lora_); !s.ok()) return s;
+  if (absl::Status s = take(static_cast<size_t>(rows) * c.ffn_dim, &ffn_); !s.ok()) return s;
+  if (absl::Status s = take(static_cast<size_t>(logit_rows) * c.n_embd, &logit_in_); !s.ok()) return s;
+  if (absl::Status s = take(static_cast<size_t>(logit_rows) * c.vocab_size, &logits_); !s.ok()) return s;
+  ws_rows_ = rows;
+  ws_logit_rows_ = logit_rows;
+  return absl::OkStatus();
+}
+
+void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
+  const ModelConfig& c = config_;
+  const Layer& L = layers_[static_cast<size_t>(l)];
+  Backend& b = *backend_;
+  const int C = c.n_embd, N = c.head_size, nseg = static_cast<int>(segs.size());
+  const int64_t nC = static_cast<int64_t>(n) * C;
+  float* layer_state = state_ + l * layout_.per_layer;
+
+  b.LayerNorm(x_, n, C, L.ln1_w, L.ln1_b, xx_);
+  b.TokenShift(xx_, segs.data(), nseg, C, {layer_state + layout_.att_x_prev, layout_.total}, d_);
+  b.Mix(xx_, d_, n, C, L.x_mix, mix_, 6);
+  float *xr = mix_[0], *xw = mix_[1], *xk = mix_[2], *xv = mix_[3], *xa = mix_[4], *xg = mix_[5];
+  b.MatMul(xr, n, L.att_r, r_, false);
+  b.MatMul(xk, n, L.att_k, k_, false);
+  b.MatMul(xv, n, L.att_v, v_, false);
+  b.MatMul(xw, n, L.w1, lora_, false);
+  b.Tanh(lora_, static_cast<int64_t>(n) * c.d_w);
+  b.MatMul(lora_, n, L.w2, w_, false);
+  b.V7Decay(w_, L.w0, n, C);
+  b.MatMul(xa, n, L.a1, lora_, false);
+  b.MatMul(lora_, n, L.a2, a_, false);
+  b.SigmoidBias(a_, L.a0, n, C);
+  b.MatMul(xg, n, L.g1, lora_, false);
+  b.Sigmoid(lora_, static_cast<int64_t>(n) * c.d_g);
+  b.MatMul(lora_, n, L.g2, g_, false);
+  b.V7KeyPrep(k_, kk_, a_, L.k_k, L.k_a, n, C, N);
+  if (l == 0) {
+    (void)b.CopyFloats(v_, vfirst_, static_cast<size_t>(nC));
+  } else {
+    b.MatMul(xv, n, L.v1, lora_, false);
+    b.MatMul(lora_, n, L.v2, tmp_, false);
+    b.V7ValueResidual(v_, vfirst_, tmp_, L.v0, n, C);
+  }
+  b.Wkv7(segs.data(), nseg, C, N, {layer_state + layout_.wkv, layout_.total}, r_, w_, k_, v_, kk_, a_, y_);
+  b.V7Output(y_, r_, k_, v_, g_, L.r_k, L.lnx_w, L.lnx_b, n, C, N);
+  b.MatMul(y_, n, L.att_o, x_, true);
+
+  b.LayerNorm(x_, n, C, L.ln2_w, L.ln2_b, xx_);
+  b.TokenShift(xx_, segs.data(), nseg, C, {layer_state + layout_.ffn_x_prev, layout_.total}, d_);
+  const float* ffn_mix[1] = {L.ffn_x_k};
+  b.Mix(xx_, d_, n, C, ffn_mix, mix_, 1);
+  b.MatMul(mix_[0], n, L.ffn_k, ffn_, false);
+  b.ReluSquare(ffn_, static_cast<int64_t>(n) * c.ffn_dim);
+  b.MatMul(ffn_, n, L.ffn_v, x_, true);
+}
+
+void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
+  const ModelConfig& c = config_;
+  const Layer& L = layers_[static_cast<size_t>(l)];
+  Backend& b = *backend_;
+  const int C = c.n_embd, nseg = static_cast<int>(segs.size());
+  const int64_t nC = static_cast<int64_t>(n) * C;
+  float* layer_state = state_ + l * layout_.per_layer;
+
+  b.LayerNorm(x_, n, C, L.ln1_w, L.ln1_b, xx_);
+  b.TokenShift(xx_, segs.data(), nseg, C, {layer_state + layout_.att_x_prev, layout_.total}, d_);
+  b.Mix(xx_, d_, n, C, L.att_mix, mix_, 3);  // k, v, r
+  b.MatMul(mix_[2], n, L.att_r, r_, false);
+  b.Sigmoid(r_, nC);
+  b.MatMul(mix_[0], n, L.att_k, k_, false);
+  b.MatMul(mix_[1], n, L.att_v, v_, false);
+  b.Wkv4(segs.data(), nseg, C, {layer_state + layout_.wkv, layout_.total}, L.time_first, L.time_decay, k_, v_,
+         y_);
+  b.Mul(y_, r_, nC);
+  b.MatMul(y_, n, L.att_o, x_, true);
+
+  b.LayerNorm(x_, n, C, L.ln2_w, L.ln2_b, xx_);
+  b.TokenShift(xx_, segs.data(), nseg, C, {layer_state + layout_.ffn_x_prev, layout_.total}, d_);
+  b.Mix(xx_, d_, n, C, L.ffn_mix, mix_, 2);  // k, r
+  b.MatMul(mix_[1], n, L.ffn_r, r_, false);
+  b.Sigmoid(r_, nC);
+  b.MatMul(mix_[0], n, L.ffn_k, ffn_, false);
+  b.ReluSquare(ffn_, static_cast<int64_t>(n) * c.ffn_dim);
+  b.MatMul(ffn_, n, L.ffn_v, tmp_, false);
+  b.MulAdd(x_, r_, tmp_, nC);
+}
+
+absl::Status Model::Forward(absl::Span<const ForwardRequest> requests, std::vector<float>* logits) {
+  if (requests.empty()) return absl::InvalidArgumentError("forward needs at least one request");
+  std::unordered_set<int32_t> seen;
+  int64_t out_rows = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const ForwardRequest& r = requests[i];
+    if (absl::Status s = CheckSlot(r.slot, num_slots_); !s.ok()) return s;
+    if (!seen.insert(r.slot).second) {
+      return absl::InvalidArgumentError(absl::StrFormat("slot %d appears twice in one batch", r.slot));
+    }
+    if (r.tokens.empty()) return absl::InvalidArgumentError(absl::StrFormat("request %d has no tokens", i));
+    for (int32_t t : r.tokens) {
+      if (t < 0 || t >= config_.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("token id %d out of range [0, %d)", t, config_.vocab_size));
+      }
+    }
+    out_rows += r.all_logits ? static_cast<int64_t>(r.tokens.size()) : 1;
+  }
+  const int64_t V = config_.vocab_size;
+  logits->assign(static_cast<size_t>(out_rows * V), 0.0f);
+
+  // Passes of at most kMaxRowsPerPass rows; a long request is split across
+  // passes (its state carries over), so results do not depend on the split.
+  struct Piece {
+    size_t req;
+    size_t begin, count;
+    int64_t out_row;  // first logits row this piece writes, or -1
+    bool all;
+  };
+  std::vector<int64_t> first_out(requests.size());
+  {
+    int64_t o = 0;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      first_out[i] = o;
+      o += requests[i].all_logits ? static_cast<int64_t>(requests[i].tokens.size()) : 1;
+    }
+  }
+  size_t req = 0, offset = 0;
+  while (req < requests.size()) {
+    std::vector<Piece> pieces;
+    int rows = 0;
+    while (req < requests.size() && rows < kMaxRowsPerPass) {
+      const ForwardRequest& r = requests[req];
+      const size_t take = std::min(r.tokens.size() - offset, static_cast<size_t>(kMaxRowsPerPass - rows));
+      const bool last_piece = offset + take == r.tokens.size();
+      Piece p{req, offset, take, -1, r.all_logits};
+      if (r.all_logits) {
+        p.out_row = first_out[req] + static_cast<int64_t>(offset);
+      } else if (last_piece) {
+        p.out_row = first_out[req];
+      }
+      pieces.push_back(p);
+      rows += static_cast<int>(take);
+      offset += take;
+      if (last_piece) {
+        ++req;
+        offset = 0;
+      }
+    }
+    // Build the pass.
+    std::vector<int32_t> tokens;
+    std::vector<Segment> segs;
+    std::vector<int32_t> logit_rows;
+    std::vector<int64_t> logit_dest;
+    tokens.reserve(static_cast<size_t>(rows));
+    for (const Piece& p : pieces) {
+      const ForwardRequest& r = requests[p.req];
+      segs.push_back({r.slot, static_cast<int32_t>(tokens.size()), static_cast<int32_t>(p.count)});
+      const int32_t row0 = static_cast<int32_t>(tokens.size());
+      tokens.insert(tokens.end(), r.tokens.begin() + static_cast<int64_t>(p.begin),
+                    r.tokens.begin() + static_cast<int64_t>(p.begin + p.count));
+      if (p.all) {
+        for (size_t t = 0; t < p.count; ++t) {
+          logit_rows.push_back(row0 + static_cast<int32_t>(t));
+          logit_dest.push_back(p.out_row + static_cast<int64_t>(t));
+        }
+      } else if (p.out_row >= 0) {
+        logit_rows.push_back(row0 + static_cast<int32_t>(p.count) - 1);
+        logit_dest.push_back(p.out_row);
+      }
+    }
+    const int nl = static_cast<int>(logit_rows.size());
+    if (absl::Status s = EnsureWorkspace(rows, std::max(nl, 1)); !s.ok()) return s;
+    Backend& b = *backend_;
+    const int C = config_.n_embd;
+    b.Embedding(emb_, tokens.data(), rows, x_);
+    for (int l = 0; l < config_.n_layer; ++l) {
+      if (config_.arch == Arch::kV7) {
+        LayerV7(l, rows, segs);
+      } else {
+        LayerV4(l, rows, segs);
+      }
+    }
+    if (nl > 0) {
+      b.GatherRows(x_, logit_rows.data(), nl, C, logit_in_);
+      b.LayerNorm(logit_in_, nl, C, ln_out_w_, ln_out_b_, logit_in_);
+      b.MatMul(logit_in_, nl, head_, logits_, false);
+      // Rows of one pass are consecutive in the output except across requests.
+      for (int i = 0; i < nl; ++i) {
+        if (absl::Status s = b.Download(logits_ + static_cast<int64_t>(i) * V,
+                                        logits->data() + logit_dest[static_cast<size_t>(i)] * V,
+                                        static_cast<size_t>(V));
+            !s.ok()) {
+          return s;
+        }
+      }
+    }
+    if (absl::Status s = b.Sync(); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace rwkv

@@ -1,0 +1,111 @@
+// A loaded RWKV model: weights on a backend, a pool of state slots, and the
+// forward pass written once against the Backend interface.
+//
+// Why: the same code runs a single decode step, a batch of B sessions one
+// token each, a prompt of T tokens, or any mix (a list of segments), and it
+// gives the same logits and states for a session whichever way its tokens
+// arrive. Slots are addressed by index; which session owns which slot is the
+// caller's business (the engine's state pool, later).
+// Thread-compatible: one thread calls a Model at a time.
+#ifndef RWKV_ENGINE_MODEL_MODEL_H_
+#define RWKV_ENGINE_MODEL_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/loader/tensor_source.h"
+#include "engine/model/backend.h"
+#include "engine/model/model_config.h"
+#include "engine/model/state_layout.h"
+
+namespace rwkv {
+
+struct ModelLoadOptions {
+  bool progress = true;  // progress bar on stderr while loading (only if stderr is a terminal)
+};
+
+// One session's tokens in a forward call.
+struct ForwardRequest {
+  int32_t slot = 0;
+  absl::Span<const int32_t> tokens;  // at least one
+  bool all_logits = false;           // logits after every token (else after the last only)
+};
+
+class Model {
+ public:
+  ~Model();
+
+  // Loads "synthetic:<size>" or a model file (.pth, .safetensors/.st,
+  // rwkv.cpp .bin) onto `backend`.
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& spec, std::unique_ptr<Backend> backend,
+                                                     const ModelLoadOptions& options = {});
+  // Builds from an already opened source (tests, tools).
+  static absl::StatusOr<std::unique_ptr<Model>> FromSource(const TensorSource& source,
+                                                           std::unique_ptr<Backend> backend,
+                                                           const ModelLoadOptions& options = {});
+
+  const ModelConfig& config() const { return config_; }
+  const StateLayout& state_layout() const { return layout_; }
+  Backend& backend() { return *backend_; }
+  // Bytes of weights held by the backend.
+  int64_t weight_bytes() const { return weight_bytes_; }
+
+  // ---- state slots ----
+  // (Re)allocates the pool with n slots, all fresh. Existing states are lost.
+  absl::Status AllocateSlots(int32_t n);
+  int32_t num_slots() const { return num_slots_; }
+  absl::Status ResetSlot(int32_t slot);
+  // Copies a slot's state (state_layout().total floats) to / from host memory.
+  absl::Status ReadSlot(int32_t slot, float* host) const;
+  absl::Status WriteSlot(int32_t slot, const float* host);
+  absl::Status CopySlot(int32_t from, int32_t to);
+
+  // ---- forward ----
+  // Advances each request's slot through its tokens. Slots must be distinct.
+  // `logits` receives, in request order, one row of vocab_size floats per
+  // token for all_logits requests, else one row per request.
+  // INVALID_ARGUMENT for bad tokens, slots or empty requests (nothing runs).
+  absl::Status Forward(absl::Span<const ForwardRequest> requests, std::vector<float>* logits);
+
+ private:
+  struct Layer;
+  Model() = default;
+  absl::Status LoadWeights(const TensorSource& src, const ModelLoadOptions& options);
+  absl::Status EnsureWorkspace(int rows, int logit_rows);
+  void LayerV7(int l, int n, const std::vector<Segment>& segs);
+  void LayerV4(int l, int n, const std::vector<Segment>& segs);
+
+  ModelConfig config_;
+  StateLayout layout_;
+  std::unique_ptr<Backend> backend_;
+  int64_t weight_bytes_ = 0;
+
+  Matrix emb_, head_;
+  float* ln_out_w_ = nullptr;
+  float* ln_out_b_ = nullptr;
+  std::vector<Layer> layers_;
+
+  float* state_ = nullptr;  // [num_slots][layout_.total]
+  int32_t num_slots_ = 0;
+
+  // Workspace, sized for ws_rows_ rows.
+  int ws_rows_ = 0;
+  int ws_logit_rows_ = 0;
+  std::vector<float*> ws_;
+  float *x_ = nullptr, *xx_ = nullptr, *d_ = nullptr;
+  float *mix_[6] = {}, *r_ = nullptr, *k_ = nullptr, *v_ = nullptr, *w_ = nullptr, *a_ = nullptr,
+        *g_ = nullptr, *kk_ = nullptr, *vfirst_ = nullptr, *y_ = nullptr, *lora_ = nullptr,
+        *ffn_ = nullptr, *tmp_ = nullptr, *logit_in_ = nullptr, *logits_ = nullptr;
+};
+
+// The number of worker threads to use by default (hardware concurrency).
+int DefaultThreads();
+
+}  // namespace rwkv
+
+#endif  // RWKV_ENGINE_MODEL_MODEL_H_
