@@ -50,7 +50,8 @@ absl::StatusOr<std::vector<int32_t>> ParseIdList(const std::string& flag, const 
 std::string InferUsage() {
   return R"(usage: rwkv-infer --model FILE|synthetic:SIZE [--vocab FILE | --byte-vocab]
                   [--prompt TEXT | --prompt-file FILE | --tokens 1,2,3]
-                  [--max-tokens N] [--threads N] [--dump-logits OUT] [--tokenize]
+                  [--max-tokens N] [--threads N] [--cpu-gemm invariant|openblas]
+                  [--dump-logits OUT] [--tokenize]
                   [--temperature T] [--top-k K] [--top-p P] [--min-p P]
                   [--presence-penalty X] [--frequency-penalty X] [--penalty-decay X]
                   [--repetition-penalty X] [--logit-bias ID:BIAS]... [--stop-token ID]...
@@ -69,6 +70,7 @@ Streams generated text to stdout; timing goes to stderr.
   --dump-logits    write float32 little-endian logits after every prompt token, [T, vocab]
   --tokenize       print the prompt's token ids (comma-separated) and exit; needs no model
   --threads        CPU threads (default: all cores)
+  --cpu-gemm       invariant (default: a row's result never depends on the batch) or openblas
 )";
 }
 
@@ -127,6 +129,10 @@ absl::StatusOr<InferFlags> ParseInferFlags(const std::vector<std::string>& args)
       RWKV_VALUE(v);
       st = ParseInt(name, v, 1, 1024, &n);
       f.threads = static_cast<int32_t>(n);
+    } else if (name == "--cpu-gemm") {
+      RWKV_VALUE(v);
+      if (v != "invariant" && v != "openblas") return Bad(name, v, "'invariant' or 'openblas'");
+      f.openblas = v == "openblas";
     } else if (name == "--dump-logits") {
       RWKV_VALUE(v);
       f.dump_logits = v;

@@ -28,6 +28,7 @@ struct InferFlags {
   std::string dump_logits;               // --dump-logits OUT
   bool tokenize = false;                 // --tokenize
   int32_t threads = 0;                   // --threads N (0: all cores)
+  bool openblas = false;                 // --cpu-gemm openblas|invariant
   bool help = false;
 };
 

@@ -58,6 +58,7 @@ TEST(InferFlagsTest, ErrorsNameTheFlag) {
       {{"--tokenize", "--byte-vocab"}, "needs --prompt"},
       {{"--tokens", "1"}, "--model is required"},
       {{"--model", "m", "--byte-vocab=1"}, "takes no value"},
+      {{"--model", "m", "--cpu-gemm", "mkl"}, "--cpu-gemm"},
   };
   for (const Case& c : cases) {
     auto f = Parse(c.args);

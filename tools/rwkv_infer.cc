@@ -68,7 +68,8 @@ int Run(const InferFlags& f) {
   // Model.
   const int threads = f.threads > 0 ? f.threads : DefaultThreads();
   const auto t_load = Clock::now();
-  auto loaded = Model::Load(f.model, std::make_unique<CpuBackend>(threads));
+  auto loaded = Model::Load(
+      f.model, std::make_unique<CpuBackend>(threads, f.openblas ? CpuGemm::kOpenBlas : CpuGemm::kBatchInvariant));
   if (!loaded.ok()) return Fail(loaded.status());
   Model& model = **loaded;
   const ModelConfig& cfg = model.config();

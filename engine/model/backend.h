@@ -58,8 +58,11 @@ class Backend {
   virtual absl::Status Upload(const float* host, float* dst, size_t floats) = 0;
   virtual absl::Status Download(const float* src, float* host, size_t floats) = 0;
   virtual absl::Status CopyFloats(const float* src, float* dst, size_t floats) = 0;
-  // Takes a host fp32 matrix [rows, cols]; the backend chooses how to store it.
+  // Takes a host fp32 matrix [rows, cols] used by MatMul; the backend chooses
+  // how to store it (dtype, packing).
   virtual absl::StatusOr<Matrix> UploadMatrix(const float* host, int32_t rows, int32_t cols) = 0;
+  // Takes the host fp32 embedding table [vocab, C], used only by Embedding.
+  virtual absl::StatusOr<Matrix> UploadEmbedding(const float* host, int32_t rows, int32_t cols) = 0;
   // Blocks until queued work is done and reports any asynchronous fault.
   virtual absl::Status Sync() = 0;
 

@@ -21,7 +21,7 @@ inline float SigmoidF(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 }  // namespace
 
-CpuBackend::CpuBackend(int threads) : pool_(std::max(1, threads)) {
+CpuBackend::CpuBackend(int threads, CpuGemm gemm) : pool_(std::max(1, threads)), gemm_(gemm) {
   openblas_set_num_threads(std::max(1, threads));
 }
 
@@ -61,6 +61,14 @@ absl::Status CpuBackend::CopyFloats(const float* src, float* dst, size_t floats)
 }
 
 absl::StatusOr<Matrix> CpuBackend::UploadMatrix(const float* host, int32_t rows, int32_t cols) {
+  if (gemm_ == CpuGemm::kOpenBlas) return UploadEmbedding(host, rows, cols);
+  auto p = Alloc(PackedGemmFloats(rows, cols));
+  if (!p.ok()) return p.status();
+  PackGemmWeights(host, rows, cols, *p);
+  return Matrix{*p, rows, cols, DType::kF32};
+}
+
+absl::StatusOr<Matrix> CpuBackend::UploadEmbedding(const float* host, int32_t rows, int32_t cols) {
   auto p = Alloc(static_cast<size_t>(rows) * cols);
   if (!p.ok()) return p.status();
   std::memcpy(*p, host, static_cast<size_t>(rows) * cols * sizeof(float));
@@ -93,6 +101,10 @@ void CpuBackend::LayerNorm(const float* x, int n, int C, const float* w, const f
 
 void CpuBackend::MatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate) {
   const float* W = static_cast<const float*>(w.data);
+  if (gemm_ == CpuGemm::kBatchInvariant) {
+    PackedGemm(x, n, W, w.rows, w.cols, y, accumulate, pool_);
+    return;
+  }
   const float beta = accumulate ? 1.0f : 0.0f;
   if (n == 1) {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, w.rows, w.cols, 1.0f, W, w.cols, x, 1, beta, y, 1);

@@ -1,9 +1,12 @@
 // The fp32 CPU backend: the numerical reference for every other backend.
 //
 // Why: CI and GPU-less machines run the whole product on it, and each CUDA
-// op is checked against the op here. Matrix products go through OpenBLAS
-// (multi-threaded); the recurrences are split over sessions and heads on a
-// small thread pool. Weights are stored fp32.
+// op is checked against the op here. Weights are stored fp32. Matrix
+// products use either the batch-invariant packed GEMM (cpu_gemm.h, the
+// default: a row's result never depends on the other rows of the batch) or
+// OpenBLAS (sometimes faster on long prompts, but its rounding of a row
+// depends on the batch). The recurrences are split over sessions and heads
+// on a small thread pool.
 #ifndef RWKV_ENGINE_MODEL_CPU_BACKEND_H_
 #define RWKV_ENGINE_MODEL_CPU_BACKEND_H_
 
@@ -11,14 +14,20 @@
 #include <unordered_map>
 
 #include "engine/model/backend.h"
+#include "engine/model/cpu_gemm.h"
 #include "engine/model/thread_pool.h"
 
 namespace rwkv {
 
+enum class CpuGemm : uint8_t {
+  kBatchInvariant,  // own packed kernel: results independent of batching
+  kOpenBlas,        // OpenBLAS sgemm/sgemv
+};
+
 class CpuBackend final : public Backend {
  public:
-  // threads: worker threads for BLAS and the pool (>= 1).
-  explicit CpuBackend(int threads);
+  // threads: worker threads for the matrix products and the pool (>= 1).
+  explicit CpuBackend(int threads, CpuGemm gemm = CpuGemm::kBatchInvariant);
   ~CpuBackend() override;
 
   std::string name() const override { return "cpu"; }
@@ -30,6 +39,7 @@ class CpuBackend final : public Backend {
   absl::Status Download(const float* src, float* host, size_t floats) override;
   absl::Status CopyFloats(const float* src, float* dst, size_t floats) override;
   absl::StatusOr<Matrix> UploadMatrix(const float* host, int32_t rows, int32_t cols) override;
+  absl::StatusOr<Matrix> UploadEmbedding(const float* host, int32_t rows, int32_t cols) override;
   absl::Status Sync() override { return absl::OkStatus(); }
 
   void Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) override;
@@ -59,6 +69,7 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool pool_;
+  CpuGemm gemm_;
   std::unordered_map<float*, size_t> allocations_;  // pointer -> floats
 };
 

@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/model/cpu_gemm.h"
 #include "engine/model/thread_pool.h"
 #include "gtest/gtest.h"
 
@@ -32,22 +33,50 @@ TEST(ThreadPoolTest, ParallelForVisitsEveryIndexOnce) {
 }
 
 TEST(CpuBackendTest, MatMulMatchesNaive) {
-  CpuBackend b(2);
-  for (int n : {1, 3, 17}) {
-    const int rows = 33, cols = 20;
-    auto w = Rand(rows * cols, 1), x = Rand(static_cast<size_t>(n) * cols, 2), y0 = Rand(static_cast<size_t>(n) * rows, 3);
-    auto m = b.UploadMatrix(w.data(), rows, cols);
-    ASSERT_TRUE(m.ok());
-    for (bool acc : {false, true}) {
-      std::vector<float> y = y0;
-      b.MatMul(x.data(), n, *m, y.data(), acc);
-      for (int i = 0; i < n; ++i) {
-        for (int o = 0; o < rows; ++o) {
-          double s = acc ? y0[static_cast<size_t>(i) * rows + o] : 0;
-          for (int c = 0; c < cols; ++c) s += static_cast<double>(x[static_cast<size_t>(i) * cols + c]) * w[static_cast<size_t>(o) * cols + c];
-          EXPECT_NEAR(y[static_cast<size_t>(i) * rows + o], s, 1e-5 * (1 + std::fabs(s)));
+  for (CpuGemm gemm : {CpuGemm::kBatchInvariant, CpuGemm::kOpenBlas}) {
+    CpuBackend b(2, gemm);
+    for (int n : {1, 3, 17}) {
+      const int rows = 33, cols = 20;
+      auto w = Rand(rows * cols, 1), x = Rand(static_cast<size_t>(n) * cols, 2),
+           y0 = Rand(static_cast<size_t>(n) * rows, 3);
+      auto m = b.UploadMatrix(w.data(), rows, cols);
+      ASSERT_TRUE(m.ok());
+      for (bool acc : {false, true}) {
+        std::vector<float> y = y0;
+        b.MatMul(x.data(), n, *m, y.data(), acc);
+        for (int i = 0; i < n; ++i) {
+          for (int o = 0; o < rows; ++o) {
+            double s = acc ? y0[static_cast<size_t>(i) * rows + o] : 0;
+            for (int c = 0; c < cols; ++c)
+              s += static_cast<double>(x[static_cast<size_t>(i) * cols + c]) *
+                   w[static_cast<size_t>(o) * cols + c];
+            EXPECT_NEAR(y[static_cast<size_t>(i) * rows + o], s, 1e-5 * (1 + std::fabs(s)));
+          }
         }
       }
+    }
+  }
+}
+
+TEST(CpuGemmTest, RowsDoNotDependOnBatchOrThreads) {
+  // Odd sizes: a partial panel and a partial 4-row tile.
+  const int rows = 37, cols = 29, n = 11;
+  auto w = Rand(static_cast<size_t>(rows) * cols, 11), x = Rand(static_cast<size_t>(n) * cols, 12);
+  std::vector<float> packed(PackedGemmFloats(rows, cols));
+  PackGemmWeights(w.data(), rows, cols, packed.data());
+  ThreadPool one(1), three(3);
+  std::vector<float> all(static_cast<size_t>(n) * rows);
+  PackedGemm(x.data(), n, packed.data(), rows, cols, all.data(), false, three);
+  for (int m = 0; m < n; ++m) {
+    std::vector<float> alone(rows);
+    PackedGemm(x.data() + static_cast<size_t>(m) * cols, 1, packed.data(), rows, cols, alone.data(), false,
+               one);
+    for (int o = 0; o < rows; ++o) {
+      ASSERT_EQ(alone[o], all[static_cast<size_t>(m) * rows + o]) << "row " << m << " col " << o;
+      double s = 0;
+      for (int c = 0; c < cols; ++c)
+        s += static_cast<double>(x[static_cast<size_t>(m) * cols + c]) * w[static_cast<size_t>(o) * cols + c];
+      EXPECT_NEAR(alone[o], s, 1e-5 * (1 + std::fabs(s)));
     }
   }
 }
@@ -64,16 +93,16 @@ TEST(CpuBackendTest, TokenShiftUsesStateForFirstRowAndStoresLastRow) {
   b.TokenShift(xx.data(), segs, 2, C, {state.data() + 2, 10}, d.data());
   for (int c = 0; c < C; ++c) {
     EXPECT_FLOAT_EQ(d[c], state0[10 + 2 + c] - xx[c]);             // row 0: slot 1's x_prev
-    EXPECT_FLOAT_EQ(d[C + c], xx[c] - xx[C + c]);                   // row 1: previous row
-    EXPECT_FLOAT_EQ(d[3 * C + c], state0[2 + c] - xx[3 * C + c]);   // row 3: slot 0's x_prev
-    EXPECT_FLOAT_EQ(state[10 + 2 + c], xx[2 * C + c]);              // slot 1 keeps row 2
-    EXPECT_FLOAT_EQ(state[2 + c], xx[3 * C + c]);                   // slot 0 keeps row 3
+    EXPECT_FLOAT_EQ(d[C + c], xx[c] - xx[C + c]);                  // row 1: previous row
+    EXPECT_FLOAT_EQ(d[3 * C + c], state0[2 + c] - xx[3 * C + c]);  // row 3: slot 0's x_prev
+    EXPECT_FLOAT_EQ(state[10 + 2 + c], xx[2 * C + c]);             // slot 1 keeps row 2
+    EXPECT_FLOAT_EQ(state[2 + c], xx[3 * C + c]);                  // slot 0 keeps row 3
   }
 }
 
 // Direct transcription of the official per-head update for one token.
-void NaiveWkv7(int N, float* S, const float* r, const float* w, const float* k, const float* v, const float* kk,
-               const float* a, float* y) {
+void NaiveWkv7(int N, float* S, const float* r, const float* w, const float* k, const float* v,
+               const float* kk, const float* a, float* y) {
   std::vector<double> sa(N, 0);
   for (int i = 0; i < N; ++i) {
     for (int j = 0; j < N; ++j) sa[i] += S[i * N + j] * -kk[j];
@@ -97,8 +126,8 @@ TEST(CpuBackendTest, Wkv7MatchesOfficialUpdateAcrossSegments) {
   auto ref_state = state;
   Segment segs[2] = {{2, 0, 3}, {0, 3, 2}};
   std::vector<float> y(rows * C), ref_y(rows * C);
-  b.Wkv7(segs, 2, C, N, {state.data(), H * N * N}, r.data(), w.data(), k.data(), v.data(), kk.data(), a.data(),
-         y.data());
+  b.Wkv7(segs, 2, C, N, {state.data(), H * N * N}, r.data(), w.data(), k.data(), v.data(), kk.data(),
+         a.data(), y.data());
   for (const Segment& s : segs) {
     for (int t = 0; t < s.rows; ++t) {
       for (int h = 0; h < H; ++h) {
@@ -109,7 +138,8 @@ TEST(CpuBackendTest, Wkv7MatchesOfficialUpdateAcrossSegments) {
     }
   }
   for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref_y[i], 1e-4 * (1 + std::fabs(ref_y[i])));
-  for (size_t i = 0; i < state.size(); ++i) EXPECT_NEAR(state[i], ref_state[i], 1e-5 * (1 + std::fabs(ref_state[i])));
+  for (size_t i = 0; i < state.size(); ++i)
+    EXPECT_NEAR(state[i], ref_state[i], 1e-5 * (1 + std::fabs(ref_state[i])));
   // Slot 1 was not in the batch and is untouched.
   for (int i = 0; i < H * N * N; ++i) EXPECT_EQ(state[H * N * N + i], ref_state[H * N * N + i]);
 }
@@ -124,7 +154,8 @@ TEST(CpuBackendTest, Wkv4MatchesPaperFormulaAndIsStableForLargeKeys) {
   Segment seg{0, 0, rows};
   std::vector<float> y(rows * C);
   b.Wkv4(&seg, 1, C, {state.data(), 5 * C}, u.data(), wd.data(), k.data(), v.data(), y.data());
-  // Unstabilised definition in double: wkv_t = (sum_{i<t} e^{-(t-1-i)w + k_i} v_i + e^{u+k_t} v_t) / (same with v=1).
+  // Unstabilised definition in double: wkv_t = (sum_{i<t} e^{-(t-1-i)w + k_i} v_i + e^{u+k_t} v_t) / (same
+  // with v=1).
   for (int c = 0; c < C; ++c) {
     for (int t = 0; t < rows; ++t) {
       double num = 0, den = 0;

@@ -203,7 +203,9 @@ absl::Status Model::LoadWeights(const TensorSource& src, const ModelLoadOptions&
       const double inv = 1.0 / std::sqrt(var + 1e-5);
       for (int64_t i = 0; i < C; ++i) row[i] = static_cast<float>((row[i] - mean) * inv) * w[i] + b[i];
     }
-    RWKV_ASSIGN(emb_, rd.UploadMat(emb, V, C));
+    auto table = backend_->UploadEmbedding(emb.data(), static_cast<int32_t>(V), static_cast<int32_t>(C));
+    if (!table.ok()) return table.status();
+    emb_ = *table;
   }
 
   layers_.resize(static_cast<size_t>(c.n_layer));

@@ -52,7 +52,8 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const StateLayout& state_layout() const { return layout_; }
   Backend& backend() { return *backend_; }
-  // Bytes of weights held by the backend.
+  // Bytes of the weights a step reads (every matrix and vector; the
+  // embedding table, of which a step reads only its tokens' rows, excluded).
   int64_t weight_bytes() const { return weight_bytes_; }
 
   // ---- state slots ----

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <numeric>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -22,8 +23,9 @@ using ::rwkv::testing::TestDataPath;
 constexpr int kRefTokens[32] = {0,  1,  2,   3,   511, 510, 255, 256, 100, 100, 100, 7,  42, 300, 450, 12,
                                 34, 56, 78,  90,  123, 234, 345, 456, 11,  22,  33,  44, 0,  499, 5,   5};
 
-std::unique_ptr<Model> LoadOrDie(const std::string& spec, int slots = 4) {
-  auto m = Model::Load(spec, std::make_unique<CpuBackend>(2), {.progress = false});
+std::unique_ptr<Model> LoadOrDie(const std::string& spec, int slots = 4,
+                                 CpuGemm gemm = CpuGemm::kBatchInvariant) {
+  auto m = Model::Load(spec, std::make_unique<CpuBackend>(2, gemm), {.progress = false});
   EXPECT_TRUE(m.ok()) << spec << ": " << m.status();
   if (!m.ok()) return nullptr;
   EXPECT_TRUE((*m)->AllocateSlots(slots).ok());
@@ -63,12 +65,12 @@ struct RefCase {
   std::string stem;  // rwkv7_small_A / rwkv4_small_A
 };
 
-class OfficialRefTest : public ::testing::TestWithParam<RefCase> {};
+class OfficialRefTest : public ::testing::TestWithParam<std::tuple<RefCase, CpuGemm>> {};
 
 TEST_P(OfficialRefTest, LogitsAndStateMatchReference) {
-  const RefCase& c = GetParam();
+  const RefCase& c = std::get<0>(GetParam());
   RWKV_REQUIRE_TESTDATA("official_ref/" + c.file);
-  auto m = LoadOrDie(TestDataPath("official_ref/" + c.file));
+  auto m = LoadOrDie(TestDataPath("official_ref/" + c.file), 4, std::get<1>(GetParam()));
   ASSERT_NE(m, nullptr);
   const int V = m->config().vocab_size;
   ASSERT_EQ(V, 512);
@@ -110,18 +112,19 @@ TEST_P(OfficialRefTest, LogitsAndStateMatchReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllContainers, OfficialRefTest,
-    ::testing::Values(RefCase{"rwkv7_small_A.pth", "rwkv7_small_A"},
-                      RefCase{"rwkv7_small_A_torch2.pth", "rwkv7_small_A"},
-                      RefCase{"rwkv7_small_A.safetensors", "rwkv7_small_A"},
-                      RefCase{"rwkv4_small_A.pth", "rwkv4_small_A"},
-                      RefCase{"rwkv4_small_A_torch2.pth", "rwkv4_small_A"},
-                      RefCase{"rwkv4_small_A.safetensors", "rwkv4_small_A"}),
+    ::testing::Combine(::testing::Values(RefCase{"rwkv7_small_A.pth", "rwkv7_small_A"},
+                                         RefCase{"rwkv7_small_A_torch2.pth", "rwkv7_small_A"},
+                                         RefCase{"rwkv7_small_A.safetensors", "rwkv7_small_A"},
+                                         RefCase{"rwkv4_small_A.pth", "rwkv4_small_A"},
+                                         RefCase{"rwkv4_small_A_torch2.pth", "rwkv4_small_A"},
+                                         RefCase{"rwkv4_small_A.safetensors", "rwkv4_small_A"}),
+                       ::testing::Values(CpuGemm::kBatchInvariant, CpuGemm::kOpenBlas)),
     [](const auto& p) {
-      std::string s = p.param.file;
+      std::string s = std::get<0>(p.param).file;
       for (char& ch : s) {
         if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
       }
-      return s;
+      return s + (std::get<1>(p.param) == CpuGemm::kOpenBlas ? "_openblas" : "_invariant");
     });
 
 // ---- rwkv.cpp tiny models -------------------------------------------------
@@ -233,15 +236,12 @@ TEST_P(InvarianceTest, SequenceModeEqualsStepping) {
   std::vector<float> seq;
   ForwardRequest r{1, tokens, true};
   ASSERT_TRUE(m->Forward({&r, 1}, &seq).ok());
-  ASSERT_EQ(seq.size(), stepped.size());
-  // Same math; only the BLAS kernel (gemv vs gemm) and so rounding differ.
-  for (size_t t = 0; t < tokens.size(); ++t) {
-    EXPECT_LT(MaxAbsDiff(seq.data() + t * V, stepped.data() + t * V, V), 1e-4) << "token " << t;
-  }
+  // Bit-identical: every op computes a row independently of the others.
+  EXPECT_EQ(seq, stepped);
   std::vector<float> s0(static_cast<size_t>(m->state_layout().total)), s1(s0.size());
   ASSERT_TRUE(m->ReadSlot(0, s0.data()).ok());
   ASSERT_TRUE(m->ReadSlot(1, s1.data()).ok());
-  for (size_t i = 0; i < s0.size(); ++i) ASSERT_NEAR(s0[i], s1[i], 1e-4 * (1 + std::fabs(s0[i]))) << i;
+  EXPECT_EQ(s0, s1);
 }
 
 TEST_P(InvarianceTest, BatchedStepsEqualSingleSteps) {
@@ -278,7 +278,7 @@ TEST_P(InvarianceTest, BatchedStepsEqualSingleSteps) {
   for (int b = 0; b < B; ++b) {
     ASSERT_TRUE(single->ResetSlot(0).ok());
     const std::vector<float> solo = StepLogits(*single, streams[b], 0);
-    EXPECT_LT(MaxAbsDiff(batched_last[b].data(), solo.data() + solo.size() - V, V), 1e-4) << "session " << b;
+    EXPECT_EQ(batched_last[b], std::vector<float>(solo.end() - V, solo.end())) << "session " << b;
   }
 }
 
@@ -291,7 +291,7 @@ TEST_P(InvarianceTest, LongPromptSplitAcrossPassesEqualsStepping) {
   ForwardRequest r{1, tokens, false};
   ASSERT_TRUE(m->Forward({&r, 1}, &seq).ok());
   const std::vector<float> stepped = StepLogits(*m, tokens, 0);
-  EXPECT_LT(MaxAbsDiff(seq.data(), stepped.data() + stepped.size() - V, V), 1e-3);
+  EXPECT_EQ(seq, std::vector<float>(stepped.end() - V, stepped.end()));
 }
 
 TEST_P(InvarianceTest, SyntheticWeightsAreDeterministic) {
