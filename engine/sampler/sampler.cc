@@ -1,0 +1,158 @@
+// Sampler: logit adjustments, penalty counts and dispatch to the draws.
+//
+// Why: the per-session state (params, PRNG, decayed counts) and the order of
+// operations live here; the numeric passes are in sampling_ops.cc. Penalties
+// touch only the tokens that were generated (a sparse map), and the decay is
+// a lazy global scale, so Accept is O(1) and Sample adds O(distinct tokens)
+// to the passes over the vocabulary.
+#include "engine/sampler/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/sampler/sampling_ops.h"
+
+namespace rwkv {
+namespace {
+
+using sampling_internal::Cand;
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr double kMinCountScale = 1e-150;  // renormalize the lazy count scale below this
+
+// log_softmax value of `v` given the sanitized logits' max and their lse
+// (lse only meaningful for finite max); `num_inf` = count of +inf logits.
+float LogprobOf(float v, float max, double lse, int32_t num_inf) {
+  if (max == kInf) return v == kInf ? -std::log(static_cast<float>(num_inf)) : -kInf;
+  if (max == -kInf) return -kInf;
+  return static_cast<float>(static_cast<double>(v) - lse);
+}
+
+}  // namespace
+
+absl::StatusOr<Sampler> Sampler::Create(SamplingParams params, int32_t vocab_size) {
+  if (absl::Status st = ValidateSamplingParams(params, vocab_size); !st.ok()) return st;
+  return Sampler(std::move(params), vocab_size);
+}
+
+Sampler::Sampler(SamplingParams params, int32_t vocab_size)
+    : params_(std::move(params)), vocab_size_(vocab_size), rng_(params_.seed) {
+  sorted_stop_ids_ = params_.stop_token_ids;
+  std::sort(sorted_stop_ids_.begin(), sorted_stop_ids_.end());
+  sorted_stop_ids_.erase(std::unique(sorted_stop_ids_.begin(), sorted_stop_ids_.end()),
+                         sorted_stop_ids_.end());
+}
+
+float Sampler::Adjust(absl::Span<const float> logits, float* out) const {
+  const int32_t n = static_cast<int32_t>(logits.size());
+  const float raw_max = sampling_internal::CopySanitized(logits, out);
+  for (const auto& [id, bias] : params_.logit_bias) {
+    if (id >= n) continue;
+    out[id] = bias <= -kMaxAbsLogitBias ? -kInf : out[id] + bias;
+  }
+  const float presence = params_.presence_penalty;
+  const float frequency = params_.frequency_penalty;
+  const float repetition = params_.repetition_penalty;
+  const bool penalize = presence != 0.0f || frequency != 0.0f || repetition != 1.0f;
+  if (penalize) {
+    for (const auto& [id, raw_count] : raw_counts_) {
+      if (id >= n) continue;
+      const float count = static_cast<float>(raw_count * count_scale_);
+      float v = out[id] - (presence + count * frequency);
+      if (repetition != 1.0f) v = v > 0.0f ? v / repetition : v * repetition;
+      out[id] = v;
+    }
+  }
+  // The raw maximum still stands unless a token that held it went down.
+  float max = raw_max;
+  bool stale = false;
+  auto check = [&](int32_t id) {
+    if (id >= n) return;
+    const float raw = std::isnan(logits[id]) ? -kInf : logits[id];
+    if (raw == raw_max && out[id] < raw_max) stale = true;
+    max = out[id] > max ? out[id] : max;
+  };
+  for (const auto& [id, bias] : params_.logit_bias) check(id);
+  if (penalize) {
+    for (const auto& [id, raw_count] : raw_counts_) check(id);
+  }
+  return stale ? sampling_internal::MaxOf(out, n) : max;
+}
+
+void Sampler::ApplyLogitAdjustments(absl::Span<const float> logits, absl::Span<float> out) const {
+  if (out.size() != logits.size()) return;
+  Adjust(logits, out.data());
+}
+
+int32_t Sampler::Sample(absl::Span<const float> logits) {
+  const int32_t n = static_cast<int32_t>(logits.size());
+  if (n == 0) return 0;
+  float* x = sampling_internal::ThreadScratchLogits(n);
+  const float max = Adjust(logits, x);
+  if (max == -kInf) return sampling_internal::RawArgmax(logits);
+  if (params_.temperature == 0.0f) return sampling_internal::FirstIndexOf(x, n, max);
+  const double u = rng_.NextDouble();
+  if (max == kInf) return sampling_internal::FirstIndexOf(x, n, max);
+
+  sampling_internal::Filters f;
+  f.max = max;
+  f.inv_t = std::min(1.0f / params_.temperature, std::numeric_limits<float>::max());
+  f.top_k = params_.top_k;
+  f.top_p = params_.top_p;
+  f.min_p = params_.min_p;
+  if (f.top_k > 0 && f.top_k < n) return sampling_internal::DrawTopK(x, n, f, u);
+  if (f.top_p < 1.0f) return sampling_internal::DrawTopP(x, n, f, u);
+  return sampling_internal::DrawFull(x, n, f, u);
+}
+
+void Sampler::Accept(int32_t token) {
+  if (token < 0 || token >= vocab_size_) return;
+  ++num_accepted_;
+  count_scale_ *= params_.penalty_decay;
+  if (count_scale_ < kMinCountScale) {
+    for (auto& [id, raw_count] : raw_counts_) raw_count *= count_scale_;
+    count_scale_ = 1.0;
+  }
+  raw_counts_[token] += 1.0 / count_scale_;
+}
+
+bool Sampler::IsStopToken(int32_t token) const {
+  return std::binary_search(sorted_stop_ids_.begin(), sorted_stop_ids_.end(), token);
+}
+
+float Sampler::PenaltyCount(int32_t token) const {
+  auto it = raw_counts_.find(token);
+  return it == raw_counts_.end() ? 0.0f : static_cast<float>(it->second * count_scale_);
+}
+
+void Sampler::TopLogprobs(absl::Span<const float> raw_logits, int n,
+                          std::vector<std::pair<int32_t, float>>* out) {
+  out->clear();
+  const int32_t size = static_cast<int32_t>(raw_logits.size());
+  if (size == 0 || n <= 0) return;
+  float* x = sampling_internal::ThreadScratchLogits(size);
+  const float max = sampling_internal::CopySanitized(raw_logits, x);
+  const int32_t num_inf = max == kInf ? static_cast<int32_t>(std::count(x, x + size, kInf)) : 0;
+  const double lse = std::isfinite(max) ? sampling_internal::LogSumExp(x, size, max) : 0.0;
+  std::vector<Cand> top;
+  sampling_internal::SelectTopK(x, size, n, &top);
+  out->reserve(top.size());
+  for (const Cand& c : top) out->emplace_back(c.id, LogprobOf(c.value, max, lse, num_inf));
+}
+
+float Sampler::TokenLogprob(absl::Span<const float> raw_logits, int32_t token) {
+  const int32_t size = static_cast<int32_t>(raw_logits.size());
+  if (token < 0 || token >= size) return -kInf;
+  float* x = sampling_internal::ThreadScratchLogits(size);
+  const float max = sampling_internal::CopySanitized(raw_logits, x);
+  const int32_t num_inf = max == kInf ? static_cast<int32_t>(std::count(x, x + size, kInf)) : 0;
+  const double lse = std::isfinite(max) ? sampling_internal::LogSumExp(x, size, max) : 0.0;
+  return LogprobOf(x[token], max, lse, num_inf);
+}
+
+}  // namespace rwkv
