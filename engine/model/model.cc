@@ -92,6 +92,7 @@ class WeightReader {
     std::vector<float> host(static_cast<size_t>(n));
     if (absl::Status s = src_.Read(name, DType::kF32, host.data()); !s.ok()) return s;
     Advance(n);
+    Fingerprint(name, host);
     return host;
   }
 
@@ -107,6 +108,7 @@ class WeightReader {
     std::vector<float> host(static_cast<size_t>(rows * cols));
     if (absl::Status s = src_.Read(name, DType::kF32, host.data()); !s.ok()) return s;
     Advance(rows * cols);
+    Fingerprint(name, host);
     return host;
   }
 
@@ -159,8 +161,22 @@ class WeightReader {
 
   int64_t bytes() const { return bytes_; }
   void Finish() { bar_.Finish(); }
+  std::string fingerprint() const { return absl::StrFormat("%016x", hash_); }
 
  private:
+  // FNV-1a over the name, the size and up to 4096 evenly spaced values.
+  void Fingerprint(const std::string& name, const std::vector<float>& v) {
+    auto mix = [&](const void* p, size_t n) {
+      const unsigned char* b = static_cast<const unsigned char*>(p);
+      for (size_t i = 0; i < n; ++i) hash_ = (hash_ ^ b[i]) * 0x100000001b3ULL;
+    };
+    mix(name.data(), name.size());
+    const uint64_t size = v.size();
+    mix(&size, sizeof(size));
+    const size_t step = std::max<size_t>(1, v.size() / 4096);
+    for (size_t i = 0; i < v.size(); i += step) mix(&v[i], sizeof(float));
+  }
+
   void Advance(int64_t n) {
     done_ += n;
     bar_.Update(done_);
@@ -170,6 +186,7 @@ class WeightReader {
   ProgressBar bar_;
   int64_t done_ = 0;
   int64_t bytes_ = 0;
+  uint64_t hash_ = 0xcbf29ce484222325ULL;
 };
 
 // Assigns a StatusOr's value or returns its error from the enclosing function.
@@ -264,6 +281,7 @@ absl::Status Model::LoadWeights(const TensorSource& src, const ModelLoadOptions&
   RWKV_ASSIGN(head_, rd.Mat("head.weight", V, C));
   rd.Finish();
   weight_bytes_ = rd.bytes();
+  fingerprint_ = rd.fingerprint();
   return backend_->Sync();
 }
 

@@ -55,6 +55,10 @@ class Model {
   // Bytes of the weights a step reads (every matrix and vector; the
   // embedding table, of which a step reads only its tokens' rows, excluded).
   int64_t weight_bytes() const { return weight_bytes_; }
+  // 16 hex chars identifying the weights (a hash of every tensor's name,
+  // shape and a sample of its values after loading), so a state saved by one
+  // model is refused by another.
+  const std::string& fingerprint() const { return fingerprint_; }
 
   // ---- state slots ----
   // (Re)allocates the pool with n slots, all fresh. Existing states are lost.
@@ -85,6 +89,7 @@ class Model {
   StateLayout layout_;
   std::unique_ptr<Backend> backend_;
   int64_t weight_bytes_ = 0;
+  std::string fingerprint_;
 
   Matrix emb_, head_;
   float* ln_out_w_ = nullptr;

@@ -1,0 +1,142 @@
+// Internal: the engine's state and its two halves, engine.cc (public API,
+// sessions, lifecycle) and engine_step.cc (admission and the batched step).
+//
+// Locking: `mu_` guards the session table, the queues and the slot free
+// list. The engine thread holds it while planning a step and while applying
+// its results, never during Forward. Only the engine thread touches the
+// model (and so the backend). Completion callbacks and sink calls are
+// collected under the lock and run after it is released.
+#ifndef RWKV_ENGINE_SERVING_ENGINE_IMPL_H_
+#define RWKV_ENGINE_SERVING_ENGINE_IMPL_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/sampler/sampler.h"
+#include "engine/sampler/stop_matcher.h"
+#include "engine/serving/engine.h"
+#include "engine/state/model_dims.h"
+#include "engine/state/state_file.h"
+#include "engine/tokenizer/stream_decoder.h"
+
+namespace rwkv {
+
+struct Session {
+  std::string id;
+  int32_t slot = -1;               // pool slot when resident
+  std::vector<float> host_state;   // offloaded to host memory (empty: not there)
+  bool in_store = false;           // offloaded to the store under OffloadName(id)
+  std::vector<float> last_logits;  // after the last fed token (empty: none yet)
+  int64_t tokens_seen = 0;
+  bool busy = false;               // a request owns it
+  bool ephemeral = false;          // a one-off generation's session
+  absl::Time created, last_used;
+  // A fresh (zero) state that is nowhere yet.
+  bool fresh() const { return slot < 0 && host_state.empty() && !in_store; }
+};
+
+class EngineImpl;
+
+// A generation (or a prompt-only prefill for CreateSession).
+struct Request final : RequestHandle, std::enable_shared_from_this<Request> {
+  EngineImpl* impl = nullptr;
+  GenerateRequest req;
+  std::shared_ptr<GenerationSink> sink;            // generation
+  std::function<void(absl::Status)> prefill_done;  // prefill-only
+  Session* session = nullptr;
+  std::atomic<bool> cancelled{false};
+
+  // Progress (engine thread only).
+  size_t prompt_pos = 0;
+  int32_t generated = 0;
+  int32_t pending_token = -1;  // sampled, emitted, to be fed next step
+  std::optional<FinishReason> finish_after_feed;
+  std::optional<Sampler> sampler;
+  std::optional<StreamDecoder> decoder;
+  std::optional<StopMatcher> stops;
+  absl::Time submitted, started, first_token, last_token;
+
+  void Cancel() override;
+};
+
+class EngineImpl {
+ public:
+  EngineImpl(std::unique_ptr<Model> model, std::unique_ptr<Tokenizer> tokenizer, const EngineConfig& config,
+       StateStore* store, ServerMetrics* metrics);
+  ~EngineImpl();
+
+  // ---- engine.cc ----
+  absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(GenerateRequest request,
+                                                        std::shared_ptr<GenerationSink> sink);
+  void Post(std::function<void()> command);  // runs on the engine thread, lock held
+  void Later(std::function<void()> callback);  // engine thread: runs after the lock is released
+  void RunLater();
+  void Wake();
+  SessionInfo Info(const Session& s) const;
+  absl::StatusOr<Session*> Find(const std::string& id);
+  absl::StatusOr<Session*> NewSession(bool ephemeral, const std::string& id = "");
+  void DropSession(Session* s);
+  // Moves a session's state into a pool slot, evicting an idle one if needed.
+  // false when no slot can be had now.
+  bool MakeResident(Session* s);
+  absl::Status Offload(Session* s);
+  absl::StatusOr<std::vector<float>> ReadState(Session* s);
+  absl::StatusOr<Session*> SessionFromSnapshot(SessionSnapshot snap, const std::string& id);
+  SessionSnapshot SnapshotOf(Session* s, std::vector<float> state) const;
+  void Shutdown(absl::Time deadline, bool save_sessions);
+  absl::Status RestoreSavedSessions();
+  EngineStats Stats() const;
+  void RunOnIo(std::function<void()> fn);
+
+  // ---- engine_step.cc ----
+  void Loop();
+  bool Step();  // false when there was nothing to do
+  void Admit();
+  void Finish(Request* r, absl::Status status, FinishReason reason);
+  void UpdateGauges();
+
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  EngineConfig config_;
+  StateStore* store_;
+  ServerMetrics* metrics_;
+  StateDims dims_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> commands_;
+  std::vector<std::function<void()>> later_;  // engine thread only
+  std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
+  std::vector<int32_t> free_slots_;
+  std::deque<std::shared_ptr<Request>> waiting_;
+  std::vector<std::shared_ptr<Request>> running_;
+  int64_t host_bytes_ = 0;
+  bool draining_ = false;
+  bool exit_ = false;
+  std::atomic<bool> healthy_{true};
+
+  std::thread io_thread_;
+  std::mutex io_mu_;
+  std::condition_variable io_cv_;
+  std::deque<std::function<void()>> io_queue_;
+  bool io_exit_ = false;
+
+  std::thread thread_;
+};
+
+inline std::string OffloadName(const std::string& id) { return "offload-" + id; }
+inline std::string LiveName(const std::string& id) { return "live-" + id; }
+
+}  // namespace rwkv
+
+#endif  // RWKV_ENGINE_SERVING_ENGINE_IMPL_H_

@@ -1,0 +1,246 @@
+// The Engine facade and the session commands. Each command runs on the
+// engine thread (it may touch the model's slots); store I/O runs on the I/O
+// thread so a large save never stalls decoding.
+#include <future>
+
+#include "absl/strings/str_cat.h"
+#include "engine/serving/engine_impl.h"
+
+namespace rwkv {
+
+Engine::Engine(std::unique_ptr<EngineImpl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Model> model,
+                                                       std::unique_ptr<Tokenizer> tokenizer,
+                                                       const EngineConfig& config, StateStore* store,
+                                                       ServerMetrics* metrics) {
+  if (model == nullptr || tokenizer == nullptr) return absl::InvalidArgumentError("engine needs a model and a tokenizer");
+  if (config.state_slots < 1 || config.max_batch < 1 || config.max_sessions < 1 || config.prefill_chunk < 1 ||
+      config.step_token_budget < 1 || config.max_queue < 0 || config.max_prompt_tokens < 1 ||
+      config.max_new_tokens < 1) {
+    return absl::InvalidArgumentError(
+        "engine limits must be positive (state slots, max batch, max sessions, prefill chunk, step tokens)");
+  }
+  if (tokenizer->vocab_size() > model->config().vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("the ", tokenizer->name(), " vocabulary has ",
+                                                   tokenizer->vocab_size(), " tokens but the model only ",
+                                                   model->config().vocab_size));
+  }
+  if (absl::Status st = model->AllocateSlots(config.state_slots); !st.ok()) return st;
+  return std::unique_ptr<Engine>(
+      new Engine(std::make_unique<EngineImpl>(std::move(model), std::move(tokenizer), config, store, metrics)));
+}
+
+const ModelConfig& Engine::model_config() const { return impl_->model_->config(); }
+const Tokenizer& Engine::tokenizer() const { return *impl_->tokenizer_; }
+const EngineConfig& Engine::config() const { return impl_->config_; }
+std::string Engine::model_fingerprint() const { return impl_->model_->fingerprint(); }
+int64_t Engine::state_bytes_per_session() const {
+  return static_cast<int64_t>(impl_->model_->state_layout().bytes());
+}
+std::string Engine::backend_name() const { return impl_->model_->backend().name(); }
+bool Engine::healthy() const { return impl_->healthy_; }
+EngineStats Engine::stats() const { return impl_->Stats(); }
+
+absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerateRequest request,
+                                                              std::shared_ptr<GenerationSink> sink) {
+  return impl_->Submit(std::move(request), std::move(sink));
+}
+
+void Engine::Shutdown(absl::Time deadline, bool save_sessions) { impl_->Shutdown(deadline, save_sessions); }
+absl::Status Engine::RestoreSavedSessions() { return impl_->RestoreSavedSessions(); }
+
+void Engine::CreateSession(std::vector<int32_t> prompt, Done<SessionInfo> done) {
+  EngineImpl* impl = impl_.get();
+  for (int32_t t : prompt) {
+    if (t < 0 || t >= impl->model_->config().vocab_size) {
+      done(absl::InvalidArgumentError(absl::StrCat("prompt token id ", t, " out of range")));
+      return;
+    }
+  }
+  if (static_cast<int64_t>(prompt.size()) > impl->config_.max_prompt_tokens) {
+    done(absl::InvalidArgumentError(absl::StrCat("prompt has ", prompt.size(), " tokens; the limit is ",
+                                                 impl->config_.max_prompt_tokens)));
+    return;
+  }
+  impl->Post([impl, prompt = std::move(prompt), done = std::move(done)]() mutable {
+    if (impl->draining_) {
+      impl->Later([done] { done(absl::UnavailableError("the server is shutting down")); });
+      return;
+    }
+    auto s = impl->NewSession(false);
+    if (!s.ok()) {
+      impl->Later([done, st = s.status()] { done(st); });
+      return;
+    }
+    Session* session = *s;
+    if (prompt.empty()) {
+      impl->Later([done, info = impl->Info(*session)] { done(info); });
+      return;
+    }
+    // Feed the prompt through the scheduler like any request.
+    session->busy = true;
+    auto r = std::make_shared<Request>();
+    r->impl = impl;
+    r->session = session;
+    r->submitted = absl::Now();
+    r->req.prompt = std::move(prompt);
+    const std::string id = session->id;
+    r->prefill_done = [impl, id, done](absl::Status st) {
+      if (!st.ok()) {
+        done(st);
+        return;
+      }
+      // Runs outside the lock on the engine thread: read the info under it.
+      std::lock_guard<std::mutex> lock(impl->mu_);
+      auto found = impl->Find(id);
+      if (!found.ok()) {
+        done(found.status());
+      } else {
+        done(impl->Info(**found));
+      }
+    };
+    impl->waiting_.push_back(std::move(r));
+  });
+}
+
+void Engine::GetSession(std::string id, Done<SessionInfo> done) {
+  EngineImpl* impl = impl_.get();
+  impl->Post([impl, id = std::move(id), done = std::move(done)] {
+    auto s = impl->Find(id);
+    absl::StatusOr<SessionInfo> out = s.ok() ? absl::StatusOr<SessionInfo>(impl->Info(**s)) : s.status();
+    impl->Later([done, out] { done(out); });
+  });
+}
+
+void Engine::ListSessions(Done<std::vector<SessionInfo>> done) {
+  EngineImpl* impl = impl_.get();
+  impl->Post([impl, done = std::move(done)] {
+    std::vector<SessionInfo> all;
+    for (auto& [id, s] : impl->sessions_) {
+      if (!s->ephemeral) all.push_back(impl->Info(*s));
+    }
+    std::sort(all.begin(), all.end(), [](const SessionInfo& a, const SessionInfo& b) {
+      return a.created < b.created || (a.created == b.created && a.id < b.id);
+    });
+    impl->Later([done, all = std::move(all)] { done(all); });
+  });
+}
+
+void Engine::DeleteSession(std::string id, DoneStatus done) {
+  EngineImpl* impl = impl_.get();
+  impl->Post([impl, id = std::move(id), done = std::move(done)] {
+    auto s = impl->Find(id);
+    absl::Status st = s.status();
+    if (s.ok() && (*s)->busy) {
+      st = absl::FailedPreconditionError(absl::StrCat("session '", id, "' is busy with a generation"));
+    } else if (s.ok()) {
+      impl->DropSession(*s);
+      if (impl->store_ != nullptr) {
+        impl->RunOnIo([store = impl->store_, name = LiveName(id)] { (void)store->Delete(name); });
+      }
+    }
+    impl->Later([done, st] { done(st); });
+  });
+}
+
+void Engine::ForkSession(std::string id, Done<SessionInfo> done) {
+  EngineImpl* impl = impl_.get();
+  impl->Post([impl, id = std::move(id), done = std::move(done)] {
+    absl::StatusOr<SessionInfo> out = [&]() -> absl::StatusOr<SessionInfo> {
+      auto src = impl->Find(id);
+      if (!src.ok()) return src.status();
+      if ((*src)->busy) return absl::FailedPreconditionError(absl::StrCat("session '", id, "' is busy"));
+      auto state = impl->ReadState(*src);
+      if (!state.ok()) return state.status();
+      auto snap = impl->SnapshotOf(*src, *std::move(state));
+      auto fork = impl->SessionFromSnapshot(std::move(snap), "");
+      if (!fork.ok()) return fork.status();
+      return impl->Info(**fork);
+    }();
+    impl->Later([done, out] { done(out); });
+  });
+}
+
+void Engine::SaveSession(std::string id, std::string name, DoneStatus done) {
+  EngineImpl* impl = impl_.get();
+  if (impl->store_ == nullptr) {
+    done(absl::FailedPreconditionError("the server has no state directory (start it with --state-dir)"));
+    return;
+  }
+  if (absl::Status st = ValidateStateName(name); !st.ok()) {
+    done(st);
+    return;
+  }
+  impl->Post([impl, id = std::move(id), name = std::move(name), done = std::move(done)]() mutable {
+    auto s = impl->Find(id);
+    absl::StatusOr<std::vector<float>> state = s.ok() ? impl->ReadState(*s) : s.status();
+    if (s.ok() && (*s)->busy) state = absl::FailedPreconditionError(absl::StrCat("session '", id, "' is busy"));
+    if (!state.ok()) {
+      impl->Later([done, st = state.status()] { done(st); });
+      return;
+    }
+    SessionSnapshot snap = impl->SnapshotOf(*s, *std::move(state));
+    impl->RunOnIo([impl, name = std::move(name), snap = std::move(snap), done = std::move(done)] {
+      absl::Status st = impl->store_->Save(name, snap);
+      if (st.ok() && impl->metrics_) impl->metrics_->state_saves.Increment();
+      done(st);
+    });
+  });
+}
+
+void Engine::LoadSession(std::string name, Done<SessionInfo> done) {
+  EngineImpl* impl = impl_.get();
+  if (impl->store_ == nullptr) {
+    done(absl::FailedPreconditionError("the server has no state directory (start it with --state-dir)"));
+    return;
+  }
+  impl->RunOnIo([impl, name = std::move(name), done = std::move(done)]() mutable {
+    auto snap = impl->store_->Load(name);
+    if (!snap.ok()) {
+      done(snap.status());
+      return;
+    }
+    impl->Post([impl, snap = *std::move(snap), done = std::move(done)]() mutable {
+      auto s = impl->SessionFromSnapshot(std::move(snap), "");
+      absl::StatusOr<SessionInfo> out = s.ok() ? absl::StatusOr<SessionInfo>(impl->Info(**s)) : s.status();
+      if (s.ok() && impl->metrics_) impl->metrics_->state_loads.Increment();
+      impl->Later([done, out] { done(out); });
+    });
+  });
+}
+
+void Engine::ExportSession(std::string id, Done<std::string> done) {
+  EngineImpl* impl = impl_.get();
+  impl->Post([impl, id = std::move(id), done = std::move(done)]() mutable {
+    auto s = impl->Find(id);
+    absl::StatusOr<std::vector<float>> state = s.ok() ? impl->ReadState(*s) : s.status();
+    if (s.ok() && (*s)->busy) state = absl::FailedPreconditionError(absl::StrCat("session '", id, "' is busy"));
+    if (!state.ok()) {
+      impl->Later([done, st = state.status()] { done(st); });
+      return;
+    }
+    SessionSnapshot snap = impl->SnapshotOf(*s, *std::move(state));
+    impl->RunOnIo([snap = std::move(snap), done = std::move(done)] { done(EncodeSnapshot(snap)); });
+  });
+}
+
+void Engine::ImportSession(std::string bytes, Done<SessionInfo> done) {
+  EngineImpl* impl = impl_.get();
+  impl->RunOnIo([impl, bytes = std::move(bytes), done = std::move(done)]() mutable {
+    auto snap = DecodeSnapshot(bytes);
+    if (!snap.ok()) {
+      done(snap.status());
+      return;
+    }
+    impl->Post([impl, snap = *std::move(snap), done = std::move(done)]() mutable {
+      auto s = impl->SessionFromSnapshot(std::move(snap), "");
+      absl::StatusOr<SessionInfo> out = s.ok() ? absl::StatusOr<SessionInfo>(impl->Info(**s)) : s.status();
+      if (s.ok() && impl->metrics_) impl->metrics_->state_loads.Increment();
+      impl->Later([done, out] { done(out); });
+    });
+  });
+}
+
+}  // namespace rwkv

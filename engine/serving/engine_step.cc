@@ -1,0 +1,289 @@
+// The engine thread: run commands, admit waiting requests, build one batch
+// (every decoding request's next token, then prompt chunks within the token
+// budget), run the model once, then sample, stream and finish. Results do
+// not depend on the batch: the backend computes every row independently
+// (see cpu_gemm.h) and each request samples with its own seeded RNG.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "engine/serving/engine_impl.h"
+
+namespace rwkv {
+namespace {
+double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
+}  // namespace
+
+void EngineImpl::Loop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      auto runnable = [&] { return exit_ || !commands_.empty() || !running_.empty(); };
+      if (waiting_.empty()) {
+        cv_.wait(lock, [&] { return runnable() || !waiting_.empty(); });
+      } else if (!runnable()) {
+        // Waiting requests may become admissible when a slot frees up; the
+        // step notifies, but poll too so no wake-up can be missed.
+        cv_.wait_for(lock, std::chrono::milliseconds(5), runnable);
+      }
+      if (exit_ && commands_.empty()) return;
+      while (!commands_.empty()) {
+        auto cmd = std::move(commands_.front());
+        commands_.pop_front();
+        cmd();
+      }
+    }
+    RunLater();
+    Step();
+    RunLater();
+    cv_.notify_all();  // Shutdown waits for the queues to empty
+  }
+}
+
+void EngineImpl::RunLater() {
+  std::vector<std::function<void()>> later;
+  later.swap(later_);
+  for (auto& fn : later) fn();
+}
+
+void EngineImpl::Admit() {
+  // In arrival order. A request whose session cannot get a slot now waits,
+  // but requests behind it whose sessions are already resident still start
+  // (they need no slot), so a full pool cannot deadlock.
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    std::shared_ptr<Request> r = *it;
+    if (r->cancelled) {
+      it = waiting_.erase(it);
+      Finish(r.get(), absl::OkStatus(), FinishReason::kCancelled);
+      continue;
+    }
+    if (static_cast<int32_t>(running_.size()) >= config_.max_batch) break;
+    if (!MakeResident(r->session)) {
+      ++it;
+      continue;
+    }
+    it = waiting_.erase(it);
+    r->started = absl::Now();
+    if (metrics_ && r->sink) metrics_->request_queue_time.Observe(Seconds(r->started - r->submitted));
+    running_.push_back(std::move(r));
+  }
+}
+
+void EngineImpl::Finish(Request* r, absl::Status status, FinishReason reason) {
+  Session* s = r->session;
+  s->busy = false;
+  s->last_used = absl::Now();
+  GenerateUsage usage;
+  usage.prompt_tokens = static_cast<int32_t>(r->prompt_pos);
+  usage.generated_tokens = r->generated;
+  usage.queue_time_s = r->started == absl::Time() ? Seconds(absl::Now() - r->submitted)
+                                                  : Seconds(r->started - r->submitted);
+  usage.time_to_first_token_s = r->first_token == absl::Time() ? 0 : Seconds(r->first_token - r->submitted);
+  usage.total_time_s = Seconds(absl::Now() - r->submitted);
+  std::string tail;
+  if (r->decoder && !(r->stops && r->stops->stopped())) tail = r->stops->Push(r->decoder->Finish()).emit;
+  if (r->stops && !r->stops->stopped()) tail += r->stops->Finish();
+  if (s->ephemeral) DropSession(s);
+  r->session = nullptr;
+  if (metrics_ && r->sink) {
+    if (status.ok()) {
+      metrics_->request_success_family.Add({{"finish_reason", FinishReasonName(reason)}}).Increment();
+      metrics_->e2e_request_latency.Observe(usage.total_time_s);
+    } else if (status.code() == absl::StatusCode::kDeadlineExceeded) {
+      metrics_->failure_timeout.Increment();
+    } else {
+      metrics_->failure_internal.Increment();
+    }
+  }
+  if (r->sink) {
+    Later([sink = r->sink, status, reason, tail = std::move(tail), usage] {
+      sink->OnFinish(status, reason, tail, usage);
+    });
+  } else if (r->prefill_done) {
+    Later([done = std::move(r->prefill_done), status] { done(status); });
+  }
+  r->sink.reset();
+}
+
+bool EngineImpl::Step() {
+  struct Planned {
+    std::shared_ptr<Request> r;
+    std::vector<int32_t> tokens;
+    bool decode;
+  };
+  std::vector<Planned> plan;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Admit();
+    const absl::Time now = absl::Now();
+    // Drop cancelled, expired and finished requests.
+    for (size_t i = 0; i < running_.size();) {
+      Request* r = running_[i].get();
+      std::optional<absl::Status> end;
+      FinishReason reason = FinishReason::kCancelled;
+      if (r->cancelled && r->pending_token < 0) {
+        end = absl::OkStatus();
+      } else if (now > r->req.deadline) {
+        end = absl::DeadlineExceededError("the request deadline passed");
+      }
+      if (end) {
+        Finish(r, *end, reason);
+        running_.erase(running_.begin() + static_cast<int64_t>(i));
+      } else {
+        ++i;
+      }
+    }
+    int32_t budget = config_.step_token_budget;
+    for (auto& r : running_) {
+      if (r->pending_token >= 0) {
+        plan.push_back({r, {r->pending_token}, true});
+        --budget;
+      }
+    }
+    for (auto& r : running_) {
+      if (r->pending_token >= 0 || r->prompt_pos >= r->req.prompt.size()) continue;
+      const size_t left = r->req.prompt.size() - r->prompt_pos;
+      const int32_t take = static_cast<int32_t>(
+          std::min<size_t>({left, static_cast<size_t>(config_.prefill_chunk), static_cast<size_t>(std::max(budget, 1))}));
+      if (budget <= 0 && !plan.empty()) break;
+      plan.push_back({r, std::vector<int32_t>(r->req.prompt.begin() + static_cast<int64_t>(r->prompt_pos),
+                                              r->req.prompt.begin() + static_cast<int64_t>(r->prompt_pos) + take),
+                      false});
+      budget -= take;
+    }
+    UpdateGauges();
+  }
+
+  // Requests with nothing to feed that must sample now (empty prompt on a
+  // session with logits) are handled without a forward pass.
+  std::vector<std::pair<std::shared_ptr<Request>, std::vector<float>>> to_sample;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& r : running_) {
+      bool planned = false;
+      for (auto& p : plan) planned = planned || p.r == r;
+      if (!planned && r->pending_token < 0 && r->prompt_pos >= r->req.prompt.size() && r->generated == 0 &&
+          !r->finish_after_feed && r->sink) {
+        to_sample.emplace_back(r, r->session->last_logits);
+      }
+    }
+  }
+  if (plan.empty() && to_sample.empty()) return false;
+
+  std::vector<float> logits;
+  if (!plan.empty()) {
+    std::vector<ForwardRequest> fwd;
+    fwd.reserve(plan.size());
+    for (auto& p : plan) fwd.push_back({p.r->session->slot, p.tokens, false});
+    const absl::Time t0 = absl::Now();
+    absl::Status st = model_->Forward(fwd, &logits);
+    if (metrics_) {
+      metrics_->step_duration.Observe(Seconds(absl::Now() - t0));
+      metrics_->batch_size.Observe(static_cast<double>(plan.size()));
+    }
+    if (!st.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      healthy_ = false;
+      for (auto& p : plan) {
+        Finish(p.r.get(), absl::InternalError(absl::StrCat("backend fault: ", st.message())),
+               FinishReason::kCancelled);
+        running_.erase(std::remove(running_.begin(), running_.end(), p.r), running_.end());
+      }
+      return true;
+    }
+  }
+
+  const int32_t V = model_->config().vocab_size;
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<std::shared_ptr<Request>, const float*>> sample_from;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    Planned& p = plan[i];
+    Request* r = p.r.get();
+    Session* s = r->session;
+    const float* row = logits.data() + static_cast<size_t>(i) * V;
+    s->tokens_seen += static_cast<int64_t>(p.tokens.size());
+    s->last_used = absl::Now();
+    s->last_logits.assign(row, row + V);
+    if (p.decode) {
+      r->pending_token = -1;
+      if (r->finish_after_feed || r->cancelled) {
+        Finish(r, absl::OkStatus(), r->finish_after_feed.value_or(FinishReason::kCancelled));
+        running_.erase(std::remove(running_.begin(), running_.end(), p.r), running_.end());
+        continue;
+      }
+    } else {
+      r->prompt_pos += p.tokens.size();
+      if (metrics_ && r->sink) metrics_->prompt_tokens.Increment(static_cast<double>(p.tokens.size()));
+      if (r->prompt_pos < r->req.prompt.size()) continue;
+      if (!r->sink) {  // prefill-only (CreateSession with a prompt)
+        Finish(r, absl::OkStatus(), FinishReason::kLength);
+        running_.erase(std::remove(running_.begin(), running_.end(), p.r), running_.end());
+        continue;
+      }
+    }
+    sample_from.emplace_back(p.r, row);
+  }
+  for (auto& [r, row] : to_sample) sample_from.emplace_back(r, row.data());
+
+  for (auto& [rp, row] : sample_from) {
+    Request* r = rp.get();
+    const absl::Span<const float> lg(row, static_cast<size_t>(V));
+    const int32_t tok = r->sampler->Sample(lg);
+    const bool eot = !r->req.ignore_end_of_text && tok == tokenizer_->end_of_text_id();
+    if (r->sampler->IsStopToken(tok) || eot) {
+      Finish(r, absl::OkStatus(), eot ? FinishReason::kEndOfText : FinishReason::kStop);
+      running_.erase(std::remove(running_.begin(), running_.end(), rp), running_.end());
+      continue;
+    }
+    r->sampler->Accept(tok);
+    TokenEvent ev;
+    ev.token = tok;
+    ev.logprob = Sampler::TokenLogprob(lg, tok);
+    if (r->req.top_logprobs > 0) Sampler::TopLogprobs(lg, r->req.top_logprobs, &ev.top);
+    const StopMatchResult m = r->stops->Push(r->decoder->Push(tok));
+    ev.text = m.emit;
+    const absl::Time now = absl::Now();
+    if (metrics_) {
+      metrics_->generation_tokens.Increment();
+      if (r->generated == 0) {
+        metrics_->time_to_first_token.Observe(Seconds(now - r->submitted));
+      } else {
+        metrics_->inter_token_latency.Observe(Seconds(now - r->last_token));
+      }
+    }
+    if (r->generated == 0) r->first_token = now;
+    r->last_token = now;
+    ++r->generated;
+    // The token is fed next step so the session's state includes it.
+    r->pending_token = tok;
+    if (m.stopped) {
+      r->finish_after_feed = FinishReason::kStop;
+    } else if (r->generated >= r->req.max_tokens) {
+      r->finish_after_feed = FinishReason::kLength;
+    }
+    std::vector<TokenEvent> events;
+    events.push_back(std::move(ev));
+    Later([sink = r->sink, events = std::move(events)]() mutable { sink->OnTokens(std::move(events)); });
+  }
+  UpdateGauges();
+  return true;
+}
+
+void EngineImpl::UpdateGauges() {
+  if (metrics_ == nullptr) return;
+  metrics_->requests_running.Set(static_cast<double>(running_.size()));
+  metrics_->requests_waiting.Set(static_cast<double>(waiting_.size()));
+  metrics_->state_slots_used.Set(static_cast<double>(config_.state_slots - static_cast<int32_t>(free_slots_.size())));
+  metrics_->state_slots_capacity.Set(static_cast<double>(config_.state_slots));
+  int resident = 0, offloaded = 0;
+  for (auto& [id, s] : sessions_) {
+    if (s->slot >= 0) {
+      ++resident;
+    } else if (!s->fresh()) {
+      ++offloaded;
+    }
+  }
+  metrics_->sessions_resident.Set(resident);
+  metrics_->sessions_offloaded.Set(offloaded);
+}
+
+}  // namespace rwkv

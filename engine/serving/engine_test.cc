@@ -1,0 +1,332 @@
+// Engine tests on the CPU backend with small models: generation, sessions,
+// persistence, admission control, offload, shutdown. The property the
+// server sells is checked directly: a session's tokens do not depend on what
+// else runs beside it.
+#include "engine/serving/engine.h"
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "engine/model/cpu_backend.h"
+#include "engine/state/state_store.h"
+#include "gtest/gtest.h"
+
+namespace rwkv {
+namespace {
+
+using namespace std::chrono_literals;
+
+class Collect : public GenerationSink {
+ public:
+  void OnTokens(std::vector<TokenEvent> events) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& e : events) {
+      tokens_.push_back(e.token);
+      text_ += e.text;
+      logprobs_.push_back(e.logprob);
+      tops_ += static_cast<int>(e.top.size());
+    }
+  }
+  void OnFinish(absl::Status status, FinishReason reason, std::string final_text,
+                const GenerateUsage& usage) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    text_ += final_text;
+    status_ = status;
+    reason_ = reason;
+    usage_ = usage;
+    done_.set_value();
+  }
+  bool Wait(std::chrono::milliseconds d = 20s) { return done_future_.wait_for(d) == std::future_status::ready; }
+  std::vector<int32_t> tokens() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return tokens_;
+  }
+
+  std::mutex mu_;
+  std::vector<int32_t> tokens_;
+  std::vector<float> logprobs_;
+  int tops_ = 0;
+  std::string text_;
+  absl::Status status_;
+  FinishReason reason_ = FinishReason::kLength;
+  GenerateUsage usage_;
+  std::promise<void> done_;
+  std::shared_future<void> done_future_ = done_.get_future().share();
+};
+
+std::unique_ptr<Engine> MakeEngine(EngineConfig cfg = {}, StateStore* store = nullptr,
+                                   const std::string& spec = "synthetic:tiny") {
+  auto model = Model::Load(spec, std::make_unique<CpuBackend>(2), {.progress = false});
+  EXPECT_TRUE(model.ok()) << model.status();
+  auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, store, nullptr);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? *std::move(engine) : nullptr;
+}
+
+GenerateRequest Req(std::vector<int32_t> prompt, uint64_t seed, int max_tokens = 12, std::string session = "") {
+  GenerateRequest r;
+  r.prompt = std::move(prompt);
+  r.sampling.seed = seed;
+  r.sampling.temperature = 1.0f;
+  r.max_tokens = max_tokens;
+  r.session_id = std::move(session);
+  r.ignore_end_of_text = true;
+  return r;
+}
+
+std::vector<int32_t> RunGen(Engine& e, GenerateRequest r, Collect** out = nullptr) {
+  auto sink = std::make_shared<Collect>();
+  auto h = e.Submit(std::move(r), sink);
+  EXPECT_TRUE(h.ok()) << h.status();
+  if (!h.ok()) return {};
+  EXPECT_TRUE(sink->Wait());
+  EXPECT_TRUE(sink->status_.ok()) << sink->status_;
+  return sink->tokens();
+}
+
+template <typename T>
+absl::StatusOr<T> Sync(std::function<void(Engine::Done<T>)> call) {
+  std::promise<absl::StatusOr<T>> p;
+  call([&p](absl::StatusOr<T> v) { p.set_value(std::move(v)); });
+  return p.get_future().get();
+}
+
+absl::Status SyncStatus(std::function<void(Engine::DoneStatus)> call) {
+  std::promise<absl::Status> p;
+  call([&p](absl::Status v) { p.set_value(std::move(v)); });
+  return p.get_future().get();
+}
+
+TEST(EngineTest, OneOffGenerationStreamsMaxTokens) {
+  auto e = MakeEngine();
+  auto sink = std::make_shared<Collect>();
+  GenerateRequest r = Req({1, 2, 3}, 5, 7);
+  r.top_logprobs = 3;
+  ASSERT_TRUE(e->Submit(r, sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_TRUE(sink->status_.ok());
+  EXPECT_EQ(sink->reason_, FinishReason::kLength);
+  EXPECT_EQ(sink->tokens_.size(), 7u);
+  EXPECT_EQ(sink->tops_, 21);
+  for (float lp : sink->logprobs_) EXPECT_LE(lp, 0.0f);
+  EXPECT_EQ(sink->usage_.prompt_tokens, 3);
+  EXPECT_EQ(sink->usage_.generated_tokens, 7);
+  EXPECT_GT(sink->usage_.total_time_s, 0);
+}
+
+TEST(EngineTest, ConcurrentSessionsEqualTheirSoloRuns) {
+  EngineConfig cfg;
+  cfg.state_slots = 24;
+  cfg.max_batch = 24;
+  cfg.prefill_chunk = 3;  // prompts are chunked differently when alone vs together
+  auto e = MakeEngine(cfg);
+  constexpr int kN = 20;
+  std::vector<std::shared_ptr<Collect>> sinks;
+  for (int i = 0; i < kN; ++i) {
+    sinks.push_back(std::make_shared<Collect>());
+    std::vector<int32_t> prompt;
+    for (int j = 0; j <= i % 7; ++j) prompt.push_back((i * 31 + j * 7) % 256);
+    ASSERT_TRUE(e->Submit(Req(prompt, 100 + i, 10 + i % 5), sinks.back()).ok());
+  }
+  for (auto& s : sinks) ASSERT_TRUE(s->Wait());
+  auto solo = MakeEngine();
+  for (int i = 0; i < kN; ++i) {
+    std::vector<int32_t> prompt;
+    for (int j = 0; j <= i % 7; ++j) prompt.push_back((i * 31 + j * 7) % 256);
+    EXPECT_EQ(sinks[i]->tokens(), RunGen(*solo, Req(prompt, 100 + i, 10 + i % 5))) << "session " << i;
+  }
+}
+
+TEST(EngineTest, SessionContinuesAndForkMatches) {
+  auto e = MakeEngine();
+  auto s = Sync<SessionInfo>([&](auto d) { e->CreateSession({10, 20, 30}, d); });
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->tokens_seen, 3);
+  auto first = RunGen(*e, Req({}, 1, 5, s->id));  // empty prompt: samples from the session's logits
+  EXPECT_EQ(first.size(), 5u);
+  auto info = Sync<SessionInfo>([&](auto d) { e->GetSession(s->id, d); });
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->tokens_seen, 8);  // every generated token is fed
+  auto fork = Sync<SessionInfo>([&](auto d) { e->ForkSession(s->id, d); });
+  ASSERT_TRUE(fork.ok());
+  EXPECT_NE(fork->id, s->id);
+  EXPECT_EQ(fork->tokens_seen, 8);
+  EXPECT_EQ(RunGen(*e, Req({40}, 9, 6, s->id)), RunGen(*e, Req({40}, 9, 6, fork->id)));
+
+  // Same as one uninterrupted one-off run over the concatenated tokens.
+  std::vector<int32_t> all = {10, 20, 30};
+  auto again = MakeEngine();
+  auto t = Sync<SessionInfo>([&](auto d) { again->CreateSession({10, 20, 30}, d); });
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(RunGen(*again, Req({}, 1, 5, t->id)), first);
+}
+
+TEST(EngineTest, ErrorsAreClearAndLoseNothing) {
+  EngineConfig cfg;
+  cfg.max_prompt_tokens = 8;
+  auto e = MakeEngine(cfg);
+  auto s = Sync<SessionInfo>([&](auto d) { e->CreateSession({}, d); });
+  ASSERT_TRUE(s.ok());
+  auto code = [&](GenerateRequest r) { return e->Submit(std::move(r), std::make_shared<Collect>()).status().code(); };
+  EXPECT_EQ(code(Req({1}, 1, 4, "0123456789abcdef0123456789abcdef")), absl::StatusCode::kNotFound);
+  EXPECT_EQ(code(Req({}, 1, 4)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Req({}, 1, 4, s->id)), absl::StatusCode::kInvalidArgument);  // fresh session, no prompt
+  EXPECT_EQ(code(Req(std::vector<int32_t>(9, 1), 1, 4)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Req({600}, 1, 4)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Req({1}, 1, 0)), absl::StatusCode::kInvalidArgument);
+  GenerateRequest bad = Req({1}, 1, 4);
+  bad.sampling.top_p = 2;
+  auto st = e->Submit(bad, std::make_shared<Collect>()).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("top_p"), std::string::npos);
+  // Busy session.
+  auto long_run = std::make_shared<Collect>();
+  auto h = e->Submit(Req({1, 2}, 1, 100000, s->id), long_run);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(code(Req({1}, 1, 4, s->id)), absl::StatusCode::kFailedPrecondition);
+  (*h)->Cancel();
+  ASSERT_TRUE(long_run->Wait(5s));
+  EXPECT_EQ(long_run->reason_, FinishReason::kCancelled);
+  // The session is intact and usable.
+  EXPECT_EQ(RunGen(*e, Req({3}, 2, 3, s->id)).size(), 3u);
+}
+
+TEST(EngineTest, QueueFullThenCancelFreesCapacity) {
+  EngineConfig cfg;
+  cfg.state_slots = 2;
+  cfg.max_batch = 2;
+  cfg.max_queue = 2;
+  auto e = MakeEngine(cfg);
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  std::vector<std::shared_ptr<Collect>> sinks;
+  for (int i = 0; i < 4; ++i) {  // 2 running + 2 waiting
+    sinks.push_back(std::make_shared<Collect>());
+    auto h = e->Submit(Req({1}, i, 1000000), sinks.back());
+    ASSERT_TRUE(h.ok()) << i << h.status();
+    handles.push_back(*h);
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(e->Submit(Req({1}, 9, 4), std::make_shared<Collect>()).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  for (auto& h : handles) h->Cancel();
+  EXPECT_EQ(RunGen(*e, Req({1}, 9, 4)).size(), 4u);
+  for (auto& s : sinks) {
+    ASSERT_TRUE(s->Wait(5s));
+    EXPECT_EQ(s->reason_, FinishReason::kCancelled);
+  }
+}
+
+TEST(EngineTest, MoreSessionsThanSlotsOffloadAndResume) {
+  EngineConfig cfg;
+  cfg.state_slots = 3;
+  cfg.max_batch = 3;
+  auto e = MakeEngine(cfg);
+  auto solo = MakeEngine();
+  std::vector<std::string> ids, solo_ids;
+  for (int i = 0; i < 8; ++i) {
+    auto s = Sync<SessionInfo>([&](auto d) { e->CreateSession({i + 1, i + 2}, d); });
+    ASSERT_TRUE(s.ok()) << s.status();
+    ids.push_back(s->id);
+    auto t = Sync<SessionInfo>([&](auto d) { solo->CreateSession({i + 1, i + 2}, d); });
+    solo_ids.push_back(t->id);
+  }
+  // Two rounds over all sessions, concurrently: each must evict and restore.
+  for (int round = 0; round < 2; ++round) {
+    std::vector<std::shared_ptr<Collect>> sinks;
+    for (int i = 0; i < 8; ++i) {
+      sinks.push_back(std::make_shared<Collect>());
+      ASSERT_TRUE(e->Submit(Req({7}, 50 + i, 4, ids[i]), sinks.back()).ok());
+    }
+    for (int i = 0; i < 8; ++i) {
+      ASSERT_TRUE(sinks[i]->Wait());
+      EXPECT_EQ(sinks[i]->tokens(), RunGen(*solo, Req({7}, 50 + i, 4, solo_ids[i]))) << round << " " << i;
+    }
+  }
+  EngineStats st = e->stats();
+  EXPECT_EQ(st.slots_total, 3);
+  EXPECT_EQ(st.sessions_resident + st.sessions_offloaded, 8);
+}
+
+TEST(EngineTest, SaveLoadExportImportAndForeignState) {
+  const std::string dir = ::testing::TempDir() + "/engine_store";
+  auto store = DirectoryStateStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto e = MakeEngine({}, store->get());
+  auto s = Sync<SessionInfo>([&](auto d) { e->CreateSession({5, 6, 7}, d); });
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(SyncStatus([&](auto d) { e->SaveSession(s->id, "snap", d); }).ok());
+  EXPECT_EQ(SyncStatus([&](auto d) { e->SaveSession(s->id, "../x", d); }).code(),
+            absl::StatusCode::kInvalidArgument);
+  auto bytes = Sync<std::string>([&](auto d) { e->ExportSession(s->id, d); });
+  ASSERT_TRUE(bytes.ok());
+  const auto expected = RunGen(*e, Req({8}, 3, 6, s->id));
+
+  auto loaded = Sync<SessionInfo>([&](auto d) { e->LoadSession("snap", d); });
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->tokens_seen, 3);
+  EXPECT_EQ(RunGen(*e, Req({8}, 3, 6, loaded->id)), expected);
+  auto imported = Sync<SessionInfo>([&](auto d) { e->ImportSession(*bytes, d); });
+  ASSERT_TRUE(imported.ok());
+  EXPECT_EQ(RunGen(*e, Req({8}, 3, 6, imported->id)), expected);
+
+  std::string corrupt = *bytes;
+  corrupt[corrupt.size() / 2] ^= 1;
+  EXPECT_EQ(Sync<SessionInfo>([&](auto d) { e->ImportSession(corrupt, d); }).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Sync<SessionInfo>([&](auto d) { e->ImportSession(bytes->substr(0, 100), d); }).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Sync<SessionInfo>([&](auto d) { e->LoadSession("missing", d); }).status().code(),
+            absl::StatusCode::kNotFound);
+  auto other = MakeEngine({}, nullptr, "synthetic:v4-tiny");
+  auto foreign = Sync<SessionInfo>([&](auto d) { other->ImportSession(*bytes, d); });
+  EXPECT_EQ(foreign.status().code(), absl::StatusCode::kFailedPrecondition) << foreign.status();
+}
+
+TEST(EngineTest, ShutdownSavesLiveSessionsAndRestoreResumes) {
+  const std::string dir = ::testing::TempDir() + "/engine_live";
+  std::filesystem::remove_all(dir);
+  auto store = DirectoryStateStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  std::string id;
+  std::vector<int32_t> expected;
+  {
+    auto ref = MakeEngine();
+    auto s = Sync<SessionInfo>([&](auto d) { ref->CreateSession({9, 8}, d); });
+    RunGen(*ref, Req({1}, 4, 3, s->id));
+    expected = RunGen(*ref, Req({2}, 5, 5, s->id));
+  }
+  {
+    auto e = MakeEngine({}, store->get());
+    auto s = Sync<SessionInfo>([&](auto d) { e->CreateSession({9, 8}, d); });
+    id = s->id;
+    RunGen(*e, Req({1}, 4, 3, id));
+    e->Shutdown(absl::Now() + absl::Seconds(5), true);
+    EXPECT_EQ(e->Submit(Req({1}, 1, 1), std::make_shared<Collect>()).status().code(),
+              absl::StatusCode::kUnavailable);
+  }
+  auto e2 = MakeEngine({}, store->get());
+  ASSERT_TRUE(e2->RestoreSavedSessions().ok());
+  auto info = Sync<SessionInfo>([&](auto d) { e2->GetSession(id, d); });
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->tokens_seen, 6);
+  EXPECT_EQ(RunGen(*e2, Req({2}, 5, 5, id)), expected);
+}
+
+TEST(EngineTest, StopStringAndStopToken) {
+  auto e = MakeEngine();
+  const auto free_run = RunGen(*e, Req({1, 2}, 11, 20));
+  ASSERT_EQ(free_run.size(), 20u);
+  GenerateRequest r = Req({1, 2}, 11, 20);
+  r.sampling.stop_token_ids = {free_run[4]};
+  auto sink = std::make_shared<Collect>();
+  ASSERT_TRUE(e->Submit(r, sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->reason_, FinishReason::kStop);
+  EXPECT_LE(sink->tokens_.size(), 4u);
+}
+
+}  // namespace
+}  // namespace rwkv
