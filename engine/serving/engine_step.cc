@@ -49,16 +49,18 @@ void EngineImpl::Admit() {
   // In arrival order. A request whose session cannot get a slot now waits,
   // but requests behind it whose sessions are already resident still start
   // (they need no slot), so a full pool cannot deadlock.
+  const absl::Time now = absl::Now();
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     std::shared_ptr<Request> r = *it;
-    if (r->cancelled) {
+    if (r->cancelled || now > r->req.deadline) {
       it = waiting_.erase(it);
-      Finish(r.get(), absl::OkStatus(), FinishReason::kCancelled);
+      Finish(r.get(),
+             r->cancelled ? absl::OkStatus() : absl::DeadlineExceededError("the request deadline passed in the queue"),
+             FinishReason::kCancelled);
       continue;
     }
-    if (static_cast<int32_t>(running_.size()) >= config_.max_batch) break;
-    if (!MakeResident(r->session)) {
-      ++it;
+    if (static_cast<int32_t>(running_.size()) >= config_.max_batch || !MakeResident(r->session)) {
+      ++it;  // keep scanning: later entries may be cancelled or already resident
       continue;
     }
     it = waiting_.erase(it);
