@@ -259,6 +259,15 @@ SessionSnapshot EngineImpl::SnapshotOf(Session* s, std::vector<float> state) con
   return snap;
 }
 
+absl::StatusOr<SessionSnapshot> EngineImpl::SnapshotOfIdle(const std::string& id) {
+  auto s = Find(id);
+  if (!s.ok()) return s.status();
+  if ((*s)->busy) return absl::FailedPreconditionError(absl::StrCat("session '", id, "' is busy with a generation"));
+  auto state = ReadState(*s);
+  if (!state.ok()) return state.status();
+  return SnapshotOf(*s, *std::move(state));
+}
+
 absl::StatusOr<Session*> EngineImpl::SessionFromSnapshot(SessionSnapshot snap, const std::string& id) {
   if (absl::Status st = CheckCompatible(snap, dims_, model_->fingerprint()); !st.ok()) return st;
   const int64_t bytes = static_cast<int64_t>(snap.state.size() * sizeof(float));

@@ -93,6 +93,8 @@ class EngineImpl {
   absl::StatusOr<std::vector<float>> ReadState(Session* s);
   absl::StatusOr<Session*> SessionFromSnapshot(SessionSnapshot snap, const std::string& id);
   SessionSnapshot SnapshotOf(Session* s, std::vector<float> state) const;
+  // The snapshot of session `id`, which must exist and not be busy.
+  absl::StatusOr<SessionSnapshot> SnapshotOfIdle(const std::string& id);
   void Shutdown(absl::Time deadline, bool save_sessions);
   absl::Status RestoreSavedSessions();
   EngineStats Stats() const;

@@ -149,13 +149,9 @@ void Engine::ForkSession(std::string id, Done<SessionInfo> done) {
   EngineImpl* impl = impl_.get();
   impl->Post([impl, id = std::move(id), done = std::move(done)] {
     absl::StatusOr<SessionInfo> out = [&]() -> absl::StatusOr<SessionInfo> {
-      auto src = impl->Find(id);
-      if (!src.ok()) return src.status();
-      if ((*src)->busy) return absl::FailedPreconditionError(absl::StrCat("session '", id, "' is busy"));
-      auto state = impl->ReadState(*src);
-      if (!state.ok()) return state.status();
-      auto snap = impl->SnapshotOf(*src, *std::move(state));
-      auto fork = impl->SessionFromSnapshot(std::move(snap), "");
+      auto snap = impl->SnapshotOfIdle(id);
+      if (!snap.ok()) return snap.status();
+      auto fork = impl->SessionFromSnapshot(*std::move(snap), "");
       if (!fork.ok()) return fork.status();
       return impl->Info(**fork);
     }();
@@ -174,15 +170,12 @@ void Engine::SaveSession(std::string id, std::string name, DoneStatus done) {
     return;
   }
   impl->Post([impl, id = std::move(id), name = std::move(name), done = std::move(done)]() mutable {
-    auto s = impl->Find(id);
-    absl::StatusOr<std::vector<float>> state = s.ok() ? impl->ReadState(*s) : s.status();
-    if (s.ok() && (*s)->busy) state = absl::FailedPreconditionError(absl::StrCat("session '", id, "' is busy"));
-    if (!state.ok()) {
-      impl->Later([done, st = state.status()] { done(st); });
+    auto snap = impl->SnapshotOfIdle(id);
+    if (!snap.ok()) {
+      impl->Later([done, st = snap.status()] { done(st); });
       return;
     }
-    SessionSnapshot snap = impl->SnapshotOf(*s, *std::move(state));
-    impl->RunOnIo([impl, name = std::move(name), snap = std::move(snap), done = std::move(done)] {
+    impl->RunOnIo([impl, name = std::move(name), snap = *std::move(snap), done = std::move(done)] {
       absl::Status st = impl->store_->Save(name, snap);
       if (st.ok() && impl->metrics_) impl->metrics_->state_saves.Increment();
       done(st);
@@ -214,15 +207,12 @@ void Engine::LoadSession(std::string name, Done<SessionInfo> done) {
 void Engine::ExportSession(std::string id, Done<std::string> done) {
   EngineImpl* impl = impl_.get();
   impl->Post([impl, id = std::move(id), done = std::move(done)]() mutable {
-    auto s = impl->Find(id);
-    absl::StatusOr<std::vector<float>> state = s.ok() ? impl->ReadState(*s) : s.status();
-    if (s.ok() && (*s)->busy) state = absl::FailedPreconditionError(absl::StrCat("session '", id, "' is busy"));
-    if (!state.ok()) {
-      impl->Later([done, st = state.status()] { done(st); });
+    auto snap = impl->SnapshotOfIdle(id);
+    if (!snap.ok()) {
+      impl->Later([done, st = snap.status()] { done(st); });
       return;
     }
-    SessionSnapshot snap = impl->SnapshotOf(*s, *std::move(state));
-    impl->RunOnIo([snap = std::move(snap), done = std::move(done)] { done(EncodeSnapshot(snap)); });
+    impl->RunOnIo([snap = *std::move(snap), done = std::move(done)] { done(EncodeSnapshot(snap)); });
   });
 }
 
