@@ -352,6 +352,9 @@ void EngineImpl::Shutdown(absl::Time deadline, bool save_sessions) {
     all.insert(all.end(), running_.begin(), running_.end());
     waiting_.clear();
     running_.clear();
+    std::vector<Request*> cut;
+    for (auto& r : all) cut.push_back(r.get());
+    FeedPending(cut);
     for (auto& r : all) Finish(r.get(), absl::UnavailableError("the server is shutting down"), FinishReason::kCancelled);
     if (save_sessions && store_ != nullptr) {
       for (auto& [id, s] : sessions_) {

@@ -55,6 +55,7 @@ struct Request final : RequestHandle, std::enable_shared_from_this<Request> {
   std::function<void(absl::Status)> prefill_done;  // prefill-only
   Session* session = nullptr;
   std::atomic<bool> cancelled{false};
+  bool expired = false;  // the deadline passed; finish once the pending token is fed
 
   // Progress (engine thread only).
   size_t prompt_pos = 0;
@@ -103,6 +104,9 @@ class EngineImpl {
   // ---- engine_step.cc ----
   void Loop();
   bool Step();  // false when there was nothing to do
+  // Feeds the sampled-but-unfed token of each request in one forward pass, so
+  // a session cut short still holds every token it streamed.
+  void FeedPending(const std::vector<Request*>& requests);
   void Admit();
   void Finish(Request* r, absl::Status status, FinishReason reason);
   void UpdateGauges();

@@ -122,10 +122,9 @@ bool EngineImpl::Step() {
       Request* r = running_[i].get();
       std::optional<absl::Status> end;
       FinishReason reason = FinishReason::kCancelled;
-      if (r->cancelled && r->pending_token < 0) {
-        end = absl::OkStatus();
-      } else if (now > r->req.deadline) {
-        end = absl::DeadlineExceededError("the request deadline passed");
+      if (now > r->req.deadline) r->expired = true;
+      if (r->pending_token < 0 && (r->cancelled || r->expired)) {
+        end = r->expired ? absl::DeadlineExceededError("the request deadline passed") : absl::OkStatus();
       }
       if (end) {
         Finish(r, *end, reason);
@@ -207,6 +206,11 @@ bool EngineImpl::Step() {
     s->last_logits.assign(row, row + V);
     if (p.decode) {
       r->pending_token = -1;
+      if (r->expired) {
+        Finish(r, absl::DeadlineExceededError("the request deadline passed"), FinishReason::kCancelled);
+        running_.erase(std::remove(running_.begin(), running_.end(), p.r), running_.end());
+        continue;
+      }
       if (r->finish_after_feed || r->cancelled) {
         Finish(r, absl::OkStatus(), r->finish_after_feed.value_or(FinishReason::kCancelled));
         running_.erase(std::remove(running_.begin(), running_.end(), p.r), running_.end());
@@ -268,6 +272,30 @@ bool EngineImpl::Step() {
   }
   UpdateGauges();
   return true;
+}
+
+void EngineImpl::FeedPending(const std::vector<Request*>& requests) {
+  std::vector<ForwardRequest> fwd;
+  std::vector<Request*> fed;
+  for (Request* r : requests) {
+    if (r->pending_token < 0 || r->session == nullptr || r->session->slot < 0) continue;
+    fwd.push_back({r->session->slot, absl::MakeConstSpan(&r->pending_token, 1), false});
+    fed.push_back(r);
+  }
+  if (fwd.empty()) return;
+  std::vector<float> logits;
+  if (absl::Status st = model_->Forward(fwd, &logits); !st.ok()) {
+    healthy_ = false;
+    return;
+  }
+  const int32_t V = model_->config().vocab_size;
+  for (size_t i = 0; i < fed.size(); ++i) {
+    Session* s = fed[i]->session;
+    s->tokens_seen += 1;
+    s->last_logits.assign(logits.begin() + static_cast<int64_t>(i) * V,
+                          logits.begin() + static_cast<int64_t>(i + 1) * V);
+    fed[i]->pending_token = -1;
+  }
 }
 
 void EngineImpl::UpdateGauges() {

@@ -315,6 +315,45 @@ TEST(EngineTest, ShutdownSavesLiveSessionsAndRestoreResumes) {
   EXPECT_EQ(RunGen(*e2, Req({2}, 5, 5, id)), expected);
 }
 
+TEST(EngineTest, CutGenerationsKeepEveryStreamedTokenInTheState) {
+  const std::string dir = ::testing::TempDir() + "/engine_cut";
+  std::filesystem::remove_all(dir);
+  auto store = DirectoryStateStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  std::string id, id2;
+  size_t streamed = 0, streamed2 = 0;
+  {
+    auto e = MakeEngine({}, store->get());
+    auto s = Sync<SessionInfo>([&](auto d) { e->CreateSession({1, 2}, d); });
+    auto s2 = Sync<SessionInfo>([&](auto d) { e->CreateSession({3}, d); });
+    id = s->id;
+    id2 = s2->id;
+    // A deadline cuts one generation...
+    GenerateRequest timed = Req({4}, 3, 1000000, id2);
+    timed.deadline = absl::Now() + absl::Milliseconds(100);
+    auto timed_sink = std::make_shared<Collect>();
+    ASSERT_TRUE(e->Submit(timed, timed_sink).ok());
+    ASSERT_TRUE(timed_sink->Wait(10s));
+    EXPECT_EQ(timed_sink->status_.code(), absl::StatusCode::kDeadlineExceeded);
+    streamed2 = timed_sink->tokens().size();
+    auto info2 = Sync<SessionInfo>([&](auto d) { e->GetSession(id2, d); });
+    EXPECT_EQ(info2->tokens_seen, static_cast<int64_t>(1 + 1 + streamed2));
+    // ... and shutdown cuts another.
+    auto sink = std::make_shared<Collect>();
+    ASSERT_TRUE(e->Submit(Req({5}, 3, 1000000, id), sink).ok());
+    while (sink->tokens().size() < 5) std::this_thread::sleep_for(1ms);
+    e->Shutdown(absl::Now(), true);
+    ASSERT_TRUE(sink->Wait(10s));
+    EXPECT_EQ(sink->status_.code(), absl::StatusCode::kUnavailable);
+    streamed = sink->tokens().size();
+  }
+  auto e2 = MakeEngine({}, store->get());
+  ASSERT_TRUE(e2->RestoreSavedSessions().ok());
+  auto info = Sync<SessionInfo>([&](auto d) { e2->GetSession(id, d); });
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->tokens_seen, static_cast<int64_t>(2 + 1 + streamed));
+}
+
 TEST(EngineTest, StopStringAndStopToken) {
   auto e = MakeEngine();
   const auto free_run = RunGen(*e, Req({1, 2}, 11, 20));

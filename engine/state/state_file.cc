@@ -397,12 +397,14 @@ absl::Status SnapshotAssembler::Append(absl::string_view chunk) {
     if (buffer_.size() < kSnapshotHeaderSize) return absl::OkStatus();
     absl::StatusOr<Header> h = ParseHeader(buffer_);
     if (!h.ok()) return Fail(h.status());
+    // A state of another model is FAILED_PRECONDITION even when it is also
+    // larger than this model's states, so compare dims before the size cap.
+    if (options_.expected_dims.has_value()) {
+      if (absl::Status s = CompareDims(h->dims, *options_.expected_dims); !s.ok()) return Fail(s);
+    }
     if (h->total > options_.max_bytes) {
       return Fail(absl::InvalidArgumentError(
           absl::StrCat("state import of ", h->total, " bytes exceeds the limit of ", options_.max_bytes)));
-    }
-    if (options_.expected_dims.has_value()) {
-      if (absl::Status s = CompareDims(h->dims, *options_.expected_dims); !s.ok()) return Fail(s);
     }
     declared_ = h->total;
     fingerprint_len_ = static_cast<uint32_t>(h->fingerprint_len);
