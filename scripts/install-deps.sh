@@ -4,7 +4,9 @@
 set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config python3
-  libopenblas-dev libabsl-dev libgtest-dev libgmock-dev nlohmann-json3-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libopenblas-dev libabsl-dev libgtest-dev libgmock-dev nlohmann-json3-dev libcpp-httplib-dev prometheus libcurl4-openssl-dev
+  python3-grpcio python3-protobuf
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,0 +1,130 @@
+// See server_flags.h.
+#include "server/server_flags.h"
+
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace rwkv {
+namespace {
+
+absl::Status Bad(const std::string& flag, const std::string& value, const std::string& want) {
+  return absl::InvalidArgumentError(absl::StrCat(flag, ": expected ", want, ", got '", value, "'"));
+}
+
+absl::Status ParseInt(const std::string& flag, const std::string& v, int32_t lo, int32_t* out) {
+  int32_t x;
+  if (!absl::SimpleAtoi(v, &x) || x < lo) {
+    return Bad(flag, v, absl::StrCat("an integer in [", lo, ", ", std::numeric_limits<int32_t>::max(), "]"));
+  }
+  *out = x;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string ServerUsage() {
+  return R"(usage: rwkv-server [--model FILE|synthetic:SIZE] [--vocab FILE | --byte-vocab]
+                   [--listen HOST:PORT] [--metrics-listen HOST:PORT|off] [--state-dir DIR]
+                   [--backend cpu|cuda|auto] [--threads N] [--max-sessions N] [--max-batch N]
+                   [--state-slots N] [--max-queue N] [--prefill-chunk N] [--step-tokens N]
+                   [--max-prompt-tokens N] [--drain-seconds S]
+
+Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
+  --model            a .pth / .safetensors / .st / rwkv.cpp .bin file, or synthetic:SIZE.
+                     Default: rwkv7-g1a-0.1b-20250728-ctx4096.pth, downloaded once into
+                     $RWKV_CACHE_DIR (else $XDG_CACHE_HOME/rwkv-server, else ~/.cache/rwkv-server)
+                     with the World vocabulary; offline, synthetic:0.1b (meaningless text)
+  --vocab            the World vocabulary file (rwkv_vocab_v20230424.txt)
+  --byte-vocab       byte-level tokens (id = byte), for the tiny test models (the default
+                     for a 256-token model). Without a vocabulary the server takes and returns
+                     token ids only: text input gets FAILED_PRECONDITION
+  --listen           gRPC address (default 127.0.0.1:50051; port 0 picks a free port)
+  --metrics-listen   Prometheus /metrics and /healthz (default 127.0.0.1:9090; off disables)
+  --state-dir        where SaveSession writes; live sessions are saved there on shutdown
+                     and restored on the next start
+  --backend          cpu, cuda or auto (= cpu for now)
+  --threads          CPU threads (default: all cores)
+  --max-sessions     sessions in the table, resident + offloaded (default 1024)
+  --max-batch        sessions advanced per step (default 64)
+  --state-slots      resident state slots (default 64)
+  --max-queue        waiting requests before RESOURCE_EXHAUSTED (default 256)
+  --prefill-chunk    prompt tokens per session per step (default 256)
+  --step-tokens      tokens (decode + prefill) per step (default 1024)
+  --max-prompt-tokens  the longest prompt accepted (default 1048576)
+  --drain-seconds    on SIGTERM/SIGINT, how long running generations may finish (default 30)
+)";
+}
+
+absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& args) {
+  ServerFlags f;
+  EngineConfig& e = f.engine;
+  const std::map<std::string, std::string*> string_flags = {
+      {"--model", &f.model},         {"--vocab", &f.vocab},
+      {"--listen", &f.listen},       {"--metrics-listen", &f.metrics_listen},
+      {"--state-dir", &f.state_dir}, {"--backend", &f.backend},
+  };
+  struct IntFlag {
+    int32_t* value;
+    int32_t min;
+  };
+  const std::map<std::string, IntFlag> int_flags = {
+      {"--threads", {&f.threads, 0}},
+      {"--max-sessions", {&e.max_sessions, 1}},
+      {"--max-batch", {&e.max_batch, 1}},
+      {"--state-slots", {&e.state_slots, 1}},
+      {"--max-queue", {&e.max_queue, 1}},
+      {"--prefill-chunk", {&e.prefill_chunk, 1}},
+      {"--step-tokens", {&e.step_token_budget, 1}},
+      {"--max-prompt-tokens", {&e.max_prompt_tokens, 1}},
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string name = args[i];
+    std::string inline_value;
+    bool has_inline_value = false;
+    if (const size_t eq = name.find('='); name.rfind("--", 0) == 0 && eq != std::string::npos) {
+      inline_value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_inline_value = true;
+    }
+    if (name == "--help" || name == "-h" || name == "--byte-vocab") {
+      if (has_inline_value) return absl::InvalidArgumentError(absl::StrCat(name, " takes no value"));
+      (name == "--byte-vocab" ? f.byte_vocab : f.help) = true;
+      continue;
+    }
+    const auto str = string_flags.find(name);
+    const auto num = int_flags.find(name);
+    if (str == string_flags.end() && num == int_flags.end() && name != "--drain-seconds") {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag '", args[i], "' (see --help)"));
+    }
+    std::string value = inline_value;
+    if (!has_inline_value) {
+      if (i + 1 >= args.size()) return absl::InvalidArgumentError(absl::StrCat(name, ": missing value"));
+      value = args[++i];
+    }
+    if (str != string_flags.end()) {
+      if (value.empty()) return Bad(name, value, "a non-empty value");
+      *str->second = value;
+    } else if (num != int_flags.end()) {
+      if (absl::Status s = ParseInt(name, value, num->second.min, num->second.value); !s.ok()) return s;
+    } else {  // --drain-seconds
+      double d;
+      if (!absl::SimpleAtod(value, &d) || !std::isfinite(d) || d < 0 || d > 86400) {
+        return Bad(name, value, "seconds in [0, 86400]");
+      }
+      f.drain_seconds = d;
+    }
+  }
+  if (!f.vocab.empty() && f.byte_vocab) {
+    return absl::InvalidArgumentError("--vocab and --byte-vocab are mutually exclusive");
+  }
+  if (f.backend != "cpu" && f.backend != "cuda" && f.backend != "auto") {
+    return Bad("--backend", f.backend, "cpu, cuda or auto");
+  }
+  return f;
+}
+
+}  // namespace rwkv

@@ -1,0 +1,42 @@
+// Command-line flags of rwkv-server, parsed into plain config structs.
+//
+// Why a separate unit: flags are where operator input enters the server, so
+// parsing and range checks are tested on their own (bad numbers, missing
+// values, conflicting vocab flags) without loading a model. Config flows one
+// way: flags -> ServerFlags (with an EngineConfig inside) -> constructors.
+#ifndef RWKV_SERVER_SERVER_FLAGS_H_
+#define RWKV_SERVER_SERVER_FLAGS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/serving/engine.h"
+
+namespace rwkv {
+
+struct ServerFlags {
+  std::string model;        // --model FILE|synthetic:SIZE; empty: the default model (downloaded)
+  std::string vocab;        // --vocab FILE (World vocabulary)
+  bool byte_vocab = false;  // --byte-vocab
+  std::string listen = "127.0.0.1:50051";         // --listen HOST:PORT (port 0: any free port)
+  std::string metrics_listen = "127.0.0.1:9090";  // --metrics-listen HOST:PORT, or "off"
+  std::string state_dir;         // --state-dir DIR; empty: no save/load, sessions not kept across restarts
+  std::string backend = "auto";  // --backend cpu|cuda|auto
+  int32_t threads = 0;           // --threads N; 0: all cores
+  double drain_seconds = 30;     // --drain-seconds S
+  EngineConfig engine;           // --max-sessions --max-batch --state-slots --max-queue
+                                 // --prefill-chunk --step-tokens --max-prompt-tokens
+  bool help = false;             // --help
+};
+
+// Parses argv without argv[0]; `--name value` and `--name=value` both work.
+// INVALID_ARGUMENT naming the flag on error.
+absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& args);
+
+std::string ServerUsage();
+
+}  // namespace rwkv
+
+#endif  // RWKV_SERVER_SERVER_FLAGS_H_
