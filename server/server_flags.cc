@@ -30,7 +30,8 @@ std::string ServerUsage() {
   return R"(usage: rwkv-server [--model FILE|synthetic:SIZE] [--vocab FILE | --byte-vocab]
                    [--listen HOST:PORT] [--metrics-listen HOST:PORT|off] [--state-dir DIR]
                    [--backend cpu|cuda|auto] [--threads N] [--max-sessions N] [--max-batch N]
-                   [--state-slots N] [--max-queue N] [--prefill-chunk N] [--step-tokens N]
+                   [--state-memory-mb MB | --state-slots N] [--offload-memory-mb MB]
+                   [--max-queue N] [--prefill-chunk N] [--step-tokens N]
                    [--max-prompt-tokens N] [--drain-seconds S]
 
 Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
@@ -50,7 +51,11 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
   --threads          CPU threads (default: all cores)
   --max-sessions     sessions in the table, resident + offloaded (default 1024)
   --max-batch        sessions advanced per step (default 64)
-  --state-slots      resident state slots (default 64)
+  --state-memory-mb  memory for the state pool; it holds budget / (state bytes per session)
+                     slots, at most --max-sessions (default 512)
+  --state-slots      a fixed number of resident state slots instead of a budget
+  --offload-memory-mb  host memory for idle sessions moved out of the pool (default 4096);
+                     beyond it they go to --state-dir
   --max-queue        waiting requests before RESOURCE_EXHAUSTED (default 256)
   --prefill-chunk    prompt tokens per session per step (default 256)
   --step-tokens      tokens (decode + prefill) per step (default 1024)
@@ -76,6 +81,8 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
       {"--max-sessions", {&e.max_sessions, 1}},
       {"--max-batch", {&e.max_batch, 1}},
       {"--state-slots", {&e.state_slots, 1}},
+      {"--state-memory-mb", {&f.state_memory_mb, 1}},
+      {"--offload-memory-mb", {&f.offload_memory_mb, 0}},
       {"--max-queue", {&e.max_queue, 1}},
       {"--prefill-chunk", {&e.prefill_chunk, 1}},
       {"--step-tokens", {&e.step_token_budget, 1}},
@@ -110,6 +117,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
       *str->second = value;
     } else if (num != int_flags.end()) {
       if (absl::Status s = ParseInt(name, value, num->second.min, num->second.value); !s.ok()) return s;
+      if (name == "--state-slots") f.state_slots_given = true;
     } else {  // --drain-seconds
       double d;
       if (!absl::SimpleAtod(value, &d) || !std::isfinite(d) || d < 0 || d > 86400) {
@@ -121,6 +129,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
   if (!f.vocab.empty() && f.byte_vocab) {
     return absl::InvalidArgumentError("--vocab and --byte-vocab are mutually exclusive");
   }
+  f.engine.host_offload_bytes = int64_t{f.offload_memory_mb} << 20;
   if (f.backend != "cpu" && f.backend != "cuda" && f.backend != "auto") {
     return Bad("--backend", f.backend, "cpu, cuda or auto");
   }

@@ -26,6 +26,11 @@ struct ServerFlags {
   std::string backend = "auto";  // --backend cpu|cuda|auto
   int32_t threads = 0;           // --threads N; 0: all cores
   double drain_seconds = 30;     // --drain-seconds S
+  // --state-memory-mb MB: the state pool's budget; slots = budget / state bytes
+  // (at most --max-sessions). Ignored when --state-slots is given.
+  int32_t state_memory_mb = 512;
+  bool state_slots_given = false;  // --state-slots N was given: a fixed slot count
+  int32_t offload_memory_mb = 4096;  // --offload-memory-mb MB: host memory for offloaded states
   EngineConfig engine;           // --max-sessions --max-batch --state-slots --max-queue
                                  // --prefill-chunk --step-tokens --max-prompt-tokens
   bool help = false;             // --help

@@ -68,11 +68,23 @@ TEST(ServerFlagsTest, EveryFlag) {
   EXPECT_EQ(f->backend, "cpu");
   EXPECT_EQ(f->threads, 2);
   EXPECT_EQ(f->engine.state_slots, 8);
+  EXPECT_TRUE(f->state_slots_given);
   EXPECT_EQ(f->engine.max_queue, 3);
   EXPECT_EQ(f->engine.prefill_chunk, 16);
   EXPECT_EQ(f->engine.step_token_budget, 64);
   EXPECT_EQ(f->engine.max_prompt_tokens, 1000);
   EXPECT_EQ(f->drain_seconds, 2.5);
+}
+
+TEST(ServerFlagsTest, StatePoolFromMemoryBudget) {
+  auto f = ParseServerFlags({"--state-memory-mb", "2048", "--offload-memory-mb", "100"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->state_memory_mb, 2048);
+  EXPECT_FALSE(f->state_slots_given);
+  EXPECT_EQ(f->engine.host_offload_bytes, int64_t{100} << 20);
+  auto bad = ParseServerFlags({"--state-memory-mb", "0"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--state-memory-mb"), std::string::npos);
 }
 
 TEST(ServerFlagsTest, Help) {

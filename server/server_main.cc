@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -236,8 +237,23 @@ int Run(const ServerFlags& flags, const sigset_t& signals) {
   }
   metrics::Registry registry;
   ServerMetrics server_metrics(registry, ServerInfo{ModelLabel(choice.spec), "cpu", RWKV_SERVER_VERSION});
+  EngineConfig engine_config = flags.engine;
+  const int64_t state_bytes = static_cast<int64_t>((*model)->state_layout().bytes());
+  if (!flags.state_slots_given) {
+    const int64_t budget = int64_t{flags.state_memory_mb} << 20;
+    if (budget < state_bytes) {
+      return Fail(absl::InvalidArgumentError(absl::StrFormat(
+          "--state-memory-mb %d holds no session: one state takes %.2f MB", flags.state_memory_mb,
+          static_cast<double>(state_bytes) / (1 << 20))));
+    }
+    engine_config.state_slots = static_cast<int32_t>(std::min<int64_t>(budget / state_bytes, engine_config.max_sessions));
+  }
+  Log("state pool: %d slots x %.2f MB = %.1f MB%s", engine_config.state_slots,
+      static_cast<double>(state_bytes) / (1 << 20),
+      static_cast<double>(state_bytes) * engine_config.state_slots / (1 << 20),
+      flags.state_slots_given ? " (--state-slots)" : absl::StrFormat(" (budget %d MB)", flags.state_memory_mb));
   auto engine_or =
-      Engine::Create(*std::move(model), *std::move(tokenizer), flags.engine, store.get(), &server_metrics);
+      Engine::Create(*std::move(model), *std::move(tokenizer), engine_config, store.get(), &server_metrics);
   if (!engine_or.ok()) return Fail(engine_or.status());
   std::unique_ptr<Engine> engine = *std::move(engine_or);
   const EngineConfig& ec = engine->config();
