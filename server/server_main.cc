@@ -320,7 +320,9 @@ int Run(const ServerFlags& flags, const sigset_t& signals) {
   service.StartDraining();
   engine->Shutdown(absl::Now() + absl::Seconds(flags.drain_seconds), store != nullptr);
   Log("engine stopped");
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // Every generation has ended by now; this only lets their last messages
+  // flush. gRPC would otherwise wait the whole deadline for idle connections.
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   server->Wait();
   if (metrics_http != nullptr) metrics_http->Stop();
   engine.reset();
