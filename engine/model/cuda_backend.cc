@@ -1,0 +1,475 @@
+// The CUDA backend's host side: device memory, staging of host arrays, the
+// cuBLAS matrix products and one launcher call per op (kernels/).
+//
+// Why these choices (correctness first; the performance work is listed in
+// kernels/README.md):
+//  - Matrix products use cublasGemmEx with fp32 compute (CUBLAS_COMPUTE_32F,
+//    default math mode, so fp32 weights get true fp32 products, no TF32).
+//    cuBLAS needs both operands in one type, so with 16-bit weights the fp32
+//    input is first rounded to that type (one small kernel); the output is
+//    fp32 and `accumulate` is beta = 1.
+//  - Weights are converted on the device in chunks (host fp32 -> device fp32
+//    chunk -> convert kernel), rounding to nearest even exactly like the
+//    host's F32ToF16/F32ToBf16, so tests can reproduce the rounded weights.
+//  - Host arrays that ops receive (segments, token ids, row ids) go through a
+//    pinned staging buffer and an async copy on the stream. The pinned space
+//    is bump-allocated and recycled only after the stream has drained, so no
+//    copy reads staging memory that was overwritten.
+//  - This file is compiled by the host compiler; it is built from
+//    kernels/CMakeLists.txt because it exists only where CUDA does.
+#include "engine/model/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "kernels/convert.h"
+#include "kernels/elementwise.h"
+#include "kernels/embedding.h"
+#include "kernels/gather_rows.h"
+#include "kernels/layernorm.h"
+#include "kernels/mix.h"
+#include "kernels/token_shift.h"
+#include "kernels/types.h"
+#include "kernels/v7_decay.h"
+#include "kernels/v7_key_prep.h"
+#include "kernels/v7_output.h"
+#include "kernels/v7_value_residual.h"
+#include "kernels/wkv4.h"
+#include "kernels/wkv7.h"
+
+namespace rwkv {
+namespace {
+
+// The kernels read the engine's host structs byte for byte.
+static_assert(sizeof(Segment) == sizeof(kernels::SegmentDesc));
+static_assert(offsetof(Segment, slot) == offsetof(kernels::SegmentDesc, slot));
+static_assert(offsetof(Segment, row_begin) == offsetof(kernels::SegmentDesc, row_begin));
+static_assert(offsetof(Segment, rows) == offsetof(kernels::SegmentDesc, rows));
+static_assert(static_cast<int>(DType::kF32) == static_cast<int>(kernels::ElemType::kF32));
+static_assert(static_cast<int>(DType::kF16) == static_cast<int>(kernels::ElemType::kF16));
+static_assert(static_cast<int>(DType::kBF16) == static_cast<int>(kernels::ElemType::kBF16));
+static_assert(std::is_same_v<cudaStream_t, CUstream_st*>);
+static_assert(std::is_same_v<cublasHandle_t, cublasContext*>);
+
+constexpr size_t kStagingBytes = size_t{1} << 20;      // host arrays of one pass fit many times
+constexpr size_t kStagingAlign = 256;
+constexpr size_t kUploadChunkFloats = size_t{4} << 20;  // 16 MiB of fp32 per conversion chunk
+
+size_t AlignUp(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+absl::Status CudaStatus(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(
+      absl::StrFormat("CUDA error in %s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e)));
+}
+
+absl::Status BlasStatus(cublasStatus_t s, const char* what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(
+      absl::StrFormat("cuBLAS error in %s: %s (%s)", what, cublasGetStatusName(s), cublasGetStatusString(s)));
+}
+
+kernels::ElemType ToElem(DType t) { return static_cast<kernels::ElemType>(t); }
+
+cudaDataType ToCudaType(DType t) {
+  switch (t) {
+    case DType::kF16: return CUDA_R_16F;
+    case DType::kBF16: return CUDA_R_16BF;
+    case DType::kF32: break;
+  }
+  return CUDA_R_32F;
+}
+
+const kernels::SegmentDesc* AsDesc(const void* p) { return static_cast<const kernels::SegmentDesc*>(p); }
+
+int MaxRows(const Segment* segs, int nseg) {
+  int m = 0;
+  for (int s = 0; s < nseg; ++s) m = std::max(m, segs[s].rows);
+  return m;
+}
+
+}  // namespace
+
+int CudaDeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const CudaBackendOptions& options) {
+  auto b = CudaBackend::Create(options);
+  if (!b.ok()) return b.status();
+  return std::unique_ptr<Backend>(std::move(*b));
+}
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBackendOptions& options) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    (void)cudaGetLastError();
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "no CUDA device available (%s): the CUDA backend needs an NVIDIA GPU and its driver; "
+        "use the CPU backend on this machine",
+        e != cudaSuccess ? absl::StrFormat("%s: %s", cudaGetErrorName(e), cudaGetErrorString(e))
+                         : std::string("the runtime sees 0 devices")));
+  }
+  if (options.device < 0 || options.device >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("CUDA device %d out of range: %d device(s) visible", options.device, count));
+  }
+  std::unique_ptr<CudaBackend> b(new CudaBackend(options));
+  if (absl::Status s = b->Init(); !s.ok()) return s;
+  return b;
+}
+
+CudaBackend::CudaBackend(const CudaBackendOptions& options) : options_(options) {}
+
+absl::Status CudaBackend::Init() {
+  if (absl::Status s = CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice"); !s.ok()) return s;
+  cudaDeviceProp prop;
+  if (absl::Status s = CudaStatus(cudaGetDeviceProperties(&prop, options_.device), "cudaGetDeviceProperties");
+      !s.ok()) {
+    return s;
+  }
+  device_name_ = prop.name;
+  cudaStream_t stream = nullptr;
+  if (absl::Status s = CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+      !s.ok()) {
+    return s;
+  }
+  stream_ = stream;
+  cublasHandle_t handle = nullptr;
+  if (absl::Status s = BlasStatus(cublasCreate(&handle), "cublasCreate"); !s.ok()) return s;
+  cublas_ = handle;
+  if (absl::Status s = BlasStatus(cublasSetStream(handle, stream), "cublasSetStream"); !s.ok()) return s;
+  // Default math: fp32 products are computed in fp32 (TF32 only if asked).
+  if (absl::Status s = BlasStatus(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH), "cublasSetMathMode"); !s.ok()) {
+    return s;
+  }
+  void* host = nullptr;
+  if (absl::Status s = CudaStatus(cudaMallocHost(&host, kStagingBytes), "cudaMallocHost"); !s.ok()) return s;
+  staging_host_ = static_cast<char*>(host);
+  void* dev = nullptr;
+  if (absl::Status s = CudaStatus(cudaMalloc(&dev, kStagingBytes), "cudaMalloc (staging)"); !s.ok()) return s;
+  staging_device_ = static_cast<char*>(dev);
+  staging_capacity_ = kStagingBytes;
+  return absl::OkStatus();
+}
+
+CudaBackend::~CudaBackend() {
+  (void)cudaSetDevice(options_.device);
+  if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
+  for (auto& [p, bytes] : allocations_) (void)cudaFree(p);
+  if (act16_ != nullptr) (void)cudaFree(act16_);
+  if (staging_device_ != nullptr) (void)cudaFree(staging_device_);
+  if (staging_host_ != nullptr) (void)cudaFreeHost(staging_host_);
+  if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
+  if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+}
+
+std::string CudaBackend::description() const {
+  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s", options_.device, device_name_,
+                         std::string(DTypeName(options_.weight_dtype)),
+                         std::string(DTypeName(options_.embedding_dtype)));
+}
+
+bool CudaBackend::Record(const absl::Status& s) {
+  if (!s.ok() && error_.ok()) error_ = s;
+  return s.ok();
+}
+
+bool CudaBackend::Begin() {
+  if (!error_.ok()) return false;
+  return Record(CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice"));
+}
+
+absl::Status CudaBackend::Sync() {
+  if (!Begin()) return error_;
+  if (Record(CudaStatus(cudaStreamSynchronize(stream_), "Sync (a queued op failed)"))) staging_used_ = 0;
+  return error_;
+}
+
+// ---------------------------------------------------------------- memory
+
+absl::StatusOr<void*> CudaBackend::AllocBytes(size_t bytes) {
+  if (!Begin()) return error_;
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, std::max<size_t>(bytes, 16));
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();  // not sticky: the context stays usable
+    size_t free_bytes = 0, total_bytes = 0;
+    (void)cudaMemGetInfo(&free_bytes, &total_bytes);
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "CUDA out of memory on device %d: requested %d bytes (%.1f MiB), %d bytes (%.1f MiB) free of %.1f MiB",
+        options_.device, bytes, bytes / 1048576.0, free_bytes, free_bytes / 1048576.0, total_bytes / 1048576.0));
+  }
+  if (!Record(CudaStatus(e, "cudaMalloc"))) return error_;
+  allocations_[p] = bytes;
+  return p;
+}
+
+absl::StatusOr<float*> CudaBackend::Alloc(size_t floats) {
+  auto p = AllocBytes(floats * sizeof(float));
+  if (!p.ok()) return p.status();
+  return static_cast<float*>(*p);
+}
+
+void CudaBackend::Free(float* p) {
+  if (p == nullptr) return;
+  auto it = allocations_.find(p);
+  if (it == allocations_.end()) return;
+  allocations_.erase(it);
+  (void)cudaSetDevice(options_.device);
+  // Queued ops may still use p; freeing must wait for them.
+  Record(CudaStatus(cudaStreamSynchronize(stream_), "Free (a queued op failed)"));
+  Record(CudaStatus(cudaFree(p), "cudaFree"));
+}
+
+absl::Status CudaBackend::Upload(const float* host, float* dst, size_t floats) {
+  if (!Begin() || floats == 0) return error_;
+  Record(CudaStatus(cudaMemcpyAsync(dst, host, floats * sizeof(float), cudaMemcpyHostToDevice, stream_),
+                    "Upload"));
+  return Sync();
+}
+
+absl::Status CudaBackend::Download(const float* src, float* host, size_t floats) {
+  if (!Begin() || floats == 0) return error_;
+  Record(CudaStatus(cudaMemcpyAsync(host, src, floats * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+                    "Download"));
+  return Sync();
+}
+
+absl::Status CudaBackend::CopyFloats(const float* src, float* dst, size_t floats) {
+  if (!Begin() || floats == 0) return error_;
+  Record(CudaStatus(cudaMemcpyAsync(dst, src, floats * sizeof(float), cudaMemcpyDeviceToDevice, stream_),
+                    "CopyFloats"));
+  return error_;
+}
+
+absl::StatusOr<Matrix> CudaBackend::UploadConverted(const float* host, int32_t rows, int32_t cols, DType dtype) {
+  if (rows <= 0 || cols <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("matrix shape (%d, %d) must be positive", rows, cols));
+  }
+  const size_t count = static_cast<size_t>(rows) * static_cast<size_t>(cols);
+  auto mem = AllocBytes(count * DTypeSize(dtype));
+  if (!mem.ok()) return mem.status();
+  char* dst = static_cast<char*>(*mem);
+  if (dtype == DType::kF32) {
+    Record(CudaStatus(cudaMemcpyAsync(dst, host, count * sizeof(float), cudaMemcpyHostToDevice, stream_),
+                      "UploadMatrix"));
+  } else {
+    const size_t chunk = std::min(count, kUploadChunkFloats);
+    auto tmp_mem = AllocBytes(chunk * sizeof(float));
+    if (!tmp_mem.ok()) return tmp_mem.status();
+    float* tmp = static_cast<float*>(*tmp_mem);
+    for (size_t off = 0; off < count && error_.ok(); off += chunk) {
+      const size_t n = std::min(chunk, count - off);
+      // Stream-ordered: the next chunk's copy waits for this conversion.
+      Record(CudaStatus(cudaMemcpyAsync(tmp, host + off, n * sizeof(float), cudaMemcpyHostToDevice, stream_),
+                        "UploadMatrix"));
+      Record(CudaStatus(kernels::launch_convert_from_f32(tmp, ToElem(dtype),
+                                                         dst + off * DTypeSize(dtype), static_cast<int64_t>(n),
+                                                         stream_),
+                        "UploadMatrix conversion"));
+    }
+    Free(tmp);  // waits for the conversions
+  }
+  if (absl::Status s = Sync(); !s.ok()) return s;
+  return Matrix{dst, rows, cols, dtype};
+}
+
+absl::StatusOr<Matrix> CudaBackend::UploadMatrix(const float* host, int32_t rows, int32_t cols) {
+  return UploadConverted(host, rows, cols, options_.weight_dtype);
+}
+
+absl::StatusOr<Matrix> CudaBackend::UploadEmbedding(const float* host, int32_t rows, int32_t cols) {
+  return UploadConverted(host, rows, cols, options_.embedding_dtype);
+}
+
+const void* CudaBackend::Stage(const void* host, size_t bytes) {
+  const size_t need = AlignUp(std::max<size_t>(bytes, 1), kStagingAlign);
+  if (staging_used_ + need > staging_capacity_) {
+    // Every earlier staged copy must have run before its space is reused.
+    if (!Record(CudaStatus(cudaStreamSynchronize(stream_), "staging (a queued op failed)"))) return nullptr;
+    staging_used_ = 0;
+    if (need > staging_capacity_) {
+      (void)cudaFreeHost(staging_host_);
+      (void)cudaFree(staging_device_);
+      staging_host_ = staging_device_ = nullptr;
+      staging_capacity_ = 0;
+      const size_t cap = AlignUp(need, kStagingBytes);
+      void* h = nullptr;
+      void* d = nullptr;
+      if (!Record(CudaStatus(cudaMallocHost(&h, cap), "cudaMallocHost (staging)"))) return nullptr;
+      staging_host_ = static_cast<char*>(h);
+      if (!Record(CudaStatus(cudaMalloc(&d, cap), "cudaMalloc (staging)"))) return nullptr;
+      staging_device_ = static_cast<char*>(d);
+      staging_capacity_ = cap;
+    }
+  }
+  char* h = staging_host_ + staging_used_;
+  char* d = staging_device_ + staging_used_;
+  std::memcpy(h, host, bytes);
+  if (!Record(CudaStatus(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, stream_), "staging copy"))) {
+    return nullptr;
+  }
+  staging_used_ += need;
+  return d;
+}
+
+bool CudaBackend::EnsureActivationScratch(size_t bytes) {
+  if (bytes <= act16_bytes_) return true;
+  if (act16_ != nullptr) {
+    if (!Record(CudaStatus(cudaStreamSynchronize(stream_), "MatMul scratch (a queued op failed)"))) return false;
+    (void)cudaFree(act16_);
+    act16_ = nullptr;
+    act16_bytes_ = 0;
+  }
+  const size_t want = std::max(bytes, size_t{1} << 20);
+  if (cudaMalloc(&act16_, want) != cudaSuccess) {
+    (void)cudaGetLastError();
+    act16_ = nullptr;
+    return Record(absl::ResourceExhaustedError(
+        absl::StrFormat("CUDA out of memory allocating the %d-byte MatMul input buffer", want)));
+  }
+  act16_bytes_ = want;
+  return true;
+}
+
+// ---------------------------------------------------------------- ops
+
+void CudaBackend::Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) {
+  if (n <= 0 || !Begin()) return;
+  const void* dev_tokens = Stage(tokens, static_cast<size_t>(n) * sizeof(int32_t));
+  if (dev_tokens == nullptr) return;
+  Record(CudaStatus(kernels::launch_embedding(emb.data, ToElem(emb.dtype), static_cast<const int32_t*>(dev_tokens),
+                                              n, emb.cols, x, stream_),
+                    "Embedding"));
+}
+
+void CudaBackend::LayerNorm(const float* x, int n, int C, const float* w, const float* b, float* y) {
+  if (Begin()) Record(CudaStatus(kernels::launch_layernorm(x, n, C, w, b, y, stream_), "LayerNorm"));
+}
+
+void CudaBackend::MatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate) {
+  if (n <= 0 || !Begin()) return;
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  const cudaDataType type = ToCudaType(w.dtype);
+  const void* input = x;
+  if (w.dtype != DType::kF32) {
+    const int64_t count = static_cast<int64_t>(n) * w.cols;
+    if (!EnsureActivationScratch(static_cast<size_t>(count) * DTypeSize(w.dtype))) return;
+    if (!Record(CudaStatus(kernels::launch_convert_from_f32(x, ToElem(w.dtype), act16_, count, stream_),
+                           "MatMul input conversion"))) {
+      return;
+    }
+    input = act16_;
+  }
+  // Column-major view: y^T (rows x n) = W (rows x cols, stored as its
+  // transpose, cols x rows) applied to x^T (cols x n).
+  Record(BlasStatus(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, w.rows, n, w.cols, &alpha, w.data, type,
+                                 w.cols, input, type, w.cols, &beta, y, CUDA_R_32F, w.rows, CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT),
+                    "MatMul"));
+}
+
+void CudaBackend::GatherRows(const float* x, const int32_t* rows, int n, int C, float* out) {
+  if (n <= 0 || !Begin()) return;
+  const void* dev_rows = Stage(rows, static_cast<size_t>(n) * sizeof(int32_t));
+  if (dev_rows == nullptr) return;
+  Record(CudaStatus(
+      kernels::launch_gather_rows(x, static_cast<const int32_t*>(dev_rows), n, C, out, stream_), "GatherRows"));
+}
+
+void CudaBackend::TokenShift(const float* xx, const Segment* segs, int nseg, int C, StateRef x_prev, float* d) {
+  if (nseg <= 0 || !Begin()) return;
+  const void* dev_segs = Stage(segs, static_cast<size_t>(nseg) * sizeof(Segment));
+  if (dev_segs == nullptr) return;
+  Record(CudaStatus(kernels::launch_token_shift(xx, AsDesc(dev_segs), nseg, MaxRows(segs, nseg), C, x_prev.base,
+                                                x_prev.slot_stride, d, stream_),
+                    "TokenShift"));
+}
+
+void CudaBackend::Mix(const float* xx, const float* d, int n, int C, const float* const* mixes,
+                      float* const* outs, int count) {
+  if (Begin()) Record(CudaStatus(kernels::launch_mix(xx, d, n, C, mixes, outs, count, stream_), "Mix"));
+}
+
+void CudaBackend::Sigmoid(float* x, int64_t n) {
+  if (Begin()) Record(CudaStatus(kernels::launch_sigmoid(x, n, stream_), "Sigmoid"));
+}
+
+void CudaBackend::Tanh(float* x, int64_t n) {
+  if (Begin()) Record(CudaStatus(kernels::launch_tanh(x, n, stream_), "Tanh"));
+}
+
+void CudaBackend::ReluSquare(float* x, int64_t n) {
+  if (Begin()) Record(CudaStatus(kernels::launch_relu_square(x, n, stream_), "ReluSquare"));
+}
+
+void CudaBackend::Mul(float* x, const float* a, int64_t n) {
+  if (Begin()) Record(CudaStatus(kernels::launch_mul(x, a, n, stream_), "Mul"));
+}
+
+void CudaBackend::MulAdd(float* x, const float* a, const float* b, int64_t n) {
+  if (Begin()) Record(CudaStatus(kernels::launch_muladd(x, a, b, n, stream_), "MulAdd"));
+}
+
+void CudaBackend::SigmoidBias(float* x, const float* bias, int n, int C) {
+  if (Begin()) Record(CudaStatus(kernels::launch_sigmoid_bias(x, bias, n, C, stream_), "SigmoidBias"));
+}
+
+void CudaBackend::V7Decay(float* w, const float* w0, int n, int C) {
+  if (Begin()) Record(CudaStatus(kernels::launch_v7_decay(w, w0, n, C, stream_), "V7Decay"));
+}
+
+void CudaBackend::V7KeyPrep(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int n, int C,
+                            int N) {
+  if (Begin()) Record(CudaStatus(kernels::launch_v7_key_prep(k, kk, a, k_k, k_a, n, C, N, stream_), "V7KeyPrep"));
+}
+
+void CudaBackend::V7ValueResidual(float* v, const float* v_first, const float* gate, const float* v0, int n,
+                                  int C) {
+  if (Begin()) {
+    Record(CudaStatus(kernels::launch_v7_value_residual(v, v_first, gate, v0, n, C, stream_), "V7ValueResidual"));
+  }
+}
+
+void CudaBackend::Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv, const float* r, const float* w,
+                       const float* k, const float* v, const float* kk, const float* a, float* y) {
+  if (nseg <= 0 || !Begin()) return;
+  const void* dev_segs = Stage(segs, static_cast<size_t>(nseg) * sizeof(Segment));
+  if (dev_segs == nullptr) return;
+  Record(CudaStatus(kernels::launch_wkv7(AsDesc(dev_segs), nseg, C, N, wkv.base, wkv.slot_stride, r, w, k, v, kk,
+                                         a, y, stream_),
+                    "Wkv7"));
+}
+
+void CudaBackend::V7Output(float* y, const float* r, const float* k, const float* v, const float* g,
+                           const float* r_k, const float* lnw, const float* lnb, int n, int C, int N) {
+  if (Begin()) {
+    Record(CudaStatus(kernels::launch_v7_output(y, r, k, v, g, r_k, lnw, lnb, n, C, N, stream_), "V7Output"));
+  }
+}
+
+void CudaBackend::Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
+                       const float* time_decay, const float* k, const float* v, float* y) {
+  if (nseg <= 0 || !Begin()) return;
+  const void* dev_segs = Stage(segs, static_cast<size_t>(nseg) * sizeof(Segment));
+  if (dev_segs == nullptr) return;
+  Record(CudaStatus(kernels::launch_wkv4(AsDesc(dev_segs), nseg, C, aa.base, aa.slot_stride, time_first,
+                                         time_decay, k, v, y, stream_),
+                    "Wkv4"));
+}
+
+}  // namespace rwkv

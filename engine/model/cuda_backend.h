@@ -1,0 +1,149 @@
+// The CUDA backend: every Backend op on one GPU, fp32 activations and state,
+// weights stored fp16, bf16 or fp32.
+//
+// Why: the server keeps every session's recurrent state in a pool of GPU
+// slots and advances a whole batch of sessions per step; this backend runs
+// that step on the device, reading and writing each session's state in place
+// in its slot (the kernels in kernels/), with the matrix products on cuBLAS
+// (16-bit weights halve the bytes a step must read; products accumulate in
+// fp32 and write fp32). Each op is tested against the CPU backend op
+// (cuda_backend_test.cc) and the whole model against the reference logits
+// (cuda_model_test.cc).
+//
+// This header is plain C++: it names no CUDA type, so engine code and tools
+// compile against it without nvcc. The library (rwkv_cuda_backend, declared
+// in kernels/CMakeLists.txt) exists only where CMake found CUDA
+// (RWKV_HAVE_CUDA). On a machine without a GPU, MakeCudaBackend returns
+// FAILED_PRECONDITION with the reason; it never crashes.
+//
+// Errors: ops return void, so the first CUDA or cuBLAS error (including an
+// op's rejected arguments) is recorded and returned by Sync() (and by every
+// later call that returns a Status), as INTERNAL naming the op. The error is
+// sticky: a CUDA fault can leave the context unusable, so the backend stays
+// failed and the caller should mark the server unhealthy.
+//
+// Host arrays (segments, token ids, row ids) are copied to the device per
+// call through a pinned staging buffer on the backend's stream.
+// Not thread-safe: one thread drives a backend (any one thread; the device is
+// made current on each call).
+#ifndef RWKV_ENGINE_MODEL_CUDA_BACKEND_H_
+#define RWKV_ENGINE_MODEL_CUDA_BACKEND_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/model/backend.h"
+
+// The CUDA runtime's and cuBLAS's opaque handle types (cudaStream_t is
+// CUstream_st*, cublasHandle_t is cublasContext*), named here so this header
+// needs no CUDA include.
+struct CUstream_st;
+struct cublasContext;
+
+namespace rwkv {
+
+struct CudaBackendOptions {
+  int device = 0;                       // CUDA device ordinal
+  DType weight_dtype = DType::kF16;     // how UploadMatrix stores matrices
+  DType embedding_dtype = DType::kF16;  // how UploadEmbedding stores the table
+};
+
+// Devices the CUDA runtime can see; 0 where there is none or no driver.
+int CudaDeviceCount();
+
+// A backend on options.device. FAILED_PRECONDITION when no device (or no
+// driver) is present, INVALID_ARGUMENT for a device ordinal out of range,
+// INTERNAL when the device cannot be initialised.
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const CudaBackendOptions& options = {});
+
+class CudaBackend final : public Backend {
+ public:
+  // As MakeCudaBackend, typed.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const CudaBackendOptions& options);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string name() const override { return "cuda"; }
+  // e.g. "cuda:0 NVIDIA H100 80GB HBM3, weights f16, embedding f16".
+  std::string description() const;
+  const CudaBackendOptions& options() const { return options_; }
+
+  absl::StatusOr<float*> Alloc(size_t floats) override;
+  void Free(float* p) override;
+  absl::Status Upload(const float* host, float* dst, size_t floats) override;
+  absl::Status Download(const float* src, float* host, size_t floats) override;
+  // Stream-ordered device copy; the ranges must not overlap.
+  absl::Status CopyFloats(const float* src, float* dst, size_t floats) override;
+  absl::StatusOr<Matrix> UploadMatrix(const float* host, int32_t rows, int32_t cols) override;
+  absl::StatusOr<Matrix> UploadEmbedding(const float* host, int32_t rows, int32_t cols) override;
+  absl::Status Sync() override;
+
+  void Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) override;
+  void LayerNorm(const float* x, int n, int C, const float* w, const float* b, float* y) override;
+  void MatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate) override;
+  void GatherRows(const float* x, const int32_t* rows, int n, int C, float* out) override;
+  void TokenShift(const float* xx, const Segment* segs, int nseg, int C, StateRef x_prev, float* d) override;
+  void Mix(const float* xx, const float* d, int n, int C, const float* const* mixes, float* const* outs,
+           int count) override;
+  void Sigmoid(float* x, int64_t n) override;
+  void Tanh(float* x, int64_t n) override;
+  void ReluSquare(float* x, int64_t n) override;
+  void Mul(float* x, const float* a, int64_t n) override;
+  void MulAdd(float* x, const float* a, const float* b, int64_t n) override;
+  void SigmoidBias(float* x, const float* bias, int n, int C) override;
+  void V7Decay(float* w, const float* w0, int n, int C) override;
+  void V7KeyPrep(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int n, int C,
+                 int N) override;
+  void V7ValueResidual(float* v, const float* v_first, const float* gate, const float* v0, int n,
+                       int C) override;
+  void Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv, const float* r, const float* w,
+            const float* k, const float* v, const float* kk, const float* a, float* y) override;
+  void V7Output(float* y, const float* r, const float* k, const float* v, const float* g, const float* r_k,
+                const float* lnw, const float* lnb, int n, int C, int N) override;
+  void Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
+            const float* time_decay, const float* k, const float* v, float* y) override;
+
+ private:
+  explicit CudaBackend(const CudaBackendOptions& options);
+  absl::Status Init();
+
+  // Makes the device current; false (skip the op) once an error is recorded.
+  bool Begin();
+  // Records `s` if it is the first failure. Returns s.ok().
+  bool Record(const absl::Status& s);
+  // Copies `bytes` of host data to the device through the pinned staging
+  // buffer, ordered on the stream; nullptr (error recorded) on failure.
+  const void* Stage(const void* host, size_t bytes);
+  // Device memory of `bytes`, tracked for Free and the destructor.
+  absl::StatusOr<void*> AllocBytes(size_t bytes);
+  // Converts and uploads a host fp32 matrix into a new allocation of `dtype`.
+  absl::StatusOr<Matrix> UploadConverted(const float* host, int32_t rows, int32_t cols, DType dtype);
+  // Grows the 16-bit activation buffer for MatMul to at least `bytes`.
+  bool EnsureActivationScratch(size_t bytes);
+
+  CudaBackendOptions options_;
+  std::string device_name_;
+  CUstream_st* stream_ = nullptr;
+  cublasContext* cublas_ = nullptr;
+  absl::Status error_;                               // first recorded error (sticky)
+  std::unordered_map<void*, size_t> allocations_;    // device pointer -> bytes
+  // Staging for host arrays: pinned host and device buffers of the same size,
+  // bump-allocated; reset once the stream has drained (Sync, Download, or
+  // when full).
+  char* staging_host_ = nullptr;
+  char* staging_device_ = nullptr;
+  size_t staging_capacity_ = 0;
+  size_t staging_used_ = 0;
+  void* act16_ = nullptr;  // MatMul input rounded to the weights' 16-bit type
+  size_t act16_bytes_ = 0;
+};
+
+}  // namespace rwkv
+
+#endif  // RWKV_ENGINE_MODEL_CUDA_BACKEND_H_

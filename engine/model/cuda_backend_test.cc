@@ -1,0 +1,498 @@
+// Op-by-op tests of the CUDA backend against the CPU backend (the reference),
+// on random inputs at several sizes: batch 1 and odd batches, several
+// segments (multi-row ones too) in slots out of order, outputs poisoned with
+// NaN so an unwritten element fails. Without a GPU every test skips, except
+// the one that checks the factory's error on such a machine.
+//
+// Tolerances, |gpu - cpu| <= atol + rtol * |cpu| unless noted, and why:
+//  - exact: gathers, copies, token shift (a subtraction is rounded the same
+//    everywhere) and fp16/bf16 embedding rows (conversions are exact).
+//  - fp32 elementwise and norms: rtol 1e-5, atol 1e-6 (1e-5 for outputs of
+//    order 1 that go through a reduction): expf/tanhf differ by a few ulp and
+//    the GPU sums in a tree, fp32, where the CPU sums in order, some in double.
+//  - WKV-7: 2e-5 * (1 + |cpu|): 64-term fp32 dot products per token
+//    (contracted to FMAs on the GPU), whose error carries through the state
+//    over up to 20 tokens (first H100 run: 3.8e-6 at worst, 0.09 of this).
+//  - WKV-4: 2e-5 * (1 + |cpu|): no long sums, only expf and a division.
+//  - MatMul, relative to mag = sum_k |x_k w_k| (+ |y0| when accumulating),
+//    the scale that bounds a dot product's rounding: fp32 weights 1e-5;
+//    16-bit weights against the CPU on the same rounded weights: u + 1e-4,
+//    where u bounds the rounding of the input to the weight type (fp16 2^-11,
+//    bf16 2^-8); on the same rounded input too, 1e-4 (tensor cores accumulate
+//    in fp32 but not with round-to-nearest at every add).
+// Every check prints its largest error, for the record of what ran.
+#include "engine/model/cuda_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/loader/dtype.h"
+#include "engine/model/cpu_backend.h"
+#include "gtest/gtest.h"
+
+namespace rwkv {
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+std::vector<float> Rand(size_t n, uint32_t seed, float lo = -1, float hi = 1) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+// Rounds every value to `t` and back (what the GPU stores for 16-bit weights).
+std::vector<float> Rounded(const std::vector<float>& v, DType t) {
+  std::vector<uint16_t> tmp(v.size());
+  std::vector<float> out(v.size());
+  if (t == DType::kF32) return v;
+  ConvertFromF32(v.data(), t, tmp.data(), v.size());
+  ConvertToF32(t, tmp.data(), out.data(), v.size());
+  return out;
+}
+
+// Normalises each head of N values to unit L2 norm (what kk is in the model).
+void NormaliseHeads(std::vector<float>& v, int N) {
+  for (size_t h = 0; h + N <= v.size(); h += N) {
+    double ss = 0;
+    for (int j = 0; j < N; ++j) ss += v[h + j] * v[h + j];
+    for (int j = 0; j < N; ++j) v[h + j] = static_cast<float>(v[h + j] / std::sqrt(ss));
+  }
+}
+
+// Elementwise check; `scale` (if given) replaces |want| in the relative term.
+void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, double rtol, double atol,
+                 const std::string& what, const std::vector<double>* scale = nullptr) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double max_abs = 0, worst = 0;
+  size_t bad = 0, first_bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
+    const double tol = atol + rtol * (scale != nullptr ? (*scale)[i] : std::fabs(want[i]));
+    if (!(err <= tol)) {  // NaN fails too
+      if (bad++ == 0) first_bad = i;
+    }
+    if (std::isfinite(err)) max_abs = std::max(max_abs, err);
+    worst = std::max(worst, std::isfinite(err) ? err / tol : INFINITY);
+  }
+  std::printf("[ maxerr ] %-46s max|diff| %.3g  (%.3g of tolerance)\n", what.c_str(), max_abs, worst);
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " out of tolerance; first at " << first_bad
+                     << ": got " << got[first_bad] << " want " << want[first_bad];
+}
+
+void ExpectExact(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+  ExpectClose(got, want, 0, 0, what);
+}
+
+class CudaOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto b = MakeGpu(DType::kF32);
+    if (b == nullptr) GTEST_SKIP() << "no CUDA device: " << skip_reason_;
+    gpu_ = std::move(b);
+  }
+  void TearDown() override {
+    if (gpu_ != nullptr) {
+      const absl::Status s = gpu_->Sync();
+      EXPECT_TRUE(s.ok()) << s;
+    }
+  }
+
+  std::unique_ptr<CudaBackend> MakeGpu(DType dtype) {
+    auto b = CudaBackend::Create({.device = 0, .weight_dtype = dtype, .embedding_dtype = dtype});
+    if (!b.ok()) {
+      skip_reason_ = b.status().ToString();
+      return nullptr;
+    }
+    return *std::move(b);
+  }
+
+  // Device copy of `h` on backend `b` (default: gpu_).
+  float* Dev(const std::vector<float>& h, CudaBackend* b = nullptr) {
+    if (b == nullptr) b = gpu_.get();
+    auto p = b->Alloc(h.size());
+    EXPECT_TRUE(p.ok()) << p.status();
+    EXPECT_TRUE(b->Upload(h.data(), *p, h.size()).ok());
+    return *p;
+  }
+  float* Poisoned(size_t n) { return Dev(std::vector<float>(n, kNaN)); }
+  std::vector<float> Host(const float* d, size_t n, CudaBackend* b = nullptr) {
+    if (b == nullptr) b = gpu_.get();
+    std::vector<float> h(n);
+    EXPECT_TRUE(b->Download(d, h.data(), n).ok()) << b->Sync();
+    return h;
+  }
+
+  std::string skip_reason_;
+  std::unique_ptr<CudaBackend> gpu_;
+  CpuBackend cpu_{2};
+};
+
+TEST(CudaBackendFactoryTest, FailsCleanlyWithoutDeviceOrRejectsBadOrdinal) {
+  if (CudaDeviceCount() == 0) {
+    auto b = MakeCudaBackend();
+    ASSERT_FALSE(b.ok());
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kFailedPrecondition) << b.status();
+    EXPECT_NE(b.status().message().find("no CUDA device"), std::string::npos) << b.status();
+    std::printf("no GPU here; the factory said: %s\n", b.status().ToString().c_str());
+    return;
+  }
+  auto b = CudaBackend::Create({});
+  ASSERT_TRUE(b.ok()) << b.status();
+  std::printf("device: %s\n", (*b)->description().c_str());
+  auto bad = MakeCudaBackend({.device = CudaDeviceCount()});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+}
+
+TEST_F(CudaOpsTest, AllocReportsOutOfMemoryAndStaysUsable) {
+  auto huge = gpu_->Alloc(size_t{1} << 42);  // 16 TiB
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted) << huge.status();
+  EXPECT_NE(huge.status().message().find("17592186044416 bytes"), std::string::npos) << huge.status();
+  EXPECT_NE(huge.status().message().find("free"), std::string::npos) << huge.status();
+  auto small = gpu_->Alloc(16);
+  EXPECT_TRUE(small.ok()) << small.status();
+  EXPECT_TRUE(gpu_->Sync().ok());
+}
+
+TEST_F(CudaOpsTest, LaunchErrorsSurfaceThroughSyncAndStick) {
+  auto b = MakeGpu(DType::kF32);
+  ASSERT_NE(b, nullptr);
+  auto x = b->Alloc(64);
+  ASSERT_TRUE(x.ok());
+  b->LayerNorm(*x, 1, 0, *x, *x, *x);  // C = 0: rejected by the launcher
+  const absl::Status s = b->Sync();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  EXPECT_NE(s.message().find("LayerNorm"), std::string::npos) << s;
+  EXPECT_EQ(b->Sync().code(), absl::StatusCode::kInternal);  // sticky
+  EXPECT_FALSE(b->Alloc(4).ok());
+}
+
+TEST_F(CudaOpsTest, EmbeddingAllDtypes) {
+  const int V = 37;
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+    auto b = MakeGpu(t);
+    ASSERT_NE(b, nullptr);
+    for (int C : {64, 130}) {
+      const auto table = Rand(static_cast<size_t>(V) * C, 1 + C, -3, 3);
+      auto emb = b->UploadEmbedding(table.data(), V, C);
+      ASSERT_TRUE(emb.ok()) << emb.status();
+      EXPECT_EQ(emb->dtype, t);
+      auto ref_emb = cpu_.UploadEmbedding(Rounded(table, t).data(), V, C);
+      ASSERT_TRUE(ref_emb.ok());
+      for (int n : {1, 5, 19}) {
+        std::vector<int32_t> tokens(static_cast<size_t>(n));
+        for (int i = 0; i < n; ++i) tokens[i] = (i * 7 + n) % V;
+        float* x = Dev(std::vector<float>(static_cast<size_t>(n) * C, kNaN), b.get());
+        b->Embedding(*emb, tokens.data(), n, x);
+        std::vector<float> want(static_cast<size_t>(n) * C);
+        cpu_.Embedding(*ref_emb, tokens.data(), n, want.data());
+        ExpectExact(Host(x, want.size(), b.get()), want,
+                    "Embedding " + std::string(DTypeName(t)) + " C=" + std::to_string(C) + " n=" + std::to_string(n));
+      }
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, LayerNormOutOfPlaceAndInPlace) {
+  for (int C : {64, 128, 768, 1000, 4096}) {
+    for (int n : {1, 3, 17}) {
+      auto x = Rand(static_cast<size_t>(n) * C, C + n, -3, 3);
+      for (float& v : x) v += 5.0f;  // a large mean, as in the residual stream
+      const auto w = Rand(C, 2, 0.5f, 1.5f), b = Rand(C, 3);
+      std::vector<float> want(x.size());
+      cpu_.LayerNorm(x.data(), n, C, w.data(), b.data(), want.data());
+      float *dx = Dev(x), *dw = Dev(w), *db = Dev(b), *dy = Poisoned(x.size());
+      gpu_->LayerNorm(dx, n, C, dw, db, dy);
+      const std::string tag = " C=" + std::to_string(C) + " n=" + std::to_string(n);
+      ExpectClose(Host(dy, x.size()), want, 1e-5, 1e-5, "LayerNorm" + tag);
+      gpu_->LayerNorm(dx, n, C, dw, db, dx);
+      ExpectClose(Host(dx, x.size()), want, 1e-5, 1e-5, "LayerNorm in place" + tag);
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, MatMulAllDtypesAgainstCpuOnSameRoundedWeights) {
+  struct Shape {
+    int rows, cols;
+  };
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+    auto b = MakeGpu(t);
+    ASSERT_NE(b, nullptr);
+    const double u = t == DType::kF32 ? 0 : (t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256);
+    const double acc_tol = t == DType::kF32 ? 1e-5 : 1e-4;
+    // Odd sizes, LoRA shapes (768 <-> 64/32) and FFN-like shapes.
+    for (Shape s : {Shape{33, 20}, Shape{64, 768}, Shape{768, 32}, Shape{512, 2048}, Shape{2048, 512}}) {
+      const auto w = Rand(static_cast<size_t>(s.rows) * s.cols, s.rows + s.cols);
+      const auto wr = Rounded(w, t);
+      auto gw = b->UploadMatrix(w.data(), s.rows, s.cols);
+      ASSERT_TRUE(gw.ok()) << gw.status();
+      auto cw = cpu_.UploadMatrix(wr.data(), s.rows, s.cols);
+      ASSERT_TRUE(cw.ok());
+      for (int n : {1, 3, 17, 64}) {
+        const auto x = Rand(static_cast<size_t>(n) * s.cols, n, -2, 2);
+        const auto y0 = Rand(static_cast<size_t>(n) * s.rows, n + 1);
+        for (bool acc : {false, true}) {
+          std::vector<double> mag(y0.size());
+          for (int i = 0; i < n; ++i) {
+            for (int o = 0; o < s.rows; ++o) {
+              double m = acc ? std::fabs(y0[static_cast<size_t>(i) * s.rows + o]) : 0;
+              for (int c = 0; c < s.cols; ++c) {
+                m += std::fabs(x[static_cast<size_t>(i) * s.cols + c] * wr[static_cast<size_t>(o) * s.cols + c]);
+              }
+              mag[static_cast<size_t>(i) * s.rows + o] = m;
+            }
+          }
+          const std::string tag = std::string(DTypeName(t)) + " " + std::to_string(s.rows) + "x" +
+                                  std::to_string(s.cols) + " n=" + std::to_string(n) + (acc ? " acc" : "");
+          float* dx = Dev(x, b.get());
+          float* dy = Dev(acc ? y0 : std::vector<float>(y0.size(), kNaN), b.get());
+          b->MatMul(dx, n, *gw, dy, acc);
+          const auto got = Host(dy, y0.size(), b.get());
+          std::vector<float> want = y0;
+          cpu_.MatMul(x.data(), n, *cw, want.data(), acc);
+          ExpectClose(got, want, u + acc_tol, 0, "MatMul " + tag, &mag);
+          if (t != DType::kF32) {  // the same rounded input: only the accumulation differs
+            const auto xr = Rounded(x, t);
+            std::vector<float> want_r = y0;
+            cpu_.MatMul(xr.data(), n, *cw, want_r.data(), acc);
+            ExpectClose(got, want_r, acc_tol, 0, "MatMul rounded input " + tag, &mag);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, GatherRowsAndStaging) {
+  const int C = 48, rows = 10;
+  const auto x = Rand(static_cast<size_t>(rows) * C, 4);
+  const std::vector<int32_t> idx = {9, 0, 3, 3, 7};
+  float *dx = Dev(x), *out = Poisoned(idx.size() * C);
+  gpu_->GatherRows(dx, idx.data(), static_cast<int>(idx.size()), C, out);
+  std::vector<float> want(idx.size() * C);
+  cpu_.GatherRows(x.data(), idx.data(), static_cast<int>(idx.size()), C, want.data());
+  ExpectExact(Host(out, want.size()), want, "GatherRows");
+  // Many staged arrays before one Sync (the staging space wraps), then one
+  // array larger than the staging buffer (it grows).
+  float* one = Poisoned(C);
+  for (int i = 0; i < 6000; ++i) {
+    const int32_t r = i % rows;
+    gpu_->GatherRows(dx, &r, 1, C, one);
+  }
+  ExpectExact(Host(one, C), std::vector<float>(x.begin() + 9 * C, x.begin() + 10 * C), "GatherRows after wrap");
+  std::vector<int32_t> many(400000);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = static_cast<int32_t>((i * 31) % rows);
+  float* big = Poisoned(many.size());
+  gpu_->GatherRows(dx, many.data(), static_cast<int>(many.size()), 1, big);  // C = 1: column 0 of each row
+  std::vector<float> want_big(many.size());
+  cpu_.GatherRows(x.data(), many.data(), static_cast<int>(many.size()), 1, want_big.data());
+  // With C = 1 the CPU reads x[rows[i]], the GPU the same: the view is (rows*C, 1).
+  ExpectExact(Host(big, many.size()), want_big, "GatherRows 400000 staged ids");
+}
+
+// Segments with several rows (one longer than a kernel's row chunk), in slots
+// out of order, slot 2 and 4 untouched; state blocks at an odd offset and
+// stride, as a layer's block inside a slot is.
+const std::vector<Segment> kSegs = {{5, 0, 3}, {0, 3, 1}, {3, 4, 20}, {1, 24, 2}, {6, 26, 1}};
+constexpr int kRows = 27, kSlots = 7;
+
+TEST_F(CudaOpsTest, TokenShiftAcrossSegmentsAndSlots) {
+  for (int C : {64, 100, 768}) {
+    const int64_t stride = 3 * C + 5, offset = C + 2;
+    const auto xx = Rand(static_cast<size_t>(kRows) * C, C);
+    auto state = Rand(static_cast<size_t>(kSlots * stride), C + 1);
+    float *dxx = Dev(xx), *dstate = Dev(state), *dd = Poisoned(xx.size());
+    gpu_->TokenShift(dxx, kSegs.data(), static_cast<int>(kSegs.size()), C, {dstate + offset, stride}, dd);
+    std::vector<float> want_d(xx.size());
+    cpu_.TokenShift(xx.data(), kSegs.data(), static_cast<int>(kSegs.size()), C, {state.data() + offset, stride},
+                    want_d.data());
+    ExpectExact(Host(dd, xx.size()), want_d, "TokenShift d C=" + std::to_string(C));
+    ExpectExact(Host(dstate, state.size()), state, "TokenShift state C=" + std::to_string(C));
+  }
+}
+
+TEST_F(CudaOpsTest, MixUpToSixOutputs) {
+  const int C = 96;
+  for (int n : {1, 7}) {
+    const auto xx = Rand(static_cast<size_t>(n) * C, n), d = Rand(static_cast<size_t>(n) * C, n + 1);
+    float *dxx = Dev(xx), *dd = Dev(d);
+    for (int count = 1; count <= 6; ++count) {
+      std::vector<std::vector<float>> mixes, want;
+      std::vector<const float*> dmix, hmix;
+      std::vector<float*> douts, houts;
+      for (int j = 0; j < count; ++j) {
+        mixes.push_back(Rand(C, 10 + j));
+        want.emplace_back(xx.size());
+      }
+      for (int j = 0; j < count; ++j) {
+        dmix.push_back(Dev(mixes[j]));
+        douts.push_back(Poisoned(xx.size()));
+        hmix.push_back(mixes[j].data());
+        houts.push_back(want[j].data());
+      }
+      gpu_->Mix(dxx, dd, n, C, dmix.data(), douts.data(), count);
+      cpu_.Mix(xx.data(), d.data(), n, C, hmix.data(), houts.data(), count);
+      for (int j = 0; j < count; ++j) {
+        ExpectClose(Host(douts[j], xx.size()), want[j], 1e-5, 1e-6,
+                    "Mix n=" + std::to_string(n) + " count=" + std::to_string(count) + " out " + std::to_string(j));
+      }
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, Elementwise) {
+  for (int64_t n : {int64_t{1}, int64_t{1000}, int64_t{100003}}) {
+    const auto x = Rand(static_cast<size_t>(n), 7, -8, 8), a = Rand(static_cast<size_t>(n), 8),
+               b = Rand(static_cast<size_t>(n), 9);
+    const std::string tag = " n=" + std::to_string(n);
+    struct Case {
+      const char* name;
+      std::function<void(Backend&, float*, const float*, const float*)> op;
+    };
+    const Case cases[] = {
+        {"Sigmoid", [n](Backend& be, float* p, const float*, const float*) { be.Sigmoid(p, n); }},
+        {"Tanh", [n](Backend& be, float* p, const float*, const float*) { be.Tanh(p, n); }},
+        {"ReluSquare", [n](Backend& be, float* p, const float*, const float*) { be.ReluSquare(p, n); }},
+        {"Mul", [n](Backend& be, float* p, const float* pa, const float*) { be.Mul(p, pa, n); }},
+        {"MulAdd", [n](Backend& be, float* p, const float* pa, const float* pb) { be.MulAdd(p, pa, pb, n); }},
+    };
+    for (const Case& c : cases) {
+      float *dx = Dev(x), *da = Dev(a), *db = Dev(b);
+      c.op(*gpu_, dx, da, db);
+      std::vector<float> want = x;
+      c.op(cpu_, want.data(), a.data(), b.data());
+      ExpectClose(Host(dx, x.size()), want, 1e-5, 1e-6, c.name + tag);
+    }
+  }
+  const int n = 5, C = 77;
+  const auto x = Rand(n * C, 11, -6, 6), bias = Rand(C, 12);
+  float *dx = Dev(x), *dbias = Dev(bias);
+  gpu_->SigmoidBias(dx, dbias, n, C);
+  std::vector<float> want = x;
+  cpu_.SigmoidBias(want.data(), bias.data(), n, C);
+  ExpectClose(Host(dx, x.size()), want, 1e-5, 1e-6, "SigmoidBias");
+}
+
+TEST_F(CudaOpsTest, V7DecayValueResidualAndKeyPrep) {
+  struct Dims {
+    int N, C;
+  };
+  for (Dims dm : {Dims{64, 64}, Dims{64, 768}, Dims{32, 96}, Dims{16, 48}}) {
+    const int N = dm.N, C = dm.C;
+    for (int n : {1, 3, 17}) {
+      const size_t nC = static_cast<size_t>(n) * C;
+      const std::string tag = " N=" + std::to_string(N) + " C=" + std::to_string(C) + " n=" + std::to_string(n);
+      // Decay.
+      const auto w = Rand(nC, n, -5, 5), w0 = Rand(C, 2, -2, 2);
+      float *dw = Dev(w), *dw0 = Dev(w0);
+      gpu_->V7Decay(dw, dw0, n, C);
+      std::vector<float> want_w = w;
+      cpu_.V7Decay(want_w.data(), w0.data(), n, C);
+      ExpectClose(Host(dw, nC), want_w, 1e-5, 1e-6, "V7Decay" + tag);
+      // Value residual.
+      const auto v = Rand(nC, 3), vf = Rand(nC, 4), gate = Rand(nC, 5, -4, 4), v0 = Rand(C, 6);
+      float* dv = Dev(v);
+      gpu_->V7ValueResidual(dv, Dev(vf), Dev(gate), Dev(v0), n, C);
+      std::vector<float> want_v = v;
+      cpu_.V7ValueResidual(want_v.data(), vf.data(), gate.data(), v0.data(), n, C);
+      ExpectClose(Host(dv, nC), want_v, 1e-5, 1e-6, "V7ValueResidual" + tag);
+      // Key prep.
+      const auto k = Rand(nC, 7, -3, 3), a = Rand(nC, 8, 0, 1), k_k = Rand(C, 9, 0.5f, 1.5f),
+                 k_a = Rand(C, 10, 0.5f, 1.5f);
+      float *dk = Dev(k), *dkk = Poisoned(nC);
+      gpu_->V7KeyPrep(dk, dkk, Dev(a), Dev(k_k), Dev(k_a), n, C, N);
+      std::vector<float> want_k = k, want_kk(nC);
+      cpu_.V7KeyPrep(want_k.data(), want_kk.data(), a.data(), k_k.data(), k_a.data(), n, C, N);
+      ExpectClose(Host(dk, nC), want_k, 1e-5, 1e-6, "V7KeyPrep k" + tag);
+      ExpectClose(Host(dkk, nC), want_kk, 1e-5, 1e-6, "V7KeyPrep kk" + tag);
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, V7Output) {
+  struct Dims {
+    int N, C;
+  };
+  for (Dims dm : {Dims{64, 128}, Dims{64, 768}, Dims{32, 96}, Dims{16, 48}}) {
+    for (int n : {1, 5}) {
+      const int N = dm.N, C = dm.C;
+      const size_t nC = static_cast<size_t>(n) * C;
+      const auto y = Rand(nC, 1, -3, 3), r = Rand(nC, 2), k = Rand(nC, 3), v = Rand(nC, 4), g = Rand(nC, 5),
+                 r_k = Rand(C, 6), lnw = Rand(C, 7, 0.5f, 1.5f), lnb = Rand(C, 8);
+      float* dy = Dev(y);
+      gpu_->V7Output(dy, Dev(r), Dev(k), Dev(v), Dev(g), Dev(r_k), Dev(lnw), Dev(lnb), n, C, N);
+      std::vector<float> want = y;
+      cpu_.V7Output(want.data(), r.data(), k.data(), v.data(), g.data(), r_k.data(), lnw.data(), lnb.data(), n, C,
+                    N);
+      ExpectClose(Host(dy, nC), want, 1e-5, 1e-5,
+                  "V7Output N=" + std::to_string(N) + " C=" + std::to_string(C) + " n=" + std::to_string(n));
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, Wkv7InPlaceInSlotsAllHeadSizes) {
+  for (int N : {64, 128, 32, 16}) {  // 16: the generic kernel
+    const int H = N == 64 ? 12 : 3, C = H * N;  // 12 x 64: the 0.1B model's heads
+    const int64_t offset = 2 * C + 3, stride = offset + static_cast<int64_t>(H) * N * N + 7;
+    const size_t nC = static_cast<size_t>(kRows) * C;
+    auto r = Rand(nC, 1), k = Rand(nC, 2), v = Rand(nC, 3), a = Rand(nC, 4, 0, 1), w = Rand(nC, 5, 0.545f, 1.0f),
+         kk = Rand(nC, 6);
+    NormaliseHeads(kk, N);
+    auto state = Rand(static_cast<size_t>(kSlots * stride), 7, -0.5f, 0.5f);
+    float* dstate = Dev(state);
+    float* dy = Poisoned(nC);
+    gpu_->Wkv7(kSegs.data(), static_cast<int>(kSegs.size()), C, N, {dstate + offset, stride}, Dev(r), Dev(w),
+               Dev(k), Dev(v), Dev(kk), Dev(a), dy);
+    std::vector<float> want_y(nC);
+    cpu_.Wkv7(kSegs.data(), static_cast<int>(kSegs.size()), C, N, {state.data() + offset, stride}, r.data(),
+              w.data(), k.data(), v.data(), kk.data(), a.data(), want_y.data());
+    const std::string tag = " N=" + std::to_string(N) + " H=" + std::to_string(H);
+    std::vector<double> scale_y(nC), scale_s(state.size());
+    for (size_t i = 0; i < nC; ++i) scale_y[i] = 1 + std::fabs(want_y[i]);
+    for (size_t i = 0; i < state.size(); ++i) scale_s[i] = 1 + std::fabs(state[i]);
+    ExpectClose(Host(dy, nC), want_y, 2e-5, 0, "Wkv7 y" + tag, &scale_y);
+    const auto got_state = Host(dstate, state.size());
+    ExpectClose(got_state, state, 2e-5, 0, "Wkv7 state" + tag, &scale_s);
+    for (int slot : {2, 4}) {  // not in the batch: bit-identical
+      const auto b = state.begin() + slot * stride;
+      EXPECT_TRUE(std::equal(b, b + stride, got_state.begin() + slot * stride)) << "slot " << slot << tag;
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, Wkv4InPlaceInSlots) {
+  for (int C : {64, 200}) {
+    const int64_t offset = 2 * C + 1, stride = offset + 3 * C + 5;
+    const size_t nC = static_cast<size_t>(kRows) * C;
+    const auto k = Rand(nC, 1, -50, 60), v = Rand(nC, 2), u = Rand(C, 3), wd = Rand(C, 4, -3, -0.01f);
+    auto state = Rand(static_cast<size_t>(kSlots * stride), 5, 0.5f, 2.0f);
+    for (int c = 0; c < C; ++c) {
+      state[5 * stride + offset + 2 * C + c] = -1e30f;  // slot 5 fresh: pp = -1e30
+      state[5 * stride + offset + c] = state[5 * stride + offset + C + c] = 0;
+      state[0 * stride + offset + 2 * C + c] = 3.0f;  // slot 0: a large running max
+    }
+    float *dstate = Dev(state), *dy = Poisoned(nC);
+    gpu_->Wkv4(kSegs.data(), static_cast<int>(kSegs.size()), C, {dstate + offset, stride}, Dev(u), Dev(wd), Dev(k),
+               Dev(v), dy);
+    std::vector<float> want_y(nC);
+    cpu_.Wkv4(kSegs.data(), static_cast<int>(kSegs.size()), C, {state.data() + offset, stride}, u.data(), wd.data(),
+              k.data(), v.data(), want_y.data());
+    std::vector<double> scale_y(nC), scale_s(state.size());
+    for (size_t i = 0; i < nC; ++i) scale_y[i] = 1 + std::fabs(want_y[i]);
+    for (size_t i = 0; i < state.size(); ++i) scale_s[i] = 1 + std::fabs(state[i]);
+    ExpectClose(Host(dy, nC), want_y, 2e-5, 0, "Wkv4 y C=" + std::to_string(C), &scale_y);
+    ExpectClose(Host(dstate, state.size()), state, 2e-5, 0, "Wkv4 state C=" + std::to_string(C), &scale_s);
+  }
+}
+
+}  // namespace
+}  // namespace rwkv

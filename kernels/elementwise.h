@@ -1,0 +1,29 @@
+// Launchers for the elementwise ops (n = element count unless noted).
+#ifndef RWKV_KERNELS_ELEMENTWISE_H_
+#define RWKV_KERNELS_ELEMENTWISE_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace rwkv::kernels {
+
+// x = 1 / (1 + exp(-x))
+cudaError_t launch_sigmoid(float* x /* (n) */, int64_t n, cudaStream_t stream);
+// x = tanh(x)
+cudaError_t launch_tanh(float* x /* (n) */, int64_t n, cudaStream_t stream);
+// x = max(x, 0)^2
+cudaError_t launch_relu_square(float* x /* (n) */, int64_t n, cudaStream_t stream);
+// x *= a
+cudaError_t launch_mul(float* x /* (n) */, const float* a /* (n) */, int64_t n, cudaStream_t stream);
+// x += a * b
+cudaError_t launch_muladd(float* x /* (n) */, const float* a /* (n) */, const float* b /* (n) */, int64_t n,
+                          cudaStream_t stream);
+// x = sigmoid(x + bias[col])
+cudaError_t launch_sigmoid_bias(float* x,           // (n, C)
+                                const float* bias,  // (C)
+                                int n, int C, cudaStream_t stream);
+
+}  // namespace rwkv::kernels
+
+#endif  // RWKV_KERNELS_ELEMENTWISE_H_

@@ -1,0 +1,35 @@
+// Launcher for the RWKV-7 WKV recurrence over a batch of segments, reading
+// and writing each session's state in place in its slot.
+#ifndef RWKV_KERNELS_WKV7_H_
+#define RWKV_KERNELS_WKV7_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/types.h"
+
+namespace rwkv::kernels {
+
+// Per segment, per head h, for each of the segment's rows in order:
+//   S = S diag(w) - (S kk)(kk a)^T + v k^T;  y = S r
+// with S the head's (N value, N key) block of the segment's slot:
+// state + slot * slot_stride + h * N * N. All vectors are (n, C) with the
+// head's values at columns [h*N, h*N + N). C must be a multiple of N, and
+// N <= 1024. Slots of different segments must differ.
+cudaError_t launch_wkv7(const SegmentDesc* segs,  // (nseg) device
+                        int nseg, int C, int N,
+                        float* state,             // (slots, slot_stride); layer block of (H, N, N) at offset 0
+                        int64_t slot_stride,
+                        const float* r,           // (n, C)
+                        const float* w,           // (n, C) decay in (0, 1)
+                        const float* k,           // (n, C)
+                        const float* v,           // (n, C)
+                        const float* kk,          // (n, C) normalised key
+                        const float* a,           // (n, C) in-context learning rate
+                        float* y,                 // (n, C)
+                        cudaStream_t stream);
+
+}  // namespace rwkv::kernels
+
+#endif  // RWKV_KERNELS_WKV7_H_
