@@ -261,7 +261,7 @@ v1::ModelInfo InferenceService::BuildModelInfo() const {
   info.set_vocab_size(c.vocab_size);
   info.set_ffn_dim(c.ffn_dim);
   const std::string backend = engine_->backend_name();
-  info.set_weight_dtype(backend == "cpu" ? "f32" : "");  // the CPU backend stores fp32 weights
+  info.set_weight_dtype(engine_->weight_dtype());
   info.set_state_bytes_per_session(engine_->state_bytes_per_session());
   info.set_backend(backend);
   info.set_server_version(options_.server_version);

@@ -29,7 +29,7 @@ absl::Status ParseInt(const std::string& flag, const std::string& v, int32_t lo,
 std::string ServerUsage() {
   return R"(usage: rwkv-server [--model FILE|synthetic:SIZE] [--vocab FILE | --byte-vocab]
                    [--listen HOST:PORT] [--metrics-listen HOST:PORT|off] [--state-dir DIR]
-                   [--backend cpu|cuda|auto] [--threads N] [--max-sessions N] [--max-batch N]
+                   [--backend cpu|cuda|auto] [--weight-dtype f16|bf16|f32] [--threads N] [--max-sessions N] [--max-batch N]
                    [--state-memory-mb MB | --state-slots N] [--offload-memory-mb MB]
                    [--max-queue N] [--prefill-chunk N] [--step-tokens N]
                    [--max-prompt-tokens N] [--drain-seconds S]
@@ -47,7 +47,8 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
   --metrics-listen   Prometheus /metrics and /healthz (default 127.0.0.1:9090; off disables)
   --state-dir        where SaveSession writes; live sessions are saved there on shutdown
                      and restored on the next start
-  --backend          cpu, cuda or auto (= cpu for now)
+  --backend          cpu, cuda, or auto (default: cuda when a GPU is usable, else cpu)
+  --weight-dtype     how the CUDA backend stores matrices: f16 (default), bf16 or f32
   --threads          CPU threads (default: all cores)
   --max-sessions     sessions in the table, resident + offloaded (default 1024)
   --max-batch        sessions advanced per step (default 64)
@@ -71,6 +72,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
       {"--model", &f.model},         {"--vocab", &f.vocab},
       {"--listen", &f.listen},       {"--metrics-listen", &f.metrics_listen},
       {"--state-dir", &f.state_dir}, {"--backend", &f.backend},
+      {"--weight-dtype", &f.weight_dtype},
   };
   struct IntFlag {
     int32_t* value;
@@ -132,6 +134,9 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
   f.engine.host_offload_bytes = int64_t{f.offload_memory_mb} << 20;
   if (f.backend != "cpu" && f.backend != "cuda" && f.backend != "auto") {
     return Bad("--backend", f.backend, "cpu, cuda or auto");
+  }
+  if (f.weight_dtype != "f16" && f.weight_dtype != "bf16" && f.weight_dtype != "f32") {
+    return Bad("--weight-dtype", f.weight_dtype, "f16, bf16 or f32");
   }
   return f;
 }

@@ -24,6 +24,7 @@ struct ServerFlags {
   std::string metrics_listen = "127.0.0.1:9090";  // --metrics-listen HOST:PORT, or "off"
   std::string state_dir;         // --state-dir DIR; empty: no save/load, sessions not kept across restarts
   std::string backend = "auto";  // --backend cpu|cuda|auto
+  std::string weight_dtype = "f16";  // --weight-dtype f16|bf16|f32 (CUDA backend; the CPU one is fp32)
   int32_t threads = 0;           // --threads N; 0: all cores
   double drain_seconds = 30;     // --drain-seconds S
   // --state-memory-mb MB: the state pool's budget; slots = budget / state bytes

@@ -36,7 +36,7 @@
 #include "absl/time/clock.h"
 #include "engine/metrics/registry.h"
 #include "engine/metrics/server_metrics.h"
-#include "engine/model/cpu_backend.h"
+#include "engine/model/backend_factory.h"
 #include "engine/model/model.h"
 #include "engine/serving/engine.h"
 #include "engine/state/state_store.h"
@@ -210,20 +210,25 @@ void StartShutdownWatchdog(const sigset_t& signals, double drain_seconds) {
 
 int Run(const ServerFlags& flags, const sigset_t& signals) {
   Log("rwkv-server %s", RWKV_SERVER_VERSION);
-  if (flags.backend == "cuda")
-    return Fail(absl::UnimplementedError("--backend cuda: CUDA backend not built yet"));
 
   // Model and tokenizer.
   ModelChoice choice{flags.model, ""};
   if (choice.spec.empty()) choice = ResolveDefaultModel();
   const int threads = flags.threads > 0 ? flags.threads : DefaultThreads();
+  auto weight_dtype = ParseWeightDType(flags.weight_dtype);
+  if (!weight_dtype.ok()) return Fail(weight_dtype.status());
+  std::string backend_note;
+  auto backend = MakeBackend({flags.backend, threads, *weight_dtype}, &backend_note);
+  if (!backend.ok()) return Fail(backend.status());
+  Log("%s", backend_note);
+  const std::string backend_name = (*backend)->name();
   const absl::Time load_start = absl::Now();
-  auto model = Model::Load(choice.spec, std::make_unique<CpuBackend>(threads));
+  auto model = Model::Load(choice.spec, *std::move(backend));
   if (!model.ok()) return Fail(model.status());
   const ModelConfig config = (*model)->config();
-  Log("model %s: %s, %.1f MB of fp32 weights, loaded in %.1f s", choice.spec, config.ToString(),
-      static_cast<double>((*model)->weight_bytes()) / 1e6, absl::ToDoubleSeconds(absl::Now() - load_start));
-  Log("backend cpu, %d threads", threads);
+  Log("model %s: %s, %.1f MB of %s weights, loaded in %.1f s", choice.spec, config.ToString(),
+      static_cast<double>((*model)->weight_bytes()) / 1e6, DTypeName((*model)->weight_dtype()),
+      absl::ToDoubleSeconds(absl::Now() - load_start));
   auto tokenizer = ChooseTokenizer(flags, choice, config);
   if (!tokenizer.ok()) return Fail(tokenizer.status());
   Log("tokenizer %s", (*tokenizer)->name());
@@ -236,7 +241,7 @@ int Run(const ServerFlags& flags, const sigset_t& signals) {
     store = *std::move(opened);
   }
   metrics::Registry registry;
-  ServerMetrics server_metrics(registry, ServerInfo{ModelLabel(choice.spec), "cpu", RWKV_SERVER_VERSION});
+  ServerMetrics server_metrics(registry, ServerInfo{ModelLabel(choice.spec), backend_name, RWKV_SERVER_VERSION});
   EngineConfig engine_config = flags.engine;
   const int64_t state_bytes = static_cast<int64_t>((*model)->state_layout().bytes());
   if (!flags.state_slots_given) {

@@ -51,6 +51,7 @@ std::string InferUsage() {
   return R"(usage: rwkv-infer --model FILE|synthetic:SIZE [--vocab FILE | --byte-vocab]
                   [--prompt TEXT | --prompt-file FILE | --tokens 1,2,3]
                   [--max-tokens N] [--threads N] [--cpu-gemm invariant|openblas]
+                  [--backend cpu|cuda|auto] [--weight-dtype f16|bf16|f32]
                   [--dump-logits OUT] [--tokenize]
                   [--temperature T] [--top-k K] [--top-p P] [--min-p P]
                   [--presence-penalty X] [--frequency-penalty X] [--penalty-decay X]
@@ -71,6 +72,8 @@ Streams generated text to stdout; timing goes to stderr.
   --tokenize       print the prompt's token ids (comma-separated) and exit; needs no model
   --threads        CPU threads (default: all cores)
   --cpu-gemm       invariant (default: a row's result never depends on the batch) or openblas
+  --backend        cpu (default), cuda, or auto (the GPU when one is usable)
+  --weight-dtype   how the CUDA backend stores matrices: f16 (default), bf16 or f32
 )";
 }
 
@@ -129,6 +132,14 @@ absl::StatusOr<InferFlags> ParseInferFlags(const std::vector<std::string>& args)
       RWKV_VALUE(v);
       st = ParseInt(name, v, 1, 1024, &n);
       f.threads = static_cast<int32_t>(n);
+    } else if (name == "--backend") {
+      RWKV_VALUE(v);
+      if (v != "cpu" && v != "cuda" && v != "auto") return Bad(name, v, "cpu, cuda or auto");
+      f.backend = v;
+    } else if (name == "--weight-dtype") {
+      RWKV_VALUE(v);
+      if (v != "f16" && v != "bf16" && v != "f32") return Bad(name, v, "f16, bf16 or f32");
+      f.weight_dtype = v;
     } else if (name == "--cpu-gemm") {
       RWKV_VALUE(v);
       if (v != "invariant" && v != "openblas") return Bad(name, v, "'invariant' or 'openblas'");

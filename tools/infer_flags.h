@@ -29,6 +29,8 @@ struct InferFlags {
   bool tokenize = false;                 // --tokenize
   int32_t threads = 0;                   // --threads N (0: all cores)
   bool openblas = false;                 // --cpu-gemm openblas|invariant
+  std::string backend = "cpu";           // --backend cpu|cuda|auto
+  std::string weight_dtype = "f16";      // --weight-dtype f16|bf16|f32 (CUDA backend)
   bool help = false;
 };
 

@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "engine/model/backend_factory.h"
 #include "engine/model/cpu_backend.h"
 #include "engine/model/model.h"
 #include "engine/sampler/sampler.h"
@@ -68,14 +69,24 @@ int Run(const InferFlags& f) {
   // Model.
   const int threads = f.threads > 0 ? f.threads : DefaultThreads();
   const auto t_load = Clock::now();
-  auto loaded = Model::Load(
-      f.model, std::make_unique<CpuBackend>(threads, f.openblas ? CpuGemm::kOpenBlas : CpuGemm::kBatchInvariant));
+  std::unique_ptr<Backend> backend;
+  std::string backend_note = absl::StrFormat("backend cpu, %d threads", threads);
+  if (f.backend == "cpu") {
+    backend = std::make_unique<CpuBackend>(threads, f.openblas ? CpuGemm::kOpenBlas : CpuGemm::kBatchInvariant);
+  } else {
+    auto dtype = ParseWeightDType(f.weight_dtype);
+    if (!dtype.ok()) return Fail(dtype.status());
+    auto made = MakeBackend({f.backend, threads, *dtype}, &backend_note);
+    if (!made.ok()) return Fail(made.status());
+    backend = *std::move(made);
+  }
+  auto loaded = Model::Load(f.model, std::move(backend));
   if (!loaded.ok()) return Fail(loaded.status());
   Model& model = **loaded;
   const ModelConfig& cfg = model.config();
-  std::fprintf(stderr, "model: %s (%s), %.1f MB of fp32 weights, loaded in %.0f ms, %d threads\n",
-               f.model.c_str(), cfg.ToString().c_str(), model.weight_bytes() / 1e6, Ms(Clock::now() - t_load),
-               threads);
+  std::fprintf(stderr, "model: %s (%s), %.1f MB of %s weights, loaded in %.0f ms; %s\n", f.model.c_str(),
+               cfg.ToString().c_str(), model.weight_bytes() / 1e6, std::string(DTypeName(model.weight_dtype())).c_str(),
+               Ms(Clock::now() - t_load), backend_note.c_str());
   if (!tokenizer && cfg.vocab_size == 256) tokenizer = MakeByteTokenizer();
   if (tokenizer && tokenizer->vocab_size() > cfg.vocab_size) {
     return Fail(absl::InvalidArgumentError(

@@ -59,6 +59,8 @@ class Model {
   // shape and a sample of its values after loading), so a state saved by one
   // model is refused by another.
   const std::string& fingerprint() const { return fingerprint_; }
+  // How the backend stores the matrices (f32 on the CPU; f16/bf16/f32 on CUDA).
+  DType weight_dtype() const { return head_.dtype; }
 
   // ---- state slots ----
   // (Re)allocates the pool with n slots, all fresh. Existing states are lost.

@@ -132,6 +132,7 @@ class Engine {
   std::string model_fingerprint() const;   // identifies the weights; stored in state files
   int64_t state_bytes_per_session() const;
   std::string backend_name() const;
+  std::string weight_dtype() const;        // "f32", "f16" or "bf16"
 
   // ---- generation ----
   // Validates synchronously (INVALID_ARGUMENT: parameters, token ids, empty

@@ -40,6 +40,7 @@ int64_t Engine::state_bytes_per_session() const {
   return static_cast<int64_t>(impl_->model_->state_layout().bytes());
 }
 std::string Engine::backend_name() const { return impl_->model_->backend().name(); }
+std::string Engine::weight_dtype() const { return std::string(DTypeName(impl_->model_->weight_dtype())); }
 bool Engine::healthy() const { return impl_->healthy_; }
 EngineStats Engine::stats() const { return impl_->Stats(); }
 
