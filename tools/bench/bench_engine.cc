@@ -1,0 +1,363 @@
+// rwkv-bench-engine: decode throughput of the engine's Model at several
+// batch sizes, against a floor measured on the same device in the same run.
+//
+// Why: the server advances all its sessions one token per step, so what
+// matters is the time of one Model::Forward with B one-token requests, at
+// every B the server will see. A number alone says little; this tool also
+// measures the two ceilings that bound it (copy bandwidth and matrix-unit
+// peak, ceilings.h), computes the floor of each step from the model's sizes
+// (bench_math.h), and prints the fraction of the floor we reach and, for the
+// synthetic sizes a peer published, our ratio to the peer. It also counts
+// the FFN's relu activity on the benchmarked backend (counting_backend.h),
+// and reports how many fp32 states fit in the GPU memory the weights leave.
+//
+// What a step includes: host-side request validation, the embedding, every
+// layer, the head, and the download of B x vocab fp32 logits to the host
+// (Model::Forward does all of it before returning), so this is the step the
+// engine sees, not a device-only time.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/model/backend_factory.h"
+#include "engine/model/model.h"
+#include "tools/bench/bench_flags.h"
+#include "tools/bench/bench_math.h"
+#include "tools/bench/ceilings.h"
+#include "tools/bench/counting_backend.h"
+
+namespace rwkv {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "rwkv-bench-engine: %s\n", std::string(s.message()).c_str());
+  return 1;
+}
+
+// Deterministic token ids (splitmix64), never the same stream twice.
+class TokenStream {
+ public:
+  TokenStream(uint64_t seed, int32_t vocab) : s_(seed), vocab_(vocab) {}
+  int32_t Next() {
+    uint64_t z = (s_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return static_cast<int32_t>(z % static_cast<uint64_t>(vocab_));
+  }
+
+ private:
+  uint64_t s_;
+  int32_t vocab_;
+};
+
+struct BatchResult {
+  int32_t batch = 0;
+  std::string error;  // empty: ran
+  double prefill_ms = 0;
+  double mean_ms = 0, median_ms = 0, min_ms = 0, max_ms = 0;
+  double tokens_per_s = 0;
+  Floor floor;
+  std::optional<PeerPoint> peer;
+};
+
+// Feeds `per_session` tokens to each of `n` sessions (slots 0..n-1) in one
+// Forward call.
+absl::Status Prefill(Model& model, int32_t n, int32_t per_session, TokenStream& tokens) {
+  std::vector<std::vector<int32_t>> ids(static_cast<size_t>(n));
+  std::vector<ForwardRequest> reqs(static_cast<size_t>(n));
+  for (int32_t s = 0; s < n; ++s) {
+    for (int32_t t = 0; t < per_session; ++t) ids[static_cast<size_t>(s)].push_back(tokens.Next());
+    reqs[static_cast<size_t>(s)] = {s, ids[static_cast<size_t>(s)], false};
+  }
+  std::vector<float> logits;
+  return model.Forward(reqs, &logits);
+}
+
+BatchResult RunBatch(Model& model, const BenchFlags& f, int32_t batch, const FloorInputs& floor_in) {
+  BatchResult r;
+  r.batch = batch;
+  r.floor = StepFloor(floor_in, batch);
+  r.peer = PeerLookup(f.peer, f.model, batch);
+  auto fail = [&](const absl::Status& s) {
+    r.error = std::string(s.message());
+    return r;
+  };
+  if (absl::Status s = model.AllocateSlots(batch); !s.ok()) return fail(s);
+  TokenStream tokens(1000 + static_cast<uint64_t>(batch), model.config().vocab_size);
+  const auto p0 = Clock::now();
+  if (absl::Status s = Prefill(model, batch, f.prefill, tokens); !s.ok()) return fail(s);
+  r.prefill_ms = Ms(Clock::now() - p0);
+
+  std::vector<int32_t> ids(static_cast<size_t>(batch));
+  std::vector<ForwardRequest> reqs(static_cast<size_t>(batch));
+  for (int32_t s = 0; s < batch; ++s) {
+    reqs[static_cast<size_t>(s)] = {s, absl::Span<const int32_t>(&ids[static_cast<size_t>(s)], 1), false};
+  }
+  std::vector<float> logits;
+  std::vector<double> times;
+  for (int32_t step = 0; step < f.warmup + f.steps; ++step) {
+    for (int32_t& id : ids) id = tokens.Next();
+    const auto t0 = Clock::now();
+    if (absl::Status s = model.Forward(reqs, &logits); !s.ok()) return fail(s);
+    const double ms = Ms(Clock::now() - t0);
+    if (step >= f.warmup) times.push_back(ms);
+  }
+  double sum = 0;
+  for (double t : times) sum += t;
+  r.mean_ms = sum / static_cast<double>(times.size());
+  std::vector<double> sorted = times;
+  std::sort(sorted.begin(), sorted.end());
+  r.median_ms = sorted[sorted.size() / 2];
+  r.min_ms = sorted.front();
+  r.max_ms = sorted.back();
+  r.tokens_per_s = static_cast<double>(batch) * static_cast<double>(times.size()) / (sum * 1e-3);
+  return r;
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", static_cast<int>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+int Run(const BenchFlags& f) {
+  const int threads = f.threads > 0 ? f.threads : DefaultThreads();
+  auto dtype = ParseWeightDType(f.weight_dtype);
+  if (!dtype.ok()) return Fail(dtype.status());
+  std::string backend_note;
+  auto made = MakeBackend({f.backend, threads, *dtype}, &backend_note);
+  if (!made.ok()) return Fail(made.status());
+  const bool on_gpu = (*made)->name() == "cuda";
+
+  // Ceilings first, while the device is empty.
+  Ceilings ceil;
+  std::string device_name = "host CPU";
+  std::string memory_line = "state pool: not computed on the CPU backend (host memory is the limit)";
+  if (on_gpu) {
+#ifdef RWKV_HAVE_CUDA_BACKEND
+    const size_t copy_bytes = static_cast<size_t>(f.copy_mib > 0 ? f.copy_mib : 2048) << 20;
+    auto c = MeasureCudaCeilings(0, *dtype, copy_bytes, f.gemm_n, 10);
+    if (!c.ok()) return Fail(c.status());
+    ceil = *c;
+    auto mem = CudaDeviceMemory(0);
+    if (!mem.ok()) return Fail(mem.status());
+    device_name = mem->name;
+#endif
+  } else {
+    ceil = MeasureHostCeilings(threads, static_cast<size_t>(f.copy_mib > 0 ? f.copy_mib : 512) << 20, 5);
+    device_name = absl::StrFormat("host CPU, %d threads", threads);
+  }
+
+  auto counting = std::make_unique<ReluCountingBackend>(*std::move(made));
+  ReluCountingBackend* counter = counting.get();
+  const auto l0 = Clock::now();
+  auto loaded = Model::Load(f.model, std::move(counting));
+  if (!loaded.ok()) return Fail(loaded.status());
+  const double load_s = Ms(Clock::now() - l0) / 1e3;
+  Model& model = **loaded;
+  const ModelConfig& cfg = model.config();
+  const double state_bytes = static_cast<double>(model.state_layout().bytes());
+  FloorInputs floor_in;
+  floor_in.weight_bytes = static_cast<double>(model.weight_bytes());
+  floor_in.state_bytes = state_bytes;
+  floor_in.params = static_cast<double>(cfg.MatmulParamCount());
+  floor_in.copy_gbps = ceil.copy_gbps;
+  floor_in.peak_tflops = ceil.peak_tflops;
+  int64_t sessions_fit = -1;
+  double free_after_load = 0;
+#ifdef RWKV_HAVE_CUDA_BACKEND
+  if (on_gpu) {
+    auto mem = CudaDeviceMemory(0);
+    if (!mem.ok()) return Fail(mem.status());
+    free_after_load = static_cast<double>(mem->free_bytes);
+    sessions_fit = static_cast<int64_t>(free_after_load / state_bytes);
+    memory_line = absl::StrFormat(
+        "state pool: %.1f GiB of %.1f GiB free after the weights -> %d sessions of fp32 state "
+        "(= --state-memory-mb %d; the forward workspace, ~rows x (19 C + 4C) floats + B x vocab logits, "
+        "comes "
+        "out of the same memory)",
+        free_after_load / 1073741824.0, static_cast<double>(mem->total_bytes) / 1073741824.0, sessions_fit,
+        static_cast<int64_t>(free_after_load) >> 20);
+  }
+#endif
+
+  std::printf("rwkv-bench-engine: %s (%s)\n", f.model.c_str(), cfg.ToString().c_str());
+  std::printf("%s; loaded in %.1f s\n", backend_note.c_str(), load_s);
+  std::printf("device: %s\n", device_name.c_str());
+  std::printf(
+      "weights read per step: %.3f GB (matrices %s, vectors f32, embedding table excluded); "
+      "matmul params %.3fB (head included)\n",
+      floor_in.weight_bytes / 1e9, on_gpu ? f.weight_dtype.c_str() : "f32", floor_in.params / 1e9);
+  std::printf("state: %.2f MB per session (fp32, %lld floats)\n", state_bytes / 1e6,
+              static_cast<long long>(model.state_layout().total));
+  std::printf("%s\n", memory_line.c_str());
+  std::printf("ceiling, copy bandwidth: %.0f GB/s [%s]\n", ceil.copy_gbps, ceil.copy_method.c_str());
+  if (ceil.peak_tflops > 0) {
+    std::printf("ceiling, matrix peak: %.1f TFLOP/s [%s]\n", ceil.peak_tflops, ceil.peak_method.c_str());
+  } else {
+    std::printf("ceiling, matrix peak: %s\n", ceil.peak_method.c_str());
+  }
+
+  // FFN activity, on the benchmarked backend.
+  ReluCounts relu;
+  int32_t ffn_tokens = 0;
+  if (f.ffn_tokens > 0) {
+    const int32_t sessions = std::min<int32_t>(8, f.ffn_tokens);
+    const int32_t per = (f.ffn_tokens + sessions - 1) / sessions;
+    ffn_tokens = sessions * per;
+    if (absl::Status s = model.AllocateSlots(sessions); !s.ok()) return Fail(s);
+    TokenStream tokens(7, cfg.vocab_size);
+    counter->StartCounting(cfg.n_layer);
+    const absl::Status s = Prefill(model, sessions, per, tokens);
+    relu = counter->StopCounting();
+    if (!s.ok()) return Fail(s);
+    if (!relu.status.ok()) return Fail(relu.status);
+    double lo = 1, hi = 0;
+    for (size_t l = 0; l < relu.layer_total.size(); ++l) {
+      if (relu.layer_total[l] == 0) continue;
+      const double x = static_cast<double>(relu.layer_positive[l]) / static_cast<double>(relu.layer_total[l]);
+      lo = std::min(lo, x);
+      hi = std::max(hi, x);
+    }
+    std::printf(
+        "FFN activity: %.1f%% of relu inputs positive (%d tokens, all layers; per layer %.1f%% .. %.1f%%)\n",
+        100 * relu.Fraction(), ffn_tokens, 100 * lo, 100 * hi);
+  } else {
+    std::printf("FFN activity: not measured (--ffn-tokens 0)\n");
+  }
+
+  std::printf(
+      "\nper step: one Forward of B sessions x 1 token, logits (B x %d fp32) downloaded to the host, "
+      "host clock; %d timed steps after %d warm-up, each session prefilled with %d tokens\n",
+      cfg.vocab_size, f.steps, f.warmup, f.prefill);
+  std::printf(
+      "floor = max((weight bytes + B*2*state bytes) / copy bw, 2*params*B / matrix peak); "
+      "'of floor' = floor / measured\n\n");
+  const bool peer = !f.peer.empty();
+  std::string header = absl::StrFormat("%5s %9s %9s %10s %9s %4s %8s", "B", "ms/step", "median", "tokens/s",
+                                       "floor ms", "by", "of floor");
+  if (peer) {
+    absl::StrAppend(&header, absl::StrFormat("  %10s %10s %8s %9s %6s", "peer fp16s", "peer fp32s",
+                                             "vs fp32s", "target", "met"));
+  }
+  std::printf("%s\n", header.c_str());
+  std::fflush(stdout);
+
+  std::vector<BatchResult> results;
+  for (int32_t batch : f.batches) {
+    BatchResult r = RunBatch(model, f, batch, floor_in);
+    if (!r.error.empty()) {
+      std::printf("%5d  failed: %s\n", batch, r.error.c_str());
+    } else {
+      std::string line = absl::StrFormat("%5d %9.3f %9.3f %10.1f %9.3f %4s %8.3f", batch, r.mean_ms,
+                                         r.median_ms, r.tokens_per_s, r.floor.ms,
+                                         r.floor.memory_bound ? "mem" : "mma", r.floor.ms / r.mean_ms);
+      if (peer && r.peer) {
+        const double target = TargetFactor(batch) * r.peer->fp32_state_tps;
+        absl::StrAppend(
+            &line, absl::StrFormat("  %10.0f %10.0f %8.3f %9.0f %6s", r.peer->fp16_state_tps,
+                                   r.peer->fp32_state_tps, r.tokens_per_s / r.peer->fp32_state_tps, target,
+                                   r.tokens_per_s >= target ? "yes" : "no"));
+      } else if (peer) {
+        absl::StrAppend(&line, "  (no peer number)");
+      }
+      std::printf("%s\n", line.c_str());
+    }
+    std::fflush(stdout);
+    results.push_back(r);
+  }
+
+  if (!f.json.empty()) {
+    std::string j = "{\n";
+    absl::StrAppend(&j, "  \"model\": ", JsonString(f.model), ",\n  \"config\": ", JsonString(cfg.ToString()),
+                    ",\n  \"backend\": ", JsonString(backend_note),
+                    ",\n  \"device\": ", JsonString(device_name), ",\n");
+    absl::StrAppend(&j,
+                    absl::StrFormat("  \"load_s\": %.2f,\n  \"weight_bytes\": %d,\n  \"matmul_params\": %d,\n"
+                                    "  \"state_bytes\": %d,\n  \"free_bytes_after_load\": %.0f,\n"
+                                    "  \"sessions_fit\": %d,\n",
+                                    load_s, model.weight_bytes(), cfg.MatmulParamCount(),
+                                    static_cast<int64_t>(state_bytes), free_after_load, sessions_fit));
+    absl::StrAppend(
+        &j, absl::StrFormat("  \"copy_gbps\": %.1f,\n  \"copy_method\": %s,\n  \"peak_tflops\": %.2f,\n"
+                            "  \"peak_method\": %s,\n",
+                            ceil.copy_gbps, JsonString(ceil.copy_method), ceil.peak_tflops,
+                            JsonString(ceil.peak_method)));
+    absl::StrAppend(&j, absl::StrFormat("  \"ffn_tokens\": %d,\n  \"ffn_activity\": %.5f,\n", ffn_tokens,
+                                        relu.Fraction()));
+    absl::StrAppend(
+        &j, absl::StrFormat("  \"steps\": %d,\n  \"warmup\": %d,\n  \"prefill\": %d,\n  \"results\": [",
+                            f.steps, f.warmup, f.prefill));
+    for (size_t i = 0; i < results.size(); ++i) {
+      const BatchResult& r = results[i];
+      absl::StrAppend(&j, i == 0 ? "\n" : ",\n", absl::StrFormat("    {\"batch\": %d", r.batch));
+      if (!r.error.empty()) {
+        absl::StrAppend(&j, ", \"error\": ", JsonString(r.error), "}");
+        continue;
+      }
+      absl::StrAppend(
+          &j, absl::StrFormat(", \"prefill_ms\": %.3f, \"mean_ms\": %.4f, \"median_ms\": %.4f, "
+                              "\"min_ms\": %.4f, \"max_ms\": %.4f, \"tokens_per_s\": %.2f, "
+                              "\"floor_ms\": %.4f, \"floor_memory_ms\": %.4f, \"floor_compute_ms\": %.4f, "
+                              "\"floor_fraction\": %.4f",
+                              r.prefill_ms, r.mean_ms, r.median_ms, r.min_ms, r.max_ms, r.tokens_per_s,
+                              r.floor.ms, r.floor.memory_ms, r.floor.compute_ms, r.floor.ms / r.mean_ms));
+      if (r.peer) {
+        absl::StrAppend(&j,
+                        absl::StrFormat(", \"peer\": %s, \"peer_fp16_state_tps\": %.0f, "
+                                        "\"peer_fp32_state_tps\": %.0f, \"ratio_to_peer_fp32_state\": %.4f, "
+                                        "\"target_tps\": %.0f",
+                                        JsonString(f.peer), r.peer->fp16_state_tps, r.peer->fp32_state_tps,
+                                        r.tokens_per_s / r.peer->fp32_state_tps,
+                                        TargetFactor(r.batch) * r.peer->fp32_state_tps));
+      }
+      absl::StrAppend(&j, "}");
+    }
+    absl::StrAppend(&j, "\n  ]\n}\n");
+    std::ofstream out(f.json);
+    out << j;
+    if (!out) return Fail(absl::UnavailableError("cannot write " + f.json));
+  }
+  for (const BatchResult& r : results) {
+    if (!r.error.empty()) return 2;  // printed above; a failed batch is not a silent success
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace rwkv
+
+int main(int argc, char** argv) {
+  auto flags = rwkv::ParseBenchFlags(std::vector<std::string>(argv + 1, argv + argc));
+  if (!flags.ok()) {
+    std::fprintf(stderr, "rwkv-bench-engine: %s\n%s", std::string(flags.status().message()).c_str(),
+                 rwkv::BenchUsage().c_str());
+    return 2;
+  }
+  if (flags->help) {
+    std::printf("%s", rwkv::BenchUsage().c_str());
+    return 0;
+  }
+  return rwkv::Run(*flags);
+}
