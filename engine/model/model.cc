@@ -476,7 +476,7 @@ absl::Status Model::Forward(absl::Span<const ForwardRequest> requests, std::vect
     out_rows += r.all_logits ? static_cast<int64_t>(r.tokens.size()) : 1;
   }
   const int64_t V = config_.vocab_size;
-  logits->assign(static_cast<size_t>(out_rows * V), 0.0f);
+  logits->resize(static_cast<size_t>(out_rows * V));  // every row is written below
 
   // Passes of at most kMaxRowsPerPass rows; a long request is split across
   // passes (its state carries over), so results do not depend on the split.
@@ -554,14 +554,17 @@ absl::Status Model::Forward(absl::Span<const ForwardRequest> requests, std::vect
       b.GatherRows(x_, logit_rows.data(), nl, C, logit_in_);
       b.LayerNorm(logit_in_, nl, C, ln_out_w_, ln_out_b_, logit_in_);
       b.MatMul(logit_in_, nl, head_, logits_, false);
-      // Rows of one pass are consecutive in the output except across requests.
-      for (int i = 0; i < nl; ++i) {
+      // One download per run of consecutive destination rows (usually the whole pass).
+      for (int i = 0; i < nl;) {
+        int j = i + 1;
+        while (j < nl && logit_dest[static_cast<size_t>(j)] == logit_dest[static_cast<size_t>(j - 1)] + 1) ++j;
         if (absl::Status s = b.Download(logits_ + static_cast<int64_t>(i) * V,
                                         logits->data() + logit_dest[static_cast<size_t>(i)] * V,
-                                        static_cast<size_t>(V));
+                                        static_cast<size_t>(j - i) * static_cast<size_t>(V));
             !s.ok()) {
           return s;
         }
+        i = j;
       }
     }
     if (absl::Status s = b.Sync(); !s.ok()) return s;
