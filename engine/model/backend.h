@@ -66,6 +66,19 @@ class Backend {
   // Blocks until queued work is done and reports any asynchronous fault.
   virtual absl::Status Sync() = 0;
 
+  // ---- forward passes (optional) ----
+  // A pass is the ops of one Model::Forward pass, from its Embedding to its
+  // head MatMul. BeginPass names the pass's host arrays up front: the
+  // segments, the token ids and the row ids of the logit rows (any may be
+  // null with a count of 0). They stay unchanged and alive until EndPass, and
+  // the ops of the pass receive these same pointers, so a backend may copy
+  // them to its memory once per pass instead of once per op (and may replay
+  // a recorded pass). No Download, Upload, Alloc or Free happens between the
+  // two calls. The defaults do nothing.
+  virtual void BeginPass(const Segment* /*segs*/, int /*nseg*/, const int32_t* /*tokens*/, int /*rows*/,
+                         const int32_t* /*logit_rows*/, int /*nlogit*/) {}
+  virtual void EndPass() {}
+
   // ---- ops ----
   // x[i] = row tokens[i] of emb (tokens: host array of n ids, already validated).
   virtual void Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) = 0;

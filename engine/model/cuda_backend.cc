@@ -7,14 +7,23 @@
 //    default math mode, so fp32 weights get true fp32 products, no TF32).
 //    cuBLAS needs both operands in one type, so with 16-bit weights the fp32
 //    input is first rounded to that type (one small kernel); the output is
-//    fp32 and `accumulate` is beta = 1.
+//    fp32 and `accumulate` is beta = 1. Optionally (off by default: it makes
+//    results depend on the batch size, see cuda_backend.h), with 16-bit
+//    weights and 1..8 rows kernels/gemv.cu does the product in one launch,
+//    rounding the input the same way in registers.
 //  - Weights are converted on the device in chunks (host fp32 -> device fp32
 //    chunk -> convert kernel), rounding to nearest even exactly like the
 //    host's F32ToF16/F32ToBf16, so tests can reproduce the rounded weights.
-//  - Host arrays that ops receive (segments, token ids, row ids) go through a
-//    pinned staging buffer and an async copy on the stream. The pinned space
-//    is bump-allocated and recycled only after the stream has drained, so no
-//    copy reads staging memory that was overwritten.
+//  - The host arrays of a pass (segments, token ids, logit row ids) are
+//    declared by BeginPass and copied once, in one async copy from a pinned
+//    buffer into a fixed device buffer (an event says when the pinned buffer
+//    may be rewritten); ops given those arrays use that copy. Other host
+//    arrays go through a pinned staging buffer and an async copy on the
+//    stream. The pinned space is bump-allocated and recycled only after the
+//    stream has drained, so no copy reads staging memory that was overwritten.
+//  - Optional CUDA graphs (off by default): since a pass's launches depend on
+//    its shape alone once its arrays live in the fixed device buffer, a shape
+//    seen a second time is captured, and replayed after that.
 //  - This file is compiled by the host compiler; it is built from
 //    kernels/CMakeLists.txt because it exists only where CUDA does.
 #include "engine/model/cuda_backend.h"
@@ -24,6 +33,8 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -33,6 +44,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
 #include "kernels/gather_rows.h"
+#include "kernels/gemv.h"
 #include "kernels/layernorm.h"
 #include "kernels/mix.h"
 #include "kernels/token_shift.h"
@@ -57,10 +69,16 @@ static_assert(static_cast<int>(DType::kF16) == static_cast<int>(kernels::ElemTyp
 static_assert(static_cast<int>(DType::kBF16) == static_cast<int>(kernels::ElemType::kBF16));
 static_assert(std::is_same_v<cudaStream_t, CUstream_st*>);
 static_assert(std::is_same_v<cublasHandle_t, cublasContext*>);
+static_assert(std::is_same_v<cudaEvent_t, CUevent_st*>);
+static_assert(std::is_same_v<cudaGraphExec_t, CUgraphExec_st*>);
 
 constexpr size_t kStagingBytes = size_t{1} << 20;      // host arrays of one pass fit many times
 constexpr size_t kStagingAlign = 256;
 constexpr size_t kUploadChunkFloats = size_t{4} << 20;  // 16 MiB of fp32 per conversion chunk
+constexpr size_t kPassBufferBytes = size_t{64} << 10;   // a pass's host arrays, grown on demand
+constexpr size_t kBlasWorkspaceBytes = size_t{32} << 20;  // cuBLAS workspace when capturing graphs
+constexpr size_t kMaxGraphs = 64;                        // captured pass shapes kept at once
+constexpr size_t kMaxShapesSeen = 4096;                  // shapes remembered while waiting for a 2nd run
 
 size_t AlignUp(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -156,6 +174,33 @@ absl::Status CudaBackend::Init() {
   if (absl::Status s = BlasStatus(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH), "cublasSetMathMode"); !s.ok()) {
     return s;
   }
+  cudaEvent_t event = nullptr;
+  if (absl::Status s = CudaStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate");
+      !s.ok()) {
+    return s;
+  }
+  pass_copied_ = event;
+  graphs_enabled_ = options_.cuda_graphs;
+  if (const char* env = std::getenv("RWKV_CUDA_GRAPHS"); env != nullptr && env[0] != '\0') {
+    graphs_enabled_ = env[0] == '1';
+  }
+  gemv_enabled_ = options_.small_batch_gemv;
+  if (const char* env = std::getenv("RWKV_CUDA_GEMV"); env != nullptr && env[0] != '\0') {
+    gemv_enabled_ = env[0] == '1';
+  }
+  if (graphs_enabled_) {
+    // An explicit workspace, so that captured cuBLAS calls do not each
+    // allocate their own.
+    if (absl::Status s = CudaStatus(cudaMalloc(&blas_workspace_, kBlasWorkspaceBytes), "cudaMalloc (cuBLAS workspace)");
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = BlasStatus(cublasSetWorkspace(handle, blas_workspace_, kBlasWorkspaceBytes),
+                                    "cublasSetWorkspace");
+        !s.ok()) {
+      return s;
+    }
+  }
   void* host = nullptr;
   if (absl::Status s = CudaStatus(cudaMallocHost(&host, kStagingBytes), "cudaMallocHost"); !s.ok()) return s;
   staging_host_ = static_cast<char*>(host);
@@ -169,6 +214,16 @@ absl::Status CudaBackend::Init() {
 CudaBackend::~CudaBackend() {
   (void)cudaSetDevice(options_.device);
   if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
+  if (graphs_enabled_ && std::getenv("RWKV_CUDA_GRAPHS_STATS") != nullptr) {
+    std::fprintf(stderr, "cuda backend: %lld graphs captured, %lld passes replayed\n",
+                 static_cast<long long>(graphs_captured_), static_cast<long long>(graph_replays_));
+  }
+  for (auto& [key, exec] : graphs_) (void)cudaGraphExecDestroy(exec);
+  graphs_.clear();
+  if (pass_copied_ != nullptr) (void)cudaEventDestroy(pass_copied_);
+  if (pass_device_ != nullptr) (void)cudaFree(pass_device_);
+  if (pass_host_ != nullptr) (void)cudaFreeHost(pass_host_);
+  if (blas_workspace_ != nullptr) (void)cudaFree(blas_workspace_);
   for (auto& [p, bytes] : allocations_) (void)cudaFree(p);
   if (act16_ != nullptr) (void)cudaFree(act16_);
   if (staging_device_ != nullptr) (void)cudaFree(staging_device_);
@@ -178,9 +233,10 @@ CudaBackend::~CudaBackend() {
 }
 
 std::string CudaBackend::description() const {
-  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s", options_.device, device_name_,
+  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s%s", options_.device, device_name_,
                          std::string(DTypeName(options_.weight_dtype)),
-                         std::string(DTypeName(options_.embedding_dtype)));
+                         std::string(DTypeName(options_.embedding_dtype)), graphs_enabled_ ? ", graphs" : "",
+                         gemv_enabled_ ? ", gemv" : "");
 }
 
 bool CudaBackend::Record(const absl::Status& s) {
@@ -189,7 +245,7 @@ bool CudaBackend::Record(const absl::Status& s) {
 }
 
 bool CudaBackend::Begin() {
-  if (!error_.ok()) return false;
+  if (!error_.ok() || replaying_) return false;
   return Record(CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice"));
 }
 
@@ -230,8 +286,9 @@ void CudaBackend::Free(float* p) {
   if (it == allocations_.end()) return;
   allocations_.erase(it);
   (void)cudaSetDevice(options_.device);
-  // Queued ops may still use p; freeing must wait for them.
+  // Queued ops may still use p; freeing must wait for them. Graphs may name it.
   Record(CudaStatus(cudaStreamSynchronize(stream_), "Free (a queued op failed)"));
+  DropGraphs();
   Record(CudaStatus(cudaFree(p), "cudaFree"));
 }
 
@@ -297,6 +354,11 @@ absl::StatusOr<Matrix> CudaBackend::UploadEmbedding(const float* host, int32_t r
 }
 
 const void* CudaBackend::Stage(const void* host, size_t bytes) {
+  if (capturing_) {
+    // A staged copy would be recorded reading pinned memory that later passes reuse.
+    Record(absl::InternalError("a host array not declared by BeginPass reached an op while capturing a graph"));
+    return nullptr;
+  }
   const size_t need = AlignUp(std::max<size_t>(bytes, 1), kStagingAlign);
   if (staging_used_ + need > staging_capacity_) {
     // Every earlier staged copy must have run before its space is reused.
@@ -329,8 +391,12 @@ const void* CudaBackend::Stage(const void* host, size_t bytes) {
 
 bool CudaBackend::EnsureActivationScratch(size_t bytes) {
   if (bytes <= act16_bytes_) return true;
+  if (capturing_) {
+    return Record(absl::InternalError("the MatMul input buffer would grow while capturing a graph"));
+  }
   if (act16_ != nullptr) {
     if (!Record(CudaStatus(cudaStreamSynchronize(stream_), "MatMul scratch (a queued op failed)"))) return false;
+    DropGraphs();
     (void)cudaFree(act16_);
     act16_ = nullptr;
     act16_bytes_ = 0;
@@ -346,11 +412,145 @@ bool CudaBackend::EnsureActivationScratch(size_t bytes) {
   return true;
 }
 
+// ---------------------------------------------------------------- passes
+
+void CudaBackend::DropGraphs() {
+  if (graphs_.empty()) return;
+  if (!capturing_) (void)cudaStreamSynchronize(stream_);  // none may still run
+  for (auto& [key, exec] : graphs_) (void)cudaGraphExecDestroy(exec);
+  graphs_.clear();
+}
+
+const void* CudaBackend::PassArray(const void* host, size_t bytes) const {
+  if (!in_pass_ || host == nullptr) return nullptr;
+  if (host == pass_segs_ && bytes == static_cast<size_t>(pass_nseg_) * sizeof(Segment)) {
+    return pass_device_ + pass_segs_off_;
+  }
+  if (host == pass_tokens_ && bytes == static_cast<size_t>(pass_rows_) * sizeof(int32_t)) {
+    return pass_device_ + pass_tokens_off_;
+  }
+  if (host == pass_logit_rows_ && bytes == static_cast<size_t>(pass_nlogit_) * sizeof(int32_t)) {
+    return pass_device_ + pass_logit_off_;
+  }
+  return nullptr;
+}
+
+const void* CudaBackend::DeviceArray(const void* host, size_t bytes) {
+  if (const void* d = PassArray(host, bytes); d != nullptr) return d;
+  return Stage(host, bytes);
+}
+
+void CudaBackend::BeginPass(const Segment* segs, int nseg, const int32_t* tokens, int rows,
+                            const int32_t* logit_rows, int nlogit) {
+  if (in_pass_) EndPass();
+  if (!Begin()) return;
+  nseg = segs == nullptr ? 0 : std::max(nseg, 0);
+  rows = tokens == nullptr ? 0 : std::max(rows, 0);
+  nlogit = logit_rows == nullptr ? 0 : std::max(nlogit, 0);
+  const size_t seg_bytes = static_cast<size_t>(nseg) * sizeof(Segment);
+  const size_t tok_bytes = static_cast<size_t>(rows) * sizeof(int32_t);
+  const size_t logit_bytes = static_cast<size_t>(nlogit) * sizeof(int32_t);
+  const size_t tok_off = AlignUp(seg_bytes, kStagingAlign);
+  const size_t logit_off = tok_off + AlignUp(tok_bytes, kStagingAlign);
+  const size_t total = logit_off + logit_bytes;
+  if (total > pass_capacity_) {
+    if (!Record(CudaStatus(cudaStreamSynchronize(stream_), "BeginPass (a queued op failed)"))) return;
+    DropGraphs();  // they read the old device buffer
+    if (pass_host_ != nullptr) (void)cudaFreeHost(pass_host_);
+    if (pass_device_ != nullptr) (void)cudaFree(pass_device_);
+    pass_host_ = pass_device_ = nullptr;
+    pass_capacity_ = 0;
+    const size_t cap = AlignUp(total, kPassBufferBytes);
+    void* h = nullptr;
+    void* d = nullptr;
+    if (!Record(CudaStatus(cudaMallocHost(&h, cap), "cudaMallocHost (pass arrays)"))) return;
+    pass_host_ = static_cast<char*>(h);
+    if (!Record(CudaStatus(cudaMalloc(&d, cap), "cudaMalloc (pass arrays)"))) return;
+    pass_device_ = static_cast<char*>(d);
+    pass_capacity_ = cap;
+  }
+  // The previous pass's copy must have read the pinned buffer before it is rewritten.
+  if (!Record(CudaStatus(cudaEventSynchronize(pass_copied_), "BeginPass (a queued copy failed)"))) return;
+  if (seg_bytes > 0) std::memcpy(pass_host_, segs, seg_bytes);
+  if (tok_bytes > 0) std::memcpy(pass_host_ + tok_off, tokens, tok_bytes);
+  if (logit_bytes > 0) std::memcpy(pass_host_ + logit_off, logit_rows, logit_bytes);
+  if (total > 0) {
+    if (!Record(CudaStatus(cudaMemcpyAsync(pass_device_, pass_host_, total, cudaMemcpyHostToDevice, stream_),
+                           "BeginPass copy"))) {
+      return;
+    }
+    if (!Record(CudaStatus(cudaEventRecord(pass_copied_, stream_), "BeginPass event"))) return;
+  }
+  in_pass_ = true;
+  pass_segs_ = segs;
+  pass_nseg_ = nseg;
+  pass_max_rows_ = MaxRows(segs, nseg);
+  pass_tokens_ = tokens;
+  pass_rows_ = rows;
+  pass_logit_rows_ = logit_rows;
+  pass_nlogit_ = nlogit;
+  pass_segs_off_ = 0;
+  pass_tokens_off_ = tok_off;
+  pass_logit_off_ = logit_off;
+  if (!graphs_enabled_) return;
+
+  // The pass's shape: everything its launches depend on except the values
+  // in the device buffer (slots, tokens).
+  pass_key_.clear();
+  pass_key_.reserve(3 + 2 * static_cast<size_t>(nseg) + static_cast<size_t>(nlogit));
+  pass_key_.push_back(rows);
+  pass_key_.push_back(nseg);
+  pass_key_.push_back(nlogit);
+  for (int i = 0; i < nseg; ++i) {
+    pass_key_.push_back(segs[i].row_begin);
+    pass_key_.push_back(segs[i].rows);
+  }
+  pass_key_.insert(pass_key_.end(), logit_rows, logit_rows + nlogit);
+  if (auto it = graphs_.find(pass_key_); it != graphs_.end()) {
+    if (Record(CudaStatus(cudaGraphLaunch(it->second, stream_), "cudaGraphLaunch"))) {
+      replaying_ = true;
+      ++graph_replays_;
+    }
+    return;
+  }
+  if (shapes_seen_.size() >= kMaxShapesSeen) shapes_seen_.clear();
+  if (++shapes_seen_[pass_key_] < 2) return;  // run eagerly the first time
+  if (graphs_.size() >= kMaxGraphs) DropGraphs();
+  if (Record(CudaStatus(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture"))) {
+    capturing_ = true;
+  }
+}
+
+void CudaBackend::EndPass() {
+  if (!in_pass_) return;
+  in_pass_ = false;
+  replaying_ = false;
+  pass_segs_ = nullptr;
+  pass_tokens_ = nullptr;
+  pass_logit_rows_ = nullptr;
+  pass_nseg_ = pass_rows_ = pass_nlogit_ = pass_max_rows_ = 0;
+  if (!capturing_) return;
+  capturing_ = false;
+  cudaGraph_t graph = nullptr;
+  const cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+  if (Record(CudaStatus(e, "cudaStreamEndCapture")) && error_.ok()) {
+    cudaGraphExec_t exec = nullptr;
+    if (Record(CudaStatus(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate"))) {
+      graphs_[pass_key_] = exec;
+      shapes_seen_.erase(pass_key_);
+      ++graphs_captured_;
+      // Captured work has not run yet: run it now.
+      Record(CudaStatus(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch"));
+    }
+  }
+  if (graph != nullptr) (void)cudaGraphDestroy(graph);
+}
+
 // ---------------------------------------------------------------- ops
 
 void CudaBackend::Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) {
   if (n <= 0 || !Begin()) return;
-  const void* dev_tokens = Stage(tokens, static_cast<size_t>(n) * sizeof(int32_t));
+  const void* dev_tokens = DeviceArray(tokens, static_cast<size_t>(n) * sizeof(int32_t));
   if (dev_tokens == nullptr) return;
   Record(CudaStatus(kernels::launch_embedding(emb.data, ToElem(emb.dtype), static_cast<const int32_t*>(dev_tokens),
                                               n, emb.cols, x, stream_),
@@ -365,6 +565,11 @@ void CudaBackend::MatMul(const float* x, int n, const Matrix& w, float* y, bool 
   if (n <= 0 || !Begin()) return;
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   const cudaDataType type = ToCudaType(w.dtype);
+  if (gemv_enabled_ && w.dtype != DType::kF32 && kernels::gemv_supported(ToElem(w.dtype), n, w.cols, w.data, x)) {
+    Record(CudaStatus(kernels::launch_gemv(w.data, ToElem(w.dtype), w.rows, w.cols, x, n, y, accumulate, stream_),
+                      "MatMul (gemv)"));
+    return;
+  }
   const void* input = x;
   if (w.dtype != DType::kF32) {
     const int64_t count = static_cast<int64_t>(n) * w.cols;
@@ -385,7 +590,7 @@ void CudaBackend::MatMul(const float* x, int n, const Matrix& w, float* y, bool 
 
 void CudaBackend::GatherRows(const float* x, const int32_t* rows, int n, int C, float* out) {
   if (n <= 0 || !Begin()) return;
-  const void* dev_rows = Stage(rows, static_cast<size_t>(n) * sizeof(int32_t));
+  const void* dev_rows = DeviceArray(rows, static_cast<size_t>(n) * sizeof(int32_t));
   if (dev_rows == nullptr) return;
   Record(CudaStatus(
       kernels::launch_gather_rows(x, static_cast<const int32_t*>(dev_rows), n, C, out, stream_), "GatherRows"));
@@ -393,9 +598,10 @@ void CudaBackend::GatherRows(const float* x, const int32_t* rows, int n, int C, 
 
 void CudaBackend::TokenShift(const float* xx, const Segment* segs, int nseg, int C, StateRef x_prev, float* d) {
   if (nseg <= 0 || !Begin()) return;
-  const void* dev_segs = Stage(segs, static_cast<size_t>(nseg) * sizeof(Segment));
+  const void* dev_segs = DeviceArray(segs, static_cast<size_t>(nseg) * sizeof(Segment));
   if (dev_segs == nullptr) return;
-  Record(CudaStatus(kernels::launch_token_shift(xx, AsDesc(dev_segs), nseg, MaxRows(segs, nseg), C, x_prev.base,
+  const int max_rows = in_pass_ && segs == pass_segs_ ? pass_max_rows_ : MaxRows(segs, nseg);
+  Record(CudaStatus(kernels::launch_token_shift(xx, AsDesc(dev_segs), nseg, max_rows, C, x_prev.base,
                                                 x_prev.slot_stride, d, stream_),
                     "TokenShift"));
 }
@@ -448,7 +654,7 @@ void CudaBackend::V7ValueResidual(float* v, const float* v_first, const float* g
 void CudaBackend::Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv, const float* r, const float* w,
                        const float* k, const float* v, const float* kk, const float* a, float* y) {
   if (nseg <= 0 || !Begin()) return;
-  const void* dev_segs = Stage(segs, static_cast<size_t>(nseg) * sizeof(Segment));
+  const void* dev_segs = DeviceArray(segs, static_cast<size_t>(nseg) * sizeof(Segment));
   if (dev_segs == nullptr) return;
   Record(CudaStatus(kernels::launch_wkv7(AsDesc(dev_segs), nseg, C, N, wkv.base, wkv.slot_stride, r, w, k, v, kk,
                                          a, y, stream_),
@@ -465,7 +671,7 @@ void CudaBackend::V7Output(float* y, const float* r, const float* k, const float
 void CudaBackend::Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
                        const float* time_decay, const float* k, const float* v, float* y) {
   if (nseg <= 0 || !Begin()) return;
-  const void* dev_segs = Stage(segs, static_cast<size_t>(nseg) * sizeof(Segment));
+  const void* dev_segs = DeviceArray(segs, static_cast<size_t>(nseg) * sizeof(Segment));
   if (dev_segs == nullptr) return;
   Record(CudaStatus(kernels::launch_wkv4(AsDesc(dev_segs), nseg, C, aa.base, aa.slot_stride, time_first,
                                          time_decay, k, v, y, stream_),

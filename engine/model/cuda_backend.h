@@ -22,8 +22,26 @@
 // sticky: a CUDA fault can leave the context unusable, so the backend stays
 // failed and the caller should mark the server unhealthy.
 //
-// Host arrays (segments, token ids, row ids) are copied to the device per
+// Host arrays (segments, token ids, row ids) declared by BeginPass are copied
+// to the device once per pass, in one copy into a fixed device buffer; ops
+// given those same arrays use that copy. Any other host array is copied per
 // call through a pinned staging buffer on the backend's stream.
+//
+// Matrix products use cuBLAS. Optionally (options.small_batch_gemv, or
+// RWKV_CUDA_GEMV=1; off by default) those with 16-bit weights and 1..8 rows
+// use the GEMV kernel instead (kernels/gemv.h: one launch, no separate input
+// conversion, fp32 sums in a fixed order). It is more accurate than cuBLAS's
+// tensor-core sums, but not bitwise like them, so with it on a session's
+// logits depend on whether its batch has <= 8 or more rows (on synthetic:tiny
+// by up to 4e-3 std in f16 and 1.4e-2 in bf16, over the 1e-3 that
+// cuda_model_test's batch-vs-solo check allows): that is why it is off.
+//
+// CUDA graphs (options.cuda_graphs, or RWKV_CUDA_GRAPHS=1 in the environment;
+// off by default): a pass whose shape (rows, segment boundaries, logit rows;
+// not the slots or tokens, which are read from the per-pass device buffer) was
+// already run once is captured the second time and replayed from then on.
+// Captured graphs are dropped whenever device memory is freed or a buffer they
+// read moves.
 // Not thread-safe: one thread drives a backend (any one thread; the device is
 // made current on each call).
 #ifndef RWKV_ENGINE_MODEL_CUDA_BACKEND_H_
@@ -33,7 +51,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <map>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -44,6 +64,8 @@
 // needs no CUDA include.
 struct CUstream_st;
 struct cublasContext;
+struct CUevent_st;
+struct CUgraphExec_st;
 
 namespace rwkv {
 
@@ -51,6 +73,12 @@ struct CudaBackendOptions {
   int device = 0;                       // CUDA device ordinal
   DType weight_dtype = DType::kF16;     // how UploadMatrix stores matrices
   DType embedding_dtype = DType::kF16;  // how UploadEmbedding stores the table
+  // Capture and replay forward passes as CUDA graphs (see above). The
+  // environment variable RWKV_CUDA_GRAPHS (0 or 1) overrides this.
+  bool cuda_graphs = false;
+  // Products of 1..8 rows with 16-bit weights on the GEMV kernel (see
+  // above). The environment variable RWKV_CUDA_GEMV (0 or 1) overrides this.
+  bool small_batch_gemv = false;
 };
 
 // Devices the CUDA runtime can see; 0 where there is none or no driver.
@@ -83,6 +111,14 @@ class CudaBackend final : public Backend {
   absl::StatusOr<Matrix> UploadMatrix(const float* host, int32_t rows, int32_t cols) override;
   absl::StatusOr<Matrix> UploadEmbedding(const float* host, int32_t rows, int32_t cols) override;
   absl::Status Sync() override;
+  void BeginPass(const Segment* segs, int nseg, const int32_t* tokens, int rows, const int32_t* logit_rows,
+                 int nlogit) override;
+  void EndPass() override;
+  // Whether passes are captured as CUDA graphs (options or environment).
+  bool graphs_enabled() const { return graphs_enabled_; }
+  // Graphs captured so far and passes replayed from them (for tests and tools).
+  int64_t graphs_captured() const { return graphs_captured_; }
+  int64_t graph_replays() const { return graph_replays_; }
 
   void Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) override;
   void LayerNorm(const float* x, int n, int C, const float* w, const float* b, float* y) override;
@@ -126,6 +162,13 @@ class CudaBackend final : public Backend {
   absl::StatusOr<Matrix> UploadConverted(const float* host, int32_t rows, int32_t cols, DType dtype);
   // Grows the 16-bit activation buffer for MatMul to at least `bytes`.
   bool EnsureActivationScratch(size_t bytes);
+  // The device copy of a host array declared by BeginPass (same pointer and
+  // size), or nullptr.
+  const void* PassArray(const void* host, size_t bytes) const;
+  // Stage() unless the array is one of the pass's.
+  const void* DeviceArray(const void* host, size_t bytes);
+  // Destroys every captured graph (their buffers moved or were freed).
+  void DropGraphs();
 
   CudaBackendOptions options_;
   std::string device_name_;
@@ -142,6 +185,36 @@ class CudaBackend final : public Backend {
   size_t staging_used_ = 0;
   void* act16_ = nullptr;  // MatMul input rounded to the weights' 16-bit type
   size_t act16_bytes_ = 0;
+
+  // The current pass (BeginPass .. EndPass): its host arrays, and their copy
+  // in pass_device_ (one pinned buffer and one device buffer, reused by every
+  // pass; pass_copied_ marks when the pinned one may be rewritten).
+  bool in_pass_ = false;
+  const Segment* pass_segs_ = nullptr;
+  int pass_nseg_ = 0;
+  int pass_max_rows_ = 0;
+  const int32_t* pass_tokens_ = nullptr;
+  int pass_rows_ = 0;
+  const int32_t* pass_logit_rows_ = nullptr;
+  int pass_nlogit_ = 0;
+  size_t pass_segs_off_ = 0, pass_tokens_off_ = 0, pass_logit_off_ = 0;
+  char* pass_host_ = nullptr;
+  char* pass_device_ = nullptr;
+  size_t pass_capacity_ = 0;
+  CUevent_st* pass_copied_ = nullptr;
+
+  // CUDA graphs: one executable graph per pass shape; a shape is captured the
+  // second time it is seen.
+  bool graphs_enabled_ = false;
+  bool gemv_enabled_ = false;
+  bool capturing_ = false;  // the pass's ops are being recorded
+  bool replaying_ = false;  // the pass was launched from a graph: ops do nothing
+  std::vector<int32_t> pass_key_;
+  std::map<std::vector<int32_t>, CUgraphExec_st*> graphs_;
+  std::map<std::vector<int32_t>, int> shapes_seen_;
+  void* blas_workspace_ = nullptr;
+  int64_t graphs_captured_ = 0;
+  int64_t graph_replays_ = 0;
 };
 
 }  // namespace rwkv

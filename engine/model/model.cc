@@ -542,6 +542,7 @@ absl::Status Model::Forward(absl::Span<const ForwardRequest> requests, std::vect
     if (absl::Status s = EnsureWorkspace(rows, std::max(nl, 1)); !s.ok()) return s;
     Backend& b = *backend_;
     const int C = config_.n_embd;
+    b.BeginPass(segs.data(), static_cast<int>(segs.size()), tokens.data(), rows, logit_rows.data(), nl);
     b.Embedding(emb_, tokens.data(), rows, x_);
     for (int l = 0; l < config_.n_layer; ++l) {
       if (config_.arch == Arch::kV7) {
@@ -554,6 +555,9 @@ absl::Status Model::Forward(absl::Span<const ForwardRequest> requests, std::vect
       b.GatherRows(x_, logit_rows.data(), nl, C, logit_in_);
       b.LayerNorm(logit_in_, nl, C, ln_out_w_, ln_out_b_, logit_in_);
       b.MatMul(logit_in_, nl, head_, logits_, false);
+    }
+    b.EndPass();
+    if (nl > 0) {
       // One download per run of consecutive destination rows (usually the whole pass).
       for (int i = 0; i < nl;) {
         int j = i + 1;

@@ -64,6 +64,19 @@ class ReluCountingBackend final : public Backend {
     return inner_->UploadEmbedding(host, rows, cols);
   }
   absl::Status Sync() override { return inner_->Sync(); }
+  // Passes reach the inner backend only while not counting: counting
+  // downloads inside a pass, which a pass does not allow.
+  void BeginPass(const Segment* segs, int nseg, const int32_t* tokens, int rows, const int32_t* logit_rows,
+                 int nlogit) override {
+    if (counting_) return;
+    inner_->BeginPass(segs, nseg, tokens, rows, logit_rows, nlogit);
+    in_pass_ = true;
+  }
+  void EndPass() override {
+    if (!in_pass_) return;
+    in_pass_ = false;
+    inner_->EndPass();
+  }
 
   void Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) override {
     inner_->Embedding(emb, tokens, n, x);
@@ -115,6 +128,7 @@ class ReluCountingBackend final : public Backend {
  private:
   std::unique_ptr<Backend> inner_;
   bool counting_ = false;
+  bool in_pass_ = false;  // a pass was forwarded to the inner backend
   int n_layer_ = 1;
   int64_t calls_ = 0;
   ReluCounts counts_;
