@@ -30,6 +30,7 @@
 
 #include "engine/metrics/registry.h"
 #include "engine/metrics/server_metrics.h"
+#include "engine/testing/child_process.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "server/metrics_http.h"
@@ -79,66 +80,7 @@ class TempDir {
   fs::path path_;
 };
 
-// A child process, killed (SIGTERM, then SIGKILL after 5 s) and reaped when
-// the object goes away.
-class ChildProcess {
- public:
-  // Starts argv[0] with stdout and stderr to `log`. pid() < 0 on failure.
-  ChildProcess(const std::vector<std::string>& argv, const fs::path& log) {
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    const int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    const pid_t parent = getpid();
-    pid_ = fork();
-    if (pid_ == 0) {
-      // Only async-signal-safe calls until exec.
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(127);
-      if (log_fd >= 0) {
-        dup2(log_fd, STDOUT_FILENO);
-        dup2(log_fd, STDERR_FILENO);
-      }
-      execv(args[0], args.data());
-      _exit(127);
-    }
-    if (log_fd >= 0) close(log_fd);
-  }
-  ChildProcess(const ChildProcess&) = delete;
-  ChildProcess& operator=(const ChildProcess&) = delete;
-  ~ChildProcess() { Kill(); }
-
-  pid_t pid() const { return pid_; }
-
-  // True while the child runs (reaps it once it has exited).
-  bool Running() {
-    if (pid_ <= 0) return false;
-    if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
-      pid_ = -1;
-      return false;
-    }
-    return true;
-  }
-
-  void Kill() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    const auto deadline = Clock::now() + std::chrono::seconds(5);
-    while (Clock::now() < deadline) {
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        pid_ = -1;
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
+using ::rwkv::testing::ChildProcess;
 
 std::string ReadFile(const fs::path& path) {
   std::ifstream in(path);
@@ -233,7 +175,7 @@ TEST(PrometheusScrapeTest, RealPrometheusScrapesTheMetricsPort) {
   EXPECT_EQ(query("up{job=\"rwkv\"}"), "1");
   EXPECT_EQ(query("scrape_samples_scraped{job=\"rwkv\"}").empty(), false);
 
-  child.Kill();
+  child.Terminate(std::chrono::seconds(5));
   EXPECT_FALSE(child.Running());
 }
 

@@ -88,67 +88,6 @@ std::string ReadFileOrEmpty(const fs::path& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-// ---------------------------------------------------------------- ChildProcess
-
-ChildProcess::ChildProcess(const std::vector<std::string>& argv, const fs::path& log) {
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  const int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  const pid_t parent = getpid();
-  pid_ = fork();
-  if (pid_ == 0) {
-    // Only async-signal-safe calls until exec. PDEATHSIG fires when the
-    // forking *thread* exits, so children are started from the test thread.
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    if (log_fd >= 0) {
-      dup2(log_fd, STDOUT_FILENO);
-      dup2(log_fd, STDERR_FILENO);
-    }
-    const int null_fd = open("/dev/null", O_RDONLY);
-    if (null_fd >= 0) dup2(null_fd, STDIN_FILENO);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  if (log_fd >= 0) close(log_fd);
-}
-
-ChildProcess::~ChildProcess() { Kill(); }
-
-bool ChildProcess::Running() {
-  if (pid_ <= 0) return false;
-  int status = 0;
-  if (waitpid(pid_, &status, WNOHANG) == pid_) {
-    wait_status_ = status;
-    pid_ = -1;
-    return false;
-  }
-  return true;
-}
-
-void ChildProcess::Signal(int signal) {
-  if (pid_ > 0) kill(pid_, signal);
-}
-
-std::optional<int> ChildProcess::Wait(absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (Running()) {
-    if (absl::Now() >= deadline) return std::nullopt;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return wait_status_;
-}
-
-void ChildProcess::Kill() {
-  if (pid_ <= 0) return;
-  kill(pid_, SIGKILL);
-  int status = 0;
-  waitpid(pid_, &status, 0);
-  wait_status_ = status;
-  pid_ = -1;
-}
-
 // ---------------------------------------------------------------- ServerProcess
 
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const std::string& model,
@@ -206,7 +145,7 @@ std::unique_ptr<pb::Inference::Stub> ServerProcess::NewStub() const { return pb:
 
 absl::StatusOr<int> ServerProcess::Terminate(absl::Duration timeout) {
   child_->Signal(SIGTERM);
-  const std::optional<int> status = child_->Wait(timeout);
+  const std::optional<int> status = child_->Wait(absl::ToChronoMilliseconds(timeout));
   if (!status.has_value()) {
     child_->Kill();
     return absl::DeadlineExceededError(

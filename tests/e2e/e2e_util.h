@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/testing/child_process.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "rwkv/v1/rwkv.grpc.pb.h"
@@ -55,29 +56,8 @@ int FreePort();
 
 std::string ReadFileOrEmpty(const std::filesystem::path& path);
 
-// A child process with stdout and stderr appended to a log file. Killed with
-// SIGKILL and reaped on destruction unless it has been waited for.
-class ChildProcess {
- public:
-  // argv[0] is the program path. pid() < 0 if fork failed.
-  ChildProcess(const std::vector<std::string>& argv, const std::filesystem::path& log);
-  ~ChildProcess();
-  ChildProcess(const ChildProcess&) = delete;
-  ChildProcess& operator=(const ChildProcess&) = delete;
-
-  pid_t pid() const { return pid_; }
-  // True while the child runs; reaps it (keeping the wait status) once it has exited.
-  bool Running();
-  void Signal(int signal);
-  // Waits up to `timeout` for the child to exit; its wait status, or nullopt on timeout.
-  std::optional<int> Wait(absl::Duration timeout);
-  // SIGKILL and reap. Idempotent.
-  void Kill();
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> wait_status_;
-};
+// Forked children are killed and reaped on every path (engine/testing/child_process.h).
+using ::rwkv::testing::ChildProcess;
 
 // A running rwkv-server, started with --listen and --metrics-listen on
 // 127.0.0.1 port 0 (the ports are read from its log).
