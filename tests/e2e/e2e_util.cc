@@ -48,6 +48,15 @@ std::string ServerBinary() {
   return !path.empty() && access(path.c_str(), X_OK) == 0 ? path : "";
 }
 
+std::string LoadgenBinary() {
+#ifdef RWKV_LOADGEN_BIN
+  const std::string path = EnvOr("RWKV_LOADGEN_BIN", RWKV_LOADGEN_BIN);
+#else
+  const std::string path = EnvOr("RWKV_LOADGEN_BIN", "");
+#endif
+  return !path.empty() && access(path.c_str(), X_OK) == 0 ? path : "";
+}
+
 std::string ClientBinary() {
 #ifdef RWKV_CLIENT_BIN
   const std::string path = EnvOr("RWKV_CLIENT_BIN", RWKV_CLIENT_BIN);

@@ -33,6 +33,8 @@ namespace pb = ::rwkv::v1;
 std::string ServerBinary();
 // The rwkv-client binary likewise ($RWKV_CLIENT_BIN).
 std::string ClientBinary();
+// The rwkv-loadgen binary likewise ($RWKV_LOADGEN_BIN).
+std::string LoadgenBinary();
 
 // The tiny RWKV-7 model (byte vocabulary) and an RWKV-4 one, under the test data root.
 inline constexpr char kTinyModel[] = "rwkv_cpp/tiny-rwkv-7v0-834K-FP32.bin";
