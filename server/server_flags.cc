@@ -50,10 +50,13 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
   --backend          cpu, cuda, or auto (default: cuda when a GPU is usable, else cpu)
   --weight-dtype     how the CUDA backend stores matrices: f16 (default), bf16 or f32
   --threads          CPU threads (default: all cores)
-  --max-sessions     sessions in the table, resident + offloaded (default 1024)
-  --max-batch        sessions advanced per step (default 64)
+  --max-sessions     sessions in the table, resident + offloaded (default: 1024, or the
+                     pool's slot count when that is larger)
+  --max-batch        sessions advanced per step (default 64 on the CPU, 256 on a GPU)
   --state-memory-mb  memory for the state pool; it holds budget / (state bytes per session)
-                     slots, at most --max-sessions (default 512)
+                     slots (at most --max-sessions when given). Default on a GPU: 90% of
+                     the device memory left after the weights, the forward workspace
+                     and 1 GiB; on the CPU: 512
   --state-slots      a fixed number of resident state slots instead of a budget
   --offload-memory-mb  host memory for idle sessions moved out of the pool (default 4096);
                      beyond it they go to --state-dir
@@ -120,6 +123,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
     } else if (num != int_flags.end()) {
       if (absl::Status s = ParseInt(name, value, num->second.min, num->second.value); !s.ok()) return s;
       if (name == "--state-slots") f.state_slots_given = true;
+      f.given.insert(name);
     } else {  // --drain-seconds
       double d;
       if (!absl::SimpleAtod(value, &d) || !std::isfinite(d) || d < 0 || d > 86400) {

@@ -8,6 +8,7 @@
 #define RWKV_SERVER_SERVER_FLAGS_H_
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,9 +29,13 @@ struct ServerFlags {
   int32_t threads = 0;           // --threads N; 0: all cores
   double drain_seconds = 30;     // --drain-seconds S
   // --state-memory-mb MB: the state pool's budget; slots = budget / state bytes
-  // (at most --max-sessions). Ignored when --state-slots is given.
-  int32_t state_memory_mb = 512;
+  // (at most --max-sessions when that is given). Ignored when --state-slots
+  // is given. 0 (not given): chosen at start-up, see server_main.cc.
+  int32_t state_memory_mb = 0;
   bool state_slots_given = false;  // --state-slots N was given: a fixed slot count
+  // Numeric flags that appeared on the command line (e.g. "--max-batch"):
+  // some defaults depend on the backend and apply only to flags not given.
+  std::set<std::string> given;
   int32_t offload_memory_mb = 4096;  // --offload-memory-mb MB: host memory for offloaded states
   EngineConfig engine;           // --max-sessions --max-batch --state-slots --max-queue
                                  // --prefill-chunk --step-tokens --max-prompt-tokens

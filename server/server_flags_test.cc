@@ -26,6 +26,8 @@ TEST(ServerFlagsTest, Defaults) {
   const EngineConfig defaults;
   EXPECT_EQ(f->engine.state_slots, defaults.state_slots);
   EXPECT_EQ(f->engine.max_batch, defaults.max_batch);
+  EXPECT_EQ(f->state_memory_mb, 0);  // chosen at start-up from the backend's memory
+  EXPECT_TRUE(f->given.empty());
 }
 
 TEST(ServerFlagsTest, EveryFlag) {
@@ -81,6 +83,7 @@ TEST(ServerFlagsTest, StatePoolFromMemoryBudget) {
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->state_memory_mb, 2048);
   EXPECT_FALSE(f->state_slots_given);
+  EXPECT_EQ(f->given, (std::set<std::string>{"--state-memory-mb", "--offload-memory-mb"}));
   EXPECT_EQ(f->engine.host_offload_bytes, int64_t{100} << 20);
   auto bad = ParseServerFlags({"--state-memory-mb", "0"});
   ASSERT_FALSE(bad.ok());

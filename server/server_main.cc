@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <future>
 #include <memory>
 #include <string>
@@ -224,7 +225,15 @@ int Run(const ServerFlags& flags, const sigset_t& signals) {
   const std::string backend_name = (*backend)->name();
   const absl::Time load_start = absl::Now();
   auto model = Model::Load(choice.spec, *std::move(backend));
-  if (!model.ok()) return Fail(model.status());
+  if (!model.ok()) {
+    if (model.status().code() == absl::StatusCode::kResourceExhausted) {
+      return Fail(absl::ResourceExhaustedError(absl::StrCat(
+          "the model's weights do not fit: ", model.status().message(),
+          ". Use --weight-dtype f16 or bf16 (half the bytes of f32), a smaller model, or a GPU with more "
+          "free memory (another process may hold some: see nvidia-smi)")));
+    }
+    return Fail(model.status());
+  }
   const ModelConfig config = (*model)->config();
   Log("model %s: %s, %.1f MB of %s weights, loaded in %.1f s", choice.spec, config.ToString(),
       static_cast<double>((*model)->weight_bytes()) / 1e6, DTypeName((*model)->weight_dtype()),
@@ -243,23 +252,57 @@ int Run(const ServerFlags& flags, const sigset_t& signals) {
   metrics::Registry registry;
   ServerMetrics server_metrics(registry, ServerInfo{ModelLabel(choice.spec), backend_name, RWKV_SERVER_VERSION});
   EngineConfig engine_config = flags.engine;
+  auto given = [&](const char* flag) { return flags.given.count(flag) > 0; };
   const int64_t state_bytes = static_cast<int64_t>((*model)->state_layout().bytes());
+  // On a GPU (a backend with its own memory) the pool takes most of what the
+  // weights leave, as every serving engine does: sessions are what the card
+  // is for. Wider batches pay there too.
+  const absl::StatusOr<Backend::MemoryInfo> device_memory = (*model)->backend().DeviceMemory();
+  if (device_memory.ok() && !given("--max-batch")) engine_config.max_batch = 256;
+  std::string pool_note;
   if (!flags.state_slots_given) {
-    const int64_t budget = int64_t{flags.state_memory_mb} << 20;
-    if (budget < state_bytes) {
-      return Fail(absl::InvalidArgumentError(absl::StrFormat(
-          "--state-memory-mb %d holds no session: one state takes %.2f MB", flags.state_memory_mb,
-          static_cast<double>(state_bytes) / (1 << 20))));
+    int64_t budget = int64_t{512} << 20;
+    pool_note = " (default budget 512 MB; --state-memory-mb sets it)";
+    if (given("--state-memory-mb")) {
+      budget = int64_t{flags.state_memory_mb} << 20;
+      pool_note = absl::StrFormat(" (--state-memory-mb %d)", flags.state_memory_mb);
+    } else if (device_memory.ok()) {
+      const int rows = std::max(engine_config.step_token_budget, engine_config.max_batch);
+      const int64_t workspace = (*model)->WorkspaceBytes(rows, engine_config.max_batch);
+      const int64_t reserve = workspace + (int64_t{1} << 30);
+      const int64_t free_bytes = static_cast<int64_t>(device_memory->free_bytes);
+      budget = std::max<int64_t>(0, (free_bytes - reserve) / 10 * 9);
+      pool_note = absl::StrFormat(
+          " (90%% of the %.1f GiB free after the weights, less %.0f MiB of forward workspace and 1 GiB; "
+          "--state-memory-mb sets it)",
+          static_cast<double>(free_bytes) / (1 << 30), static_cast<double>(workspace) / (1 << 20));
     }
-    engine_config.state_slots = static_cast<int32_t>(std::min<int64_t>(budget / state_bytes, engine_config.max_sessions));
+    if (budget < state_bytes) {
+      return Fail(absl::ResourceExhaustedError(absl::StrFormat(
+          "the state pool holds no session: its budget is %.1f MB%s and one state takes %.2f MB",
+          static_cast<double>(budget) / (1 << 20), pool_note, static_cast<double>(state_bytes) / (1 << 20))));
+    }
+    int64_t slots = std::min<int64_t>(budget / state_bytes, std::numeric_limits<int32_t>::max());
+    if (given("--max-sessions")) slots = std::min<int64_t>(slots, engine_config.max_sessions);
+    engine_config.state_slots = static_cast<int32_t>(slots);
   }
-  Log("state pool: %d slots x %.2f MB = %.1f MB%s", engine_config.state_slots,
-      static_cast<double>(state_bytes) / (1 << 20),
-      static_cast<double>(state_bytes) * engine_config.state_slots / (1 << 20),
-      flags.state_slots_given ? " (--state-slots)" : absl::StrFormat(" (budget %d MB)", flags.state_memory_mb));
+  if (!given("--max-sessions")) engine_config.max_sessions = std::max(engine_config.max_sessions, engine_config.state_slots);
+  const double pool_mb = static_cast<double>(state_bytes) * engine_config.state_slots / (1 << 20);
+  Log("state pool: %d sessions x %.2f MB = %.1f MB of %s state%s", engine_config.state_slots,
+      static_cast<double>(state_bytes) / (1 << 20), pool_mb, backend_name,
+      flags.state_slots_given ? " (--state-slots)" : pool_note);
   auto engine_or =
       Engine::Create(*std::move(model), *std::move(tokenizer), engine_config, store.get(), &server_metrics);
-  if (!engine_or.ok()) return Fail(engine_or.status());
+  if (!engine_or.ok()) {
+    if (engine_or.status().code() == absl::StatusCode::kResourceExhausted) {
+      return Fail(absl::ResourceExhaustedError(absl::StrFormat(
+          "the state pool of %d sessions x %.2f MB = %.1f MB did not fit: %s. Lower --state-memory-mb (or "
+          "--state-slots), or --max-batch / --step-tokens (the forward workspace grows with them)",
+          engine_config.state_slots, static_cast<double>(state_bytes) / (1 << 20), pool_mb,
+          engine_or.status().message())));
+    }
+    return Fail(engine_or.status());
+  }
   std::unique_ptr<Engine> engine = *std::move(engine_or);
   const EngineConfig& ec = engine->config();
   Log("state slots %d, max sessions %d, max batch %d, max queue %d, prefill chunk %d, step tokens %d",

@@ -65,6 +65,15 @@ class Backend {
   virtual absl::StatusOr<Matrix> UploadEmbedding(const float* host, int32_t rows, int32_t cols) = 0;
   // Blocks until queued work is done and reports any asynchronous fault.
   virtual absl::Status Sync() = 0;
+  // Free and total bytes of the memory Alloc draws from, where the backend
+  // has a fixed pool of its own (a GPU); UNIMPLEMENTED where it allocates
+  // from host memory. Sizes the state pool at start-up.
+  struct MemoryInfo {
+    size_t free_bytes = 0, total_bytes = 0;
+  };
+  virtual absl::StatusOr<MemoryInfo> DeviceMemory() {
+    return absl::UnimplementedError("this backend allocates host memory");
+  }
 
   // ---- forward passes (optional) ----
   // A pass is the ops of one Model::Forward pass, from its Embedding to its

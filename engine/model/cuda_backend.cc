@@ -257,6 +257,13 @@ absl::Status CudaBackend::Sync() {
 
 // ---------------------------------------------------------------- memory
 
+absl::StatusOr<Backend::MemoryInfo> CudaBackend::DeviceMemory() {
+  if (!Begin()) return error_;
+  MemoryInfo m;
+  if (!Record(CudaStatus(cudaMemGetInfo(&m.free_bytes, &m.total_bytes), "cudaMemGetInfo"))) return error_;
+  return m;
+}
+
 absl::StatusOr<void*> CudaBackend::AllocBytes(size_t bytes) {
   if (!Begin()) return error_;
   void* p = nullptr;

@@ -111,6 +111,7 @@ class CudaBackend final : public Backend {
   absl::StatusOr<Matrix> UploadMatrix(const float* host, int32_t rows, int32_t cols) override;
   absl::StatusOr<Matrix> UploadEmbedding(const float* host, int32_t rows, int32_t cols) override;
   absl::Status Sync() override;
+  absl::StatusOr<MemoryInfo> DeviceMemory() override;
   void BeginPass(const Segment* segs, int nseg, const int32_t* tokens, int rows, const int32_t* logit_rows,
                  int nlogit) override;
   void EndPass() override;

@@ -294,10 +294,13 @@ absl::Status Model::AllocateSlots(int32_t n) {
   num_slots_ = 0;
   RWKV_ASSIGN(state_, backend_->Alloc(static_cast<size_t>(n) * layout_.total));
   num_slots_ = n;
-  for (int32_t s = 0; s < n; ++s) {
-    if (absl::Status st = ResetSlot(s); !st.ok()) return st;
+  // One fresh state uploaded, then copied within the backend: a pool of
+  // thousands of GPU slots fills at device copy speed, not over PCIe.
+  if (absl::Status st = ResetSlot(0); !st.ok()) return st;
+  for (int32_t s = 1; s < n; ++s) {
+    if (absl::Status st = CopySlot(0, s); !st.ok()) return st;
   }
-  return absl::OkStatus();
+  return backend_->Sync();
 }
 
 namespace {
@@ -349,6 +352,14 @@ void InitFreshState(const ModelConfig& c, float* state) {
 }
 
 // ---------------------------------------------------------------- forward
+
+int64_t Model::WorkspaceBytes(int rows, int logit_rows) const {
+  const ModelConfig& c = config_;
+  const int64_t max_d = std::max({c.d_w, c.d_a, c.d_v, c.d_g, 1});
+  const int64_t floats = int64_t{rows} * (19 * int64_t{c.n_embd} + max_d + c.ffn_dim) +
+                         int64_t{logit_rows} * (int64_t{c.n_embd} + c.vocab_size);
+  return floats * static_cast<int64_t>(sizeof(float));
+}
 
 absl::Status Model::EnsureWorkspace(int rows, int logit_rows) {
   if (rows <= ws_rows_ && logit_rows <= ws_logit_rows_) return absl::OkStatus();

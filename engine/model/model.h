@@ -55,6 +55,9 @@ class Model {
   // Bytes of the weights a step reads (every matrix and vector; the
   // embedding table, of which a step reads only its tokens' rows, excluded).
   int64_t weight_bytes() const { return weight_bytes_; }
+  // Backend bytes the forward workspace takes for passes of up to `rows`
+  // rows and `logit_rows` logit rows (what EnsureWorkspace allocates).
+  int64_t WorkspaceBytes(int rows, int logit_rows) const;
   // 16 hex chars identifying the weights (a hash of every tensor's name,
   // shape and a sample of its values after loading), so a state saved by one
   // model is refused by another.

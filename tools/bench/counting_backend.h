@@ -64,6 +64,7 @@ class ReluCountingBackend final : public Backend {
     return inner_->UploadEmbedding(host, rows, cols);
   }
   absl::Status Sync() override { return inner_->Sync(); }
+  absl::StatusOr<MemoryInfo> DeviceMemory() override { return inner_->DeviceMemory(); }
   // Passes reach the inner backend only while not counting: counting
   // downloads inside a pass, which a pass does not allow.
   void BeginPass(const Segment* segs, int nseg, const int32_t* tokens, int rows, const int32_t* logit_rows,
