@@ -21,9 +21,10 @@
 //    arrays go through a pinned staging buffer and an async copy on the
 //    stream. The pinned space is bump-allocated and recycled only after the
 //    stream has drained, so no copy reads staging memory that was overwritten.
-//  - Optional CUDA graphs (off by default): since a pass's launches depend on
-//    its shape alone once its arrays live in the fixed device buffer, a shape
-//    seen a second time is captured, and replayed after that.
+//  - CUDA graphs (on by default): since a pass's launches depend on its shape
+//    alone once its arrays live in the fixed device buffer, a shape seen a
+//    second time is captured, and replayed after that. At most 64 are kept;
+//    the least recently replayed one makes room for a new one.
 //  - This file is compiled by the host compiler; it is built from
 //    kernels/CMakeLists.txt because it exists only where CUDA does.
 #include "engine/model/cuda_backend.h"
@@ -218,7 +219,7 @@ CudaBackend::~CudaBackend() {
     std::fprintf(stderr, "cuda backend: %lld graphs captured, %lld passes replayed\n",
                  static_cast<long long>(graphs_captured_), static_cast<long long>(graph_replays_));
   }
-  for (auto& [key, exec] : graphs_) (void)cudaGraphExecDestroy(exec);
+  for (auto& [key, g] : graphs_) (void)cudaGraphExecDestroy(g.exec);
   graphs_.clear();
   if (pass_copied_ != nullptr) (void)cudaEventDestroy(pass_copied_);
   if (pass_device_ != nullptr) (void)cudaFree(pass_device_);
@@ -424,7 +425,7 @@ bool CudaBackend::EnsureActivationScratch(size_t bytes) {
 void CudaBackend::DropGraphs() {
   if (graphs_.empty()) return;
   if (!capturing_) (void)cudaStreamSynchronize(stream_);  // none may still run
-  for (auto& [key, exec] : graphs_) (void)cudaGraphExecDestroy(exec);
+  for (auto& [key, g] : graphs_) (void)cudaGraphExecDestroy(g.exec);
   graphs_.clear();
 }
 
@@ -513,8 +514,10 @@ void CudaBackend::BeginPass(const Segment* segs, int nseg, const int32_t* tokens
     pass_key_.push_back(segs[i].rows);
   }
   pass_key_.insert(pass_key_.end(), logit_rows, logit_rows + nlogit);
+  ++pass_counter_;
   if (auto it = graphs_.find(pass_key_); it != graphs_.end()) {
-    if (Record(CudaStatus(cudaGraphLaunch(it->second, stream_), "cudaGraphLaunch"))) {
+    it->second.last_use = pass_counter_;
+    if (Record(CudaStatus(cudaGraphLaunch(it->second.exec, stream_), "cudaGraphLaunch"))) {
       replaying_ = true;
       ++graph_replays_;
     }
@@ -522,7 +525,17 @@ void CudaBackend::BeginPass(const Segment* segs, int nseg, const int32_t* tokens
   }
   if (shapes_seen_.size() >= kMaxShapesSeen) shapes_seen_.clear();
   if (++shapes_seen_[pass_key_] < 2) return;  // run eagerly the first time
-  if (graphs_.size() >= kMaxGraphs) DropGraphs();
+  if (graphs_.size() >= kMaxGraphs) {
+    // Evict the least recently replayed shape: a server's batch sizes drift,
+    // and the shapes of the current load are the ones worth keeping.
+    auto lru = graphs_.begin();
+    for (auto it = graphs_.begin(); it != graphs_.end(); ++it) {
+      if (it->second.last_use < lru->second.last_use) lru = it;
+    }
+    if (!Record(CudaStatus(cudaStreamSynchronize(stream_), "graph eviction (a queued op failed)"))) return;
+    (void)cudaGraphExecDestroy(lru->second.exec);
+    graphs_.erase(lru);
+  }
   if (Record(CudaStatus(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture"))) {
     capturing_ = true;
   }
@@ -543,7 +556,7 @@ void CudaBackend::EndPass() {
   if (Record(CudaStatus(e, "cudaStreamEndCapture")) && error_.ok()) {
     cudaGraphExec_t exec = nullptr;
     if (Record(CudaStatus(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate"))) {
-      graphs_[pass_key_] = exec;
+      graphs_[pass_key_] = CapturedPass{exec, pass_counter_};
       shapes_seen_.erase(pass_key_);
       ++graphs_captured_;
       // Captured work has not run yet: run it now.

@@ -36,11 +36,14 @@
 // by up to 4e-3 std in f16 and 1.4e-2 in bf16, over the 1e-3 that
 // cuda_model_test's batch-vs-solo check allows): that is why it is off.
 //
-// CUDA graphs (options.cuda_graphs, or RWKV_CUDA_GRAPHS=1 in the environment;
-// off by default): a pass whose shape (rows, segment boundaries, logit rows;
-// not the slots or tokens, which are read from the per-pass device buffer) was
-// already run once is captured the second time and replayed from then on.
-// Captured graphs are dropped whenever device memory is freed or a buffer they
+// CUDA graphs (options.cuda_graphs, on by default; RWKV_CUDA_GRAPHS=0 in the
+// environment turns them off): a pass whose shape (rows, segment boundaries,
+// logit rows; not the slots or tokens, which are read from the per-pass device
+// buffer) was already run once is captured the second time and replayed from
+// then on. A decode step of B sessions has one shape per B, so a server's
+// steady decode replays; a shape seen once (most mixed prefill batches) is
+// never captured. At most 64 graphs are kept (least recently replayed goes
+// first); all are dropped whenever device memory is freed or a buffer they
 // read moves.
 // Not thread-safe: one thread drives a backend (any one thread; the device is
 // made current on each call).
@@ -75,7 +78,7 @@ struct CudaBackendOptions {
   DType embedding_dtype = DType::kF16;  // how UploadEmbedding stores the table
   // Capture and replay forward passes as CUDA graphs (see above). The
   // environment variable RWKV_CUDA_GRAPHS (0 or 1) overrides this.
-  bool cuda_graphs = false;
+  bool cuda_graphs = true;
   // Products of 1..8 rows with 16-bit weights on the GEMV kernel (see
   // above). The environment variable RWKV_CUDA_GEMV (0 or 1) overrides this.
   bool small_batch_gemv = false;
@@ -211,7 +214,12 @@ class CudaBackend final : public Backend {
   bool capturing_ = false;  // the pass's ops are being recorded
   bool replaying_ = false;  // the pass was launched from a graph: ops do nothing
   std::vector<int32_t> pass_key_;
-  std::map<std::vector<int32_t>, CUgraphExec_st*> graphs_;
+  struct CapturedPass {
+    CUgraphExec_st* exec = nullptr;
+    int64_t last_use = 0;  // pass counter at its last replay, for LRU eviction
+  };
+  std::map<std::vector<int32_t>, CapturedPass> graphs_;
+  int64_t pass_counter_ = 0;
   std::map<std::vector<int32_t>, int> shapes_seen_;
   void* blas_workspace_ = nullptr;
   int64_t graphs_captured_ = 0;
