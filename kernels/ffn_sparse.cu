@@ -139,28 +139,33 @@ __global__ void __launch_bounds__(kThreads) ffn_sparse_kernel(const float* __res
   }
 }
 
-// y (= or +=) the sum over ranges of the partial sums, in range order.
-__global__ void ffn_reduce_kernel(const float4* __restrict__ partial,  // (nfb, n*C/4)
-                                  int nfb, int64_t total4, float4* __restrict__ y, bool accumulate) {
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total4;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float4 s = partial[e];
-    for (int b = 1; b < nfb; ++b) {
-      const float4 v = partial[b * total4 + e];
-      s.x += v.x;
-      s.y += v.y;
-      s.z += v.z;
-      s.w += v.w;
-    }
-    if (accumulate) {
-      const float4 o = y[e];
-      s.x = o.x + s.x;
-      s.y = o.y + s.y;
-      s.z = o.z + s.z;
-      s.w = o.w + s.w;
-    }
-    y[e] = s;
+// y (= or +=) the sum over ranges of the partial sums. A block takes 32
+// float4 outputs (one per lane) and splits the ranges over its 32 warps
+// (warp i sums ranges i, i + 32, ... in order), then one warp adds the 32
+// warp sums in order: a fixed order (deterministic), and at most
+// ceil(nfb / 32) loads per thread, all independent, instead of nfb dependent
+// steps for one thread per output (which left the reduction latency-bound).
+constexpr int kReduceWarps = 32;
+
+__device__ __forceinline__ float4 add4(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
+
+__global__ void __launch_bounds__(32 * kReduceWarps) ffn_reduce_kernel(const float4* __restrict__ partial,  // (nfb, n*C/4)
+                                                                        int nfb, int64_t total4,
+                                                                        float4* __restrict__ y, bool accumulate) {
+  __shared__ float4 sums[kReduceWarps][32];
+  const int lane = threadIdx.x, wy = threadIdx.y;
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * 32 + lane;
+  float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if (e < total4) {
+#pragma unroll 4
+    for (int b = wy; b < nfb; b += kReduceWarps) s = add4(s, partial[b * total4 + e]);
   }
+  sums[wy][lane] = s;
+  __syncthreads();
+  if (wy != 0 || e >= total4) return;
+  float4 t = sums[0][lane];
+  for (int i = 1; i < kReduceWarps; ++i) t = add4(t, sums[i][lane]);
+  y[e] = accumulate ? add4(y[e], t) : t;
 }
 
 template <typename T>
@@ -204,8 +209,10 @@ cudaError_t launch_ffn_sparse(ElemType wtype, const float* h, int n, int F, int 
                                                 : launch_typed<__nv_bfloat16>(p, h, n, F, C, w, partial, stream);
   if (e != cudaSuccess) return e;
   const int64_t total4 = static_cast<int64_t>(n) * C / 4;
-  ffn_reduce_kernel<<<grid_for(total4, 256), 256, 0, stream>>>(reinterpret_cast<const float4*>(partial), p.nfb,
-                                                              total4, reinterpret_cast<float4*>(y), accumulate);
+  const int64_t blocks = (total4 + 31) / 32;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+  ffn_reduce_kernel<<<static_cast<unsigned>(blocks), dim3(32, kReduceWarps), 0, stream>>>(
+      reinterpret_cast<const float4*>(partial), p.nfb, total4, reinterpret_cast<float4*>(y), accumulate);
   return cudaGetLastError();
 }
 

@@ -16,7 +16,7 @@
 // coefficients into shared memory (warp ballots, in ascending unit order),
 // then each thread streams 16 bytes (8 columns) of every active unit's row and
 // accumulates all tile rows in fp32. Blocks write fp32 partial sums per unit
-// range; a second kernel adds them in range order. No atomics: results are
+// range; a second kernel adds them in a fixed order. No atomics: results are
 // deterministic run to run.
 #ifndef RWKV_KERNELS_FFN_SPARSE_H_
 #define RWKV_KERNELS_FFN_SPARSE_H_
