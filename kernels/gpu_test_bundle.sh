@@ -53,6 +53,10 @@ run() {
     grep -E '^\[  (PASSED|FAILED) |tests?, listed below|^device:' "$out/$t.log" || true
     grep -A5 -E ': Failure$' "$out/$t.log" | head -40 || true
   done
+  # The whole model again with every pass captured and replayed as a CUDA graph.
+  RWKV_CUDA_GRAPHS=1 RWKV_CUDA_GRAPHS_STATS=1 "$bundle/bin/cuda_model_test" >"$out/cuda_model_test_graphs.log" 2>&1 || rc=1
+  echo "== cuda_model_test (RWKV_CUDA_GRAPHS=1)"
+  grep -E '^\[  (PASSED|FAILED) |tests?, listed below|graphs captured' "$out/cuda_model_test_graphs.log" | sort | uniq -c | head -8 || true
   "$bundle/bin/cuda_model_test" --gtest_also_run_disabled_tests --gtest_filter='*DecodeStepTime*' 2>&1 |
     grep -E 'timing|FAILED' || true
   # Largest error of each op check as a fraction of its tolerance (worst first).
@@ -65,7 +69,7 @@ run() {
       --gtest_filter='-*AllocReports*:*LaunchErrors*' >"$out/memcheck.log" 2>&1 || rc=1
     grep -E 'ERROR SUMMARY|^\[  (PASSED|FAILED) ' "$out/memcheck.log" || tail -3 "$out/memcheck.log"
     timeout 90 "$cs" --tool racecheck --error-exitcode 9 "$bundle/bin/cuda_backend_test" \
-      --gtest_filter='*Wkv7*:*LayerNorm*:*TokenShift*' >"$out/racecheck.log" 2>&1 || rc=1
+      --gtest_filter='*Wkv7*:*LayerNorm*:*TokenShift*:*ReluSquareMatMul*:*GroupedMatMul*:*GemvRows*' >"$out/racecheck.log" 2>&1 || rc=1
     grep -E 'RACECHECK SUMMARY|ERROR SUMMARY|^\[  (PASSED|FAILED) ' "$out/racecheck.log" || tail -3 "$out/racecheck.log"
     timeout 90 "$cs" --tool memcheck --error-exitcode 9 "$bundle/bin/cuda_model_test" \
       --gtest_filter='*OfficialRef*:*Batch*tiny_f16' >"$out/memcheck_model.log" 2>&1 || rc=1

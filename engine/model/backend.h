@@ -34,10 +34,28 @@ struct Segment {
 };
 
 struct Matrix {
-  const void* data = nullptr;  // backend memory, row-major [rows, cols]
+  const void* data = nullptr;  // backend memory, row-major [rows, cols] (see input_major)
   int32_t rows = 0;            // outputs
   int32_t cols = 0;            // inputs
   DType dtype = DType::kF32;
+  // Stored transposed, [cols, rows], so that one input's weights are one
+  // contiguous run (UploadSparseInputMatrix). Only the backend that made the
+  // matrix reads this; every op still applies it as y = x @ W^T.
+  bool input_major = false;
+};
+
+// One product of a GroupedMatMul: y (= or +=) act(x) @ W^T, x [n, w->cols],
+// y [n, w->rows].
+enum class InputAct : uint8_t { kNone, kTanh, kSigmoid };
+struct MatMulJob {
+  const float* x = nullptr;
+  const Matrix* w = nullptr;
+  float* y = nullptr;
+  bool accumulate = false;
+  // Applied to x as it is read. A backend may instead apply it to x in
+  // place (the default does), so x must be scratch that no other job of
+  // the call reads.
+  InputAct act = InputAct::kNone;
 };
 
 // Where a layer's state lives: state + slot * slot_stride + offset.
@@ -142,6 +160,42 @@ class Backend {
   // aa vector in slot 0 (bb at +C, pp at +2C). time_decay is -exp(raw).
   virtual void Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
                     const float* time_decay, const float* k, const float* v, float* y) = 0;
+
+  // ---- fused ops (small-batch decode) ----
+  // Each is one launch on a GPU where the ops above would be several. The
+  // defaults compose the ops above, in the order the unfused forward pass
+  // ran them, so the CPU backend (which keeps them) computes exactly what it
+  // computed before, and a backend that forwards ops keeps working.
+
+  // As UploadMatrix, for a matrix whose inputs are mostly zero (the FFN
+  // down-projection after relu²): the backend may store it input-major so
+  // that a product can skip the rows of zero inputs. Default: UploadMatrix.
+  virtual absl::StatusOr<Matrix> UploadSparseInputMatrix(const float* host, int32_t rows, int32_t cols);
+  // The jobs' products, in any order: no job's y may be another job's x.
+  // Default: each job's activation (in place) and MatMul, in order.
+  virtual void GroupedMatMul(int n, const MatMulJob* jobs, int count);
+  // y (= or +=) relu(h)² @ W^T, h [n, W.cols] (the FFN's key projection),
+  // y [n, W.rows]. h is scratch: it may be left holding relu(h)².
+  // Default: ReluSquare(h) and MatMul.
+  virtual void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate);
+  // LayerNorm, token shift and mixes of one sub-block: with xx = LayerNorm(x)
+  // and d = TokenShift(xx) (as the ops above define them, x_prev updated),
+  // outs[j] = xx + d * mixes[j]. xx and d ([n, C] each) are scratch a
+  // backend may use. Default: LayerNorm, TokenShift, Mix.
+  virtual void LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b,
+                                 const Segment* segs, int nseg, StateRef x_prev, const float* const* mixes,
+                                 float* const* outs, int count, float* xx, float* d);
+  // The RWKV-7 per-channel stage between the projections and the WKV, all
+  // [n, C] in place:
+  //   w = exp(-exp(-0.5) * sigmoid(w0 + w))             (V7Decay)
+  //   a = sigmoid(a + a0)                               (SigmoidBias)
+  //   kk = normalise(k * k_k), k = k * (1 + (a-1)*k_a)  (V7KeyPrep, with the new a)
+  //   v += (v_first - v) * sigmoid(v0 + v_gate)         (V7ValueResidual) if v0,
+  //   else (layer 0) v_first = v.
+  // Default: those ops in that order.
+  virtual void V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk,
+                      const float* k_k, const float* k_a, float* v, float* v_first, const float* v_gate,
+                      const float* v0, int n, int C, int N);
 };
 
 }  // namespace rwkv

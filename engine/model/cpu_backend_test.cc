@@ -188,5 +188,52 @@ TEST(CpuBackendTest, V7KeyPrepNormalisesPerHead) {
   for (int c = 0; c < C; ++c) EXPECT_FLOAT_EQ(k[c], k0[c] * (1 + (a[c] - 1) * k_a[c]));
 }
 
+// The fused ops' defaults (backend.cc) are the unfused ops in sequence: the
+// CPU backend's results must be exactly what the unfused forward pass
+// computed, which is what keeps model_test's references and the batching
+// invariance bit-for-bit.
+TEST(CpuBackendTest, FusedOpDefaultsEqualTheUnfusedOps) {
+  CpuBackend b(2);
+  const int n = 3, C = 16, N = 8, D = 8, F = 24;
+  auto w1 = b.UploadMatrix(Rand(static_cast<size_t>(D) * C, 1).data(), D, C);
+  auto w2 = b.UploadMatrix(Rand(static_cast<size_t>(C) * D, 2).data(), C, D);
+  auto wf = b.UploadSparseInputMatrix(Rand(static_cast<size_t>(C) * F, 3).data(), C, F);
+  ASSERT_TRUE(w1.ok() && w2.ok() && wf.ok());
+  // Grouped products with activations = activation, then MatMul.
+  const auto x = Rand(static_cast<size_t>(n) * C, 4), l = Rand(static_cast<size_t>(n) * D, 5, -3, 3);
+  std::vector<float> y1(static_cast<size_t>(n) * D), y2 = Rand(static_cast<size_t>(n) * C, 6), lt = l;
+  std::vector<float> want1(y1.size()), want2 = y2, lw = l;
+  const MatMulJob jobs[] = {{x.data(), &*w1, y1.data()}, {lt.data(), &*w2, y2.data(), true, InputAct::kTanh}};
+  b.GroupedMatMul(n, jobs, 2);
+  b.MatMul(x.data(), n, *w1, want1.data(), false);
+  b.Tanh(lw.data(), static_cast<int64_t>(lw.size()));
+  b.MatMul(lw.data(), n, *w2, want2.data(), true);
+  EXPECT_EQ(y1, want1);
+  EXPECT_EQ(y2, want2);
+  // relu² and the down-projection.
+  auto h = Rand(static_cast<size_t>(n) * F, 7, -3, 1), hr = h;
+  std::vector<float> yf(static_cast<size_t>(n) * C), want_f(yf.size());
+  b.ReluSquareMatMul(h.data(), n, *wf, yf.data(), false);
+  b.ReluSquare(hr.data(), static_cast<int64_t>(hr.size()));
+  b.MatMul(hr.data(), n, *wf, want_f.data(), false);
+  EXPECT_EQ(yf, want_f);
+  // V7 prep at layer 0 stores v_first = v and changes nothing else of v.
+  auto w = Rand(static_cast<size_t>(n) * C, 8), a = Rand(static_cast<size_t>(n) * C, 9),
+       k = Rand(static_cast<size_t>(n) * C, 10), v = Rand(static_cast<size_t>(n) * C, 11);
+  const auto w0 = Rand(C, 12), a0 = Rand(C, 13), k_k = Rand(C, 14), k_a = Rand(C, 15);
+  std::vector<float> kk(k.size()), vf(v.size()), v_before = v, ww = w, wa = a, wk = k, wkk(k.size());
+  b.V7Prep(w.data(), w0.data(), a.data(), a0.data(), k.data(), kk.data(), k_k.data(), k_a.data(), v.data(),
+           vf.data(), nullptr, nullptr, n, C, N);
+  b.V7Decay(ww.data(), w0.data(), n, C);
+  b.SigmoidBias(wa.data(), a0.data(), n, C);
+  b.V7KeyPrep(wk.data(), wkk.data(), wa.data(), k_k.data(), k_a.data(), n, C, N);
+  EXPECT_EQ(w, ww);
+  EXPECT_EQ(a, wa);
+  EXPECT_EQ(k, wk);
+  EXPECT_EQ(kk, wkk);
+  EXPECT_EQ(v, v_before);
+  EXPECT_EQ(vf, v_before);
+}
+
 }  // namespace
 }  // namespace rwkv

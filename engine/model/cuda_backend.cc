@@ -7,10 +7,16 @@
 //    default math mode, so fp32 weights get true fp32 products, no TF32).
 //    cuBLAS needs both operands in one type, so with 16-bit weights the fp32
 //    input is first rounded to that type (one small kernel); the output is
-//    fp32 and `accumulate` is beta = 1. Optionally (off by default: it makes
-//    results depend on the batch size, see cuda_backend.h), with 16-bit
-//    weights and 1..8 rows kernels/gemv.cu does the product in one launch,
-//    rounding the input the same way in registers.
+//    fp32 and `accumulate` is beta = 1. With 16-bit weights and at most
+//    small_batch_rows rows (cuda_backend.h says why the threshold), products
+//    run on kernels/gemv.cu instead, reading the fp32 input directly, several
+//    per launch for GroupedMatMul; the FFN down-projection on
+//    kernels/ffn_sparse.cu, skipping zero hidden units. ffn.value is stored
+//    input-major for that kernel, so its cuBLAS product (larger batches) is
+//    the non-transposed op.
+//  - The fused elementwise ops (LayerNorm + shift + mixes, the RWKV-7 prep)
+//    are one kernel each whatever the batch: they compute per element what
+//    the unfused kernels computed.
 //  - Weights are converted on the device in chunks (host fp32 -> device fp32
 //    chunk -> convert kernel), rounding to nearest even exactly like the
 //    host's F32ToF16/F32ToBf16, so tests can reproduce the rounded weights.
@@ -44,15 +50,18 @@
 #include "kernels/convert.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
+#include "kernels/ffn_sparse.h"
 #include "kernels/gather_rows.h"
 #include "kernels/gemv.h"
 #include "kernels/layernorm.h"
+#include "kernels/ln_shift_mix.h"
 #include "kernels/mix.h"
 #include "kernels/token_shift.h"
 #include "kernels/types.h"
 #include "kernels/v7_decay.h"
 #include "kernels/v7_key_prep.h"
 #include "kernels/v7_output.h"
+#include "kernels/v7_prep.h"
 #include "kernels/v7_value_residual.h"
 #include "kernels/wkv4.h"
 #include "kernels/wkv7.h"
@@ -185,10 +194,18 @@ absl::Status CudaBackend::Init() {
   if (const char* env = std::getenv("RWKV_CUDA_GRAPHS"); env != nullptr && env[0] != '\0') {
     graphs_enabled_ = env[0] == '1';
   }
-  gemv_enabled_ = options_.small_batch_gemv;
-  if (const char* env = std::getenv("RWKV_CUDA_GEMV"); env != nullptr && env[0] != '\0') {
-    gemv_enabled_ = env[0] == '1';
+  sm_count_ = prop.multiProcessorCount;
+  bool invariant = options_.batch_invariant;
+  if (const char* env = std::getenv("RWKV_CUDA_BATCH_INVARIANT"); env != nullptr && env[0] != '\0') {
+    invariant = env[0] == '1';
   }
+  small_rows_ = options_.small_batch_rows;
+  if (const char* env = std::getenv("RWKV_CUDA_SMALL_BATCH_ROWS"); env != nullptr && env[0] != '\0') {
+    small_rows_ = std::atoi(env);
+  }
+  small_rows_ = invariant ? 0 : std::clamp(small_rows_, 0, CudaBackendOptions::kMaxSmallBatchRows);
+  static_assert(CudaBackendOptions::kMaxSmallBatchRows <= kernels::kGemvMaxRows);
+  static_assert(CudaBackendOptions::kMaxSmallBatchRows <= kernels::kFfnSparseMaxRows);
   if (graphs_enabled_) {
     // An explicit workspace, so that captured cuBLAS calls do not each
     // allocate their own.
@@ -227,6 +244,7 @@ CudaBackend::~CudaBackend() {
   if (blas_workspace_ != nullptr) (void)cudaFree(blas_workspace_);
   for (auto& [p, bytes] : allocations_) (void)cudaFree(p);
   if (act16_ != nullptr) (void)cudaFree(act16_);
+  if (ffn_partial_ != nullptr) (void)cudaFree(ffn_partial_);
   if (staging_device_ != nullptr) (void)cudaFree(staging_device_);
   if (staging_host_ != nullptr) (void)cudaFreeHost(staging_host_);
   if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
@@ -234,10 +252,11 @@ CudaBackend::~CudaBackend() {
 }
 
 std::string CudaBackend::description() const {
-  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s%s", options_.device, device_name_,
+  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s, %s", options_.device, device_name_,
                          std::string(DTypeName(options_.weight_dtype)),
                          std::string(DTypeName(options_.embedding_dtype)), graphs_enabled_ ? ", graphs" : "",
-                         gemv_enabled_ ? ", gemv" : "");
+                         small_rows_ > 0 ? absl::StrFormat("small-batch kernels up to %d rows", small_rows_)
+                                         : std::string("batch-invariant (cuBLAS for every batch)"));
 }
 
 bool CudaBackend::Record(const absl::Status& s) {
@@ -397,26 +416,26 @@ const void* CudaBackend::Stage(const void* host, size_t bytes) {
   return d;
 }
 
-bool CudaBackend::EnsureActivationScratch(size_t bytes) {
-  if (bytes <= act16_bytes_) return true;
+bool CudaBackend::EnsureScratch(void** buf, size_t* capacity, size_t bytes, const char* what) {
+  if (bytes <= *capacity) return true;
   if (capturing_) {
-    return Record(absl::InternalError("the MatMul input buffer would grow while capturing a graph"));
+    return Record(absl::InternalError(absl::StrFormat("the %s would grow while capturing a graph", what)));
   }
-  if (act16_ != nullptr) {
-    if (!Record(CudaStatus(cudaStreamSynchronize(stream_), "MatMul scratch (a queued op failed)"))) return false;
+  if (*buf != nullptr) {
+    if (!Record(CudaStatus(cudaStreamSynchronize(stream_), "scratch (a queued op failed)"))) return false;
     DropGraphs();
-    (void)cudaFree(act16_);
-    act16_ = nullptr;
-    act16_bytes_ = 0;
+    (void)cudaFree(*buf);
+    *buf = nullptr;
+    *capacity = 0;
   }
   const size_t want = std::max(bytes, size_t{1} << 20);
-  if (cudaMalloc(&act16_, want) != cudaSuccess) {
+  if (cudaMalloc(buf, want) != cudaSuccess) {
     (void)cudaGetLastError();
-    act16_ = nullptr;
+    *buf = nullptr;
     return Record(absl::ResourceExhaustedError(
-        absl::StrFormat("CUDA out of memory allocating the %d-byte MatMul input buffer", want)));
+        absl::StrFormat("CUDA out of memory allocating the %d-byte %s", want, what)));
   }
-  act16_bytes_ = want;
+  *capacity = want;
   return true;
 }
 
@@ -583,29 +602,132 @@ void CudaBackend::LayerNorm(const float* x, int n, int C, const float* w, const 
 
 void CudaBackend::MatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate) {
   if (n <= 0 || !Begin()) return;
+  if (n <= small_rows_ && !w.input_major && w.dtype != DType::kF32) {
+    const kernels::GemvJob job{w.data, x, y, w.rows, w.cols, kernels::GemvAct::kNone, accumulate};
+    if (kernels::gemv_supported(ToElem(w.dtype), n, job)) {
+      Record(CudaStatus(kernels::launch_gemv(ToElem(w.dtype), n, &job, 1, stream_), "MatMul (gemv)"));
+      return;
+    }
+  }
+  BlasMatMul(x, n, w, y, accumulate);
+}
+
+void CudaBackend::BlasMatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate) {
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   const cudaDataType type = ToCudaType(w.dtype);
-  if (gemv_enabled_ && w.dtype != DType::kF32 && kernels::gemv_supported(ToElem(w.dtype), n, w.cols, w.data, x)) {
-    Record(CudaStatus(kernels::launch_gemv(w.data, ToElem(w.dtype), w.rows, w.cols, x, n, y, accumulate, stream_),
-                      "MatMul (gemv)"));
-    return;
-  }
   const void* input = x;
   if (w.dtype != DType::kF32) {
     const int64_t count = static_cast<int64_t>(n) * w.cols;
-    if (!EnsureActivationScratch(static_cast<size_t>(count) * DTypeSize(w.dtype))) return;
+    if (!EnsureScratch(&act16_, &act16_bytes_, static_cast<size_t>(count) * DTypeSize(w.dtype),
+                       "MatMul input buffer")) {
+      return;
+    }
     if (!Record(CudaStatus(kernels::launch_convert_from_f32(x, ToElem(w.dtype), act16_, count, stream_),
                            "MatMul input conversion"))) {
       return;
     }
     input = act16_;
   }
-  // Column-major view: y^T (rows x n) = W (rows x cols, stored as its
-  // transpose, cols x rows) applied to x^T (cols x n).
-  Record(BlasStatus(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, w.rows, n, w.cols, &alpha, w.data, type,
-                                 w.cols, input, type, w.cols, &beta, y, CUDA_R_32F, w.rows, CUBLAS_COMPUTE_32F,
-                                 CUBLAS_GEMM_DEFAULT),
+  // Column-major view: y^T (rows x n) = W (rows x cols) applied to x^T
+  // (cols x n). W [rows, cols] row-major is its transpose in column-major
+  // (op T, ld cols); input-major W [cols, rows] is W itself (op N, ld rows).
+  const bool t = !w.input_major;
+  Record(BlasStatus(cublasGemmEx(cublas_, t ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, w.rows, n, w.cols, &alpha,
+                                 w.data, type, t ? w.cols : w.rows, input, type, w.cols, &beta, y, CUDA_R_32F,
+                                 w.rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                     "MatMul"));
+}
+
+void CudaBackend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
+  if (n <= 0 || count <= 0 || !Begin()) return;
+  // Small batches: every job the GEMV takes goes into shared launches (all
+  // of one weight type, kGemvMaxJobs at a time); the rest, one by one.
+  kernels::GemvJob batch[kernels::kGemvMaxJobs];
+  int pending = 0;
+  DType pending_type = DType::kF32;
+  auto flush = [&]() {
+    if (pending > 0) {
+      Record(CudaStatus(kernels::launch_gemv(ToElem(pending_type), n, batch, pending, stream_),
+                        "GroupedMatMul (gemv)"));
+    }
+    pending = 0;
+  };
+  for (int i = 0; i < count; ++i) {
+    const MatMulJob& job = jobs[i];
+    const Matrix& w = *job.w;
+    if (n <= small_rows_ && !w.input_major && w.dtype != DType::kF32) {
+      const kernels::GemvJob g{w.data, job.x, job.y, w.rows, w.cols, static_cast<kernels::GemvAct>(job.act),
+                               job.accumulate};
+      static_assert(static_cast<int>(InputAct::kTanh) == static_cast<int>(kernels::GemvAct::kTanh));
+      static_assert(static_cast<int>(InputAct::kSigmoid) == static_cast<int>(kernels::GemvAct::kSigmoid));
+      if (kernels::gemv_supported(ToElem(w.dtype), n, g)) {
+        if (pending == kernels::kGemvMaxJobs || (pending > 0 && pending_type != w.dtype)) flush();
+        pending_type = w.dtype;
+        batch[pending++] = g;
+        continue;
+      }
+    }
+    // The activation in place (the op allows it), then the product.
+    float* x = const_cast<float*>(job.x);
+    const int64_t in = static_cast<int64_t>(n) * w.cols;
+    if (job.act == InputAct::kTanh) Record(CudaStatus(kernels::launch_tanh(x, in, stream_), "GroupedMatMul tanh"));
+    if (job.act == InputAct::kSigmoid) {
+      Record(CudaStatus(kernels::launch_sigmoid(x, in, stream_), "GroupedMatMul sigmoid"));
+    }
+    BlasMatMul(x, n, w, job.y, job.accumulate);
+  }
+  flush();
+}
+
+absl::StatusOr<Matrix> CudaBackend::UploadSparseInputMatrix(const float* host, int32_t rows, int32_t cols) {
+  if (rows <= 0 || cols <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("matrix shape (%d, %d) must be positive", rows, cols));
+  }
+  std::vector<float> t(static_cast<size_t>(rows) * static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) t[static_cast<size_t>(c * rows + r)] = host[r * cols + c];
+  }
+  auto m = UploadConverted(t.data(), cols, rows, options_.weight_dtype);
+  if (!m.ok()) return m.status();
+  return Matrix{m->data, rows, cols, m->dtype, /*input_major=*/true};
+}
+
+void CudaBackend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate) {
+  if (n <= 0 || !Begin()) return;
+  const int F = w.cols, C = w.rows;
+  if (n <= small_rows_ && w.input_major &&
+      kernels::ffn_sparse_supported(ToElem(w.dtype), n, F, C, w.data, h)) {
+    const size_t partial = kernels::ffn_sparse_partial_floats(n, F, C, sm_count_) * sizeof(float);
+    if (!EnsureScratch(&ffn_partial_, &ffn_partial_bytes_, partial, "sparse FFN partial sums")) return;
+    Record(CudaStatus(kernels::launch_ffn_sparse(ToElem(w.dtype), h, n, F, C, w.data,
+                                                 static_cast<float*>(ffn_partial_), y, accumulate, sm_count_,
+                                                 stream_),
+                      "ReluSquareMatMul (sparse)"));
+    return;
+  }
+  Record(CudaStatus(kernels::launch_relu_square(h, static_cast<int64_t>(n) * F, stream_), "ReluSquareMatMul relu²"));
+  MatMul(h, n, w, y, accumulate);
+}
+
+void CudaBackend::LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b,
+                                    const Segment* segs, int nseg, StateRef x_prev, const float* const* mixes,
+                                    float* const* outs, int count, float* /*xx*/, float* /*d*/) {
+  if (n <= 0 || nseg <= 0 || !Begin()) return;
+  const void* dev_segs = DeviceArray(segs, static_cast<size_t>(nseg) * sizeof(Segment));
+  if (dev_segs == nullptr) return;
+  Record(CudaStatus(kernels::launch_ln_shift_mix(x, n, C, ln_w, ln_b, AsDesc(dev_segs), nseg, x_prev.base,
+                                                 x_prev.slot_stride, mixes, outs, count, stream_),
+                    "LayerNormShiftMix"));
+}
+
+void CudaBackend::V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk,
+                         const float* k_k, const float* k_a, float* v, float* v_first, const float* v_gate,
+                         const float* v0, int n, int C, int N) {
+  if (Begin()) {
+    Record(CudaStatus(kernels::launch_v7_prep(w, w0, a, a0, k, kk, k_k, k_a, v, v_first, v_gate, v0, n, C, N,
+                                              stream_),
+                      "V7Prep"));
+  }
 }
 
 void CudaBackend::GatherRows(const float* x, const int32_t* rows, int n, int C, float* out) {

@@ -27,14 +27,17 @@
 // given those same arrays use that copy. Any other host array is copied per
 // call through a pinned staging buffer on the backend's stream.
 //
-// Matrix products use cuBLAS. Optionally (options.small_batch_gemv, or
-// RWKV_CUDA_GEMV=1; off by default) those with 16-bit weights and 1..8 rows
-// use the GEMV kernel instead (kernels/gemv.h: one launch, no separate input
-// conversion, fp32 sums in a fixed order). It is more accurate than cuBLAS's
-// tensor-core sums, but not bitwise like them, so with it on a session's
-// logits depend on whether its batch has <= 8 or more rows (on synthetic:tiny
-// by up to 4e-3 std in f16 and 1.4e-2 in bf16, over the 1e-3 that
-// cuda_model_test's batch-vs-solo check allows): that is why it is off.
+// Matrix products: with 16-bit weights, products of up to
+// options.small_batch_rows rows (default kDefaultSmallBatchRows) run on the
+// GEMV family (kernels/gemv.h: fp32 input read directly, no conversion
+// launch, several products per launch for GroupedMatMul) and the FFN
+// down-projection on the sparse kernel (kernels/ffn_sparse.h, ffn.value stored
+// input-major); larger products, and all fp32 ones, run on cuBLAS (the input
+// rounded to the weights' type first). So a session's logits depend, within
+// the dtype's rounding, on whether its batch is above or below the threshold
+// (issue #4 allows this: ~1e-2 relative and the same greedy tokens).
+// options.batch_invariant (or RWKV_CUDA_BATCH_INVARIANT=1) puts every product
+// on cuBLAS whatever the row count, as before the small-batch kernels.
 //
 // CUDA graphs (options.cuda_graphs, on by default; RWKV_CUDA_GRAPHS=0 in the
 // environment turns them off): a pass whose shape (rows, segment boundaries,
@@ -79,9 +82,27 @@ struct CudaBackendOptions {
   // Capture and replay forward passes as CUDA graphs (see above). The
   // environment variable RWKV_CUDA_GRAPHS (0 or 1) overrides this.
   bool cuda_graphs = true;
-  // Products of 1..8 rows with 16-bit weights on the GEMV kernel (see
-  // above). The environment variable RWKV_CUDA_GEMV (0 or 1) overrides this.
-  bool small_batch_gemv = false;
+  // Products of up to this many rows (16-bit weights) on the small-batch
+  // kernels; 0 = never (see above). The environment variable
+  // RWKV_CUDA_SMALL_BATCH_ROWS overrides this; values above
+  // kMaxSmallBatchRows are clamped.
+  int small_batch_rows = kDefaultSmallBatchRows;
+  // Every product on cuBLAS (and the FFN dense) for every row count, so that
+  // a session's logits do not depend on its batch beyond cuBLAS's own
+  // choice of algorithm. RWKV_CUDA_BATCH_INVARIANT (0 or 1) overrides this.
+  bool batch_invariant = false;
+
+  // Where the GEMV stops paying. At n rows it does n fp32 FMAs per weight on
+  // CUDA cores (plus a 16-bit widening), so at 16 rows it needs about as
+  // many SM cycles as reading the weight takes at full bandwidth on an H100
+  // (132 SMs x 128 FMA/clk ~ 29 TFMA/s against ~3 TB/s / 2 bytes per weight
+  // ~ 1.5 T weights/s: 16 FMAs per weight is ~0.8 of the read time), while
+  // cuBLAS on tensor cores does not pay per row. So 16 is the largest batch
+  // where it can still be read-bound; the measured crossover against cuBLAS
+  // (cuda_backend_test's DISABLED_SmallBatchCrossover prints it per shape)
+  // decides the default on a given card.
+  static constexpr int kDefaultSmallBatchRows = 16;
+  static constexpr int kMaxSmallBatchRows = 64;
 };
 
 // Devices the CUDA runtime can see; 0 where there is none or no driver.
@@ -149,6 +170,19 @@ class CudaBackend final : public Backend {
   void Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
             const float* time_decay, const float* k, const float* v, float* y) override;
 
+  // Stored input-major (transposed), for the sparse FFN kernel.
+  absl::StatusOr<Matrix> UploadSparseInputMatrix(const float* host, int32_t rows, int32_t cols) override;
+  void GroupedMatMul(int n, const MatMulJob* jobs, int count) override;
+  void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate) override;
+  void LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b, const Segment* segs,
+                         int nseg, StateRef x_prev, const float* const* mixes, float* const* outs, int count,
+                         float* xx, float* d) override;
+  void V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk, const float* k_k,
+              const float* k_a, float* v, float* v_first, const float* v_gate, const float* v0, int n, int C,
+              int N) override;
+  // The largest row count that uses the small-batch kernels (0: none).
+  int small_batch_rows() const { return small_rows_; }
+
  private:
   explicit CudaBackend(const CudaBackendOptions& options);
   absl::Status Init();
@@ -164,8 +198,11 @@ class CudaBackend final : public Backend {
   absl::StatusOr<void*> AllocBytes(size_t bytes);
   // Converts and uploads a host fp32 matrix into a new allocation of `dtype`.
   absl::StatusOr<Matrix> UploadConverted(const float* host, int32_t rows, int32_t cols, DType dtype);
-  // Grows the 16-bit activation buffer for MatMul to at least `bytes`.
-  bool EnsureActivationScratch(size_t bytes);
+  // Grows a scratch buffer (`*buf`, `*capacity` bytes) to at least `bytes`;
+  // false (error recorded) when it cannot, e.g. while capturing a graph.
+  bool EnsureScratch(void** buf, size_t* capacity, size_t bytes, const char* what);
+  // cuBLAS product of one matrix (any layout), input converted first.
+  void BlasMatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate);
   // The device copy of a host array declared by BeginPass (same pointer and
   // size), or nullptr.
   const void* PassArray(const void* host, size_t bytes) const;
@@ -189,6 +226,10 @@ class CudaBackend final : public Backend {
   size_t staging_used_ = 0;
   void* act16_ = nullptr;  // MatMul input rounded to the weights' 16-bit type
   size_t act16_bytes_ = 0;
+  void* ffn_partial_ = nullptr;  // the sparse FFN's partial sums
+  size_t ffn_partial_bytes_ = 0;
+  int small_rows_ = 0;  // effective small_batch_rows (0 in batch-invariant mode)
+  int sm_count_ = 0;
 
   // The current pass (BeginPass .. EndPass): its host arrays, and their copy
   // in pass_device_ (one pinned buffer and one device buffer, reused by every
@@ -210,7 +251,6 @@ class CudaBackend final : public Backend {
   // CUDA graphs: one executable graph per pass shape; a shape is captured the
   // second time it is seen.
   bool graphs_enabled_ = false;
-  bool gemv_enabled_ = false;
   bool capturing_ = false;  // the pass's ops are being recorded
   bool replaying_ = false;  // the pass was launched from a graph: ops do nothing
   std::vector<int32_t> pass_key_;

@@ -24,7 +24,9 @@
 #include "engine/model/cuda_backend.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <iterator>
 #include <cstdio>
 #include <functional>
 #include <limits>
@@ -106,8 +108,14 @@ class CudaOpsTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<CudaBackend> MakeGpu(DType dtype) {
-    auto b = CudaBackend::Create({.device = 0, .weight_dtype = dtype, .embedding_dtype = dtype});
+  // invariant: cuBLAS for every product (CudaBackendOptions::batch_invariant).
+  std::unique_ptr<CudaBackend> MakeGpu(DType dtype, bool invariant = false,
+                                       int small_rows = CudaBackendOptions::kDefaultSmallBatchRows) {
+    auto b = CudaBackend::Create({.device = 0,
+                                  .weight_dtype = dtype,
+                                  .embedding_dtype = dtype,
+                                  .small_batch_rows = small_rows,
+                                  .batch_invariant = invariant});
     if (!b.ok()) {
       skip_reason_ = b.status().ToString();
       return nullptr;
@@ -220,52 +228,227 @@ TEST_F(CudaOpsTest, LayerNormOutOfPlaceAndInPlace) {
   }
 }
 
+// mag[i, o] = sum_c |x[i, c] w[o, c]| (+ |y0[i, o]|): the scale that bounds
+// the rounding of a dot product.
+std::vector<double> DotMagnitude(const std::vector<float>& x, const std::vector<float>& w, int n, int rows, int cols,
+                                 const std::vector<float>* y0) {
+  std::vector<double> mag(static_cast<size_t>(n) * rows);
+  for (int i = 0; i < n; ++i) {
+    for (int o = 0; o < rows; ++o) {
+      double m = y0 != nullptr ? std::fabs((*y0)[static_cast<size_t>(i) * rows + o]) : 0;
+      for (int c = 0; c < cols; ++c) {
+        m += std::fabs(x[static_cast<size_t>(i) * cols + c] * w[static_cast<size_t>(o) * cols + c]);
+      }
+      mag[static_cast<size_t>(i) * rows + o] = m;
+    }
+  }
+  return mag;
+}
+
+// Products by row count: 1..small_batch_rows on the GEMV (fp32 input, so
+// only the accumulation differs from the CPU on the same rounded weights:
+// 1e-4), above on cuBLAS (input rounded to the weight type: u + 1e-4 against
+// the CPU, 1e-4 against the CPU on the rounded input); batch-invariant
+// backends take cuBLAS everywhere. Row counts straddle the GEMV's 8-row tiles
+// and its threshold; shapes cover short LoRA rows (fewer lanes per row), an
+// input longer than one staged slice (8448 > 8192), odd row counts and an
+// unsupported width (20: cuBLAS).
 TEST_F(CudaOpsTest, MatMulAllDtypesAgainstCpuOnSameRoundedWeights) {
   struct Shape {
     int rows, cols;
   };
   for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
-    auto b = MakeGpu(t);
-    ASSERT_NE(b, nullptr);
-    const double u = t == DType::kF32 ? 0 : (t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256);
-    const double acc_tol = t == DType::kF32 ? 1e-5 : 1e-4;
-    // Odd sizes, LoRA shapes (768 <-> 64/32) and FFN-like shapes.
-    for (Shape s : {Shape{33, 20}, Shape{64, 768}, Shape{768, 32}, Shape{512, 2048}, Shape{2048, 512}}) {
-      const auto w = Rand(static_cast<size_t>(s.rows) * s.cols, s.rows + s.cols);
-      const auto wr = Rounded(w, t);
-      auto gw = b->UploadMatrix(w.data(), s.rows, s.cols);
-      ASSERT_TRUE(gw.ok()) << gw.status();
-      auto cw = cpu_.UploadMatrix(wr.data(), s.rows, s.cols);
-      ASSERT_TRUE(cw.ok());
-      for (int n : {1, 3, 17, 64}) {
-        const auto x = Rand(static_cast<size_t>(n) * s.cols, n, -2, 2);
-        const auto y0 = Rand(static_cast<size_t>(n) * s.rows, n + 1);
-        for (bool acc : {false, true}) {
-          std::vector<double> mag(y0.size());
-          for (int i = 0; i < n; ++i) {
-            for (int o = 0; o < s.rows; ++o) {
-              double m = acc ? std::fabs(y0[static_cast<size_t>(i) * s.rows + o]) : 0;
-              for (int c = 0; c < s.cols; ++c) {
-                m += std::fabs(x[static_cast<size_t>(i) * s.cols + c] * wr[static_cast<size_t>(o) * s.cols + c]);
-              }
-              mag[static_cast<size_t>(i) * s.rows + o] = m;
+    for (bool invariant : {false, true}) {
+      if (t == DType::kF32 && invariant) continue;  // fp32 is on cuBLAS either way
+      auto b = MakeGpu(t, invariant);
+      ASSERT_NE(b, nullptr);
+      const double u = t == DType::kF32 ? 0 : (t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256);
+      const double acc_tol = t == DType::kF32 ? 1e-5 : 1e-4;
+      for (Shape s : {Shape{33, 20}, Shape{64, 768}, Shape{768, 32}, Shape{37, 96}, Shape{512, 2048},
+                      Shape{2048, 512}, Shape{40, 8448}}) {
+        const auto w = Rand(static_cast<size_t>(s.rows) * s.cols, s.rows + s.cols);
+        const auto wr = Rounded(w, t);
+        auto gw = b->UploadMatrix(w.data(), s.rows, s.cols);
+        ASSERT_TRUE(gw.ok()) << gw.status();
+        auto cw = cpu_.UploadMatrix(wr.data(), s.rows, s.cols);
+        ASSERT_TRUE(cw.ok());
+        for (int n : {1, 2, 3, 8, 9, 16, 17, 64}) {
+          const bool gemv = t != DType::kF32 && n <= b->small_batch_rows() && s.cols % 8 == 0;
+          const auto x = Rand(static_cast<size_t>(n) * s.cols, n, -2, 2);
+          const auto y0 = Rand(static_cast<size_t>(n) * s.rows, n + 1);
+          for (bool acc : {false, true}) {
+            const std::vector<double> mag = DotMagnitude(x, wr, n, s.rows, s.cols, acc ? &y0 : nullptr);
+            const std::string tag = std::string(DTypeName(t)) + (invariant ? " invariant " : " ") +
+                                    std::to_string(s.rows) + "x" + std::to_string(s.cols) + " n=" +
+                                    std::to_string(n) + (acc ? " acc" : "") + (gemv ? " (gemv)" : "");
+            float* dx = Dev(x, b.get());
+            float* dy = Dev(acc ? y0 : std::vector<float>(y0.size(), kNaN), b.get());
+            b->MatMul(dx, n, *gw, dy, acc);
+            const auto got = Host(dy, y0.size(), b.get());
+            std::vector<float> want = y0;
+            cpu_.MatMul(x.data(), n, *cw, want.data(), acc);
+            ExpectClose(got, want, gemv ? acc_tol : u + acc_tol, 0, "MatMul " + tag, &mag);
+            if (t != DType::kF32 && !gemv) {  // the same rounded input: only the accumulation differs
+              const auto xr = Rounded(x, t);
+              std::vector<float> want_r = y0;
+              cpu_.MatMul(xr.data(), n, *cw, want_r.data(), acc);
+              ExpectClose(got, want_r, acc_tol, 0, "MatMul rounded input " + tag, &mag);
             }
           }
-          const std::string tag = std::string(DTypeName(t)) + " " + std::to_string(s.rows) + "x" +
-                                  std::to_string(s.cols) + " n=" + std::to_string(n) + (acc ? " acc" : "");
-          float* dx = Dev(x, b.get());
-          float* dy = Dev(acc ? y0 : std::vector<float>(y0.size(), kNaN), b.get());
-          b->MatMul(dx, n, *gw, dy, acc);
-          const auto got = Host(dy, y0.size(), b.get());
-          std::vector<float> want = y0;
-          cpu_.MatMul(x.data(), n, *cw, want.data(), acc);
-          ExpectClose(got, want, u + acc_tol, 0, "MatMul " + tag, &mag);
-          if (t != DType::kF32) {  // the same rounded input: only the accumulation differs
-            const auto xr = Rounded(x, t);
-            std::vector<float> want_r = y0;
-            cpu_.MatMul(xr.data(), n, *cw, want_r.data(), acc);
-            ExpectClose(got, want_r, acc_tol, 0, "MatMul rounded input " + tag, &mag);
+        }
+      }
+    }
+  }
+}
+
+// The GEMV's results must not depend on the batch: row i of an n-row product
+// equals the 1-row product of row i, bit for bit (each output is one fixed
+// FMA chain and shuffle tree, whatever the tile size or the slice length).
+TEST_F(CudaOpsTest, GemvRowsDoNotDependOnBatch) {
+  auto b = MakeGpu(DType::kF16, false, CudaBackendOptions::kMaxSmallBatchRows);
+  ASSERT_NE(b, nullptr);
+  const int rows = 300, cols = 2056;  // a slice boundary at 8 rows (1024) but not at 1 row (8192)
+  const auto w = Rand(static_cast<size_t>(rows) * cols, 5);
+  auto gw = b->UploadMatrix(w.data(), rows, cols);
+  ASSERT_TRUE(gw.ok());
+  const int n = CudaBackendOptions::kMaxSmallBatchRows;
+  const auto x = Rand(static_cast<size_t>(n) * cols, 6, -2, 2);
+  float* dx = Dev(x, b.get());
+  float* dy = Poisoned(static_cast<size_t>(n) * rows);
+  b->MatMul(dx, n, *gw, dy, false);
+  const auto all = Host(dy, static_cast<size_t>(n) * rows, b.get());
+  float* one = Poisoned(rows);
+  for (int i = 0; i < n; i += 7) {
+    b->MatMul(dx + static_cast<size_t>(i) * cols, 1, *gw, one, false);
+    ExpectExact(Host(one, rows, b.get()), std::vector<float>(all.begin() + i * rows, all.begin() + (i + 1) * rows),
+                "GEMV row " + std::to_string(i) + " of " + std::to_string(n) + " vs alone");
+  }
+}
+
+// Several products in one call, with input activations and accumulation,
+// against the CPU's composition (activation, then MatMul) on the same rounded
+// weights. Nine jobs: more than one GEMV launch takes; one of an unsupported
+// width (cuBLAS, activation applied separately).
+TEST_F(CudaOpsTest, GroupedMatMulWithActivations) {
+  struct JobSpec {
+    int rows, cols;
+    InputAct act;
+    bool acc;
+  };
+  const JobSpec specs[] = {{256, 128, InputAct::kNone, false},   {256, 128, InputAct::kNone, true},
+                           {32, 256, InputAct::kNone, false},    {256, 32, InputAct::kTanh, false},
+                           {256, 64, InputAct::kSigmoid, false}, {48, 256, InputAct::kNone, false},
+                           {256, 96, InputAct::kTanh, true},     {100, 20, InputAct::kSigmoid, false},
+                           {64, 256, InputAct::kNone, false}};
+  const int count = static_cast<int>(std::size(specs));
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    auto b = MakeGpu(t);
+    ASSERT_NE(b, nullptr);
+    const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
+    for (int n : {1, 5, 17}) {
+      std::vector<Matrix> gm(count), cm(count);
+      std::vector<std::vector<float>> wr(count), x(count), y0(count);
+      std::vector<MatMulJob> gjobs(count), cjobs(count);
+      std::vector<std::vector<float>> want(count);
+      for (int j = 0; j < count; ++j) {
+        const JobSpec& sp = specs[j];
+        const auto w = Rand(static_cast<size_t>(sp.rows) * sp.cols, 100 + j);
+        wr[j] = Rounded(w, t);
+        auto g = b->UploadMatrix(w.data(), sp.rows, sp.cols);
+        ASSERT_TRUE(g.ok());
+        gm[j] = *g;
+        auto c = cpu_.UploadMatrix(wr[j].data(), sp.rows, sp.cols);
+        ASSERT_TRUE(c.ok());
+        cm[j] = *c;
+        x[j] = Rand(static_cast<size_t>(n) * sp.cols, 200 + j + n, -3, 3);
+        y0[j] = Rand(static_cast<size_t>(n) * sp.rows, 300 + j);
+        want[j] = sp.acc ? y0[j] : std::vector<float>(y0[j].size());
+      }
+      std::vector<std::vector<float>> cx = x;  // the CPU applies activations in place
+      for (int j = 0; j < count; ++j) {
+        gjobs[j] = {Dev(x[j], b.get()), &gm[j], Dev(specs[j].acc ? y0[j] : std::vector<float>(y0[j].size(), kNaN), b.get()),
+                    specs[j].acc, specs[j].act};
+        cjobs[j] = {cx[j].data(), &cm[j], want[j].data(), specs[j].acc, specs[j].act};
+      }
+      b->GroupedMatMul(n, gjobs.data(), count);
+      cpu_.GroupedMatMul(n, cjobs.data(), count);
+      for (int j = 0; j < count; ++j) {
+        const JobSpec& sp = specs[j];
+        // cx[j] now holds act(x): the magnitude of the products actually summed.
+        const std::vector<double> mag = DotMagnitude(cx[j], wr[j], n, sp.rows, sp.cols, sp.acc ? &y0[j] : nullptr);
+        ExpectClose(Host(gjobs[j].y, y0[j].size(), b.get()), want[j], u + 1e-4, 0,
+                    "GroupedMatMul " + std::string(DTypeName(t)) + " n=" + std::to_string(n) + " job " +
+                        std::to_string(j),
+                    &mag);
+      }
+    }
+  }
+}
+
+// The FFN down-projection: relu² of the key projection times ffn.value, the
+// latter stored input-major on the GPU. Up to small_batch_rows rows the sparse
+// kernel (fp32 coefficients: 1e-4 of the magnitude against the CPU on the
+// same rounded weights), above relu² + cuBLAS (input rounded: u + 1e-4).
+// About 25% of h is positive, as in the models; one row is all negative (no
+// active unit: y stays 0, or y0 when accumulating). Widths: a partial
+// 1024-column block (1032), a hidden size that is no multiple of 32 (520).
+TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
+  struct Shape {
+    int C, F;
+  };
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    for (bool invariant : {false, true}) {
+      auto b = MakeGpu(t, invariant);
+      ASSERT_NE(b, nullptr);
+      const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
+      for (Shape s : {Shape{136, 520}, Shape{1032, 2048}, Shape{768, 3072}}) {
+        const auto w = Rand(static_cast<size_t>(s.C) * s.F, s.C + s.F);  // [C, F]: out x in
+        const auto wr = Rounded(w, t);
+        auto gw = b->UploadSparseInputMatrix(w.data(), s.C, s.F);
+        ASSERT_TRUE(gw.ok()) << gw.status();
+        EXPECT_TRUE(gw->input_major);
+        auto cw = cpu_.UploadMatrix(wr.data(), s.C, s.F);
+        ASSERT_TRUE(cw.ok());
+        for (int n : {1, 2, 3, 8, 16, 17, 40}) {
+          const bool sparse = n <= b->small_batch_rows();
+          auto h = Rand(static_cast<size_t>(n) * s.F, n + 7, -3, 1);
+          if (n > 1) {
+            for (int f = s.F; f < 2 * s.F; ++f) h[static_cast<size_t>(f)] = -std::fabs(h[static_cast<size_t>(f)]);
           }
+          const auto y0 = Rand(static_cast<size_t>(n) * s.C, n + 8);
+          std::vector<float> relu2 = h;
+          cpu_.ReluSquare(relu2.data(), static_cast<int64_t>(relu2.size()));
+          for (bool acc : {false, true}) {
+            const std::vector<double> mag = DotMagnitude(relu2, wr, n, s.C, s.F, acc ? &y0 : nullptr);
+            const std::string tag = std::string(DTypeName(t)) + (invariant ? " invariant" : "") + " C=" +
+                                    std::to_string(s.C) + " F=" + std::to_string(s.F) + " n=" + std::to_string(n) +
+                                    (acc ? " acc" : "") + (sparse ? " (sparse)" : "");
+            float* dh = Dev(h, b.get());
+            float* dy = Dev(acc ? y0 : std::vector<float>(y0.size(), kNaN), b.get());
+            b->ReluSquareMatMul(dh, n, *gw, dy, acc);
+            const auto got = Host(dy, y0.size(), b.get());
+            std::vector<float> want = acc ? y0 : std::vector<float>(y0.size()), hc = h;
+            cpu_.ReluSquareMatMul(hc.data(), n, *cw, want.data(), acc);
+            ExpectClose(got, want, sparse ? 1e-4 : u + 1e-4, 0, "ReluSquareMatMul " + tag, &mag);
+            if (n > 1 && sparse) {
+              ExpectExact(std::vector<float>(got.begin() + s.C, got.begin() + 2 * s.C),
+                          std::vector<float>(want.begin() + s.C, want.begin() + 2 * s.C),
+                          "ReluSquareMatMul inactive row " + tag);
+            }
+          }
+        }
+        // A plain MatMul with the input-major matrix (cuBLAS, op N).
+        for (int n : {1, 20}) {
+          const auto x = Rand(static_cast<size_t>(n) * s.F, n + 9);
+          float* dy = Poisoned(static_cast<size_t>(n) * s.C);
+          b->MatMul(Dev(x, b.get()), n, *gw, dy, false);
+          std::vector<float> want(static_cast<size_t>(n) * s.C);
+          cpu_.MatMul(x.data(), n, *cw, want.data(), false);
+          const std::vector<double> mag = DotMagnitude(x, wr, n, s.C, s.F, nullptr);
+          ExpectClose(Host(dy, want.size(), b.get()), want, u + 1e-4, 0,
+                      "MatMul input-major " + std::string(DTypeName(t)) + " C=" + std::to_string(s.C) +
+                          " n=" + std::to_string(n),
+                      &mag);
         }
       }
     }
@@ -418,6 +601,88 @@ TEST_F(CudaOpsTest, V7DecayValueResidualAndKeyPrep) {
   }
 }
 
+// LayerNorm + token shift + mixes in one op against the CPU's composition,
+// over the multi-row segments of kSegs (a row's shift reads the LayerNorm of
+// the row before it; the segment's last row becomes x_prev) and over one
+// single-row segment (decode at batch 1), for every mix count the models use.
+TEST_F(CudaOpsTest, LayerNormShiftMixAcrossSegments) {
+  const std::vector<Segment> one = {{2, 0, 1}};
+  for (int C : {64, 100, 768, 2048}) {
+    for (const std::vector<Segment>* segs : {&kSegs, &one}) {
+      const int n = segs == &one ? 1 : kRows, nseg = static_cast<int>(segs->size());
+      const int64_t stride = 3 * C + 5, offset = C + 2;
+      auto x = Rand(static_cast<size_t>(n) * C, C + n, -3, 3);
+      for (float& v : x) v += 2.0f;  // a mean, as in the residual stream
+      const auto lw = Rand(C, 2, 0.5f, 1.5f), lb = Rand(C, 3);
+      auto state = Rand(static_cast<size_t>(kSlots * stride), C + 1);
+      float *dx = Dev(x), *dlw = Dev(lw), *dlb = Dev(lb), *dstate = Dev(state);
+      for (int count : {1, 2, 3, 6}) {
+        const std::string tag = " C=" + std::to_string(C) + " n=" + std::to_string(n) + " count=" + std::to_string(count);
+        std::vector<std::vector<float>> mixes, want;
+        std::vector<const float*> dmix, hmix;
+        std::vector<float*> douts, houts;
+        for (int j = 0; j < count; ++j) {
+          mixes.push_back(Rand(C, 20 + j));
+          want.emplace_back(static_cast<size_t>(n) * C);
+        }
+        for (int j = 0; j < count; ++j) {
+          dmix.push_back(Dev(mixes[j]));
+          douts.push_back(Poisoned(static_cast<size_t>(n) * C));
+          hmix.push_back(mixes[j].data());
+          houts.push_back(want[j].data());
+        }
+        std::vector<float> xx(x.size()), d(x.size());
+        gpu_->LayerNormShiftMix(dx, n, C, dlw, dlb, segs->data(), nseg, {dstate + offset, stride}, dmix.data(),
+                                douts.data(), count, Poisoned(x.size()), Poisoned(x.size()));
+        cpu_.LayerNormShiftMix(x.data(), n, C, lw.data(), lb.data(), segs->data(), nseg,
+                               {state.data() + offset, stride}, hmix.data(), houts.data(), count, xx.data(), d.data());
+        for (int j = 0; j < count; ++j) {
+          ExpectClose(Host(douts[j], want[j].size()), want[j], 1e-5, 1e-5,
+                      "LayerNormShiftMix out " + std::to_string(j) + tag);
+        }
+        // The state advanced once per call on both sides (the next count's
+        // call starts from the new x_prev, on both).
+        ExpectClose(Host(dstate, state.size()), state, 1e-5, 1e-5, "LayerNormShiftMix x_prev" + tag);
+      }
+    }
+  }
+}
+
+// The RWKV-7 prep in one op against the CPU's composition (decay, a, key
+// prep, value residual), for a later layer (v0 given) and layer 0 (v_first =
+// v).
+TEST_F(CudaOpsTest, V7PrepMatchesComposedOps) {
+  struct Dims {
+    int N, C;
+  };
+  for (Dims dm : {Dims{64, 64}, Dims{64, 2048}, Dims{32, 96}, Dims{16, 48}}) {
+    const int N = dm.N, C = dm.C;
+    for (int n : {1, 3, 17}) {
+      for (bool layer0 : {false, true}) {
+        const size_t nC = static_cast<size_t>(n) * C;
+        const std::string tag = " N=" + std::to_string(N) + " C=" + std::to_string(C) + " n=" + std::to_string(n) +
+                                (layer0 ? " layer 0" : "");
+        const auto w = Rand(nC, 1, -5, 5), w0 = Rand(C, 2, -2, 2), a = Rand(nC, 3, -4, 4), a0 = Rand(C, 4),
+                   k = Rand(nC, 5, -3, 3), k_k = Rand(C, 6, 0.5f, 1.5f), k_a = Rand(C, 7, 0.5f, 1.5f),
+                   v = Rand(nC, 8), vf = Rand(nC, 9), gate = Rand(nC, 10, -4, 4), v0 = Rand(C, 11);
+        float *dw = Dev(w), *da = Dev(a), *dk = Dev(k), *dkk = Poisoned(nC), *dv = Dev(v),
+              *dvf = layer0 ? Poisoned(nC) : Dev(vf);
+        gpu_->V7Prep(dw, Dev(w0), da, Dev(a0), dk, dkk, Dev(k_k), Dev(k_a), dv, dvf, layer0 ? nullptr : Dev(gate),
+                     layer0 ? nullptr : Dev(v0), n, C, N);
+        std::vector<float> ww = w, wa = a, wk = k, wkk(nC), wv = v, wvf = vf;
+        cpu_.V7Prep(ww.data(), w0.data(), wa.data(), a0.data(), wk.data(), wkk.data(), k_k.data(), k_a.data(),
+                    wv.data(), wvf.data(), layer0 ? nullptr : gate.data(), layer0 ? nullptr : v0.data(), n, C, N);
+        ExpectClose(Host(dw, nC), ww, 1e-5, 1e-6, "V7Prep w" + tag);
+        ExpectClose(Host(da, nC), wa, 1e-5, 1e-6, "V7Prep a" + tag);
+        ExpectClose(Host(dk, nC), wk, 1e-5, 1e-6, "V7Prep k" + tag);
+        ExpectClose(Host(dkk, nC), wkk, 1e-5, 1e-6, "V7Prep kk" + tag);
+        ExpectClose(Host(dv, nC), wv, 1e-5, 1e-6, "V7Prep v" + tag);
+        ExpectClose(Host(dvf, nC), wvf, 1e-5, 1e-6, "V7Prep v_first" + tag);
+      }
+    }
+  }
+}
+
 TEST_F(CudaOpsTest, V7Output) {
   struct Dims {
     int N, C;
@@ -491,6 +756,88 @@ TEST_F(CudaOpsTest, Wkv4InPlaceInSlots) {
     for (size_t i = 0; i < state.size(); ++i) scale_s[i] = 1 + std::fabs(state[i]);
     ExpectClose(Host(dy, nC), want_y, 2e-5, 0, "Wkv4 y C=" + std::to_string(C), &scale_y);
     ExpectClose(Host(dstate, state.size()), state, 2e-5, 0, "Wkv4 state C=" + std::to_string(C), &scale_s);
+  }
+}
+
+// Informational, not a test: where the small-batch kernels stop beating
+// cuBLAS, per product shape of the 1.5B (C=2048) and 7.2B (C=4096) models,
+// f16 weights. Prints microseconds per call (host clock over 50 queued calls,
+// so launch cost is included on both sides, as it is in an eager pass) and
+// the GEMV's weight-read bandwidth, then the largest n at which the small-batch
+// kernel is still faster: the value for CudaBackendOptions::small_batch_rows.
+// The FFN down-projection is timed with 25% of its inputs positive (sparse
+// kernel vs relu² + cuBLAS). Run with
+//   cuda_backend_test --gtest_also_run_disabled_tests --gtest_filter='*SmallBatchCrossover*'
+TEST_F(CudaOpsTest, DISABLED_SmallBatchCrossover) {
+  auto small = MakeGpu(DType::kF16, false, CudaBackendOptions::kMaxSmallBatchRows);
+  auto blas = MakeGpu(DType::kF16, true);
+  ASSERT_TRUE(small != nullptr && blas != nullptr);
+  auto fill = [](size_t n, uint32_t seed, float lo, float hi) {  // fast: these are large
+    std::vector<float> v(n);
+    uint32_t x = seed * 2654435761u + 1;
+    for (auto& e : v) {
+      x = x * 1664525u + 1013904223u;
+      e = lo + (hi - lo) * static_cast<float>(x >> 8) / 16777216.0f;
+    }
+    return v;
+  };
+  const int ns[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64};
+  constexpr int kIters = 50;
+  auto time_us = [&](CudaBackend& be, const std::function<void()>& call) {
+    for (int i = 0; i < 5; ++i) call();
+    EXPECT_TRUE(be.Sync().ok());
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kIters; ++i) call();
+    EXPECT_TRUE(be.Sync().ok());
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / kIters;
+  };
+  struct Shape {
+    const char* what;
+    int rows, cols;
+    bool ffn_down;
+  };
+  const Shape shapes[] = {{"1.5B r/k/v/o", 2048, 2048, false}, {"1.5B ffn.key", 8192, 2048, false},
+                          {"1.5B ffn.value", 2048, 8192, true}, {"1.5B head", 65536, 2048, false},
+                          {"7.2B r/k/v/o", 4096, 4096, false}, {"7.2B ffn.key", 16384, 4096, false},
+                          {"7.2B ffn.value", 4096, 16384, true}, {"7.2B head", 65536, 4096, false}};
+  std::printf("[ timing ] %s\n", small->description().c_str());
+  for (const Shape& sh : shapes) {
+    const auto w = fill(static_cast<size_t>(sh.rows) * sh.cols, sh.rows + sh.cols, -1, 1);
+    auto ws = sh.ffn_down ? small->UploadSparseInputMatrix(w.data(), sh.rows, sh.cols)
+                          : small->UploadMatrix(w.data(), sh.rows, sh.cols);
+    auto wb = sh.ffn_down ? blas->UploadSparseInputMatrix(w.data(), sh.rows, sh.cols)
+                          : blas->UploadMatrix(w.data(), sh.rows, sh.cols);
+    ASSERT_TRUE(ws.ok() && wb.ok());
+    const size_t nx = static_cast<size_t>(64) * sh.cols;
+    const auto x = fill(nx, 7, sh.ffn_down ? -3.0f : -1.0f, 1.0f);  // ffn: 25% of inputs positive
+    float *xs = Dev(x, small.get()), *xb = Dev(x, blas.get());
+    float* ys = Dev(std::vector<float>(static_cast<size_t>(64) * sh.rows), small.get());
+    float* yb = Dev(std::vector<float>(static_cast<size_t>(64) * sh.rows), blas.get());
+    std::printf("[ timing ] %-15s %5d x %5d   n: us small-batch / us cuBLAS (small-batch GB/s of weights)\n", sh.what,
+                sh.rows, sh.cols);
+    int crossover = 0;
+    bool lost = false;
+    for (int n : ns) {
+      const double us_small = time_us(*small, [&] {
+        if (sh.ffn_down) {
+          // The sparse kernel leaves its input as it was, so calls repeat the same work.
+          small->ReluSquareMatMul(xs, n, *ws, ys, false);
+        } else {
+          small->MatMul(xs, n, *ws, ys, false);
+        }
+      });
+      // The dense side of the FFN skips its relu² launch: a lower bound for cuBLAS.
+      const double us_blas = time_us(*blas, [&] { blas->MatMul(xb, n, *wb, yb, false); });
+      const double gbs = 2.0 * sh.rows * sh.cols / (us_small * 1e3);
+      std::printf("[ timing ]   n=%2d  %9.1f / %9.1f  (%6.0f GB/s)%s\n", n, us_small, us_blas, gbs,
+                  us_small < us_blas ? "" : "  cuBLAS faster");
+      if (!lost && us_small < us_blas) {
+        crossover = n;
+      } else {
+        lost = true;
+      }
+    }
+    std::printf("[ timing ]   small-batch kernel faster up to n=%d\n", crossover);
   }
 }
 

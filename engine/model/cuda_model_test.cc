@@ -15,9 +15,21 @@
 //    run then continues on the CPU's token. The logit drift itself is only
 //    sanity-bounded (fp16 0.05 * std, bf16 0.25 * std: weights and matrix
 //    inputs are rounded to 2^-11 resp. 2^-8, over every layer).
-//  - batching: the same weights and kernels; only cuBLAS's choice of
-//    algorithm for the row count changes the summation order: 1e-4 * std for
-//    fp32, 1e-3 * std for 16-bit weights.
+//  - batching, default mode: with 16-bit weights the kernel family changes
+//    with the row count (small-batch GEMV/sparse FFN on fp32 inputs up to
+//    small_batch_rows rows, cuBLAS on inputs rounded to the weight type
+//    above), so a batched session and its solo run differ by the input
+//    rounding carried through the model. Issue #4's bar: ~1e-2 relative for
+//    fp16/bf16 and the same greedy tokens. Written as 20 unit roundoffs of
+//    the weight type (fp16 2^-11: 1e-2 * std; bf16 2^-8: 8e-2 * std, the
+//    same bar in units of its 8x coarser rounding; the earlier GEMV, which
+//    rounded inputs like cuBLAS, already measured 1.4e-2 in bf16), plus
+//    greedy tokens fed in a batch equal to the solo run's, where a flip is
+//    allowed only on a near tie (the solo's top two within twice the step's
+//    measured logit difference). fp32 weights stay on cuBLAS: 1e-4 * std.
+//  - batching, batch-invariant mode (cuBLAS for every product): only
+//    cuBLAS's choice of algorithm for the row count changes the summation
+//    order: 1e-4 * std for fp32, 1e-3 * std for 16-bit weights.
 //  - released dimensions (synthetic 0.1b): relative to the CPU's own spread
 //    for the same arithmetic (see the comment above that test).
 #include <algorithm>
@@ -57,8 +69,10 @@ std::unique_ptr<Model> LoadOn(const std::string& spec, std::unique_ptr<Backend> 
   return *std::move(m);
 }
 
-std::unique_ptr<Model> LoadGpu(const std::string& spec, DType dtype, int slots = 4) {
-  auto b = MakeCudaBackend({.device = 0, .weight_dtype = dtype, .embedding_dtype = dtype});
+// invariant: CudaBackendOptions::batch_invariant (cuBLAS for every product).
+std::unique_ptr<Model> LoadGpu(const std::string& spec, DType dtype, int slots = 4, bool invariant = false) {
+  auto b = MakeCudaBackend(
+      {.device = 0, .weight_dtype = dtype, .embedding_dtype = dtype, .batch_invariant = invariant});
   EXPECT_TRUE(b.ok()) << b.status();
   if (!b.ok()) return nullptr;
   return LoadOn(spec, *std::move(b), slots);
@@ -271,16 +285,32 @@ std::vector<int32_t> Tokens(int n, uint32_t seed, int vocab) {
   return t;
 }
 
-class CudaBatchTest : public ::testing::TestWithParam<std::tuple<std::string, DType>> {};
+// Parameters: model, weight dtype, batch-invariant mode.
+class CudaBatchTest : public ::testing::TestWithParam<std::tuple<std::string, DType, bool>> {
+ protected:
+  // The bound on max |batched - solo| / std(logits) for this case (see the
+  // file comment).
+  double Tolerance() const {
+    const DType dtype = std::get<1>(GetParam());
+    if (dtype == DType::kF32) return 1e-4;
+    if (std::get<2>(GetParam())) return 1e-3;
+    return dtype == DType::kF16 ? 1e-2 : 8e-2;
+  }
+  std::string Tag() const {
+    return std::get<0>(GetParam()) + " " + std::string(DTypeName(std::get<1>(GetParam()))) +
+           (std::get<2>(GetParam()) ? " invariant" : "");
+  }
+};
 
 TEST_P(CudaBatchTest, BatchedSessionsMatchSoloRuns) {
   RWKV_REQUIRE_GPU();
   const std::string& spec = std::get<0>(GetParam());
   const DType dtype = std::get<1>(GetParam());
+  const bool invariant = std::get<2>(GetParam());
   constexpr int B = 5;
   const int32_t slot_of[B] = {4, 0, 5, 2, 1};  // out of order, slot 3 unused
-  auto batched = LoadGpu(spec, dtype, 6);
-  auto single = LoadGpu(spec, dtype, 1);
+  auto batched = LoadGpu(spec, dtype, 6, invariant);
+  auto single = LoadGpu(spec, dtype, 1, invariant);
   ASSERT_NE(batched, nullptr);
   ASSERT_NE(single, nullptr);
   const int V = batched->config().vocab_size;
@@ -305,7 +335,7 @@ TEST_P(CudaBatchTest, BatchedSessionsMatchSoloRuns) {
     ASSERT_TRUE(batched->Forward(reqs, &out).ok());
     for (size_t i = 0; i < who.size(); ++i) last[who[i]].assign(out.begin() + i * V, out.begin() + (i + 1) * V);
   }
-  const double tol = dtype == DType::kF32 ? 1e-4 : 1e-3;
+  const double tol = Tolerance();
   double worst = 0;
   for (int b = 0; b < B; ++b) {
     ASSERT_TRUE(single->ResetSlot(0).ok());
@@ -314,22 +344,24 @@ TEST_P(CudaBatchTest, BatchedSessionsMatchSoloRuns) {
     worst = std::max(worst, rel);
     EXPECT_LT(rel, tol) << "session " << b;
   }
-  std::printf("[ maxerr ] batch vs solo %s %s: max |logit diff| / std = %.3g\n", spec.c_str(),
-              std::string(DTypeName(dtype)).c_str(), worst);
+  std::printf("[ maxerr ] batch vs solo %s: max |logit diff| / std = %.3g (bound %.3g)\n", Tag().c_str(), worst,
+              tol);
 }
 
 TEST_P(CudaBatchTest, ManySessionsInOneStepMatchSoloRuns) {
   RWKV_REQUIRE_GPU();
   const std::string& spec = std::get<0>(GetParam());
   const DType dtype = std::get<1>(GetParam());
+  const bool invariant = std::get<2>(GetParam());
   constexpr int B = 48;
-  auto batched = LoadGpu(spec, dtype, B + 3);
-  auto single = LoadGpu(spec, dtype, 1);
+  auto batched = LoadGpu(spec, dtype, B + 3, invariant);
+  auto single = LoadGpu(spec, dtype, 1, invariant);
   ASSERT_NE(batched, nullptr);
   ASSERT_NE(single, nullptr);
   const int V = batched->config().vocab_size;
   // Two steps of 48 sessions in scattered slots; each session brings 1 to 3
-  // tokens per step, so one batch mixes decode rows and short prefills.
+  // tokens per step, so one batch mixes decode rows and short prefills (and
+  // runs on cuBLAS, ~96 rows, while the solo runs take the small-batch path).
   std::vector<std::vector<int32_t>> first(B), second(B);
   std::vector<int32_t> slots(B);
   std::vector<ForwardRequest> reqs(B);
@@ -344,7 +376,7 @@ TEST_P(CudaBatchTest, ManySessionsInOneStepMatchSoloRuns) {
   for (int b = 0; b < B; ++b) reqs[b] = {slots[b], second[b], false};
   ASSERT_TRUE(batched->Forward(reqs, &out).ok());
   ASSERT_EQ(out.size(), static_cast<size_t>(B) * V);
-  const double tol = dtype == DType::kF32 ? 1e-4 : 1e-3;
+  const double tol = Tolerance();
   double worst = 0;
   for (int b = 0; b < B; ++b) {
     ASSERT_TRUE(single->ResetSlot(0).ok());
@@ -354,16 +386,79 @@ TEST_P(CudaBatchTest, ManySessionsInOneStepMatchSoloRuns) {
     worst = std::max(worst, rel);
     EXPECT_LT(rel, tol) << "session " << b;
   }
-  std::printf("[ maxerr ] 48 sessions vs solo %s %s: max |logit diff| / std = %.3g\n", spec.c_str(),
-              std::string(DTypeName(dtype)).c_str(), worst);
+  std::printf("[ maxerr ] 48 sessions vs solo %s: max |logit diff| / std = %.3g (bound %.3g)\n", Tag().c_str(),
+              worst, tol);
+}
+
+// Greedy decoding: each session's tokens chosen solo (prompt of 3..19 tokens,
+// then 24 greedy steps, one row per pass: the small-batch kernels) are fed to
+// the same sessions decoding together in one batch (the prompts as one
+// prefill batch: cuBLAS). At every step the batch's argmax must be the solo
+// token, unless the solo's top two logits are within twice the step's
+// measured |batched - solo| (a near tie, which rounding may flip); the
+// logits stay within Tolerance().
+TEST_P(CudaBatchTest, GreedyTokensInBatchMatchSoloRuns) {
+  RWKV_REQUIRE_GPU();
+  const std::string& spec = std::get<0>(GetParam());
+  const DType dtype = std::get<1>(GetParam());
+  const bool invariant = std::get<2>(GetParam());
+  constexpr int B = 6, kSteps = 24;
+  auto batched = LoadGpu(spec, dtype, B, invariant);
+  auto single = LoadGpu(spec, dtype, 1, invariant);
+  ASSERT_NE(batched, nullptr);
+  ASSERT_NE(single, nullptr);
+  const int V = batched->config().vocab_size;
+  std::vector<std::vector<int32_t>> prompt(B), tokens(B);
+  std::vector<std::vector<float>> solo_logits(B);  // kSteps + 1 rows: after the prompt, after each token
+  for (int b = 0; b < B; ++b) {
+    prompt[b] = Tokens(3 + 3 * b, 700 + b, V);
+    ASSERT_TRUE(single->ResetSlot(0).ok());
+    std::vector<float> l = Forward(*single, 0, prompt[b], false);
+    for (int step = 0; step <= kSteps; ++step) {
+      solo_logits[b].insert(solo_logits[b].end(), l.begin(), l.end());
+      if (step == kSteps) break;
+      tokens[b].push_back(Argmax(l.data(), V));
+      l = Forward(*single, 0, {tokens[b].back()}, false);
+    }
+  }
+  double worst = 0;
+  int ties = 0;
+  std::vector<ForwardRequest> reqs(B);
+  std::vector<float> out;
+  for (int b = 0; b < B; ++b) reqs[b] = {b, prompt[b], false};
+  ASSERT_TRUE(batched->Forward(reqs, &out).ok());
+  for (int step = 0; step <= kSteps; ++step) {
+    for (int b = 0; b < B; ++b) {
+      const float* got = out.data() + static_cast<size_t>(b) * V;
+      const float* want = solo_logits[b].data() + static_cast<size_t>(step) * V;
+      const double diff = MaxAbsDiff(got, want, V);
+      worst = std::max(worst, diff / Std(want, V));
+      if (step == kSteps) continue;
+      const int tb = Argmax(got, V), ts = tokens[b][static_cast<size_t>(step)];
+      if (tb != ts) {
+        ++ties;
+        EXPECT_LE(want[ts] - want[tb], 2 * diff) << "session " << b << " step " << step << ": batched token " << tb
+                                                 << ", solo token " << ts << " is no near tie";
+      }
+    }
+    if (step == kSteps) break;
+    for (int b = 0; b < B; ++b) reqs[b] = {b, absl::MakeConstSpan(tokens[b]).subspan(static_cast<size_t>(step), 1), false};
+    ASSERT_TRUE(batched->Forward(reqs, &out).ok());
+  }
+  EXPECT_LT(worst, Tolerance());
+  std::printf("[ maxerr ] greedy batch vs solo %s: %d of %d tokens differ (near ties), max |logit diff| / std = "
+              "%.3g (bound %.3g)\n",
+              Tag().c_str(), ties, B * kSteps, worst, Tolerance());
 }
 
 INSTANTIATE_TEST_SUITE_P(Synthetic, CudaBatchTest,
                          ::testing::Combine(::testing::Values("synthetic:tiny", "synthetic:v4-tiny"),
-                                            ::testing::Values(DType::kF32, DType::kF16, DType::kBF16)),
+                                            ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
+                                            ::testing::Bool()),
                          [](const auto& p) {
                            return Sanitise(std::get<0>(p.param)) + "_" +
-                                  std::string(DTypeName(std::get<1>(p.param)));
+                                  std::string(DTypeName(std::get<1>(p.param))) +
+                                  (std::get<2>(p.param) ? "_invariant" : "");
                          });
 
 class CudaSequenceTest : public ::testing::TestWithParam<std::string> {};

@@ -152,8 +152,18 @@ class WeightReader {
     return UploadMat(t, out, in);
   }
 
-  absl::StatusOr<Matrix> UploadMat(const std::vector<float>& host, int64_t rows, int64_t cols) {
-    auto m = backend_.UploadMatrix(host.data(), static_cast<int32_t>(rows), static_cast<int32_t>(cols));
+  // A [rows, cols] matrix whose inputs are mostly zero (after relu²).
+  absl::StatusOr<Matrix> SparseInputMat(const std::string& name, int64_t rows, int64_t cols) {
+    auto host = ReadMatrix(name, rows, cols);
+    if (!host.ok()) return host.status();
+    return UploadMat(*host, rows, cols, /*sparse_input=*/true);
+  }
+
+  absl::StatusOr<Matrix> UploadMat(const std::vector<float>& host, int64_t rows, int64_t cols,
+                                   bool sparse_input = false) {
+    const int32_t r = static_cast<int32_t>(rows), c = static_cast<int32_t>(cols);
+    auto m = sparse_input ? backend_.UploadSparseInputMatrix(host.data(), r, c)
+                          : backend_.UploadMatrix(host.data(), r, c);
     if (!m.ok()) return m.status();
     bytes_ += rows * cols * static_cast<int64_t>(DTypeSize(m->dtype));
     return m;
@@ -238,7 +248,7 @@ absl::Status Model::LoadWeights(const TensorSource& src, const ModelLoadOptions&
     RWKV_ASSIGN(L.att_v, rd.Mat(p + "att.value.weight", C, C));
     RWKV_ASSIGN(L.att_o, rd.Mat(p + "att.output.weight", C, C));
     RWKV_ASSIGN(L.ffn_k, rd.Mat(p + "ffn.key.weight", F, C));
-    RWKV_ASSIGN(L.ffn_v, rd.Mat(p + "ffn.value.weight", C, F));
+    RWKV_ASSIGN(L.ffn_v, rd.SparseInputMat(p + "ffn.value.weight", C, F));
     if (c.arch == Arch::kV7) {
       const char* mixes[6] = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"};
       for (int j = 0; j < 6; ++j) RWKV_ASSIGN(L.x_mix[j], rd.Vector(p + "att." + mixes[j], C));
@@ -353,10 +363,11 @@ void InitFreshState(const ModelConfig& c, float* state) {
 
 // ---------------------------------------------------------------- forward
 
+// Keep in step with EnsureWorkspace below.
 int64_t Model::WorkspaceBytes(int rows, int logit_rows) const {
   const ModelConfig& c = config_;
-  const int64_t max_d = std::max({c.d_w, c.d_a, c.d_v, c.d_g, 1});
-  const int64_t floats = int64_t{rows} * (19 * int64_t{c.n_embd} + max_d + c.ffn_dim) +
+  const int64_t lora = int64_t{std::max(c.d_w, 1)} + std::max(c.d_a, 1) + std::max(c.d_g, 1) + std::max(c.d_v, 1);
+  const int64_t floats = int64_t{rows} * (19 * int64_t{c.n_embd} + lora + c.ffn_dim) +
                          int64_t{logit_rows} * (int64_t{c.n_embd} + c.vocab_size);
   return floats * static_cast<int64_t>(sizeof(float));
 }
@@ -368,7 +379,6 @@ absl::Status Model::EnsureWorkspace(int rows, int logit_rows) {
   ws_rows_ = ws_logit_rows_ = 0;
   const ModelConfig& c = config_;
   const size_t nC = static_cast<size_t>(rows) * c.n_embd;
-  const int max_d = std::max({c.d_w, c.d_a, c.d_v, c.d_g, 1});
   auto take = [&](size_t n, float** out) -> absl::Status {
     auto p = backend_->Alloc(std::max<size_t>(n, 1));
     if (!p.ok()) return p.status();
@@ -381,7 +391,11 @@ absl::Status Model::EnsureWorkspace(int rows, int logit_rows) {
   for (float** b : nc_bufs) {
     if (absl::Status s = take(nC, b); !s.ok()) return s;
   }
-  if (absl::Status s = take(static_cast<size_t>(rows) * max_d, &lora_); !s.ok()) return s;
+  // One LoRA buffer per chain (w, a, g, v), so the four "in" products can run in one grouped call.
+  const int lora_dims[4] = {c.d_w, c.d_a, c.d_g, c.d_v};
+  for (int j = 0; j < 4; ++j) {
+    if (absl::Status s = take(static_cast<size_t>(rows) * std::max(lora_dims[j], 1), &lora_[j]); !s.ok()) return s;
+  }
   if (absl::Status s = take(static_cast<size_t>(rows) * c.ffn_dim, &ffn_); !s.ok()) return s;
   if (absl::Status s = take(static_cast<size_t>(logit_rows) * c.n_embd, &logit_in_); !s.ok()) return s;
   if (absl::Status s = take(static_cast<size_t>(logit_rows) * c.vocab_size, &logits_); !s.ok()) return s;
@@ -390,50 +404,47 @@ absl::Status Model::EnsureWorkspace(int rows, int logit_rows) {
   return absl::OkStatus();
 }
 
+// A layer is written on the fused ops (backend.h), so that a GPU runs about a
+// dozen launches per layer: the shift-mixes with their LayerNorm, every
+// product that reads the mixes in one grouped call, the LoRA "out" products
+// (with their tanh/sigmoid on the way in) in another, the per-channel prep in
+// one, and the FFN's relu² inside its down-projection. A backend that does not
+// fuse composes the same ops in the same order as before (see backend.cc).
 void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
   const ModelConfig& c = config_;
   const Layer& L = layers_[static_cast<size_t>(l)];
   Backend& b = *backend_;
   const int C = c.n_embd, N = c.head_size, nseg = static_cast<int>(segs.size());
-  const int64_t nC = static_cast<int64_t>(n) * C;
   float* layer_state = state_ + l * layout_.per_layer;
+  const bool first = l == 0;  // layer 0 stores v_first instead of mixing it in
 
-  b.LayerNorm(x_, n, C, L.ln1_w, L.ln1_b, xx_);
-  b.TokenShift(xx_, segs.data(), nseg, C, {layer_state + layout_.att_x_prev, layout_.total}, d_);
-  b.Mix(xx_, d_, n, C, L.x_mix, mix_, 6);
+  b.LayerNormShiftMix(x_, n, C, L.ln1_w, L.ln1_b, segs.data(), nseg,
+                      {layer_state + layout_.att_x_prev, layout_.total}, L.x_mix, mix_, 6, xx_, d_);
   float *xr = mix_[0], *xw = mix_[1], *xk = mix_[2], *xv = mix_[3], *xa = mix_[4], *xg = mix_[5];
-  b.MatMul(xr, n, L.att_r, r_, false);
-  b.MatMul(xk, n, L.att_k, k_, false);
-  b.MatMul(xv, n, L.att_v, v_, false);
-  b.MatMul(xw, n, L.w1, lora_, false);
-  b.Tanh(lora_, static_cast<int64_t>(n) * c.d_w);
-  b.MatMul(lora_, n, L.w2, w_, false);
-  b.V7Decay(w_, L.w0, n, C);
-  b.MatMul(xa, n, L.a1, lora_, false);
-  b.MatMul(lora_, n, L.a2, a_, false);
-  b.SigmoidBias(a_, L.a0, n, C);
-  b.MatMul(xg, n, L.g1, lora_, false);
-  b.Sigmoid(lora_, static_cast<int64_t>(n) * c.d_g);
-  b.MatMul(lora_, n, L.g2, g_, false);
-  b.V7KeyPrep(k_, kk_, a_, L.k_k, L.k_a, n, C, N);
-  if (l == 0) {
-    (void)b.CopyFloats(v_, vfirst_, static_cast<size_t>(nC));
-  } else {
-    b.MatMul(xv, n, L.v1, lora_, false);
-    b.MatMul(lora_, n, L.v2, tmp_, false);
-    b.V7ValueResidual(v_, vfirst_, tmp_, L.v0, n, C);
-  }
+  float *lw = lora_[0], *la = lora_[1], *lg = lora_[2], *lv = lora_[3];
+  const MatMulJob in[] = {
+      {xr, &L.att_r, r_}, {xk, &L.att_k, k_}, {xv, &L.att_v, v_}, {xw, &L.w1, lw},
+      {xa, &L.a1, la},    {xg, &L.g1, lg},    {xv, &L.v1, lv},
+  };
+  b.GroupedMatMul(n, in, first ? 6 : 7);
+  const MatMulJob out[] = {
+      {lw, &L.w2, w_, false, InputAct::kTanh},
+      {la, &L.a2, a_},
+      {lg, &L.g2, g_, false, InputAct::kSigmoid},
+      {lv, &L.v2, tmp_},
+  };
+  b.GroupedMatMul(n, out, first ? 3 : 4);
+  b.V7Prep(w_, L.w0, a_, L.a0, k_, kk_, L.k_k, L.k_a, v_, vfirst_, first ? nullptr : tmp_,
+           first ? nullptr : L.v0, n, C, N);
   b.Wkv7(segs.data(), nseg, C, N, {layer_state + layout_.wkv, layout_.total}, r_, w_, k_, v_, kk_, a_, y_);
   b.V7Output(y_, r_, k_, v_, g_, L.r_k, L.lnx_w, L.lnx_b, n, C, N);
   b.MatMul(y_, n, L.att_o, x_, true);
 
-  b.LayerNorm(x_, n, C, L.ln2_w, L.ln2_b, xx_);
-  b.TokenShift(xx_, segs.data(), nseg, C, {layer_state + layout_.ffn_x_prev, layout_.total}, d_);
   const float* ffn_mix[1] = {L.ffn_x_k};
-  b.Mix(xx_, d_, n, C, ffn_mix, mix_, 1);
+  b.LayerNormShiftMix(x_, n, C, L.ln2_w, L.ln2_b, segs.data(), nseg,
+                      {layer_state + layout_.ffn_x_prev, layout_.total}, ffn_mix, mix_, 1, xx_, d_);
   b.MatMul(mix_[0], n, L.ffn_k, ffn_, false);
-  b.ReluSquare(ffn_, static_cast<int64_t>(n) * c.ffn_dim);
-  b.MatMul(ffn_, n, L.ffn_v, x_, true);
+  b.ReluSquareMatMul(ffn_, n, L.ffn_v, x_, true);
 }
 
 void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
@@ -444,26 +455,22 @@ void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
   const int64_t nC = static_cast<int64_t>(n) * C;
   float* layer_state = state_ + l * layout_.per_layer;
 
-  b.LayerNorm(x_, n, C, L.ln1_w, L.ln1_b, xx_);
-  b.TokenShift(xx_, segs.data(), nseg, C, {layer_state + layout_.att_x_prev, layout_.total}, d_);
-  b.Mix(xx_, d_, n, C, L.att_mix, mix_, 3);  // k, v, r
-  b.MatMul(mix_[2], n, L.att_r, r_, false);
+  b.LayerNormShiftMix(x_, n, C, L.ln1_w, L.ln1_b, segs.data(), nseg,
+                      {layer_state + layout_.att_x_prev, layout_.total}, L.att_mix, mix_, 3, xx_, d_);  // k, v, r
+  const MatMulJob att[] = {{mix_[2], &L.att_r, r_}, {mix_[0], &L.att_k, k_}, {mix_[1], &L.att_v, v_}};
+  b.GroupedMatMul(n, att, 3);
   b.Sigmoid(r_, nC);
-  b.MatMul(mix_[0], n, L.att_k, k_, false);
-  b.MatMul(mix_[1], n, L.att_v, v_, false);
   b.Wkv4(segs.data(), nseg, C, {layer_state + layout_.wkv, layout_.total}, L.time_first, L.time_decay, k_, v_,
          y_);
   b.Mul(y_, r_, nC);
   b.MatMul(y_, n, L.att_o, x_, true);
 
-  b.LayerNorm(x_, n, C, L.ln2_w, L.ln2_b, xx_);
-  b.TokenShift(xx_, segs.data(), nseg, C, {layer_state + layout_.ffn_x_prev, layout_.total}, d_);
-  b.Mix(xx_, d_, n, C, L.ffn_mix, mix_, 2);  // k, r
-  b.MatMul(mix_[1], n, L.ffn_r, r_, false);
+  b.LayerNormShiftMix(x_, n, C, L.ln2_w, L.ln2_b, segs.data(), nseg,
+                      {layer_state + layout_.ffn_x_prev, layout_.total}, L.ffn_mix, mix_, 2, xx_, d_);  // k, r
+  const MatMulJob ffn[] = {{mix_[1], &L.ffn_r, r_}, {mix_[0], &L.ffn_k, ffn_}};
+  b.GroupedMatMul(n, ffn, 2);
   b.Sigmoid(r_, nC);
-  b.MatMul(mix_[0], n, L.ffn_k, ffn_, false);
-  b.ReluSquare(ffn_, static_cast<int64_t>(n) * c.ffn_dim);
-  b.MatMul(ffn_, n, L.ffn_v, tmp_, false);
+  b.ReluSquareMatMul(ffn_, n, L.ffn_v, tmp_, false);
   b.MulAdd(x_, r_, tmp_, nC);
 }
 

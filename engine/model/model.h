@@ -110,7 +110,7 @@ class Model {
   std::vector<float*> ws_;
   float *x_ = nullptr, *xx_ = nullptr, *d_ = nullptr;
   float *mix_[6] = {}, *r_ = nullptr, *k_ = nullptr, *v_ = nullptr, *w_ = nullptr, *a_ = nullptr,
-        *g_ = nullptr, *kk_ = nullptr, *vfirst_ = nullptr, *y_ = nullptr, *lora_ = nullptr,
+        *g_ = nullptr, *kk_ = nullptr, *vfirst_ = nullptr, *y_ = nullptr, *lora_[4] = {},
         *ffn_ = nullptr, *tmp_ = nullptr, *logit_in_ = nullptr, *logits_ = nullptr;
 };
 

@@ -12,8 +12,9 @@
 // the GPU), and costs no second model load (which for 7.2B would be minutes
 // of host work).
 //
-// ReluSquare runs once per layer per forward pass, in layer order, so the
-// i-th call since StartCounting belongs to layer i mod n_layer.
+// ReluSquare runs once per layer per forward pass, in layer order (inside
+// ReluSquareMatMul, which runs unfused while counting), so the i-th call
+// since StartCounting belongs to layer i mod n_layer.
 #ifndef RWKV_TOOLS_BENCH_COUNTING_BACKEND_H_
 #define RWKV_TOOLS_BENCH_COUNTING_BACKEND_H_
 
@@ -124,6 +125,31 @@ class ReluCountingBackend final : public Backend {
   void Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
             const float* time_decay, const float* k, const float* v, float* y) override {
     inner_->Wkv4(segs, nseg, C, aa, time_first, time_decay, k, v, y);
+  }
+
+  // Fused ops: forwarded, so the benchmark times the inner backend's own
+  // kernels; while counting, the FFN's fused relu² runs as its unfused
+  // default, which calls ReluSquare above.
+  absl::StatusOr<Matrix> UploadSparseInputMatrix(const float* host, int32_t rows, int32_t cols) override {
+    return inner_->UploadSparseInputMatrix(host, rows, cols);
+  }
+  void GroupedMatMul(int n, const MatMulJob* jobs, int count) override { inner_->GroupedMatMul(n, jobs, count); }
+  void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate) override {
+    if (counting_) {
+      Backend::ReluSquareMatMul(h, n, w, y, accumulate);
+    } else {
+      inner_->ReluSquareMatMul(h, n, w, y, accumulate);
+    }
+  }
+  void LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b, const Segment* segs,
+                         int nseg, StateRef x_prev, const float* const* mixes, float* const* outs, int count,
+                         float* xx, float* d) override {
+    inner_->LayerNormShiftMix(x, n, C, ln_w, ln_b, segs, nseg, x_prev, mixes, outs, count, xx, d);
+  }
+  void V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk, const float* k_k,
+              const float* k_a, float* v, float* v_first, const float* v_gate, const float* v0, int n, int C,
+              int N) override {
+    inner_->V7Prep(w, w0, a, a0, k, kk, k_k, k_a, v, v_first, v_gate, v0, n, C, N);
   }
 
  private:

@@ -1,0 +1,51 @@
+// The default implementations of the fused Backend ops: each composes the
+// unfused ops in the order the forward pass used to call them, so a backend
+// that does not fuse (the CPU reference, a forwarding wrapper) computes
+// exactly what the unfused pass computed.
+#include "engine/model/backend.h"
+
+namespace rwkv {
+
+absl::StatusOr<Matrix> Backend::UploadSparseInputMatrix(const float* host, int32_t rows, int32_t cols) {
+  return UploadMatrix(host, rows, cols);
+}
+
+void Backend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
+  for (int j = 0; j < count; ++j) {
+    const MatMulJob& job = jobs[j];
+    const int64_t in = static_cast<int64_t>(n) * job.w->cols;
+    // The activation runs in place, which the op's contract allows.
+    float* x = const_cast<float*>(job.x);
+    if (job.act == InputAct::kTanh) Tanh(x, in);
+    if (job.act == InputAct::kSigmoid) Sigmoid(x, in);
+    MatMul(job.x, n, *job.w, job.y, job.accumulate);
+  }
+}
+
+void Backend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate) {
+  ReluSquare(h, static_cast<int64_t>(n) * w.cols);
+  MatMul(h, n, w, y, accumulate);
+}
+
+void Backend::LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b,
+                                const Segment* segs, int nseg, StateRef x_prev, const float* const* mixes,
+                                float* const* outs, int count, float* xx, float* d) {
+  LayerNorm(x, n, C, ln_w, ln_b, xx);
+  TokenShift(xx, segs, nseg, C, x_prev, d);
+  Mix(xx, d, n, C, mixes, outs, count);
+}
+
+void Backend::V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk, const float* k_k,
+                     const float* k_a, float* v, float* v_first, const float* v_gate, const float* v0, int n, int C,
+                     int N) {
+  V7Decay(w, w0, n, C);
+  SigmoidBias(a, a0, n, C);
+  V7KeyPrep(k, kk, a, k_k, k_a, n, C, N);
+  if (v0 != nullptr) {
+    V7ValueResidual(v, v_first, v_gate, v0, n, C);
+  } else {
+    (void)CopyFloats(v, v_first, static_cast<size_t>(n) * C);
+  }
+}
+
+}  // namespace rwkv
