@@ -62,8 +62,7 @@ float Sampler::Adjust(absl::Span<const float> logits, float* out) const {
   if (penalize) {
     for (const auto& [id, raw_count] : raw_counts_) {
       if (id >= n) continue;
-      const float count = static_cast<float>(raw_count * count_scale_);
-      float v = out[id] - (presence + count * frequency);
+      float v = out[id] - PenaltyOf(static_cast<float>(raw_count * count_scale_));
       if (repetition != 1.0f) v = v > 0.0f ? v / repetition : v * repetition;
       out[id] = v;
     }
@@ -82,6 +81,61 @@ float Sampler::Adjust(absl::Span<const float> logits, float* out) const {
     for (const auto& [id, raw_count] : raw_counts_) check(id);
   }
   return stale ? sampling_internal::MaxOf(out, n) : max;
+}
+
+float Sampler::PenaltyOf(float count) const {
+  return params_.presence_penalty + count * params_.frequency_penalty;
+}
+
+void Sampler::PrepareDeviceSample(SampleSpec* spec) {
+  spec->temperature = params_.temperature;
+  spec->inv_temperature =
+      params_.temperature == 0.0f ? 1.0f : std::min(1.0f / params_.temperature, std::numeric_limits<float>::max());
+  spec->top_k = params_.top_k;
+  spec->top_p = params_.top_p;
+  spec->min_p = params_.min_p;
+  // One entry per token, merging its bias and its penalty in Adjust's order.
+  std::vector<LogitAdjustment>& adj = spec->adjustments;
+  adj.clear();
+  adj.reserve(params_.logit_bias.size() + raw_counts_.size());
+  for (const auto& [id, bias] : params_.logit_bias) {
+    if (id < 0 || id >= vocab_size_) continue;
+    adj.push_back({id, bias <= -kMaxAbsLogitBias ? -kInf : bias, 0.0f, 1.0f});
+  }
+  // A token with both a bias and a count gets one entry (bias first, then
+  // the penalty, as Adjust applies them): find it among the sorted bias entries.
+  auto by_token = [](const LogitAdjustment& x, const LogitAdjustment& y) { return x.token < y.token; };
+  std::sort(adj.begin(), adj.end(), by_token);
+  const size_t num_bias = adj.size();
+  const bool penalize = params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f ||
+                        params_.repetition_penalty != 1.0f;
+  if (penalize) {
+    for (const auto& [id, raw_count] : raw_counts_) {
+      if (id < 0 || id >= vocab_size_) continue;
+      const float penalty = PenaltyOf(static_cast<float>(raw_count * count_scale_));
+      auto it = std::lower_bound(adj.begin(), adj.begin() + static_cast<int64_t>(num_bias),
+                                 LogitAdjustment{id, 0.0f, 0.0f, 1.0f}, by_token);
+      if (it != adj.begin() + static_cast<int64_t>(num_bias) && it->token == id) {
+        it->penalty = penalty;
+        it->repetition = params_.repetition_penalty;
+      } else {
+        adj.push_back({id, 0.0f, penalty, params_.repetition_penalty});
+      }
+    }
+    std::sort(adj.begin(), adj.end(), by_token);
+  }
+  device_draw_pending_ = params_.temperature != 0.0f;
+  if (device_draw_pending_) {
+    rng_before_draw_ = rng_.state();
+    spec->u = rng_.NextDouble();
+  } else {
+    spec->u = 0.0;
+  }
+}
+
+void Sampler::FinishDeviceSample(const SampledToken& result) {
+  if (device_draw_pending_ && !result.used_draw) rng_.set_state(rng_before_draw_);
+  device_draw_pending_ = false;
 }
 
 void Sampler::ApplyLogitAdjustments(absl::Span<const float> logits, absl::Span<float> out) const {
