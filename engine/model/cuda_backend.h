@@ -145,6 +145,13 @@ class CudaBackend final : public Backend {
   void Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
             const float* time_decay, const float* k, const float* v, float* y) override;
 
+  // kernels/sample.cu, one launch for all rows: the specs and every row's
+  // adjustments go up in one staged copy, the (token, logprob) pairs come
+  // back in one copy.
+  bool SupportsDeviceSampling() const override { return true; }
+  absl::Status SampleRows(const float* logits, int vocab, const int32_t* rows, const SampleSpec* specs, int n,
+                          SampledToken* out) override;
+
  private:
   explicit CudaBackend(const CudaBackendOptions& options);
   absl::Status Init();
@@ -215,6 +222,13 @@ class CudaBackend final : public Backend {
   void* blas_workspace_ = nullptr;
   int64_t graphs_captured_ = 0;
   int64_t graph_replays_ = 0;
+
+  // SampleRows: the packed host specs, and the results' device and pinned
+  // host buffers (grown on demand).
+  std::vector<char> sample_pack_;
+  void* sample_out_device_ = nullptr;
+  void* sample_out_host_ = nullptr;
+  size_t sample_out_bytes_ = 0;
 };
 
 }  // namespace rwkv
