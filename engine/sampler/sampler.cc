@@ -143,25 +143,66 @@ void Sampler::ApplyLogitAdjustments(absl::Span<const float> logits, absl::Span<f
   Adjust(logits, out.data());
 }
 
+namespace {
+
+// Sample's selection on the adjusted logits x (max = their maximum): the
+// fallbacks, greedy, then one draw (`draw()`, called only where Sample
+// consumes one; *drew says whether it was) and the filters.
+template <typename Draw>
+int32_t Pick(absl::Span<const float> logits, float* x, float max, float temperature, float inv_t, int32_t top_k,
+             float top_p, float min_p, Draw&& draw, bool* drew) {
+  const int32_t n = static_cast<int32_t>(logits.size());
+  *drew = false;
+  if (max == -kInf) return sampling_internal::RawArgmax(logits);
+  if (temperature == 0.0f) return sampling_internal::FirstIndexOf(x, n, max);
+  const double u = draw();
+  *drew = true;
+  if (max == kInf) return sampling_internal::FirstIndexOf(x, n, max);
+
+  sampling_internal::Filters f;
+  f.max = max;
+  f.inv_t = inv_t;
+  f.top_k = top_k;
+  f.top_p = top_p;
+  f.min_p = min_p;
+  if (f.top_k > 0 && f.top_k < n) return sampling_internal::DrawTopK(x, n, f, u);
+  if (f.top_p < 1.0f) return sampling_internal::DrawTopP(x, n, f, u);
+  return sampling_internal::DrawFull(x, n, f, u);
+}
+
+}  // namespace
+
 int32_t Sampler::Sample(absl::Span<const float> logits) {
   const int32_t n = static_cast<int32_t>(logits.size());
   if (n == 0) return 0;
   float* x = sampling_internal::ThreadScratchLogits(n);
   const float max = Adjust(logits, x);
-  if (max == -kInf) return sampling_internal::RawArgmax(logits);
-  if (params_.temperature == 0.0f) return sampling_internal::FirstIndexOf(x, n, max);
-  const double u = rng_.NextDouble();
-  if (max == kInf) return sampling_internal::FirstIndexOf(x, n, max);
+  bool drew = false;
+  const float inv_t =
+      params_.temperature == 0.0f ? 1.0f : std::min(1.0f / params_.temperature, std::numeric_limits<float>::max());
+  return Pick(logits, x, max, params_.temperature, inv_t, params_.top_k,
+              params_.top_p, params_.min_p, [this] { return rng_.NextDouble(); }, &drew);
+}
 
-  sampling_internal::Filters f;
-  f.max = max;
-  f.inv_t = std::min(1.0f / params_.temperature, std::numeric_limits<float>::max());
-  f.top_k = params_.top_k;
-  f.top_p = params_.top_p;
-  f.min_p = params_.min_p;
-  if (f.top_k > 0 && f.top_k < n) return sampling_internal::DrawTopK(x, n, f, u);
-  if (f.top_p < 1.0f) return sampling_internal::DrawTopP(x, n, f, u);
-  return sampling_internal::DrawFull(x, n, f, u);
+SampledToken Sampler::SampleSpecOnHost(const SampleSpec& spec, absl::Span<const float> logits) {
+  SampledToken out;
+  const int32_t n = static_cast<int32_t>(logits.size());
+  if (n == 0) return out;
+  float* x = sampling_internal::ThreadScratchLogits(n);
+  sampling_internal::CopySanitized(logits, x);
+  for (const LogitAdjustment& a : spec.adjustments) {
+    if (a.token < 0 || a.token >= n) continue;
+    float v = x[a.token];
+    v = a.bias == -kInf ? -kInf : v + a.bias;
+    v = v - a.penalty;
+    if (a.repetition != 1.0f) v = v > 0.0f ? v / a.repetition : v * a.repetition;
+    x[a.token] = v;
+  }
+  const float max = sampling_internal::MaxOf(x, n);
+  out.token = Pick(logits, x, max, spec.temperature, spec.inv_temperature, spec.top_k, spec.top_p, spec.min_p,
+                   [&spec] { return spec.u; }, &out.used_draw);
+  out.logprob = TokenLogprob(logits, out.token);
+  return out;
 }
 
 void Sampler::Accept(int32_t token) {

@@ -66,6 +66,12 @@ class Sampler {
   // Sample would have returned the raw argmax without drawing), puts the
   // draw back, so a seeded session gets the same stream on either path.
   void FinishDeviceSample(const SampledToken& result);
+  // The host twin of Backend::SampleRows: samples `logits` exactly as
+  // Sample would with the spec's adjustments, filters and draw (so
+  // PrepareDeviceSample + this == Sample, bit for bit), with the logprob of
+  // the raw logits. For tests, and for backends whose memory is host memory.
+  // Thread-safe.
+  static SampledToken SampleSpecOnHost(const SampleSpec& spec, absl::Span<const float> logits);
 
   // Records a generated token for the penalties: every count is multiplied by
   // penalty_decay, then `token`'s count grows by 1. O(1) amortized (a lazy

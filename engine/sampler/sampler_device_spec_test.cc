@@ -180,5 +180,58 @@ TEST(SamplerDeviceSpecTest, UsedDrawIsKept) {
   EXPECT_EQ(spec.u, stream.NextDouble());
 }
 
+// The host twin of the device sampler: Prepare + SampleSpecOnHost must be
+// Sample, token for token and draw for draw, over every filter path
+// (greedy, full, top_k, top_p with few and many candidates, min_p), with
+// penalties and bans, and on rows with NaN, +inf and every token banned.
+TEST(SamplerDeviceSpecTest, SampleSpecOnHostIsSample) {
+  struct Case {
+    float temperature;
+    int32_t top_k;
+    float top_p;
+    float min_p;
+  };
+  const Case cases[] = {{0, 0, 1, 0},      {1, 0, 1, 0},      {0.7f, 0, 1, 0.05f}, {1, 40, 1, 0},
+                        {1.3f, 40, 0.9f, 0.02f}, {1, 0, 0.9f, 0}, {0.5f, 0, 0.5f, 0}, {2.5f, 0, 0.99f, 0},
+                        {1, 3000, 0.8f, 0}, {1, 4096, 0.3f, 0.1f}};
+  const int32_t vocab = 4096;
+  int checked = 0;
+  for (const Case& c : cases) {
+    SamplingParams p;
+    p.temperature = c.temperature;
+    p.top_k = c.top_k;
+    p.top_p = c.top_p;
+    p.min_p = c.min_p;
+    p.presence_penalty = 0.3f;
+    p.frequency_penalty = 0.2f;
+    p.repetition_penalty = 1.2f;
+    p.penalty_decay = 0.99f;
+    p.logit_bias = {{3, 2.0f}, {4, -100.0f}};
+    p.seed = static_cast<uint64_t>(checked) + 1;
+    Sampler host = MakeSampler(p, vocab);
+    Sampler device = MakeSampler(p, vocab);
+    for (int step = 0; step < 12; ++step) {
+      std::vector<float> logits = RandomLogits(vocab, 1000 + step, step % 3 == 0 ? 1.0 : 4.0);
+      if (step == 5) logits[17] = kNaN;
+      if (step == 7) logits[99] = kInf;
+      if (step == 9) logits.assign(vocab, kNaN);
+      SampleSpec spec;
+      device.PrepareDeviceSample(&spec);
+      const SampledToken got = Sampler::SampleSpecOnHost(spec, logits);
+      device.FinishDeviceSample(got);
+      const int32_t want = host.Sample(logits);
+      ASSERT_EQ(got.token, want) << "case t=" << c.temperature << " k=" << c.top_k << " p=" << c.top_p
+                                 << " min_p=" << c.min_p << " step " << step;
+      ASSERT_EQ(device.rng().state(), host.rng().state()) << "step " << step;
+      const float lp = Sampler::TokenLogprob(logits, want);
+      EXPECT_TRUE(got.logprob == lp || (std::isinf(lp) && got.logprob == lp)) << got.logprob << " vs " << lp;
+      host.Accept(want);
+      device.Accept(want);
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 120);
+}
+
 }  // namespace
 }  // namespace rwkv
