@@ -124,6 +124,11 @@ class ReluCountingBackend final : public Backend {
             const float* time_decay, const float* k, const float* v, float* y) override {
     inner_->Wkv4(segs, nseg, C, aa, time_first, time_decay, k, v, y);
   }
+  bool SupportsDeviceSampling() const override { return inner_->SupportsDeviceSampling(); }
+  absl::Status SampleRows(const float* logits, int vocab, const int32_t* rows, const SampleSpec* specs, int n,
+                          SampledToken* out) override {
+    return inner_->SampleRows(logits, vocab, rows, specs, n, out);
+  }
 
  private:
   std::unique_ptr<Backend> inner_;
