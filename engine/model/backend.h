@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/loader/dtype.h"
+#include "engine/sampler/sample_spec.h"
 
 namespace rwkv {
 
@@ -196,6 +197,22 @@ class Backend {
   virtual void V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk,
                       const float* k_k, const float* k_a, float* v, float* v_first, const float* v_gate,
                       const float* v0, int n, int C, int N);
+
+  // ---- sampling where the logits are (optional) ----
+  // Why: at large batches the [B, vocab] fp32 logits cost more to copy to the
+  // host than the step that made them; a backend that can pick the tokens
+  // itself returns B (token, logprob) pairs instead.
+  // Whether SampleRows is implemented.
+  virtual bool SupportsDeviceSampling() const { return false; }
+  // For each i < n: picks a token from row rows[i] of `logits` (backend
+  // memory, rows of `vocab` floats, not modified) as specs[i] describes
+  // (Sampler::Sample's semantics, see engine/sampler/sample_spec.h) into
+  // out[i]. rows, specs and out are host arrays; out is filled on return.
+  // Not between BeginPass and EndPass.
+  virtual absl::Status SampleRows(const float* /*logits*/, int /*vocab*/, const int32_t* /*rows*/,
+                                  const SampleSpec* /*specs*/, int /*n*/, SampledToken* /*out*/) {
+    return absl::UnimplementedError("this backend does not sample on its own memory");
+  }
 };
 
 }  // namespace rwkv

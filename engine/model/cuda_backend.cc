@@ -56,6 +56,7 @@
 #include "kernels/layernorm.h"
 #include "kernels/ln_shift_mix.h"
 #include "kernels/mix.h"
+#include "kernels/sample.h"
 #include "kernels/token_shift.h"
 #include "kernels/types.h"
 #include "kernels/v7_decay.h"
@@ -77,6 +78,11 @@ static_assert(offsetof(Segment, rows) == offsetof(kernels::SegmentDesc, rows));
 static_assert(static_cast<int>(DType::kF32) == static_cast<int>(kernels::ElemType::kF32));
 static_assert(static_cast<int>(DType::kF16) == static_cast<int>(kernels::ElemType::kF16));
 static_assert(static_cast<int>(DType::kBF16) == static_cast<int>(kernels::ElemType::kBF16));
+static_assert(sizeof(LogitAdjustment) == sizeof(kernels::LogitAdjustDesc));
+static_assert(offsetof(LogitAdjustment, token) == offsetof(kernels::LogitAdjustDesc, token));
+static_assert(offsetof(LogitAdjustment, bias) == offsetof(kernels::LogitAdjustDesc, bias));
+static_assert(offsetof(LogitAdjustment, penalty) == offsetof(kernels::LogitAdjustDesc, penalty));
+static_assert(offsetof(LogitAdjustment, repetition) == offsetof(kernels::LogitAdjustDesc, repetition));
 static_assert(std::is_same_v<cudaStream_t, CUstream_st*>);
 static_assert(std::is_same_v<cublasHandle_t, cublasContext*>);
 static_assert(std::is_same_v<cudaEvent_t, CUevent_st*>);
@@ -242,6 +248,8 @@ CudaBackend::~CudaBackend() {
   if (pass_device_ != nullptr) (void)cudaFree(pass_device_);
   if (pass_host_ != nullptr) (void)cudaFreeHost(pass_host_);
   if (blas_workspace_ != nullptr) (void)cudaFree(blas_workspace_);
+  if (sample_out_device_ != nullptr) (void)cudaFree(sample_out_device_);
+  if (sample_out_host_ != nullptr) (void)cudaFreeHost(sample_out_host_);
   for (auto& [p, bytes] : allocations_) (void)cudaFree(p);
   if (act16_ != nullptr) (void)cudaFree(act16_);
   if (ffn_partial_ != nullptr) (void)cudaFree(ffn_partial_);
@@ -818,6 +826,74 @@ void CudaBackend::Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const 
   Record(CudaStatus(kernels::launch_wkv4(AsDesc(dev_segs), nseg, C, aa.base, aa.slot_stride, time_first,
                                          time_decay, k, v, y, stream_),
                     "Wkv4"));
+}
+
+// ---------------------------------------------------------------- sampling
+
+absl::Status CudaBackend::SampleRows(const float* logits, int vocab, const int32_t* rows, const SampleSpec* specs,
+                                     int n, SampledToken* out) {
+  if (!Begin()) return error_;
+  if (n <= 0) return absl::OkStatus();
+  if (in_pass_) return absl::FailedPreconditionError("SampleRows inside a forward pass");
+  if (logits == nullptr || rows == nullptr || specs == nullptr || out == nullptr || vocab <= 0) {
+    return absl::InvalidArgumentError("SampleRows: null array or empty vocabulary");
+  }
+  // One host block: the row descriptors, then every row's adjustments.
+  size_t num_adj = 0;
+  for (int i = 0; i < n; ++i) {
+    if (rows[i] < 0) return absl::InvalidArgumentError(absl::StrFormat("SampleRows: row %d is negative", rows[i]));
+    num_adj += specs[i].adjustments.size();
+  }
+  const size_t desc_bytes = static_cast<size_t>(n) * sizeof(kernels::SampleRowDesc);
+  const size_t adj_off = AlignUp(desc_bytes, alignof(kernels::LogitAdjustDesc));
+  const size_t total = adj_off + num_adj * sizeof(kernels::LogitAdjustDesc);
+  if (num_adj > static_cast<size_t>(0x7fffffff)) return absl::InvalidArgumentError("SampleRows: too many adjustments");
+  sample_pack_.resize(total);
+  auto* desc = reinterpret_cast<kernels::SampleRowDesc*>(sample_pack_.data());
+  int32_t adj_begin = 0;
+  for (int i = 0; i < n; ++i) {
+    const SampleSpec& sp = specs[i];
+    const int32_t count = static_cast<int32_t>(sp.adjustments.size());
+    desc[i] = kernels::SampleRowDesc{sp.u, rows[i], sp.top_k, sp.temperature, sp.inv_temperature, sp.top_p,
+                                     sp.min_p, adj_begin, count};
+    if (count > 0) {
+      std::memcpy(sample_pack_.data() + adj_off + static_cast<size_t>(adj_begin) * sizeof(kernels::LogitAdjustDesc),
+                  sp.adjustments.data(), static_cast<size_t>(count) * sizeof(kernels::LogitAdjustDesc));
+    }
+    adj_begin += count;
+  }
+  const size_t out_bytes = static_cast<size_t>(n) * sizeof(kernels::SampleResultDesc);
+  if (out_bytes > sample_out_bytes_) {
+    if (!Record(CudaStatus(cudaStreamSynchronize(stream_), "SampleRows (a queued op failed)"))) return error_;
+    if (sample_out_device_ != nullptr) (void)cudaFree(sample_out_device_);
+    if (sample_out_host_ != nullptr) (void)cudaFreeHost(sample_out_host_);
+    sample_out_device_ = sample_out_host_ = nullptr;
+    sample_out_bytes_ = 0;
+    const size_t cap = AlignUp(out_bytes, size_t{4096});
+    if (!Record(CudaStatus(cudaMalloc(&sample_out_device_, cap), "cudaMalloc (sample results)"))) return error_;
+    if (!Record(CudaStatus(cudaMallocHost(&sample_out_host_, cap), "cudaMallocHost (sample results)"))) {
+      return error_;
+    }
+    sample_out_bytes_ = cap;
+  }
+  const char* dev = static_cast<const char*>(Stage(sample_pack_.data(), total));
+  if (dev == nullptr) return error_;
+  if (!Record(CudaStatus(
+          kernels::launch_sample(logits, vocab, reinterpret_cast<const kernels::SampleRowDesc*>(dev),
+                                 reinterpret_cast<const kernels::LogitAdjustDesc*>(dev + adj_off), n,
+                                 static_cast<kernels::SampleResultDesc*>(sample_out_device_), stream_),
+          "SampleRows"))) {
+    return error_;
+  }
+  if (!Record(CudaStatus(cudaMemcpyAsync(sample_out_host_, sample_out_device_, out_bytes, cudaMemcpyDeviceToHost,
+                                         stream_),
+                         "SampleRows download"))) {
+    return error_;
+  }
+  if (absl::Status st = Sync(); !st.ok()) return st;
+  const auto* res = static_cast<const kernels::SampleResultDesc*>(sample_out_host_);
+  for (int i = 0; i < n; ++i) out[i] = SampledToken{res[i].token, res[i].logprob, res[i].used_draw != 0};
+  return absl::OkStatus();
 }
 
 }  // namespace rwkv

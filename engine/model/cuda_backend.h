@@ -182,6 +182,12 @@ class CudaBackend final : public Backend {
               int N) override;
   // The largest row count that uses the small-batch kernels (0: none).
   int small_batch_rows() const { return small_rows_; }
+  // kernels/sample.cu, one launch for all rows: the specs and every row's
+  // adjustments go up in one staged copy, the (token, logprob) pairs come
+  // back in one copy.
+  bool SupportsDeviceSampling() const override { return true; }
+  absl::Status SampleRows(const float* logits, int vocab, const int32_t* rows, const SampleSpec* specs, int n,
+                          SampledToken* out) override;
 
  private:
   explicit CudaBackend(const CudaBackendOptions& options);
@@ -264,6 +270,13 @@ class CudaBackend final : public Backend {
   void* blas_workspace_ = nullptr;
   int64_t graphs_captured_ = 0;
   int64_t graph_replays_ = 0;
+
+  // SampleRows: the packed host specs, and the results' device and pinned
+  // host buffers (grown on demand).
+  std::vector<char> sample_pack_;
+  void* sample_out_device_ = nullptr;
+  void* sample_out_host_ = nullptr;
+  size_t sample_out_bytes_ = 0;
 };
 
 }  // namespace rwkv

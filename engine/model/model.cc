@@ -475,6 +475,41 @@ void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
 }
 
 absl::Status Model::Forward(absl::Span<const ForwardRequest> requests, std::vector<float>* logits) {
+  return RunForward(requests, logits);
+}
+
+absl::Status Model::ForwardKeepLogits(absl::Span<const ForwardRequest> requests) {
+  return RunForward(requests, nullptr);
+}
+
+absl::Status Model::SampleKeptLogits(absl::Span<const int32_t> rows, absl::Span<const SampleSpec> specs,
+                                     absl::Span<SampledToken> out) {
+  if (!backend_->SupportsDeviceSampling()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ", backend_->name(), " backend cannot sample logits in its own memory"));
+  }
+  if (rows.size() != specs.size() || rows.size() != out.size()) {
+    return absl::InvalidArgumentError("SampleKeptLogits: rows, specs and out differ in size");
+  }
+  for (int32_t r : rows) {
+    if (r < 0 || r >= kept_rows_) {
+      return absl::InvalidArgumentError(absl::StrFormat("kept logits row %d out of range [0, %d)", r, kept_rows_));
+    }
+  }
+  if (rows.empty()) return absl::OkStatus();
+  return backend_->SampleRows(kept_, config_.vocab_size, rows.data(), specs.data(), static_cast<int>(rows.size()),
+                              out.data());
+}
+
+absl::Status Model::DownloadKeptLogits(int64_t row, float* host) {
+  if (row < 0 || row >= kept_rows_) {
+    return absl::InvalidArgumentError(absl::StrFormat("kept logits row %d out of range [0, %d)", row, kept_rows_));
+  }
+  const int64_t V = config_.vocab_size;
+  return backend_->Download(kept_ + row * V, host, static_cast<size_t>(V));
+}
+
+absl::Status Model::RunForward(absl::Span<const ForwardRequest> requests, std::vector<float>* host_logits) {
   if (requests.empty()) return absl::InvalidArgumentError("forward needs at least one request");
   std::unordered_set<int32_t> seen;
   int64_t out_rows = 0;
@@ -494,7 +529,10 @@ absl::Status Model::Forward(absl::Span<const ForwardRequest> requests, std::vect
     out_rows += r.all_logits ? static_cast<int64_t>(r.tokens.size()) : 1;
   }
   const int64_t V = config_.vocab_size;
-  logits->resize(static_cast<size_t>(out_rows * V));  // every row is written below
+  // Whatever was kept is overwritten from here on.
+  kept_ = nullptr;
+  kept_rows_ = 0;
+  if (host_logits != nullptr) host_logits->resize(static_cast<size_t>(out_rows * V));  // every row is written below
 
   // Passes of at most kMaxRowsPerPass rows; a long request is split across
   // passes (its state carries over), so results do not depend on the split.
@@ -513,6 +551,8 @@ absl::Status Model::Forward(absl::Span<const ForwardRequest> requests, std::vect
     }
   }
   size_t req = 0, offset = 0;
+  bool first_pass = true;
+  bool kept_in_workspace = false;
   while (req < requests.size()) {
     std::vector<Piece> pieces;
     int rows = 0;
@@ -533,6 +573,20 @@ absl::Status Model::Forward(absl::Span<const ForwardRequest> requests, std::vect
         ++req;
         offset = 0;
       }
+    }
+    // Kept logits of a single pass stay where the head wrote them; several
+    // passes each copy theirs into one buffer. (The head always writes the
+    // workspace, so a pass replayed from a CUDA graph writes where it did when
+    // it was captured.)
+    const bool single_pass = first_pass && req == requests.size();
+    first_pass = false;
+    kept_in_workspace = single_pass;
+    if (host_logits == nullptr && !single_pass && out_rows > kept_buf_rows_) {
+      if (kept_buf_ != nullptr) backend_->Free(kept_buf_);
+      kept_buf_ = nullptr;
+      kept_buf_rows_ = 0;
+      RWKV_ASSIGN(kept_buf_, backend_->Alloc(static_cast<size_t>(out_rows * V)));
+      kept_buf_rows_ = out_rows;
     }
     // Build the pass.
     std::vector<int32_t> tokens;
@@ -575,21 +629,26 @@ absl::Status Model::Forward(absl::Span<const ForwardRequest> requests, std::vect
       b.MatMul(logit_in_, nl, head_, logits_, false);
     }
     b.EndPass();
-    if (nl > 0) {
-      // One download per run of consecutive destination rows (usually the whole pass).
+    if (nl > 0 && !(host_logits == nullptr && single_pass)) {
+      // One download (or copy) per run of consecutive destination rows (the
+      // whole pass: a pass's logit rows are consecutive in the output).
       for (int i = 0; i < nl;) {
         int j = i + 1;
         while (j < nl && logit_dest[static_cast<size_t>(j)] == logit_dest[static_cast<size_t>(j - 1)] + 1) ++j;
-        if (absl::Status s = b.Download(logits_ + static_cast<int64_t>(i) * V,
-                                        logits->data() + logit_dest[static_cast<size_t>(i)] * V,
-                                        static_cast<size_t>(j - i) * static_cast<size_t>(V));
-            !s.ok()) {
-          return s;
-        }
+        const float* src = logits_ + static_cast<int64_t>(i) * V;
+        const int64_t dest = logit_dest[static_cast<size_t>(i)] * V;
+        const size_t count = static_cast<size_t>(j - i) * static_cast<size_t>(V);
+        absl::Status s = host_logits != nullptr ? b.Download(src, host_logits->data() + dest, count)
+                                                : b.CopyFloats(src, kept_buf_ + dest, count);
+        if (!s.ok()) return s;
         i = j;
       }
     }
     if (absl::Status s = b.Sync(); !s.ok()) return s;
+  }
+  if (host_logits == nullptr) {
+    kept_ = kept_in_workspace ? logits_ : kept_buf_;
+    kept_rows_ = out_rows;
   }
   return absl::OkStatus();
 }

@@ -82,11 +82,33 @@ class Model {
   // INVALID_ARGUMENT for bad tokens, slots or empty requests (nothing runs).
   absl::Status Forward(absl::Span<const ForwardRequest> requests, std::vector<float>* logits);
 
+  // ---- forward with the logits left in backend memory ----
+  // Why: a server sampling on the GPU needs only a few logit rows on the
+  // host (top_logprobs, the last logits of a session that goes idle); the
+  // rest never leave the device.
+  // As Forward, but the logit rows (same order and count) stay in backend
+  // memory: "kept" until the next Forward or ForwardKeepLogits call, which
+  // replaces them. A single-pass call leaves them in the workspace (no copy);
+  // a call of several passes (over 1,024 rows) copies each pass's rows into a
+  // buffer for the whole call.
+  absl::Status ForwardKeepLogits(absl::Span<const ForwardRequest> requests);
+  // Rows kept by the last ForwardKeepLogits (0 after a Forward).
+  int64_t kept_logit_rows() const { return kept_rows_; }
+  // Samples kept rows on the backend: out[i] from rows[i] as specs[i] says.
+  // FAILED_PRECONDITION where the backend cannot (SupportsDeviceSampling),
+  // INVALID_ARGUMENT for a row out of range or mismatched sizes.
+  absl::Status SampleKeptLogits(absl::Span<const int32_t> rows, absl::Span<const SampleSpec> specs,
+                                absl::Span<SampledToken> out);
+  // Copies kept row `row` (vocab_size floats) to host memory.
+  absl::Status DownloadKeptLogits(int64_t row, float* host);
+
  private:
   struct Layer;
   Model() = default;
   absl::Status LoadWeights(const TensorSource& src, const ModelLoadOptions& options);
   absl::Status EnsureWorkspace(int rows, int logit_rows);
+  // Forward into `host_logits`, or (null) into the kept logits.
+  absl::Status RunForward(absl::Span<const ForwardRequest> requests, std::vector<float>* host_logits);
   void LayerV7(int l, int n, const std::vector<Segment>& segs);
   void LayerV4(int l, int n, const std::vector<Segment>& segs);
 
@@ -112,6 +134,13 @@ class Model {
   float *mix_[6] = {}, *r_ = nullptr, *k_ = nullptr, *v_ = nullptr, *w_ = nullptr, *a_ = nullptr,
         *g_ = nullptr, *kk_ = nullptr, *vfirst_ = nullptr, *y_ = nullptr, *lora_[4] = {},
         *ffn_ = nullptr, *tmp_ = nullptr, *logit_in_ = nullptr, *logits_ = nullptr;
+
+  // Kept logits: kept_rows_ rows at kept_ (logits_ after a single pass, else
+  // kept_buf_, which holds kept_buf_rows_ rows).
+  const float* kept_ = nullptr;
+  int64_t kept_rows_ = 0;
+  float* kept_buf_ = nullptr;
+  int64_t kept_buf_rows_ = 0;
 };
 
 // The number of worker threads to use by default (hardware concurrency).

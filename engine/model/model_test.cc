@@ -326,6 +326,46 @@ TEST_P(InvarianceTest, BadRequestsAreRejectedAndChangeNothing) {
   EXPECT_EQ(before, after);  // the valid request in a rejected batch did not run
 }
 
+// ForwardKeepLogits leaves in backend memory exactly the rows Forward would
+// download: same order, same count, same bits, in one pass and across passes
+// (a request of over 1,024 rows first, so later rows land at an offset).
+TEST_P(InvarianceTest, KeptLogitsEqualDownloadedLogits) {
+  auto kept = LoadOrDie(GetParam(), 3);
+  auto host = LoadOrDie(GetParam(), 3);
+  ASSERT_NE(kept, nullptr);
+  ASSERT_NE(host, nullptr);
+  const int V = kept->config().vocab_size;
+  const auto a = Tokens(4, 11, V), b = Tokens(3, 12, V), c = Tokens(1, 13, V), long_prompt = Tokens(1100, 14, V);
+  const std::vector<std::vector<ForwardRequest>> calls = {
+      {{0, a, false}, {1, b, true}, {2, c, false}},            // one pass, 5 rows
+      {{0, long_prompt, false}, {1, b, true}, {2, c, false}},  // two passes, 5 rows, the last 4 at an offset
+      {{2, c, true}},
+  };
+  for (size_t k = 0; k < calls.size(); ++k) {
+    std::vector<float> want;
+    ASSERT_TRUE(host->Forward(calls[k], &want).ok());
+    ASSERT_TRUE(kept->ForwardKeepLogits(calls[k]).ok());
+    const int64_t rows = static_cast<int64_t>(want.size()) / V;
+    ASSERT_EQ(kept->kept_logit_rows(), rows) << "call " << k;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<float> got(static_cast<size_t>(V));
+      ASSERT_TRUE(kept->DownloadKeptLogits(r, got.data()).ok());
+      EXPECT_EQ(got, std::vector<float>(want.begin() + r * V, want.begin() + (r + 1) * V)) << "call " << k
+                                                                                            << " row " << r;
+    }
+    EXPECT_EQ(kept->DownloadKeptLogits(rows, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  }
+  // The CPU backend cannot sample in its memory; a Forward drops the kept rows.
+  const int32_t row0 = 0;
+  SampleSpec spec;
+  SampledToken out;
+  EXPECT_EQ(kept->SampleKeptLogits({&row0, 1}, {&spec, 1}, {&out, 1}).code(), absl::StatusCode::kFailedPrecondition);
+  std::vector<float> sink;
+  ForwardRequest one{0, c, false};
+  ASSERT_TRUE(kept->Forward({&one, 1}, &sink).ok());
+  EXPECT_EQ(kept->kept_logit_rows(), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Synthetic, InvarianceTest, ::testing::Values("synthetic:tiny", "synthetic:v4-tiny"),
                          [](const auto& p) { return p.param == "synthetic:tiny" ? "v7" : "v4"; });
 

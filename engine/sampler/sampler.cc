@@ -62,8 +62,7 @@ float Sampler::Adjust(absl::Span<const float> logits, float* out) const {
   if (penalize) {
     for (const auto& [id, raw_count] : raw_counts_) {
       if (id >= n) continue;
-      const float count = static_cast<float>(raw_count * count_scale_);
-      float v = out[id] - (presence + count * frequency);
+      float v = out[id] - PenaltyOf(static_cast<float>(raw_count * count_scale_));
       if (repetition != 1.0f) v = v > 0.0f ? v / repetition : v * repetition;
       out[id] = v;
     }
@@ -84,30 +83,126 @@ float Sampler::Adjust(absl::Span<const float> logits, float* out) const {
   return stale ? sampling_internal::MaxOf(out, n) : max;
 }
 
+float Sampler::PenaltyOf(float count) const {
+  return params_.presence_penalty + count * params_.frequency_penalty;
+}
+
+void Sampler::PrepareDeviceSample(SampleSpec* spec) {
+  spec->temperature = params_.temperature;
+  spec->inv_temperature =
+      params_.temperature == 0.0f ? 1.0f : std::min(1.0f / params_.temperature, std::numeric_limits<float>::max());
+  spec->top_k = params_.top_k;
+  spec->top_p = params_.top_p;
+  spec->min_p = params_.min_p;
+  // One entry per token, merging its bias and its penalty in Adjust's order.
+  std::vector<LogitAdjustment>& adj = spec->adjustments;
+  adj.clear();
+  adj.reserve(params_.logit_bias.size() + raw_counts_.size());
+  for (const auto& [id, bias] : params_.logit_bias) {
+    if (id < 0 || id >= vocab_size_) continue;
+    adj.push_back({id, bias <= -kMaxAbsLogitBias ? -kInf : bias, 0.0f, 1.0f});
+  }
+  // A token with both a bias and a count gets one entry (bias first, then
+  // the penalty, as Adjust applies them): find it among the sorted bias entries.
+  auto by_token = [](const LogitAdjustment& x, const LogitAdjustment& y) { return x.token < y.token; };
+  std::sort(adj.begin(), adj.end(), by_token);
+  const size_t num_bias = adj.size();
+  const bool penalize = params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f ||
+                        params_.repetition_penalty != 1.0f;
+  if (penalize) {
+    for (const auto& [id, raw_count] : raw_counts_) {
+      if (id < 0 || id >= vocab_size_) continue;
+      const float penalty = PenaltyOf(static_cast<float>(raw_count * count_scale_));
+      auto it = std::lower_bound(adj.begin(), adj.begin() + static_cast<int64_t>(num_bias),
+                                 LogitAdjustment{id, 0.0f, 0.0f, 1.0f}, by_token);
+      if (it != adj.begin() + static_cast<int64_t>(num_bias) && it->token == id) {
+        it->penalty = penalty;
+        it->repetition = params_.repetition_penalty;
+      } else {
+        adj.push_back({id, 0.0f, penalty, params_.repetition_penalty});
+      }
+    }
+    std::sort(adj.begin(), adj.end(), by_token);
+  }
+  device_draw_pending_ = params_.temperature != 0.0f;
+  if (device_draw_pending_) {
+    rng_before_draw_ = rng_.state();
+    spec->u = rng_.NextDouble();
+  } else {
+    spec->u = 0.0;
+  }
+}
+
+void Sampler::FinishDeviceSample(const SampledToken& result) {
+  if (device_draw_pending_ && !result.used_draw) rng_.set_state(rng_before_draw_);
+  device_draw_pending_ = false;
+}
+
 void Sampler::ApplyLogitAdjustments(absl::Span<const float> logits, absl::Span<float> out) const {
   if (out.size() != logits.size()) return;
   Adjust(logits, out.data());
 }
+
+namespace {
+
+// Sample's selection on the adjusted logits x (max = their maximum): the
+// fallbacks, greedy, then one draw (`draw()`, called only where Sample
+// consumes one; *drew says whether it was) and the filters.
+template <typename Draw>
+int32_t Pick(absl::Span<const float> logits, float* x, float max, float temperature, float inv_t, int32_t top_k,
+             float top_p, float min_p, Draw&& draw, bool* drew) {
+  const int32_t n = static_cast<int32_t>(logits.size());
+  *drew = false;
+  if (max == -kInf) return sampling_internal::RawArgmax(logits);
+  if (temperature == 0.0f) return sampling_internal::FirstIndexOf(x, n, max);
+  const double u = draw();
+  *drew = true;
+  if (max == kInf) return sampling_internal::FirstIndexOf(x, n, max);
+
+  sampling_internal::Filters f;
+  f.max = max;
+  f.inv_t = inv_t;
+  f.top_k = top_k;
+  f.top_p = top_p;
+  f.min_p = min_p;
+  if (f.top_k > 0 && f.top_k < n) return sampling_internal::DrawTopK(x, n, f, u);
+  if (f.top_p < 1.0f) return sampling_internal::DrawTopP(x, n, f, u);
+  return sampling_internal::DrawFull(x, n, f, u);
+}
+
+}  // namespace
 
 int32_t Sampler::Sample(absl::Span<const float> logits) {
   const int32_t n = static_cast<int32_t>(logits.size());
   if (n == 0) return 0;
   float* x = sampling_internal::ThreadScratchLogits(n);
   const float max = Adjust(logits, x);
-  if (max == -kInf) return sampling_internal::RawArgmax(logits);
-  if (params_.temperature == 0.0f) return sampling_internal::FirstIndexOf(x, n, max);
-  const double u = rng_.NextDouble();
-  if (max == kInf) return sampling_internal::FirstIndexOf(x, n, max);
+  bool drew = false;
+  const float inv_t =
+      params_.temperature == 0.0f ? 1.0f : std::min(1.0f / params_.temperature, std::numeric_limits<float>::max());
+  return Pick(logits, x, max, params_.temperature, inv_t, params_.top_k,
+              params_.top_p, params_.min_p, [this] { return rng_.NextDouble(); }, &drew);
+}
 
-  sampling_internal::Filters f;
-  f.max = max;
-  f.inv_t = std::min(1.0f / params_.temperature, std::numeric_limits<float>::max());
-  f.top_k = params_.top_k;
-  f.top_p = params_.top_p;
-  f.min_p = params_.min_p;
-  if (f.top_k > 0 && f.top_k < n) return sampling_internal::DrawTopK(x, n, f, u);
-  if (f.top_p < 1.0f) return sampling_internal::DrawTopP(x, n, f, u);
-  return sampling_internal::DrawFull(x, n, f, u);
+SampledToken Sampler::SampleSpecOnHost(const SampleSpec& spec, absl::Span<const float> logits) {
+  SampledToken out;
+  const int32_t n = static_cast<int32_t>(logits.size());
+  if (n == 0) return out;
+  float* x = sampling_internal::ThreadScratchLogits(n);
+  sampling_internal::CopySanitized(logits, x);
+  for (const LogitAdjustment& a : spec.adjustments) {
+    if (a.token < 0 || a.token >= n) continue;
+    float v = x[a.token];
+    v = a.bias == -kInf ? -kInf : v + a.bias;
+    v = v - a.penalty;
+    if (a.repetition != 1.0f) v = v > 0.0f ? v / a.repetition : v * a.repetition;
+    x[a.token] = v;
+  }
+  const float max = sampling_internal::MaxOf(x, n);
+  out.token = Pick(logits, x, max, spec.temperature, spec.inv_temperature, spec.top_k, spec.top_p, spec.min_p,
+                   [&spec] { return spec.u; }, &out.used_draw);
+  out.logprob = TokenLogprob(logits, out.token);
+  return out;
 }
 
 void Sampler::Accept(int32_t token) {

@@ -9,6 +9,7 @@
 #ifndef RWKV_ENGINE_SAMPLER_SAMPLER_H_
 #define RWKV_ENGINE_SAMPLER_SAMPLER_H_
 
+#include <array>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/sampler/rng.h"
+#include "engine/sampler/sample_spec.h"
 #include "engine/sampler/sampling_params.h"
 
 namespace rwkv {
@@ -50,6 +52,26 @@ class Sampler {
   // returns the lowest such id. Empty logits return 0. Never fails.
   // Does not update the penalty counts: call Accept with the token you keep.
   int32_t Sample(absl::Span<const float> logits);
+
+  // Sampling on a device (Backend::SampleRows): fills `spec` with everything
+  // Sample would do to the next row besides reading it: the adjustments
+  // (logit_bias and the penalties, one entry per token, ascending ids), the
+  // filters and, when temperature > 0, the draw u, consuming the same 64-bit
+  // PRNG draw Sample would. The device then picks the token Sample would pick
+  // with that u (up to summation order, see kernels/sample.cu). Call
+  // FinishDeviceSample with the device's result before the next Prepare or
+  // Sample, then Accept as usual.
+  void PrepareDeviceSample(SampleSpec* spec);
+  // Where the device did not use the draw (every adjusted logit was -inf, so
+  // Sample would have returned the raw argmax without drawing), puts the
+  // draw back, so a seeded session gets the same stream on either path.
+  void FinishDeviceSample(const SampledToken& result);
+  // The host twin of Backend::SampleRows: samples `logits` exactly as
+  // Sample would with the spec's adjustments, filters and draw (so
+  // PrepareDeviceSample + this == Sample, bit for bit), with the logprob of
+  // the raw logits. For tests, and for backends whose memory is host memory.
+  // Thread-safe.
+  static SampledToken SampleSpecOnHost(const SampleSpec& spec, absl::Span<const float> logits);
 
   // Records a generated token for the penalties: every count is multiplied by
   // penalty_decay, then `token`'s count grows by 1. O(1) amortized (a lazy
@@ -89,6 +111,9 @@ class Sampler {
 
   // ApplyLogitAdjustments into `out` (same size as logits); returns max(out).
   float Adjust(absl::Span<const float> logits, float* out) const;
+  // What presence/frequency subtract from a token with decayed count `count`
+  // (one function, so the host and device paths round it the same way).
+  float PenaltyOf(float count) const;
 
   SamplingParams params_;
   int32_t vocab_size_;
@@ -99,6 +124,9 @@ class Sampler {
   absl::flat_hash_map<int32_t, double> raw_counts_;
   double count_scale_ = 1.0;
   int64_t num_accepted_ = 0;
+  // The PRNG before PrepareDeviceSample's draw, until FinishDeviceSample.
+  bool device_draw_pending_ = false;
+  std::array<uint64_t, 4> rng_before_draw_{};
 };
 
 }  // namespace rwkv

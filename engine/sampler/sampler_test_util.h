@@ -11,10 +11,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/sampler/rng.h"
+#include "engine/sampler/sample_spec.h"
 #include "engine/sampler/sampler.h"
 #include "gtest/gtest.h"
 
@@ -78,6 +80,23 @@ inline void ExpectMatches(const std::vector<int>& counts, const std::vector<doub
 }
 
 // Normal(0, scale) logits from a fixed seed (Box-Muller on our own PRNG).
+// The host twin of the device's adjustment step (kernels/sample.cu): the
+// formula sample_spec.h documents, applied to the sanitized logits.
+inline std::vector<float> ApplySpecAdjustments(const SampleSpec& spec, const std::vector<float>& logits) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> out(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) out[i] = std::isnan(logits[i]) ? -inf : logits[i];
+  for (const LogitAdjustment& a : spec.adjustments) {
+    if (a.token < 0 || a.token >= static_cast<int32_t>(out.size())) continue;
+    float v = out[a.token];
+    v = a.bias == -inf ? -inf : v + a.bias;
+    v = v - a.penalty;
+    if (a.repetition != 1.0f) v = v > 0.0f ? v / a.repetition : v * a.repetition;
+    out[a.token] = v;
+  }
+  return out;
+}
+
 inline std::vector<float> RandomLogits(int32_t n, uint64_t seed, double scale = 3.0) {
   Xoshiro256StarStar rng(seed);
   std::vector<float> out(n);

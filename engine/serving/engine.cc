@@ -84,6 +84,7 @@ EngineImpl::EngineImpl(std::unique_ptr<Model> model, std::unique_ptr<Tokenizer> 
       metrics_(metrics),
       dims_(StateDimsFor(model_->config())) {
   for (int32_t s = config_.state_slots - 1; s >= 0; --s) free_slots_.push_back(s);
+  device_sampling_ = config_.device_sampling && model_->backend().SupportsDeviceSampling();
   io_thread_ = std::thread([this] {
     for (;;) {
       std::function<void()> fn;

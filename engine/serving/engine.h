@@ -45,6 +45,12 @@ struct EngineConfig {
   int32_t max_queue = 256;           // waiting requests; beyond: RESOURCE_EXHAUSTED
   int32_t max_prompt_tokens = 1 << 20;
   int32_t max_new_tokens = 1 << 20;  // cap on a request's max_tokens
+  // Pick tokens on the backend where it can (Backend::SupportsDeviceSampling):
+  // the step then copies no [batch, vocab] logits to the host, only the rows
+  // the host needs (top_logprobs, and a session's last logits when its
+  // request ends). Same tokens as host sampling except where float summation
+  // order moves a boundary (kernels/sample.cu). Ignored on the CPU backend.
+  bool device_sampling = true;
 };
 
 enum class FinishReason : uint8_t { kLength, kStop, kEndOfText, kCancelled };

@@ -37,6 +37,11 @@ struct Session {
   std::vector<float> host_state;   // offloaded to host memory (empty: not there)
   bool in_store = false;           // offloaded to the store under OffloadName(id)
   std::vector<float> last_logits;  // after the last fed token (empty: none yet)
+  // Device sampling: >= 0 while last_logits is stale and the session's logits
+  // are row kept_logits_row of the model's kept logits. They are copied into
+  // last_logits before anything reads them, before the next forward replaces
+  // them and whenever the session's request ends (EngineImpl::MaterializeLogits).
+  int32_t kept_logits_row = -1;
   int64_t tokens_seen = 0;
   bool busy = false;               // a request owns it
   bool ephemeral = false;          // a one-off generation's session
@@ -109,6 +114,12 @@ class EngineImpl {
   void FeedPending(const std::vector<Request*>& requests);
   void Admit();
   void Finish(Request* r, absl::Status status, FinishReason reason);
+  // Device sampling: copies a session's kept logits row into last_logits.
+  void MaterializeLogits(Session* s);
+  // Device sampling, before any forward: sessions about to be fed forget
+  // their kept row (the forward brings a new one); every other kept row is
+  // copied to its session now, while it still exists.
+  void BeforeForward(const std::vector<Session*>& fed);
   void UpdateGauges();
 
   std::unique_ptr<Model> model_;
@@ -130,6 +141,7 @@ class EngineImpl {
   bool draining_ = false;
   bool exit_ = false;
   std::atomic<bool> healthy_{true};
+  bool device_sampling_ = false;  // config_.device_sampling and the backend can
 
   std::thread io_thread_;
   std::mutex io_mu_;

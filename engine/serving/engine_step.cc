@@ -3,6 +3,15 @@
 // budget), run the model once, then sample, stream and finish. Results do
 // not depend on the batch: the backend computes every row independently
 // (see cpu_gemm.h) and each request samples with its own seeded RNG.
+//
+// Device sampling (a backend that samples in its own memory, e.g. CUDA): the
+// forward keeps the logits on the backend and one SampleRows call picks every
+// request's token, so no [batch, vocab] copy reaches the host. A session's
+// last_logits are then copied only when the host needs them: for
+// top_logprobs, when its request ends (every end goes through Finish, which
+// copies the row first), and before a forward that would overwrite the row
+// of a session not fed in it (BeforeForward). So an idle session's
+// last_logits are always right, as on the host path.
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -70,8 +79,29 @@ void EngineImpl::Admit() {
   }
 }
 
+void EngineImpl::MaterializeLogits(Session* s) {
+  if (s->kept_logits_row < 0) return;
+  const int32_t row = s->kept_logits_row;
+  s->kept_logits_row = -1;
+  s->last_logits.resize(static_cast<size_t>(model_->config().vocab_size));
+  if (!model_->DownloadKeptLogits(row, s->last_logits.data()).ok()) healthy_ = false;
+}
+
+void EngineImpl::BeforeForward(const std::vector<Session*>& fed) {
+  if (!device_sampling_) return;
+  for (Session* s : fed) s->kept_logits_row = -1;
+  for (auto& [id, s] : sessions_) MaterializeLogits(s.get());
+}
+
 void EngineImpl::Finish(Request* r, absl::Status status, FinishReason reason) {
   Session* s = r->session;
+  // The session goes idle: its last logits must be on the host (a one-off
+  // session is dropped below, so it needs none).
+  if (s->ephemeral) {
+    s->kept_logits_row = -1;
+  } else {
+    MaterializeLogits(s);
+  }
   s->busy = false;
   s->last_used = absl::Now();
   GenerateUsage usage;
@@ -175,8 +205,14 @@ bool EngineImpl::Step() {
     std::vector<ForwardRequest> fwd;
     fwd.reserve(plan.size());
     for (auto& p : plan) fwd.push_back({p.r->session->slot, p.tokens, false});
+    if (device_sampling_) {
+      std::vector<Session*> fed;
+      for (auto& p : plan) fed.push_back(p.r->session);
+      std::lock_guard<std::mutex> lock(mu_);
+      BeforeForward(fed);
+    }
     const absl::Time t0 = absl::Now();
-    absl::Status st = model_->Forward(fwd, &logits);
+    absl::Status st = device_sampling_ ? model_->ForwardKeepLogits(fwd) : model_->Forward(fwd, &logits);
     if (metrics_) {
       metrics_->step_duration.Observe(Seconds(absl::Now() - t0));
       metrics_->batch_size.Observe(static_cast<double>(plan.size()));
@@ -195,15 +231,25 @@ bool EngineImpl::Step() {
 
   const int32_t V = model_->config().vocab_size;
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::pair<std::shared_ptr<Request>, const float*>> sample_from;
+  // Who samples now, from a host row or (device sampling) a kept row.
+  struct ToSample {
+    std::shared_ptr<Request> r;
+    const float* host_row = nullptr;
+    int32_t kept_row = -1;
+  };
+  std::vector<ToSample> sample_from;
   for (size_t i = 0; i < plan.size(); ++i) {
     Planned& p = plan[i];
     Request* r = p.r.get();
     Session* s = r->session;
-    const float* row = logits.data() + static_cast<size_t>(i) * V;
+    const float* row = device_sampling_ ? nullptr : logits.data() + static_cast<size_t>(i) * V;
     s->tokens_seen += static_cast<int64_t>(p.tokens.size());
     s->last_used = absl::Now();
-    s->last_logits.assign(row, row + V);
+    if (device_sampling_) {
+      s->kept_logits_row = static_cast<int32_t>(i);
+    } else {
+      s->last_logits.assign(row, row + V);
+    }
     if (p.decode) {
       r->pending_token = -1;
       if (r->expired) {
@@ -226,14 +272,50 @@ bool EngineImpl::Step() {
         continue;
       }
     }
-    sample_from.emplace_back(p.r, row);
+    sample_from.push_back({p.r, row, device_sampling_ ? static_cast<int32_t>(i) : -1});
   }
-  for (auto& [r, row] : to_sample) sample_from.emplace_back(r, row.data());
+  for (auto& [r, row] : to_sample) sample_from.push_back({r, row.data(), -1});
 
-  for (auto& [rp, row] : sample_from) {
+  // Device sampling: every kept row in one backend call.
+  std::vector<SampledToken> picked(sample_from.size());
+  {
+    std::vector<int32_t> rows;
+    std::vector<SampleSpec> specs;
+    std::vector<size_t> which;
+    for (size_t j = 0; j < sample_from.size(); ++j) {
+      if (sample_from[j].kept_row < 0) continue;
+      rows.push_back(sample_from[j].kept_row);
+      specs.emplace_back();
+      sample_from[j].r->sampler->PrepareDeviceSample(&specs.back());
+      which.push_back(j);
+    }
+    if (!rows.empty()) {
+      std::vector<SampledToken> out(rows.size());
+      if (absl::Status st = model_->SampleKeptLogits(rows, specs, absl::MakeSpan(out)); !st.ok()) {
+        healthy_ = false;
+        for (size_t j : which) {
+          const std::shared_ptr<Request>& rp = sample_from[j].r;
+          Finish(rp.get(), absl::InternalError(absl::StrCat("backend fault: ", st.message())),
+                 FinishReason::kCancelled);
+          running_.erase(std::remove(running_.begin(), running_.end(), rp), running_.end());
+          sample_from[j].r = nullptr;
+        }
+      } else {
+        for (size_t k = 0; k < which.size(); ++k) {
+          sample_from[which[k]].r->sampler->FinishDeviceSample(out[k]);
+          picked[which[k]] = out[k];
+        }
+      }
+    }
+  }
+
+  for (size_t j = 0; j < sample_from.size(); ++j) {
+    if (sample_from[j].r == nullptr) continue;  // failed above
+    const std::shared_ptr<Request>& rp = sample_from[j].r;
     Request* r = rp.get();
-    const absl::Span<const float> lg(row, static_cast<size_t>(V));
-    const int32_t tok = r->sampler->Sample(lg);
+    const bool on_device = sample_from[j].kept_row >= 0;
+    const absl::Span<const float> lg(sample_from[j].host_row, on_device ? 0 : static_cast<size_t>(V));
+    const int32_t tok = on_device ? picked[j].token : r->sampler->Sample(lg);
     const bool eot = !r->req.ignore_end_of_text && tok == tokenizer_->end_of_text_id();
     if (r->sampler->IsStopToken(tok) || eot) {
       Finish(r, absl::OkStatus(), eot ? FinishReason::kEndOfText : FinishReason::kStop);
@@ -243,8 +325,18 @@ bool EngineImpl::Step() {
     r->sampler->Accept(tok);
     TokenEvent ev;
     ev.token = tok;
-    ev.logprob = Sampler::TokenLogprob(lg, tok);
-    if (r->req.top_logprobs > 0) Sampler::TopLogprobs(lg, r->req.top_logprobs, &ev.top);
+    if (on_device) {
+      ev.logprob = picked[j].logprob;
+      if (r->req.top_logprobs > 0) {
+        // The alternatives need the whole row: copy it (the session's last
+        // logits are these anyway).
+        MaterializeLogits(r->session);
+        Sampler::TopLogprobs(r->session->last_logits, r->req.top_logprobs, &ev.top);
+      }
+    } else {
+      ev.logprob = Sampler::TokenLogprob(lg, tok);
+      if (r->req.top_logprobs > 0) Sampler::TopLogprobs(lg, r->req.top_logprobs, &ev.top);
+    }
     const StopMatchResult m = r->stops->Push(r->decoder->Push(tok));
     ev.text = m.emit;
     const absl::Time now = absl::Now();
@@ -283,6 +375,10 @@ void EngineImpl::FeedPending(const std::vector<Request*>& requests) {
     fed.push_back(r);
   }
   if (fwd.empty()) return;
+  // The host path here: this runs once, at shutdown.
+  std::vector<Session*> fed_sessions;
+  for (Request* r : fed) fed_sessions.push_back(r->session);
+  BeforeForward(fed_sessions);
   std::vector<float> logits;
   if (absl::Status st = model_->Forward(fwd, &logits); !st.ok()) {
     healthy_ = false;

@@ -11,10 +11,14 @@
 // the FFN's relu activity on the benchmarked backend (counting_backend.h),
 // and reports how many fp32 states fit in the GPU memory the weights leave.
 //
-// What a step includes: host-side request validation, the embedding, every
-// layer, the head, and the download of B x vocab fp32 logits to the host
-// (Model::Forward does all of it before returning), so this is the step the
-// engine sees, not a device-only time.
+// What a step includes, as the engine runs it: host-side request
+// validation, the embedding, every layer, the head, then B tokens picked.
+// With device sampling (--sampling device, the default where the backend
+// can): the logits stay on the backend (Model::ForwardKeepLogits) and one
+// SampleRows call returns B tokens. With host sampling: the B x vocab fp32
+// logits are downloaded and each session's Sampler picks on the host, one
+// after another. Either way this is the step the engine sees, not a
+// device-only time.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -28,6 +32,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/model/backend_factory.h"
 #include "engine/model/model.h"
+#include "engine/sampler/sampler.h"
 #include "tools/bench/bench_flags.h"
 #include "tools/bench/bench_math.h"
 #include "tools/bench/ceilings.h"
@@ -85,7 +90,8 @@ absl::Status Prefill(Model& model, int32_t n, int32_t per_session, TokenStream& 
   return model.Forward(reqs, &logits);
 }
 
-BatchResult RunBatch(Model& model, const BenchFlags& f, int32_t batch, const FloorInputs& floor_in) {
+BatchResult RunBatch(Model& model, const BenchFlags& f, int32_t batch, const FloorInputs& floor_in,
+                     bool device_sampling) {
   BatchResult r;
   r.batch = batch;
   r.floor = StepFloor(floor_in, batch);
@@ -105,12 +111,41 @@ BatchResult RunBatch(Model& model, const BenchFlags& f, int32_t batch, const Flo
   for (int32_t s = 0; s < batch; ++s) {
     reqs[static_cast<size_t>(s)] = {s, absl::Span<const int32_t>(&ids[static_cast<size_t>(s)], 1), false};
   }
+  // One sampler per session, as the engine has (temperature 1, seeded).
+  const int32_t V = model.config().vocab_size;
+  std::vector<Sampler> samplers;
+  for (int32_t s = 0; s < batch; ++s) {
+    SamplingParams p;
+    p.seed = static_cast<uint64_t>(s);
+    auto made = Sampler::Create(p, V);
+    if (!made.ok()) return fail(made.status());
+    samplers.push_back(*std::move(made));
+  }
+  for (int32_t& id : ids) id = tokens.Next();
   std::vector<float> logits;
+  std::vector<int32_t> rows(static_cast<size_t>(batch));
+  std::vector<SampleSpec> specs(static_cast<size_t>(batch));
+  std::vector<SampledToken> picked(static_cast<size_t>(batch));
+  for (int32_t s = 0; s < batch; ++s) rows[static_cast<size_t>(s)] = s;
   std::vector<double> times;
   for (int32_t step = 0; step < f.warmup + f.steps; ++step) {
-    for (int32_t& id : ids) id = tokens.Next();
     const auto t0 = Clock::now();
-    if (absl::Status s = model.Forward(reqs, &logits); !s.ok()) return fail(s);
+    if (device_sampling) {
+      if (absl::Status s = model.ForwardKeepLogits(reqs); !s.ok()) return fail(s);
+      for (int32_t s = 0; s < batch; ++s) samplers[static_cast<size_t>(s)].PrepareDeviceSample(&specs[s]);
+      if (absl::Status s = model.SampleKeptLogits(rows, specs, absl::MakeSpan(picked)); !s.ok()) return fail(s);
+      for (int32_t s = 0; s < batch; ++s) {
+        samplers[static_cast<size_t>(s)].FinishDeviceSample(picked[s]);
+        ids[static_cast<size_t>(s)] = picked[s].token;
+      }
+    } else {
+      if (absl::Status s = model.Forward(reqs, &logits); !s.ok()) return fail(s);
+      for (int32_t s = 0; s < batch; ++s) {
+        ids[static_cast<size_t>(s)] = samplers[static_cast<size_t>(s)].Sample(
+            absl::MakeConstSpan(logits.data() + static_cast<size_t>(s) * V, static_cast<size_t>(V)));
+      }
+    }
+    for (int32_t s = 0; s < batch; ++s) samplers[static_cast<size_t>(s)].Accept(ids[static_cast<size_t>(s)]);
     const double ms = Ms(Clock::now() - t0);
     if (step >= f.warmup) times.push_back(ms);
   }
@@ -169,6 +204,12 @@ int Run(const BenchFlags& f) {
     device_name = absl::StrFormat("host CPU, %d threads", threads);
   }
 
+  const bool can_sample = (*made)->SupportsDeviceSampling();
+  if (f.sampling == "device" && !can_sample) {
+    return Fail(absl::FailedPreconditionError(
+        absl::StrCat("--sampling device: the ", (*made)->name(), " backend cannot sample in its memory")));
+  }
+  const bool device_sampling = f.sampling == "device" || (f.sampling == "auto" && can_sample);
   auto counting = std::make_unique<ReluCountingBackend>(*std::move(made));
   ReluCountingBackend* counter = counting.get();
   const auto l0 = Clock::now();
@@ -247,10 +288,17 @@ int Run(const BenchFlags& f) {
     std::printf("FFN activity: not measured (--ffn-tokens 0)\n");
   }
 
+  const std::string step_what =
+      device_sampling
+          ? "one forward of B sessions x 1 token, logits kept on the backend, B tokens sampled there "
+            "(device sampling; one SampleRows call, B (token, logprob) pairs downloaded)"
+          : absl::StrFormat("one forward of B sessions x 1 token, logits (B x %d fp32) downloaded to the host, "
+                            "B tokens sampled there (host sampling, one Sampler after another)",
+                            cfg.vocab_size);
   std::printf(
-      "\nper step: one Forward of B sessions x 1 token, logits (B x %d fp32) downloaded to the host, "
-      "host clock; %d timed steps after %d warm-up, each session prefilled with %d tokens\n",
-      cfg.vocab_size, f.steps, f.warmup, f.prefill);
+      "\nper step: %s; temperature 1, no filters; host clock; %d timed steps after %d warm-up, each session "
+      "prefilled with %d tokens\n",
+      step_what.c_str(), f.steps, f.warmup, f.prefill);
   std::printf(
       "floor = max((weight bytes + B*2*state bytes) / copy bw, 2*params*B / matrix peak); "
       "'of floor' = floor / measured\n\n");
@@ -266,7 +314,7 @@ int Run(const BenchFlags& f) {
 
   std::vector<BatchResult> results;
   for (int32_t batch : f.batches) {
-    BatchResult r = RunBatch(model, f, batch, floor_in);
+    BatchResult r = RunBatch(model, f, batch, floor_in, device_sampling);
     if (!r.error.empty()) {
       std::printf("%5d  failed: %s\n", batch, r.error.c_str());
     } else {
@@ -290,6 +338,7 @@ int Run(const BenchFlags& f) {
 
   if (!f.json.empty()) {
     std::string j = "{\n";
+    absl::StrAppend(&j, "  \"sampling\": ", JsonString(device_sampling ? "device" : "host"), ",\n");
     absl::StrAppend(&j, "  \"model\": ", JsonString(f.model), ",\n  \"config\": ", JsonString(cfg.ToString()),
                     ",\n  \"backend\": ", JsonString(backend_note),
                     ",\n  \"device\": ", JsonString(device_name), ",\n");

@@ -22,6 +22,7 @@ TEST(BenchFlagsTest, Defaults) {
   EXPECT_EQ(f->backend, "auto");
   EXPECT_EQ(f->weight_dtype, "f16");
   EXPECT_TRUE(f->peer.empty());
+  EXPECT_EQ(f->sampling, "auto");
 }
 
 TEST(BenchFlagsTest, ParsesEverything) {
@@ -49,7 +50,9 @@ TEST(BenchFlagsTest, ParsesEverything) {
                             "--copy-mib",
                             "64",
                             "--gemm-n",
-                            "1024"});
+                            "1024",
+                            "--sampling",
+                            "host"});
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->model, "synthetic:7.2b");
   EXPECT_EQ(f->batches, (std::vector<int32_t>{1, 2, 3}));
@@ -64,6 +67,7 @@ TEST(BenchFlagsTest, ParsesEverything) {
   EXPECT_EQ(f->ffn_tokens, 0);
   EXPECT_EQ(f->copy_mib, 64);
   EXPECT_EQ(f->gemm_n, 1024);
+  EXPECT_EQ(f->sampling, "host");
 }
 
 TEST(BenchFlagsTest, RejectsBadValues) {
@@ -76,6 +80,7 @@ TEST(BenchFlagsTest, RejectsBadValues) {
                                                                                     {"--peer", "nobody"},
                                                                                     {"--steps"},
                                                                                     {"--frobnicate", "1"},
+                                                                                    {"--sampling", "gpu"},
                                                                                     {"--help=1"}}) {
     auto f = ParseBenchFlags(args);
     EXPECT_FALSE(f.ok()) << args[0];

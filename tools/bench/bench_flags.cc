@@ -31,9 +31,11 @@ std::string BenchUsage() {
                          [--steps N] [--warmup N] [--prefill N] [--backend cpu|cuda|auto]
                          [--weight-dtype f16|bf16|f32] [--threads N] [--peer albatross]
                          [--json FILE] [--ffn-tokens N] [--copy-mib N] [--gemm-n N]
+                         [--sampling device|host|auto]
 
-Times decode steps of B sessions at once (one Model::Forward of B requests of one
-token each, the logits download to the host included) and compares each with the
+Times decode steps of B sessions at once as the server runs them (one forward of B
+requests of one token each, then B tokens picked: on the device, or after the
+logits download on the host) and compares each with the
 floor max((weight bytes + B * 2 * state bytes) / copy bandwidth, 2 * params * B / peak),
 both ceilings measured on the same device in the same process.
   --model        a model file or synthetic:SIZE (default synthetic:1.5b)
@@ -50,6 +52,10 @@ both ceilings measured on the same device in the same process.
   --ffn-tokens   tokens over which to count positive FFN relu inputs (default 64; 0 skips)
   --copy-mib     copy-bandwidth buffer in MiB (default 2048 on a GPU, 512 on the host)
   --gemm-n       size of the square GEMM that measures the tensor-core peak (default 8192)
+  --sampling     device: the logits stay on the backend, which picks the tokens (needs a
+                 backend that can, e.g. cuda); host: the B x vocab logits are downloaded
+                 and each session's Sampler picks on the host; auto (default): device
+                 where the backend can, else host. Sessions sample at temperature 1.
 )";
 }
 
@@ -113,6 +119,9 @@ absl::StatusOr<BenchFlags> ParseBenchFlags(const std::vector<std::string>& args)
       st = ParseInt(name, v, 0, 1 << 20, &f.ffn_tokens);
     } else if (name == "--copy-mib") {
       st = ParseInt(name, v, 1, 1 << 20, &f.copy_mib);
+    } else if (name == "--sampling") {
+      if (v != "device" && v != "host" && v != "auto") return Bad(name, v, "device, host or auto");
+      f.sampling = v;
     } else if (name == "--gemm-n") {
       st = ParseInt(name, v, 256, 32768, &f.gemm_n);
     } else {

@@ -28,6 +28,7 @@ struct BenchFlags {
   int32_t ffn_tokens = 64;                              // --ffn-tokens N (0: skip the FFN activity count)
   int32_t copy_mib = 0;                                 // --copy-mib N (0: 2048 on a GPU, 512 on the host)
   int32_t gemm_n = 8192;                                // --gemm-n N: size of the square peak GEMM
+  std::string sampling = "auto";                        // --sampling device|host|auto: where a step picks tokens
   bool help = false;
 };
 

@@ -126,6 +126,11 @@ class ReluCountingBackend final : public Backend {
             const float* time_decay, const float* k, const float* v, float* y) override {
     inner_->Wkv4(segs, nseg, C, aa, time_first, time_decay, k, v, y);
   }
+  bool SupportsDeviceSampling() const override { return inner_->SupportsDeviceSampling(); }
+  absl::Status SampleRows(const float* logits, int vocab, const int32_t* rows, const SampleSpec* specs, int n,
+                          SampledToken* out) override {
+    return inner_->SampleRows(logits, vocab, rows, specs, n, out);
+  }
 
   // Fused ops: forwarded, so the benchmark times the inner backend's own
   // kernels; while counting, the FFN's fused relu² runs as its unfused

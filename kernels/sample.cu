@@ -1,0 +1,587 @@
+// Batched sampling: one block per row of fp32 logits, with exactly the
+// semantics of Sampler::Sample (engine/sampler/sampler.cc and
+// sampling_ops.cc), and no sort.
+//
+// Why this shape: at B = 960 the [B, 65536] logits are 252 MB, more to copy to
+// the host than a decode step costs, so each row is reduced to a token where
+// it lives. Every selection the CPU sampler makes is "walk the tokens in some
+// order, accumulating a weight, until the sum passes a target":
+//  - top_k: in (logit desc, id asc) order, count 1 each, past k - 1;
+//  - top_p: in (prob desc, id asc) order (or logit order after top_k), mass,
+//    until it reaches top_p * z;
+//  - the draw: in the CPU's order for that path, mass, past u * z (sorted
+//    order where the CPU walks a sorted candidate list, id order where it
+//    walks the whole vocabulary).
+// A walk in id order is a two-level prefix sum (per-warp ranges, then one
+// warp's scan). A walk in value order is a radix select on the value's
+// order-preserving 32-bit key, 8 bits per pass (per-warp shared histograms of
+// the weight per digit, then one warp finds the digit where the running sum
+// passes the target), followed by an id-order walk among the ties at the
+// found key. So each selection is 5 passes over the row (L2-resident: 256 KB
+// at vocab 65536), whatever k or top_p, and gives the element the CPU's walk
+// would stop at.
+// To make the same u pick the same token as the CPU, everything that decides
+// a token is computed as the CPU computes it: the adjusted logits bit for bit
+// (IEEE ops, no contraction), the probabilities with the same cephes expf
+// (exp_nonpositive below, written with _rn intrinsics so nvcc cannot fuse a
+// multiply-add), the same temperature product. Only sums differ: the GPU sums
+// probabilities in fixed point (2^-46 units at vocab 65536; integers, so the
+// result is deterministic and independent of the thread order), the CPU in
+// float lanes and doubles. A u within ~1e-7 of a boundary between two tokens
+// may therefore pick the neighbour; nothing else differs.
+// The row is never written: logit adjustments are looked up through a
+// per-block bitmap of the adjusted tokens and a binary search in the row's
+// (sorted) adjustment list.
+#include "kernels/sample.h"
+
+#include <cstdint>
+
+#include "kernels/kernel_util.cuh"
+
+namespace rwkv::kernels {
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kBins = 256;
+constexpr int kMaxVocab = 1 << 20;
+constexpr int kSortedDrawMax = 256;  // sampling_ops.cc kSortCandidatesMax: top_p draws in sorted order up to this
+constexpr double kTopPSlack = 1e-6;  // sampling_ops.cc kTopPSlack
+constexpr unsigned kFull = 0xffffffffu;
+
+__device__ __forceinline__ float pos_inf() { return __int_as_float(0x7f800000); }
+__device__ __forceinline__ float neg_inf() { return __int_as_float(static_cast<int>(0xff800000u)); }
+
+// sampling_ops.h ExpNonPositive (cephes expf), bit for bit: every product and
+// sum rounded separately, as the CPU (no FMA) does.
+__device__ __forceinline__ float exp_nonpositive(float x) {
+  const uint32_t kMinus87 = 0xC2AE0000u;  // bits of -87.0f
+  const uint32_t xbits = __float_as_uint(x);
+  const float xc = __uint_as_float(xbits < kMinus87 ? xbits : kMinus87);
+  const float t = __fadd_rn(__fmul_rn(xc, 1.44269504088896341f), 12582912.0f);
+  const int32_t n = static_cast<int32_t>(__float_as_uint(t) - 0x4B400000u);
+  const float fn = __fsub_rn(t, 12582912.0f);
+  const float r = __fsub_rn(__fsub_rn(xc, __fmul_rn(fn, 0.693359375f)), __fmul_rn(fn, -2.12194440e-4f));
+  float p = 1.9875691500e-4f;
+  p = __fadd_rn(__fmul_rn(p, r), 1.3981999507e-3f);
+  p = __fadd_rn(__fmul_rn(p, r), 8.3334519073e-3f);
+  p = __fadd_rn(__fmul_rn(p, r), 4.1665795894e-2f);
+  p = __fadd_rn(__fmul_rn(p, r), 1.6666665459e-1f);
+  p = __fadd_rn(__fmul_rn(p, r), 5.0000001201e-1f);
+  p = __fadd_rn(__fadd_rn(__fmul_rn(p, __fmul_rn(r, r)), r), 1.0f);
+  const float y = __fmul_rn(p, __uint_as_float(static_cast<uint32_t>(n + 127) << 23));
+  return xbits <= kMinus87 ? y : 0.0f;
+}
+
+// Order-preserving unsigned key of a non-NaN float; -0 and +0 are one key
+// (the CPU compares values, where they are equal).
+__device__ __forceinline__ uint32_t order_key(float v) {
+  if (v == 0.0f) v = 0.0f;
+  const uint32_t b = __float_as_uint(v);
+  return (b & 0x80000000u) != 0 ? ~b : (b | 0x80000000u);
+}
+
+// An element is within a bound if it comes no later in (key desc, id asc).
+struct Bound {
+  uint32_t key;
+  int32_t id;
+};
+__device__ __forceinline__ bool within(const Bound& b, uint32_t key, int id) {
+  return key > b.key || (key == b.key && id <= b.id);
+}
+
+struct Elem {
+  float x;     // adjusted logit
+  float p;     // exp((x - max) / T), when computed
+  uint32_t kx, kp;
+  uint64_t w;  // p in fixed point
+};
+
+// The tokens a walk goes over: those within the top_k bound (on the logit
+// key), with p >= pmin, within the top_p bound (on the logit or prob key),
+// and, for a tie walk, with key == tie_key.
+struct Set {
+  bool use_k = false;
+  Bound k{0, 0};
+  float pmin = -1.0f;
+  bool use_p = false;
+  Bound pb{0, 0};
+  bool pb_on_p = false;
+  bool tie = false;
+  uint32_t tie_key = 0;
+};
+
+struct Row {
+  const float* logits;
+  const LogitAdjustDesc* adj;
+  int nadj;
+  const uint32_t* bitmap;
+  int vocab;
+  float max;    // adjusted max (finite where p is used)
+  float inv_t;
+  float scale;  // fixed-point unit: 2^shift
+
+  // The sanitized logit with the row's adjustments, as Sampler::Adjust
+  // computes it (same operations, same order).
+  __device__ __forceinline__ float adjusted(int i, float raw) const {
+    float v = raw != raw ? neg_inf() : raw;
+    if (nadj > 0 && ((bitmap[i >> 5] >> (i & 31)) & 1u) != 0) {
+      int lo = 0, hi = nadj - 1;
+      while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (adj[mid].token < i) {
+          lo = mid + 1;
+        } else {
+          hi = mid;
+        }
+      }
+      const LogitAdjustDesc e = adj[lo];
+      v = e.bias == neg_inf() ? neg_inf() : __fadd_rn(v, e.bias);
+      v = __fsub_rn(v, e.penalty);
+      if (e.repetition != 1.0f) v = v > 0.0f ? __fdiv_rn(v, e.repetition) : __fmul_rn(v, e.repetition);
+    }
+    return v;
+  }
+
+  __device__ __forceinline__ Elem elem(int i, bool need_p) const {
+    Elem e;
+    e.x = adjusted(i, __ldg(logits + i));
+    e.kx = order_key(e.x);
+    if (need_p) {
+      e.p = exp_nonpositive(__fmul_rn(__fsub_rn(e.x, max), inv_t));
+      e.kp = order_key(e.p);
+      e.w = static_cast<uint64_t>(__fmul_rn(e.p, scale));
+    } else {
+      e.p = 0.0f;
+      e.kp = 0;
+      e.w = 0;
+    }
+    return e;
+  }
+};
+
+__device__ __forceinline__ bool member(const Set& s, const Elem& e, int i, bool order_p) {
+  if (s.use_k && !within(s.k, e.kx, i)) return false;
+  if (e.p < s.pmin) return false;
+  if (s.use_p && !within(s.pb, s.pb_on_p ? e.kp : e.kx, i)) return false;
+  if (s.tie && (order_p ? e.kp : e.kx) != s.tie_key) return false;
+  return true;
+}
+
+__device__ __forceinline__ bool needs_p(const Set& s, bool order_p, bool count) {
+  return !count || order_p || s.pmin >= 0.0f || (s.use_p && s.pb_on_p);
+}
+
+struct Shared {
+  uint64_t u[kWarps + 1];
+  double d[kWarps + 1];
+  float fv[kWarps + 1];
+  int fi[kWarps + 1];
+  uint64_t wsum[kWarps];
+  uint64_t above, wtarget;
+  int found, bin, wsel, result;
+};
+
+template <typename T>
+__device__ __forceinline__ T warp_total(T v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  return v;
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_inclusive_scan(T v) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const T t = __shfl_up_sync(kFull, v, o);
+    if (lane >= o) v += t;
+  }
+  return v;
+}
+
+// Block sums; every thread gets the total. End with a barrier.
+__device__ uint64_t block_total(uint64_t v, Shared& sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_total(v);
+  if (lane == 0) sh.u[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    uint64_t t = lane < kWarps ? sh.u[lane] : 0;
+    t = warp_total(t);
+    if (lane == 0) sh.u[kWarps] = t;
+  }
+  __syncthreads();
+  const uint64_t r = sh.u[kWarps];
+  __syncthreads();
+  return r;
+}
+
+__device__ double block_total(double v, Shared& sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_total(v);
+  if (lane == 0) sh.d[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    double t = lane < kWarps ? sh.d[lane] : 0.0;
+    t = warp_total(t);
+    if (lane == 0) sh.d[kWarps] = t;
+  }
+  __syncthreads();
+  const double r = sh.d[kWarps];
+  __syncthreads();
+  return r;
+}
+
+// (value desc, id asc) best of the block; every thread gets it.
+__device__ __forceinline__ void better_of(float& v, int& i, float ov, int oi) {
+  if (ov > v || (ov == v && oi < i)) {
+    v = ov;
+    i = oi;
+  }
+}
+__device__ void block_best(float& v, int& i, Shared& sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) better_of(v, i, __shfl_xor_sync(kFull, v, o), __shfl_xor_sync(kFull, i, o));
+  if (lane == 0) {
+    sh.fv[warp] = v;
+    sh.fi[warp] = i;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    float t = lane < kWarps ? sh.fv[lane] : neg_inf();
+    int ti = lane < kWarps ? sh.fi[lane] : 0x7fffffff;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) better_of(t, ti, __shfl_xor_sync(kFull, t, o), __shfl_xor_sync(kFull, ti, o));
+    if (lane == 0) {
+      sh.fv[kWarps] = t;
+      sh.fi[kWarps] = ti;
+    }
+  }
+  __syncthreads();
+  v = sh.fv[kWarps];
+  i = sh.fi[kWarps];
+  __syncthreads();
+}
+
+// Sum of the weights (or the count) of a set.
+__device__ uint64_t set_total(const Row& row, const Set& s, bool order_p, bool count, Shared& sh) {
+  const bool need_p = needs_p(s, order_p, count);
+  uint64_t t = 0;
+  for (int i = threadIdx.x; i < row.vocab; i += kThreads) {
+    const Elem e = row.elem(i, need_p);
+    if (member(s, e, i, order_p)) t += count ? 1 : e.w;
+  }
+  return block_total(t, sh);
+}
+
+// The first id (in id order) at which the running weight of the set exceeds
+// `target`; -1 if the total does not.
+__device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool count, uint64_t target, Shared& sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const bool need_p = needs_p(s, order_p, count);
+  const int chunk = ((row.vocab + kWarps - 1) / kWarps + 31) & ~31;
+  const int begin = warp * chunk;
+  const int end = min(row.vocab, begin + chunk);
+  auto weight = [&](int i) -> uint64_t {
+    const Elem e = row.elem(i, need_p);
+    return member(s, e, i, order_p) ? (count ? 1 : e.w) : 0;
+  };
+  uint64_t sum = 0;
+  for (int i = begin + lane; i < end; i += 32) sum += weight(i);
+  sum = warp_total(sum);
+  if (lane == 0) sh.wsum[warp] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    uint64_t cum = 0;
+    sh.wsel = -1;
+    sh.result = -1;
+    for (int w = 0; w < kWarps; ++w) {
+      if (cum + sh.wsum[w] > target) {
+        sh.wsel = w;
+        sh.wtarget = target - cum;
+        break;
+      }
+      cum += sh.wsum[w];
+    }
+  }
+  __syncthreads();
+  if (warp == sh.wsel) {
+    const uint64_t t = sh.wtarget;
+    uint64_t cum = 0;
+    for (int base = begin; base < end; base += 32) {
+      const int i = base + lane;
+      const uint64_t incl = warp_inclusive_scan(i < end ? weight(i) : uint64_t{0});
+      const unsigned hit = __ballot_sync(kFull, cum + incl > t);
+      if (hit != 0) {
+        if (lane == __ffs(hit) - 1) sh.result = i;
+        break;
+      }
+      cum += __shfl_sync(kFull, incl, 31);
+    }
+  }
+  __syncthreads();
+  const int r = sh.result;
+  __syncthreads();
+  return r;
+}
+
+// The element at which the running weight of the set, walked in (key desc,
+// id asc) order, exceeds `target` (key: the prob's if order_p, else the
+// logit's). false if the total does not.
+__device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool count, uint64_t target,
+                                uint64_t* hist, Shared& sh, Bound* out) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const bool need_p = needs_p(s, order_p, count);
+  uint32_t prefix = 0;
+  uint64_t above = 0;  // weight of the set's members with a key above the prefix
+  for (int digit = 3; digit >= 0; --digit) {
+    const int shift = 8 * digit;
+    for (int j = threadIdx.x; j < kWarps * kBins; j += kThreads) hist[j] = 0;
+    __syncthreads();
+    uint64_t* mine = hist + warp * kBins;
+    for (int i = threadIdx.x; i < row.vocab; i += kThreads) {
+      const Elem e = row.elem(i, need_p);
+      if (!member(s, e, i, order_p)) continue;
+      const uint32_t key = order_p ? e.kp : e.kx;
+      if (digit < 3 && (key >> (shift + 8)) != (prefix >> (shift + 8))) continue;
+      const uint64_t w = count ? 1 : e.w;
+      if (w != 0) atomicAdd(reinterpret_cast<unsigned long long*>(mine + ((key >> shift) & 0xFFu)),
+                            static_cast<unsigned long long>(w));
+    }
+    __syncthreads();
+    if (threadIdx.x < kBins) {
+      uint64_t t = 0;
+      for (int w = 0; w < kWarps; ++w) t += hist[w * kBins + threadIdx.x];
+      hist[threadIdx.x] = t;
+    }
+    __syncthreads();
+    if (warp == 0) {
+      // Lane l holds bins 255 - 8l down to 248 - 8l: lane order is key order, highest first.
+      uint64_t lane_sum = 0;
+      for (int j = 0; j < 8; ++j) lane_sum += hist[kBins - 1 - 8 * lane - j];
+      const uint64_t incl = warp_inclusive_scan(lane_sum);
+      const unsigned hit = __ballot_sync(kFull, above + incl > target);
+      if (lane == 0) sh.found = hit != 0;
+      if (hit != 0 && lane == __ffs(hit) - 1) {
+        uint64_t cum = above + incl - lane_sum;
+        for (int j = 0; j < 8; ++j) {
+          const int b = kBins - 1 - 8 * lane - j;
+          if (cum + hist[b] > target) {
+            sh.bin = b;
+            sh.above = cum;
+            break;
+          }
+          cum += hist[b];
+        }
+      }
+    }
+    __syncthreads();
+    if (!sh.found) return false;
+    prefix |= static_cast<uint32_t>(sh.bin) << shift;
+    above = sh.above;
+    __syncthreads();
+  }
+  Set ties = s;
+  ties.tie = true;
+  ties.tie_key = prefix;
+  const int id = id_crossing(row, ties, order_p, count, target - above, sh);
+  if (id < 0) return false;  // cannot happen: the ties hold the crossing
+  *out = Bound{prefix, id};
+  return true;
+}
+
+// min(floor(u * total), total - 1): the draw's target, kept inside the total
+// so that a u rounding up to the total picks the last positive token (the
+// CPU's fallback) rather than nothing.
+__device__ __forceinline__ uint64_t draw_target(double u, uint64_t total) {
+  const double t = u * static_cast<double>(total);
+  uint64_t r = t <= 0.0 ? 0 : static_cast<uint64_t>(t);
+  return r >= total ? total - 1 : r;
+}
+
+// Running sum >= need (the CPU's top_p test) as "running sum > target".
+__device__ __forceinline__ uint64_t need_target(double need) {
+  const double c = ceil(need);
+  return c <= 1.0 ? 0 : static_cast<uint64_t>(c) - 1;
+}
+
+__global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restrict__ logits,          // (rows, vocab)
+                                                          int vocab, float scale,
+                                                          const SampleRowDesc* __restrict__ specs,   // (n)
+                                                          const LogitAdjustDesc* __restrict__ adjust,
+                                                          SampleResultDesc* __restrict__ results) {  // (n)
+  extern __shared__ uint64_t dyn[];
+  uint64_t* hist = dyn;                                            // (kWarps, kBins)
+  uint32_t* bitmap = reinterpret_cast<uint32_t*>(dyn + kWarps * kBins);  // (ceil(vocab / 32))
+  __shared__ Shared sh;
+  const SampleRowDesc spec = specs[blockIdx.x];
+  const int words = (vocab + 31) >> 5;
+
+  Row row;
+  row.logits = logits + static_cast<int64_t>(spec.row) * vocab;
+  row.adj = adjust + spec.adj_begin;
+  row.nadj = spec.adj_count;
+  row.bitmap = bitmap;
+  row.vocab = vocab;
+  row.max = 0.0f;
+  row.inv_t = spec.inv_temperature;
+  row.scale = scale;
+  if (row.nadj > 0) {
+    for (int j = threadIdx.x; j < words; j += kThreads) bitmap[j] = 0;
+    __syncthreads();
+    for (int j = threadIdx.x; j < row.nadj; j += kThreads) {
+      const int t = row.adj[j].token;
+      if (t >= 0 && t < vocab) atomicOr(bitmap + (t >> 5), 1u << (t & 31));
+    }
+    __syncthreads();
+  }
+
+  // Pass 1: the raw argmax (NaN skipped) and max, the +inf count, the raw
+  // log-sum-exp (online: per-thread max and rescaled sum), the adjusted max
+  // and its lowest id.
+  float raw_v = neg_inf(), adj_v = neg_inf();
+  int raw_i = 0x7fffffff, adj_i = 0x7fffffff;
+  float run_max = neg_inf(), run_sum = 0.0f;
+  uint64_t num_inf = 0;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) {
+    const float raw = __ldg(row.logits + i);
+    if (raw == raw) {
+      better_of(raw_v, raw_i, raw, i);
+      num_inf += raw == pos_inf();
+      if (raw != neg_inf() && raw != pos_inf()) {
+        if (raw > run_max) {
+          run_sum = run_sum * expf(run_max - raw) + 1.0f;
+          run_max = raw;
+        } else {
+          run_sum += expf(raw - run_max);
+        }
+      }
+    }
+    better_of(adj_v, adj_i, row.adjusted(i, raw), i);
+  }
+  float finite_max = run_max;
+  int unused = 0;
+  block_best(finite_max, unused, sh);
+  block_best(raw_v, raw_i, sh);
+  block_best(adj_v, adj_i, sh);
+  num_inf = block_total(num_inf, sh);
+  const double lse_sum =
+      block_total(run_max == neg_inf() ? 0.0 : static_cast<double>(run_sum) * exp(static_cast<double>(run_max) -
+                                                                                    static_cast<double>(finite_max)),
+                  sh);
+
+  int token = 0;
+  bool used_draw = false;
+  const float m = adj_v;
+  if (m == neg_inf()) {
+    token = raw_i == 0x7fffffff ? 0 : raw_i;  // every token banned: the raw argmax (Sample draws nothing)
+  } else if (spec.temperature == 0.0f) {
+    token = adj_i;
+  } else if (m == pos_inf()) {
+    token = adj_i;  // the lowest +inf id; the draw is consumed
+    used_draw = true;
+  } else {
+    used_draw = true;
+    row.max = m;
+    const bool topk_path = spec.top_k > 0 && spec.top_k < vocab;
+    if (topk_path) {
+      // DrawTopK: the k best logits, their probabilities, the min_p and top_p
+      // prefix of that list, a draw in that order.
+      Set all;
+      Bound kb{0, 0};
+      sorted_crossing(row, all, false, true, static_cast<uint64_t>(spec.top_k - 1), hist, sh, &kb);
+      Set s;
+      s.use_k = true;
+      s.k = kb;
+      const uint64_t zk = set_total(row, s, false, false, sh);
+      s.pmin = spec.min_p;
+      if (spec.top_p < 1.0f) {
+        const double need = static_cast<double>(spec.top_p) * static_cast<double>(zk) * (1.0 - kTopPSlack);
+        Bound pb{0, 0};
+        if (sorted_crossing(row, s, false, false, need_target(need), hist, sh, &pb)) {
+          s.use_p = true;
+          s.pb = pb;
+          s.pb_on_p = false;
+        }
+      }
+      const uint64_t z = set_total(row, s, false, false, sh);
+      Bound pick{0, 0};
+      sorted_crossing(row, s, false, false, draw_target(spec.u, z), hist, sh, &pick);
+      token = pick.id;
+    } else if (spec.top_p < 1.0f) {
+      // DrawTopP: candidates are the probs >= max(min_p, the guarantee);
+      // the smallest most probable set reaching top_p * z; a draw in sorted
+      // order for few candidates, in id order for many.
+      Set none;
+      const uint64_t z = set_total(row, none, true, false, sh);
+      const double need = static_cast<double>(spec.top_p) * static_cast<double>(z) * (1.0 - kTopPSlack);
+      const float guarantee =
+          static_cast<float>((1.0 - static_cast<double>(spec.top_p)) * (static_cast<double>(z) / scale) / vocab);
+      Set s;
+      s.pmin = fmaxf(fmaxf(spec.min_p, guarantee), __uint_as_float(1u));
+      const uint64_t candidates = set_total(row, s, true, true, sh);
+      Bound pb{0, 0};
+      if (sorted_crossing(row, s, true, false, need_target(need), hist, sh, &pb)) {
+        s.use_p = true;
+        s.pb = pb;
+        s.pb_on_p = true;
+      }
+      const uint64_t zk = set_total(row, s, true, false, sh);
+      const uint64_t target = draw_target(spec.u, zk);
+      if (candidates <= kSortedDrawMax) {
+        Bound pick{0, 0};
+        sorted_crossing(row, s, true, false, target, hist, sh, &pick);
+        token = pick.id;
+      } else {
+        token = id_crossing(row, s, true, false, target, sh);
+      }
+    } else {
+      // DrawFull: every prob (zero below min_p), a draw in id order.
+      Set s;
+      s.pmin = spec.min_p;
+      const uint64_t z = set_total(row, s, false, false, sh);
+      token = id_crossing(row, s, false, false, draw_target(spec.u, z), sh);
+    }
+    if (token < 0) token = adj_i;  // unreachable: every draw target is below its total
+  }
+
+  if (threadIdx.x == 0) {
+    const float raw = __ldg(row.logits + token);
+    const float v = raw != raw ? neg_inf() : raw;
+    float lp;
+    if (raw_v == pos_inf()) {
+      lp = v == pos_inf() ? -logf(static_cast<float>(num_inf)) : neg_inf();
+    } else if (raw_v == neg_inf()) {
+      lp = neg_inf();
+    } else {
+      const double lse = static_cast<double>(finite_max) + log(lse_sum);
+      lp = static_cast<float>(static_cast<double>(v) - lse);
+    }
+    results[blockIdx.x] = SampleResultDesc{token, lp, used_draw ? 1 : 0};
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_sample(const float* logits, int vocab, const SampleRowDesc* specs, const LogitAdjustDesc* adjust,
+                          int n, SampleResultDesc* results, cudaStream_t stream) {
+  if (n < 0 || vocab <= 0 || vocab > kMaxVocab) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  if (logits == nullptr || specs == nullptr || results == nullptr) return cudaErrorInvalidValue;
+  // Fixed-point probabilities: each <= 2^shift, their sum over the vocabulary < 2^63.
+  int bits = 0;
+  while ((1 << bits) < vocab) ++bits;
+  const float scale = ldexpf(1.0f, 62 - bits);
+  const size_t smem = sizeof(uint64_t) * kWarps * kBins + sizeof(uint32_t) * static_cast<size_t>((vocab + 31) / 32);
+  if (smem > 48 * 1024) {
+    const cudaError_t e =
+        cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+  }
+  sample_kernel<<<n, kThreads, smem, stream>>>(logits, vocab, scale, specs, adjust, results);
+  return cudaGetLastError();
+}
+
+}  // namespace rwkv::kernels
