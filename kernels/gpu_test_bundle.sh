@@ -20,7 +20,7 @@ pack() {
   local data=${RWKV_TESTDATA:-../shared/testdata}
   rm -rf "$bundle"
   mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/testdata/official_ref" "$bundle/testdata/rwkv_cpp/generated"
-  cp "$build/tests/cuda_backend_test" "$build/tests/cuda_model_test" "$bundle/bin/"
+  cp "$build/tests/cuda_backend_test" "$build/tests/cuda_model_test" "$build/tests/cuda_fp16_state_test" "$bundle/bin/"
   ldd "$bundle"/bin/* | awk '/=> \// {print $3}' | sort -u |
     grep -v -E '/usr/local/cuda|/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt)\.so|ld-linux' |
     while read -r lib; do cp -L "$lib" "$bundle/lib/"; done
@@ -47,7 +47,7 @@ run() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
   if ldd "$bundle"/bin/* | grep 'not found'; then echo "missing libraries"; fi
   local rc=0
-  for t in cuda_backend_test cuda_model_test; do
+  for t in cuda_backend_test cuda_model_test cuda_fp16_state_test; do
     "$bundle/bin/$t" >"$out/$t.log" 2>&1 || rc=1
     echo "== $t"
     grep -E '^\[  (PASSED|FAILED) |tests?, listed below|^device:' "$out/$t.log" || true
@@ -58,7 +58,7 @@ run() {
   # Largest error of each op check as a fraction of its tolerance (worst first).
   grep -h 'of tolerance' "$out/cuda_backend_test.log" | sed 's/.*(\(.*\) of tolerance)/\1 &/' |
     sort -g -r | head -6 || true
-  grep -h 'maxerr' "$out/cuda_model_test.log" || true
+  grep -h 'maxerr' "$out/cuda_model_test.log" "$out/cuda_fp16_state_test.log" || true
   if [[ "${SANITIZE:-1}" == 1 ]]; then
     local cs=/usr/local/cuda/bin/compute-sanitizer
     timeout 150 "$cs" --tool memcheck --error-exitcode 9 "$bundle/bin/cuda_backend_test" \

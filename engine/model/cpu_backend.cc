@@ -289,7 +289,7 @@ void CpuBackend::Wkv7Fp16State(const Segment* segs, int nseg, int C, int N, Stat
         for (int j = 0; j < N; ++j) {
           const float s = row[j] * wt[j] - sa * b[j] + vi * kt[j];
           acc += s * rt[j];
-          Si[j] = F32ToF16(Fp16StateRound(s, Fp16StateDither(key, j, Si[j])));
+          Si[j] = F32ToF16(Fp16StateRound(s, Fp16StateDither(key, j, row[j])));
         }
         yt[i] = acc;
       }

@@ -21,15 +21,16 @@
 // belongs to this session and this token only: the head, row and column
 // indices, the token's value v_i (to its fp16-like top bits, so that the
 // last-bit noise of a different GEMM algorithm does not reshuffle them) and
-// the element's previous fp16 bits. There is no token counter in the state,
+// the element's previous (fp16) value. There is no token counter in the state,
 // so under exactly constant inputs (no new v_i) an element can stop at a
 // value that round-to-nearest would also keep; any new token moves the key.
 //
 // Rounding itself: the fp32 bits plus 13 random bits (the bits fp16 drops
 // from the fp32 significand), truncated; that is stochastic rounding onto
-// the fp16 grid for every value in fp16's normal range (for |x| < 2^-14 the
-// final conversion rounds to nearest onto the subnormal grid). Values beyond
-// fp16's range saturate at +-65504 instead of becoming inf (NaN stays NaN).
+// the fp16 grid for every value in fp16's normal range (below 2^-14 the
+// dithered value is rounded to nearest onto the subnormal grid: within one
+// 2^-24 step, nearly unbiased). Values beyond fp16's range
+// saturate at +-65504 instead of becoming inf (NaN stays NaN).
 #ifndef RWKV_ENGINE_MODEL_FP16_STATE_ROUNDING_H_
 #define RWKV_ENGINE_MODEL_FP16_STATE_ROUNDING_H_
 
@@ -71,16 +72,22 @@ RWKV_HOST_DEVICE uint32_t Fp16StateRowKey(int h, int N, int i, float v_i) {
   return ((Fp16StateFloatBits(v_i) >> 13) * 0x9E3779B1u) ^ (static_cast<uint32_t>(h * N + i) * 0x85EBCA77u);
 }
 
-// 13 random bits for column j of a row, given the element's previous fp16 bits.
-RWKV_HOST_DEVICE uint32_t Fp16StateDither(uint32_t row_key, int j, uint32_t old_bits16) {
-  const uint32_t z = row_key ^ (old_bits16 << 8) ^ (static_cast<uint32_t>(j) * 0x9E3779B9u);
+// 13 random bits for column j of a row, given the element's previous value
+// (an fp16 value, widened; its fp32 bits below bit 13 are zero, the rest
+// move to bits 8..26 of the hash input).
+RWKV_HOST_DEVICE uint32_t Fp16StateDither(uint32_t row_key, int j, float old) {
+  const uint32_t z = row_key ^ (Fp16StateFloatBits(old) >> 5) ^ (static_cast<uint32_t>(j) * 0x9E3779B9u);
   return (z * 0xC2B2AE3Du) >> 19;
 }
 
-// x stochastically rounded with `dither` (13 bits), as an fp32 value that a
-// round-to-nearest conversion to fp16 then represents exactly (normal range).
+// x stochastically rounded with `dither` (13 bits): an fp32 value on the
+// fp16 grid, so converting it to fp16 is exact and the kernel may keep it in
+// a register for the segment's next token instead of storing it.
 RWKV_HOST_DEVICE float Fp16StateRound(float x, uint32_t dither) {
-  const float y = Fp16StateBitsFloat((Fp16StateFloatBits(x) + dither) & ~0x1FFFu);
+  float y = Fp16StateBitsFloat((Fp16StateFloatBits(x) + dither) & ~0x1FFFu);
+  // Below fp16's smallest normal (2^-14) its grid is 2^-24 apart: round to
+  // it, nearest even (adding 0.75, whose ulp is 2^-24, does that in fp32).
+  if (y < 0x1p-14f && y > -0x1p-14f) y = (y + 0.75f) - 0.75f;
   // Comparisons, not fminf/fmaxf: those would turn a NaN into a finite value.
   return y > kFp16StateMax ? kFp16StateMax : (y < -kFp16StateMax ? -kFp16StateMax : y);
 }

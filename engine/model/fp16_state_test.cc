@@ -65,6 +65,16 @@ TEST(Fp16StateRoundingTest, ExactValuesStayAndOthersRoundUpWithTheirFraction) {
   // Negative values round in magnitude the same way.
   EXPECT_EQ(Fp16StateRound(-x, 0), -1.0f);
   EXPECT_EQ(Fp16StateRound(-x, 8191), -1.0f - 0x1p-10f);
+  // Below 2^-14, the dithered value to nearest on the subnormal grid (2^-24 apart).
+  for (float tiny : {1e-7f, -3.3e-6f, 6.0e-5f, 2.5f * 0x1p-24f, 3.5f * 0x1p-24f, 0x1p-26f}) {
+    for (uint32_t d : {0u, 8191u}) {
+      const float y = Fp16StateRound(tiny, d);
+      EXPECT_EQ(RoundTripF16(y), y) << tiny;
+      EXPECT_LE(std::fabs(y - tiny), 0x1p-24f) << tiny;  // one subnormal step
+    }
+  }
+  EXPECT_EQ(Fp16StateRound(2.5f * 0x1p-24f, 0), 2 * 0x1p-24f);
+  EXPECT_EQ(Fp16StateRound(3.5f * 0x1p-24f, 0), 4 * 0x1p-24f);
   // Saturation instead of inf; NaN stays NaN.
   EXPECT_EQ(Fp16StateRound(1e6f, 0), kFp16StateMax);
   EXPECT_EQ(Fp16StateRound(-1e6f, 8191), -kFp16StateMax);
@@ -83,8 +93,8 @@ TEST(Fp16StateRoundingTest, DitherDependsOnRowTokenColumnAndOldValue) {
   double sum = 0;
   int n = 0;
   for (int j = 0; j < 64; ++j) {
-    for (uint32_t old = 0x3c00; old < 0x3c40; ++old, ++n) {
-      const uint32_t d = Fp16StateDither(k0, j, old);
+    for (uint16_t old = 0x3c00; old < 0x3c40; ++old, ++n) {
+      const uint32_t d = Fp16StateDither(k0, j, F16ToF32(old));
       ASSERT_LT(d, 8192u);
       sum += d;
     }
