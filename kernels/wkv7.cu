@@ -91,10 +91,10 @@ __device__ __forceinline__ uint4 pack_chunk(const float* in) {
 
 // Blocks per SM the register budget must allow. At N = 64, 8 blocks of 64
 // threads (128 registers each) keep the whole 64-float row and the token's
-// temporaries in registers (ptxas, sm_90: fp32 no spill; fp16 a 16-byte
-// spill for the dither's temporaries; unbounded it takes 161 / 220
-// registers, i.e. 6 / 4 blocks per SM). More resident blocks keep more of
-// the state's bytes in flight, which is what bounds large batches.
+// temporaries in registers without spilling (ptxas, sm_90; unbounded it takes
+// 161 registers for fp32 and 220 for fp16, i.e. 6 or 4 blocks per SM). More
+// resident blocks keep more of the state's bytes in flight, which is what
+// bounds large batches.
 template <int N>
 constexpr int kTiledMinBlocks = N == 128 ? 2 : 8;
 

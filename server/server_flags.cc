@@ -1,12 +1,14 @@
 // See server_flags.h.
 #include "server/server_flags.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace rwkv {
 namespace {
@@ -29,7 +31,8 @@ absl::Status ParseInt(const std::string& flag, const std::string& v, int32_t lo,
 std::string ServerUsage() {
   return R"(usage: rwkv-server [--model FILE|synthetic:SIZE] [--vocab FILE | --byte-vocab]
                    [--listen HOST:PORT] [--metrics-listen HOST:PORT|off] [--state-dir DIR]
-                   [--backend cpu|cuda|auto] [--weight-dtype f16|bf16|f32] [--threads N] [--max-sessions N] [--max-batch N]
+                   [--backend cpu|cuda|auto] [--weight-dtype f16|bf16|f32] [--state-dtype fp32|fp16]
+                   [--threads N] [--max-sessions N] [--max-batch N]
                    [--state-memory-mb MB | --state-slots N] [--offload-memory-mb MB]
                    [--max-queue N] [--prefill-chunk N] [--step-tokens N]
                    [--max-prompt-tokens N] [--drain-seconds S]
@@ -49,11 +52,14 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
                      and restored on the next start
   --backend          cpu, cuda, or auto (default: cuda when a GPU is usable, else cpu)
   --weight-dtype     how the CUDA backend stores matrices: f16 (default), bf16 or f32
+  --state-dtype      how the state pool keeps RWKV-7's wkv matrices: fp32 (default, exact) or
+                     fp16 (half the bytes: about twice the sessions per --state-memory-mb; saved
+                     states stay fp32 and load into either). RWKV-4 models take fp32 only
   --threads          CPU threads (default: all cores)
   --max-sessions     sessions in the table, resident + offloaded (default 1024)
   --max-batch        sessions advanced per step (default 64)
-  --state-memory-mb  memory for the state pool; it holds budget / (state bytes per session)
-                     slots, at most --max-sessions (default 512)
+  --state-memory-mb  memory for the state pool; it holds budget / (state bytes per session,
+                     of the --state-dtype) slots, at most --max-sessions (default 512)
   --state-slots      a fixed number of resident state slots instead of a budget
   --offload-memory-mb  host memory for idle sessions moved out of the pool (default 4096);
                      beyond it they go to --state-dir
@@ -65,6 +71,17 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
 )";
 }
 
+absl::StatusOr<int32_t> StateSlotsFor(const ServerFlags& flags, int64_t slot_bytes) {
+  if (flags.state_slots_given) return flags.engine.state_slots;
+  const int64_t budget = int64_t{flags.state_memory_mb} << 20;
+  if (slot_bytes <= 0 || budget < slot_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat("--state-memory-mb %d holds no session: one %s state takes %.2f MB",
+                                                      flags.state_memory_mb, flags.state_dtype,
+                                                      static_cast<double>(slot_bytes) / (1 << 20)));
+  }
+  return static_cast<int32_t>(std::min<int64_t>(budget / slot_bytes, flags.engine.max_sessions));
+}
+
 absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& args) {
   ServerFlags f;
   EngineConfig& e = f.engine;
@@ -72,7 +89,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
       {"--model", &f.model},         {"--vocab", &f.vocab},
       {"--listen", &f.listen},       {"--metrics-listen", &f.metrics_listen},
       {"--state-dir", &f.state_dir}, {"--backend", &f.backend},
-      {"--weight-dtype", &f.weight_dtype},
+      {"--weight-dtype", &f.weight_dtype}, {"--state-dtype", &f.state_dtype},
   };
   struct IntFlag {
     int32_t* value;
@@ -138,6 +155,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
   if (f.weight_dtype != "f16" && f.weight_dtype != "bf16" && f.weight_dtype != "f32") {
     return Bad("--weight-dtype", f.weight_dtype, "f16, bf16 or f32");
   }
+  if (f.state_dtype != "fp32" && f.state_dtype != "fp16") return Bad("--state-dtype", f.state_dtype, "fp32 or fp16");
   return f;
 }
 

@@ -25,6 +25,7 @@ struct ServerFlags {
   std::string state_dir;         // --state-dir DIR; empty: no save/load, sessions not kept across restarts
   std::string backend = "auto";  // --backend cpu|cuda|auto
   std::string weight_dtype = "f16";  // --weight-dtype f16|bf16|f32 (CUDA backend; the CPU one is fp32)
+  std::string state_dtype = "fp32";  // --state-dtype fp32|fp16 (RWKV-7 wkv matrices in the slot pool)
   int32_t threads = 0;           // --threads N; 0: all cores
   double drain_seconds = 30;     // --drain-seconds S
   // --state-memory-mb MB: the state pool's budget; slots = budget / state bytes
@@ -42,6 +43,12 @@ struct ServerFlags {
 absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& args);
 
 std::string ServerUsage();
+
+// The resident slot count: --state-slots when given, else how many states of
+// `slot_bytes` (what one costs in the pool, for the chosen --state-dtype)
+// --state-memory-mb holds, at most --max-sessions. INVALID_ARGUMENT when the
+// budget holds none.
+absl::StatusOr<int32_t> StateSlotsFor(const ServerFlags& flags, int64_t slot_bytes);
 
 }  // namespace rwkv
 

@@ -87,6 +87,30 @@ TEST(ServerFlagsTest, StatePoolFromMemoryBudget) {
   EXPECT_NE(bad.status().message().find("--state-memory-mb"), std::string::npos);
 }
 
+TEST(ServerFlagsTest, StateDtypeAndSlotsForTheBudget) {
+  auto d = ParseServerFlags({});
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->state_dtype, "fp32");
+  auto f = ParseServerFlags({"--state-dtype", "fp16", "--state-memory-mb", "100", "--max-sessions", "1000"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->state_dtype, "fp16");
+  // 0.1B: an fp32 slot is 2433024 bytes (43 fit in 100 MiB), an fp16 one 1253376 (83 fit).
+  EXPECT_EQ(*StateSlotsFor(*f, 2433024), 43);
+  EXPECT_EQ(*StateSlotsFor(*f, 1253376), 83);
+  f->engine.max_sessions = 50;
+  EXPECT_EQ(*StateSlotsFor(*f, 1253376), 50);
+  auto none = StateSlotsFor(*f, int64_t{101} << 20);
+  ASSERT_FALSE(none.ok());
+  EXPECT_THAT(std::string(none.status().message()), HasSubstr("holds no session: one fp16 state"));
+  auto fixed = ParseServerFlags({"--state-slots", "7", "--state-dtype=fp32"});
+  ASSERT_TRUE(fixed.ok());
+  EXPECT_EQ(*StateSlotsFor(*fixed, int64_t{1} << 40), 7);
+  auto bad = ParseServerFlags({"--state-dtype", "bf16"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("--state-dtype"));
+  EXPECT_THAT(ServerUsage(), HasSubstr("--state-dtype"));
+}
+
 TEST(ServerFlagsTest, Help) {
   auto f = ParseServerFlags({"--help"});
   ASSERT_TRUE(f.ok());

@@ -217,13 +217,15 @@ int Run(const ServerFlags& flags, const sigset_t& signals) {
   const int threads = flags.threads > 0 ? flags.threads : DefaultThreads();
   auto weight_dtype = ParseWeightDType(flags.weight_dtype);
   if (!weight_dtype.ok()) return Fail(weight_dtype.status());
+  auto state_dtype = ParseStateDType(flags.state_dtype);
+  if (!state_dtype.ok()) return Fail(state_dtype.status());
   std::string backend_note;
   auto backend = MakeBackend({flags.backend, threads, *weight_dtype}, &backend_note);
   if (!backend.ok()) return Fail(backend.status());
   Log("%s", backend_note);
   const std::string backend_name = (*backend)->name();
   const absl::Time load_start = absl::Now();
-  auto model = Model::Load(choice.spec, *std::move(backend));
+  auto model = Model::Load(choice.spec, *std::move(backend), {.state_dtype = *state_dtype});
   if (!model.ok()) return Fail(model.status());
   const ModelConfig config = (*model)->config();
   Log("model %s: %s, %.1f MB of %s weights, loaded in %.1f s", choice.spec, config.ToString(),
@@ -243,20 +245,20 @@ int Run(const ServerFlags& flags, const sigset_t& signals) {
   metrics::Registry registry;
   ServerMetrics server_metrics(registry, ServerInfo{ModelLabel(choice.spec), backend_name, RWKV_SERVER_VERSION});
   EngineConfig engine_config = flags.engine;
-  const int64_t state_bytes = static_cast<int64_t>((*model)->state_layout().bytes());
-  if (!flags.state_slots_given) {
-    const int64_t budget = int64_t{flags.state_memory_mb} << 20;
-    if (budget < state_bytes) {
-      return Fail(absl::InvalidArgumentError(absl::StrFormat(
-          "--state-memory-mb %d holds no session: one state takes %.2f MB", flags.state_memory_mb,
-          static_cast<double>(state_bytes) / (1 << 20))));
-    }
-    engine_config.state_slots = static_cast<int32_t>(std::min<int64_t>(budget / state_bytes, engine_config.max_sessions));
-  }
-  Log("state pool: %d slots x %.2f MB = %.1f MB%s", engine_config.state_slots,
+  // Slots are sized by what one costs in the pool, which depends on --state-dtype.
+  const int64_t state_bytes = (*model)->slot_bytes();
+  const int64_t budget = int64_t{flags.state_memory_mb} << 20;
+  auto slots = StateSlotsFor(flags, state_bytes);
+  if (!slots.ok()) return Fail(slots.status());
+  engine_config.state_slots = *slots;
+  Log("state pool: %s state, %d slots x %.2f MB = %.1f MB%s", flags.state_dtype, engine_config.state_slots,
       static_cast<double>(state_bytes) / (1 << 20),
       static_cast<double>(state_bytes) * engine_config.state_slots / (1 << 20),
-      flags.state_slots_given ? " (--state-slots)" : absl::StrFormat(" (budget %d MB)", flags.state_memory_mb));
+      flags.state_slots_given
+          ? std::string(" (--state-slots)")
+          : absl::StrFormat(" (budget %d MB fits %d sessions of %s state%s)", flags.state_memory_mb,
+                            budget / state_bytes, flags.state_dtype,
+                            budget / state_bytes > engine_config.max_sessions ? ", capped at --max-sessions" : ""));
   auto engine_or =
       Engine::Create(*std::move(model), *std::move(tokenizer), engine_config, store.get(), &server_metrics);
   if (!engine_or.ok()) return Fail(engine_or.status());
