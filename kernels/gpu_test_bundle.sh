@@ -21,7 +21,7 @@ pack() {
   rm -rf "$bundle"
   mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/testdata/official_ref" "$bundle/testdata/rwkv_cpp/generated"
   cp "$build/tests/cuda_backend_test" "$build/tests/cuda_model_test" "$build/tests/cuda_sample_test" \
-     "$build/tests/cuda_engine_test" "$bundle/bin/"
+     "$build/tests/cuda_engine_test" "$build/tests/cuda_fp16_state_test" "$bundle/bin/"
   ldd "$bundle"/bin/* | awk '/=> \// {print $3}' | sort -u |
     grep -v -E '/usr/local/cuda|/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt)\.so|ld-linux' |
     while read -r lib; do cp -L "$lib" "$bundle/lib/"; done
@@ -48,7 +48,7 @@ run() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
   if ldd "$bundle"/bin/* | grep 'not found'; then echo "missing libraries"; fi
   local rc=0
-  for t in cuda_backend_test cuda_model_test cuda_sample_test cuda_engine_test; do
+  for t in cuda_backend_test cuda_model_test cuda_sample_test cuda_engine_test cuda_fp16_state_test; do
     "$bundle/bin/$t" >"$out/$t.log" 2>&1 || rc=1
     echo "== $t"
     grep -E '^\[  (PASSED|FAILED) |tests?, listed below|^device:' "$out/$t.log" || true
@@ -64,7 +64,7 @@ run() {
   # Largest error of each op check as a fraction of its tolerance (worst first).
   grep -h 'of tolerance' "$out/cuda_backend_test.log" | sed 's/.*(\(.*\) of tolerance)/\1 &/' |
     sort -g -r | head -6 || true
-  grep -h 'maxerr' "$out/cuda_model_test.log" || true
+  grep -h 'maxerr' "$out/cuda_model_test.log" "$out/cuda_fp16_state_test.log" || true
   grep -h -E '\[ (sample|timing|engine) \]' "$out/cuda_sample_test.log" "$out/cuda_engine_test.log" || true
   if [[ "${SANITIZE:-1}" == 1 ]]; then
     local cs=/usr/local/cuda/bin/compute-sanitizer

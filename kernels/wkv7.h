@@ -13,14 +13,19 @@ namespace rwkv::kernels {
 
 // Per segment, per head h, for each of the segment's rows in order:
 //   S = S diag(w) - (S kk)(kk a)^T + v k^T;  y = S r
-// with S the head's (N value, N key) block of the segment's slot:
-// state + slot * slot_stride + h * N * N. All vectors are (n, C) with the
-// head's values at columns [h*N, h*N + N). C must be a multiple of N, and
-// N <= 1024. Slots of different segments must differ.
+// with S the head's (N value, N key) block of the segment's slot: elements
+// of `state_type` (kF32, or kF16: fp32 arithmetic, the new S rounded to fp16
+// after every token as engine/model/fp16_state_rounding.h says) starting at
+// h * N * N elements past state + slot * slot_stride. All vectors are (n, C)
+// with the head's values at columns [h*N, h*N + N). C must be a multiple of
+// N, and N <= 1024. Slots of different segments must differ. N of 32, 64 or
+// 128 with `state` 16-byte aligned and slot_stride a multiple of 4 take the
+// fast, coalesced kernel; anything else a plain one.
 cudaError_t launch_wkv7(const SegmentDesc* segs,  // (nseg) device
                         int nseg, int C, int N,
+                        ElemType state_type,      // kF32 or kF16
                         float* state,             // (slots, slot_stride); layer block of (H, N, N) at offset 0
-                        int64_t slot_stride,
+                        int64_t slot_stride,      // in 4-byte units, whatever state_type
                         const float* r,           // (n, C)
                         const float* w,           // (n, C) decay in (0, 1)
                         const float* k,           // (n, C)

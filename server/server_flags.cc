@@ -1,12 +1,14 @@
 // See server_flags.h.
 #include "server/server_flags.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace rwkv {
 namespace {
@@ -29,7 +31,8 @@ absl::Status ParseInt(const std::string& flag, const std::string& v, int32_t lo,
 std::string ServerUsage() {
   return R"(usage: rwkv-server [--model FILE|synthetic:SIZE] [--vocab FILE | --byte-vocab]
                    [--listen HOST:PORT] [--metrics-listen HOST:PORT|off] [--state-dir DIR]
-                   [--backend cpu|cuda|auto] [--weight-dtype f16|bf16|f32] [--threads N] [--max-sessions N] [--max-batch N]
+                   [--backend cpu|cuda|auto] [--weight-dtype f16|bf16|f32] [--state-dtype fp32|fp16]
+                   [--threads N] [--max-sessions N] [--max-batch N]
                    [--state-memory-mb MB | --state-slots N] [--offload-memory-mb MB]
                    [--max-queue N] [--prefill-chunk N] [--step-tokens N]
                    [--max-prompt-tokens N] [--drain-seconds S]
@@ -49,11 +52,15 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
                      and restored on the next start
   --backend          cpu, cuda, or auto (default: cuda when a GPU is usable, else cpu)
   --weight-dtype     how the CUDA backend stores matrices: f16 (default), bf16 or f32
+  --state-dtype      how the state pool keeps RWKV-7's wkv matrices: fp32 (default, exact) or
+                     fp16 (half the bytes: about twice the sessions per --state-memory-mb; saved
+                     states stay fp32 and load into either). RWKV-4 models take fp32 only
   --threads          CPU threads (default: all cores)
   --max-sessions     sessions in the table, resident + offloaded (default: 1024, or the
                      pool's slot count when that is larger)
   --max-batch        sessions advanced per step (default 64 on the CPU, 256 on a GPU)
-  --state-memory-mb  memory for the state pool; it holds budget / (state bytes per session)
+  --state-memory-mb  memory for the state pool; it holds budget / (state bytes per session,
+                     of the --state-dtype)
                      slots (at most --max-sessions when given). Default on a GPU: 90% of
                      the device memory left after the weights, the forward workspace
                      and 1 GiB; on the CPU: 512
@@ -68,6 +75,49 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
 )";
 }
 
+absl::StatusOr<StatePoolPlan> PlanStatePool(const ServerFlags& flags, int64_t slot_bytes,
+                                            std::optional<int64_t> device_free_bytes,
+                                            const std::function<int64_t(int, int)>& workspace_bytes) {
+  auto given = [&](const char* flag) { return flags.given.count(flag) > 0; };
+  StatePoolPlan plan;
+  plan.max_batch = flags.engine.max_batch;
+  plan.max_sessions = flags.engine.max_sessions;
+  // On a GPU (a backend with memory of its own) wider batches pay, and the
+  // pool takes most of what the weights leave, as every serving engine does:
+  // sessions are what the card is for.
+  if (device_free_bytes && !given("--max-batch")) plan.max_batch = 256;
+  if (flags.state_slots_given) {
+    plan.slots = flags.engine.state_slots;
+    plan.note = " (--state-slots)";
+  } else {
+    int64_t budget = int64_t{512} << 20;
+    plan.note = " (default budget 512 MB; --state-memory-mb sets it)";
+    if (given("--state-memory-mb")) {
+      budget = int64_t{flags.state_memory_mb} << 20;
+      plan.note = absl::StrFormat(" (--state-memory-mb %d)", flags.state_memory_mb);
+    } else if (device_free_bytes) {
+      const int rows = std::max(flags.engine.step_token_budget, plan.max_batch);
+      const int64_t workspace = workspace_bytes ? workspace_bytes(rows, plan.max_batch) : 0;
+      budget = std::max<int64_t>(0, (*device_free_bytes - workspace - (int64_t{1} << 30)) / 10 * 9);
+      plan.note = absl::StrFormat(
+          " (90%% of the %.1f GiB free after the weights, less %.0f MiB of forward workspace and 1 GiB; "
+          "--state-memory-mb sets it)",
+          static_cast<double>(*device_free_bytes) / (1 << 30), static_cast<double>(workspace) / (1 << 20));
+    }
+    if (slot_bytes <= 0 || budget < slot_bytes) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "the state pool holds no session: its budget is %.1f MB%s and one %s state takes %.2f MB",
+          static_cast<double>(budget) / (1 << 20), plan.note, flags.state_dtype,
+          static_cast<double>(slot_bytes) / (1 << 20)));
+    }
+    int64_t slots = std::min<int64_t>(budget / slot_bytes, std::numeric_limits<int32_t>::max());
+    if (given("--max-sessions")) slots = std::min<int64_t>(slots, flags.engine.max_sessions);
+    plan.slots = static_cast<int32_t>(slots);
+  }
+  if (!given("--max-sessions")) plan.max_sessions = std::max(plan.max_sessions, plan.slots);
+  return plan;
+}
+
 absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& args) {
   ServerFlags f;
   EngineConfig& e = f.engine;
@@ -75,7 +125,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
       {"--model", &f.model},         {"--vocab", &f.vocab},
       {"--listen", &f.listen},       {"--metrics-listen", &f.metrics_listen},
       {"--state-dir", &f.state_dir}, {"--backend", &f.backend},
-      {"--weight-dtype", &f.weight_dtype},
+      {"--weight-dtype", &f.weight_dtype}, {"--state-dtype", &f.state_dtype},
   };
   struct IntFlag {
     int32_t* value;
@@ -142,6 +192,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
   if (f.weight_dtype != "f16" && f.weight_dtype != "bf16" && f.weight_dtype != "f32") {
     return Bad("--weight-dtype", f.weight_dtype, "f16, bf16 or f32");
   }
+  if (f.state_dtype != "fp32" && f.state_dtype != "fp16") return Bad("--state-dtype", f.state_dtype, "fp32 or fp16");
   return f;
 }
 

@@ -90,6 +90,63 @@ TEST(ServerFlagsTest, StatePoolFromMemoryBudget) {
   EXPECT_NE(bad.status().message().find("--state-memory-mb"), std::string::npos);
 }
 
+TEST(ServerFlagsTest, StateDtypeAndSlotsForTheBudget) {
+  auto d = ParseServerFlags({});
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->state_dtype, "fp32");
+  auto f = ParseServerFlags({"--state-dtype", "fp16", "--state-memory-mb", "100", "--max-sessions", "1000"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->state_dtype, "fp16");
+  // 0.1B: an fp32 slot is 2433024 bytes (43 fit in 100 MiB), an fp16 one 1253376 (83 fit).
+  auto plan = [](const ServerFlags& flags, int64_t slot, std::optional<int64_t> device = std::nullopt) {
+    return PlanStatePool(flags, slot, device, [](int rows, int logit_rows) { return int64_t{rows + logit_rows} << 20; });
+  };
+  EXPECT_EQ(plan(*f, 2433024)->slots, 43);
+  EXPECT_EQ(plan(*f, 1253376)->slots, 83);
+  EXPECT_EQ(plan(*f, 1253376)->max_sessions, 1000);
+  f->engine.max_sessions = 50;
+  EXPECT_EQ(plan(*f, 1253376)->slots, 50);  // --max-sessions was given: it caps the pool
+  auto none = plan(*f, int64_t{101} << 20);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(none.status().message()), HasSubstr("holds no session"));
+  EXPECT_THAT(std::string(none.status().message()), HasSubstr("one fp16 state"));
+  auto fixed = ParseServerFlags({"--state-slots", "7", "--state-dtype=fp32"});
+  ASSERT_TRUE(fixed.ok());
+  EXPECT_EQ(plan(*fixed, int64_t{1} << 40)->slots, 7);
+
+  // Defaults: 512 MB on the host, no cap at 1024 sessions; on a device, 90% of
+  // what is free less the workspace (here rows + logit rows MiB) and 1 GiB,
+  // and a batch of 256.
+  auto def = ParseServerFlags({});
+  ASSERT_TRUE(def.ok());
+  auto host = plan(*def, int64_t{1} << 16);  // 64 KiB states: 8192 fit in 512 MB
+  ASSERT_TRUE(host.ok()) << host.status();
+  EXPECT_EQ(host->slots, 8192);
+  EXPECT_EQ(host->max_sessions, 8192);
+  EXPECT_EQ(host->max_batch, 64);
+  EXPECT_THAT(host->note, HasSubstr("512 MB"));
+  const int64_t free_bytes = int64_t{80} << 30;
+  auto dev = plan(*def, int64_t{13} << 20, free_bytes);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  EXPECT_EQ(dev->max_batch, 256);
+  // rows = max(step tokens 1024, batch 256) = 1024, logit rows 256: 1280 MiB of workspace.
+  const int64_t budget = (free_bytes - (int64_t{1280} << 20) - (int64_t{1} << 30)) / 10 * 9;
+  EXPECT_EQ(dev->slots, budget / (int64_t{13} << 20));
+  EXPECT_GE(dev->slots, 2000);  // issue #4: 2,000 1.5B sessions (13 MB each) on an 80 GB card
+  EXPECT_EQ(dev->max_sessions, dev->slots);
+  EXPECT_THAT(dev->note, HasSubstr("90% of the 80.0 GiB free"));
+  auto given = ParseServerFlags({"--max-batch", "32", "--state-memory-mb", "1024"});
+  ASSERT_TRUE(given.ok());
+  auto dev_given = plan(*given, int64_t{1} << 20, free_bytes);
+  EXPECT_EQ(dev_given->max_batch, 32);
+  EXPECT_EQ(dev_given->slots, 1024);
+  auto bad = ParseServerFlags({"--state-dtype", "bf16"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("--state-dtype"));
+  EXPECT_THAT(ServerUsage(), HasSubstr("--state-dtype"));
+}
+
 TEST(ServerFlagsTest, Help) {
   auto f = ParseServerFlags({"--help"});
   ASSERT_TRUE(f.ok());

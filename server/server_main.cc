@@ -218,13 +218,15 @@ int Run(const ServerFlags& flags, const sigset_t& signals) {
   const int threads = flags.threads > 0 ? flags.threads : DefaultThreads();
   auto weight_dtype = ParseWeightDType(flags.weight_dtype);
   if (!weight_dtype.ok()) return Fail(weight_dtype.status());
+  auto state_dtype = ParseStateDType(flags.state_dtype);
+  if (!state_dtype.ok()) return Fail(state_dtype.status());
   std::string backend_note;
   auto backend = MakeBackend({flags.backend, threads, *weight_dtype}, &backend_note);
   if (!backend.ok()) return Fail(backend.status());
   Log("%s", backend_note);
   const std::string backend_name = (*backend)->name();
   const absl::Time load_start = absl::Now();
-  auto model = Model::Load(choice.spec, *std::move(backend));
+  auto model = Model::Load(choice.spec, *std::move(backend), {.state_dtype = *state_dtype});
   if (!model.ok()) {
     if (model.status().code() == absl::StatusCode::kResourceExhausted) {
       return Fail(absl::ResourceExhaustedError(absl::StrCat(
@@ -252,45 +254,19 @@ int Run(const ServerFlags& flags, const sigset_t& signals) {
   metrics::Registry registry;
   ServerMetrics server_metrics(registry, ServerInfo{ModelLabel(choice.spec), backend_name, RWKV_SERVER_VERSION});
   EngineConfig engine_config = flags.engine;
-  auto given = [&](const char* flag) { return flags.given.count(flag) > 0; };
-  const int64_t state_bytes = static_cast<int64_t>((*model)->state_layout().bytes());
-  // On a GPU (a backend with its own memory) the pool takes most of what the
-  // weights leave, as every serving engine does: sessions are what the card
-  // is for. Wider batches pay there too.
+  // Slots are sized by what one costs in the pool, which depends on --state-dtype.
+  const int64_t state_bytes = (*model)->slot_bytes();
   const absl::StatusOr<Backend::MemoryInfo> device_memory = (*model)->backend().DeviceMemory();
-  if (device_memory.ok() && !given("--max-batch")) engine_config.max_batch = 256;
-  std::string pool_note;
-  if (!flags.state_slots_given) {
-    int64_t budget = int64_t{512} << 20;
-    pool_note = " (default budget 512 MB; --state-memory-mb sets it)";
-    if (given("--state-memory-mb")) {
-      budget = int64_t{flags.state_memory_mb} << 20;
-      pool_note = absl::StrFormat(" (--state-memory-mb %d)", flags.state_memory_mb);
-    } else if (device_memory.ok()) {
-      const int rows = std::max(engine_config.step_token_budget, engine_config.max_batch);
-      const int64_t workspace = (*model)->WorkspaceBytes(rows, engine_config.max_batch);
-      const int64_t reserve = workspace + (int64_t{1} << 30);
-      const int64_t free_bytes = static_cast<int64_t>(device_memory->free_bytes);
-      budget = std::max<int64_t>(0, (free_bytes - reserve) / 10 * 9);
-      pool_note = absl::StrFormat(
-          " (90%% of the %.1f GiB free after the weights, less %.0f MiB of forward workspace and 1 GiB; "
-          "--state-memory-mb sets it)",
-          static_cast<double>(free_bytes) / (1 << 30), static_cast<double>(workspace) / (1 << 20));
-    }
-    if (budget < state_bytes) {
-      return Fail(absl::ResourceExhaustedError(absl::StrFormat(
-          "the state pool holds no session: its budget is %.1f MB%s and one state takes %.2f MB",
-          static_cast<double>(budget) / (1 << 20), pool_note, static_cast<double>(state_bytes) / (1 << 20))));
-    }
-    int64_t slots = std::min<int64_t>(budget / state_bytes, std::numeric_limits<int32_t>::max());
-    if (given("--max-sessions")) slots = std::min<int64_t>(slots, engine_config.max_sessions);
-    engine_config.state_slots = static_cast<int32_t>(slots);
-  }
-  if (!given("--max-sessions")) engine_config.max_sessions = std::max(engine_config.max_sessions, engine_config.state_slots);
+  auto pool = PlanStatePool(flags, state_bytes,
+                            device_memory.ok() ? std::optional<int64_t>(device_memory->free_bytes) : std::nullopt,
+                            [&](int rows, int logit_rows) { return (*model)->WorkspaceBytes(rows, logit_rows); });
+  if (!pool.ok()) return Fail(pool.status());
+  engine_config.state_slots = pool->slots;
+  engine_config.max_sessions = pool->max_sessions;
+  engine_config.max_batch = pool->max_batch;
   const double pool_mb = static_cast<double>(state_bytes) * engine_config.state_slots / (1 << 20);
-  Log("state pool: %d sessions x %.2f MB = %.1f MB of %s state%s", engine_config.state_slots,
-      static_cast<double>(state_bytes) / (1 << 20), pool_mb, backend_name,
-      flags.state_slots_given ? " (--state-slots)" : pool_note);
+  Log("state pool: %d sessions x %.2f MB of %s state = %.1f MB on %s%s", engine_config.state_slots,
+      static_cast<double>(state_bytes) / (1 << 20), flags.state_dtype, pool_mb, backend_name, pool->note);
   auto engine_or =
       Engine::Create(*std::move(model), *std::move(tokenizer), engine_config, store.get(), &server_metrics);
   if (!engine_or.ok()) {

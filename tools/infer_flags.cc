@@ -51,7 +51,7 @@ std::string InferUsage() {
   return R"(usage: rwkv-infer --model FILE|synthetic:SIZE [--vocab FILE | --byte-vocab]
                   [--prompt TEXT | --prompt-file FILE | --tokens 1,2,3]
                   [--max-tokens N] [--threads N] [--cpu-gemm invariant|openblas]
-                  [--backend cpu|cuda|auto] [--weight-dtype f16|bf16|f32]
+                  [--backend cpu|cuda|auto] [--weight-dtype f16|bf16|f32] [--state-dtype fp32|fp16]
                   [--dump-logits OUT] [--tokenize]
                   [--temperature T] [--top-k K] [--top-p P] [--min-p P]
                   [--presence-penalty X] [--frequency-penalty X] [--penalty-decay X]
@@ -74,6 +74,7 @@ Streams generated text to stdout; timing goes to stderr.
   --cpu-gemm       invariant (default: a row's result never depends on the batch) or openblas
   --backend        cpu (default), cuda, or auto (the GPU when one is usable)
   --weight-dtype   how the CUDA backend stores matrices: f16 (default), bf16 or f32
+  --state-dtype    RWKV-7 state matrices kept in fp32 (default, exact) or fp16 (half the bytes)
 )";
 }
 
@@ -140,6 +141,10 @@ absl::StatusOr<InferFlags> ParseInferFlags(const std::vector<std::string>& args)
       RWKV_VALUE(v);
       if (v != "f16" && v != "bf16" && v != "f32") return Bad(name, v, "f16, bf16 or f32");
       f.weight_dtype = v;
+    } else if (name == "--state-dtype") {
+      RWKV_VALUE(v);
+      if (v != "fp32" && v != "fp16") return Bad(name, v, "fp32 or fp16");
+      f.state_dtype = v;
     } else if (name == "--cpu-gemm") {
       RWKV_VALUE(v);
       if (v != "invariant" && v != "openblas") return Bad(name, v, "'invariant' or 'openblas'");

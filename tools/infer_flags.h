@@ -31,6 +31,7 @@ struct InferFlags {
   bool openblas = false;                 // --cpu-gemm openblas|invariant
   std::string backend = "cpu";           // --backend cpu|cuda|auto
   std::string weight_dtype = "f16";      // --weight-dtype f16|bf16|f32 (CUDA backend)
+  std::string state_dtype = "fp32";      // --state-dtype fp32|fp16
   bool help = false;
 };
 

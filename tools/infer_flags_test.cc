@@ -36,6 +36,18 @@ TEST(InferFlagsTest, ParsesEverything) {
   EXPECT_EQ(f->dump_logits, "/tmp/x");
 }
 
+TEST(InferFlagsTest, StateDtype) {
+  auto d = Parse({"--model", "synthetic:tiny"});
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->state_dtype, "fp32");
+  auto f = Parse({"--model", "synthetic:tiny", "--state-dtype", "fp16"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->state_dtype, "fp16");
+  auto bad = Parse({"--state-dtype=f8"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--state-dtype"), std::string::npos) << bad.status();
+}
+
 TEST(InferFlagsTest, ErrorsNameTheFlag) {
   struct Case {
     std::vector<std::string> args;

@@ -80,7 +80,9 @@ int Run(const InferFlags& f) {
     if (!made.ok()) return Fail(made.status());
     backend = *std::move(made);
   }
-  auto loaded = Model::Load(f.model, std::move(backend));
+  auto state_dtype = ParseStateDType(f.state_dtype);
+  if (!state_dtype.ok()) return Fail(state_dtype.status());
+  auto loaded = Model::Load(f.model, std::move(backend), {.state_dtype = *state_dtype});
   if (!loaded.ok()) return Fail(loaded.status());
   Model& model = **loaded;
   const ModelConfig& cfg = model.config();

@@ -63,6 +63,10 @@ struct MatMulJob {
 struct StateRef {
   float* base = nullptr;     // the current layer's block within slot 0
   int64_t slot_stride = 0;   // floats between consecutive slots
+  // Element type of the block at base. Only Wkv7 takes kF16 (base then holds
+  // the fp16 matrices, still addressed in 4-byte units; see SlotLayout in
+  // state_layout.h); every other op's state is kF32.
+  DType dtype = DType::kF32;
 };
 
 class Backend {
@@ -148,7 +152,12 @@ class Backend {
                                int C) = 0;
   // The state recurrence over each segment's rows, per head:
   //   S = S diag(w) - (S kk)(kk a)^T + v k^T;  y = S r.
-  // `wkv` is the layer's [H][N][N] block within slot 0.
+  // `wkv` is the layer's [H][N][N] block within slot 0. With wkv.dtype kF16
+  // the matrices are fp16: each token's update is computed in fp32 from the
+  // stored fp16 values and rounded back to fp16 after every token (so a
+  // prompt's result does not depend on how it is split into segments), by
+  // the stochastic rounding of fp16_state_rounding.h; y uses the unrounded
+  // update.
   virtual void Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv, const float* r,
                     const float* w, const float* k, const float* v, const float* kk, const float* a,
                     float* y) = 0;

@@ -16,6 +16,12 @@ absl::StatusOr<DType> ParseWeightDType(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat("weight dtype must be f16, bf16 or f32, got '", name, "'"));
 }
 
+absl::StatusOr<DType> ParseStateDType(const std::string& name) {
+  if (name == "fp32" || name == "f32") return DType::kF32;
+  if (name == "fp16" || name == "f16") return DType::kF16;
+  return absl::InvalidArgumentError(absl::StrCat("state dtype must be fp32 or fp16, got '", name, "'"));
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendChoice& choice, std::string* note) {
   if (choice.name != "cpu" && choice.name != "cuda" && choice.name != "auto") {
     return absl::InvalidArgumentError(absl::StrCat("backend must be cpu, cuda or auto, got '", choice.name, "'"));

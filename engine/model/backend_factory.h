@@ -30,6 +30,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendChoice& choice
 // Parses "f16", "bf16" or "f32".
 absl::StatusOr<DType> ParseWeightDType(const std::string& name);
 
+// Parses a --state-dtype value: "fp32" (or "f32") or "fp16" (or "f16").
+absl::StatusOr<DType> ParseStateDType(const std::string& name);
+
 }  // namespace rwkv
 
 #endif  // RWKV_ENGINE_MODEL_BACKEND_FACTORY_H_

@@ -34,6 +34,10 @@ TEST(BackendFactoryTest, BadNames) {
   EXPECT_EQ(ParseWeightDType("bf16").value(), DType::kBF16);
   EXPECT_EQ(ParseWeightDType("f32").value(), DType::kF32);
   EXPECT_EQ(ParseWeightDType("int8").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseStateDType("fp32").value(), DType::kF32);
+  EXPECT_EQ(ParseStateDType("fp16").value(), DType::kF16);
+  EXPECT_EQ(ParseStateDType("f16").value(), DType::kF16);
+  EXPECT_EQ(ParseStateDType("bf16").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -13,6 +13,8 @@
 #include <new>
 
 #include "absl/strings/str_format.h"
+#include "engine/loader/dtype.h"
+#include "engine/model/fp16_state_rounding.h"
 
 namespace rwkv {
 namespace {
@@ -219,6 +221,10 @@ void CpuBackend::Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv,
                       const float* w, const float* k, const float* v, const float* kk, const float* a,
                       float* y) {
   const int H = C / N;
+  if (wkv.dtype == DType::kF16) {
+    Wkv7Fp16State(segs, nseg, C, N, wkv, r, w, k, v, kk, a, y);
+    return;
+  }
   // One work item per (segment, head): each owns an N x N state block.
   pool_.ParallelFor(static_cast<int64_t>(nseg) * H, [&](int64_t item) {
     const Segment& g = segs[item / H];
@@ -244,6 +250,46 @@ void CpuBackend::Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv,
           const float s = Si[j] * wt[j] - sa * b[j] + vi * kt[j];
           Si[j] = s;
           acc += s * rt[j];
+        }
+        yt[i] = acc;
+      }
+    }
+  });
+}
+
+// The fp32 loop above on fp16 storage: each row is widened to fp32, updated
+// in the same order, and every new value rounded back by
+// fp16_state_rounding.h (the rounding the CUDA kernel does, bit for bit).
+void CpuBackend::Wkv7Fp16State(const Segment* segs, int nseg, int C, int N, StateRef wkv, const float* r,
+                               const float* w, const float* k, const float* v, const float* kk, const float* a,
+                               float* y) {
+  const int H = C / N;
+  pool_.ParallelFor(static_cast<int64_t>(nseg) * H, [&](int64_t item) {
+    const Segment& g = segs[item / H];
+    const int h = static_cast<int>(item % H);
+    uint16_t* S = reinterpret_cast<uint16_t*>(wkv.base + g.slot * wkv.slot_stride) + static_cast<int64_t>(h) * N * N;
+    float b[256], row[256];  // N <= 256 is checked at load
+    for (int t = 0; t < g.rows; ++t) {
+      const int64_t o = static_cast<int64_t>(g.row_begin + t) * C + static_cast<int64_t>(h) * N;
+      const float* rt = r + o;
+      const float* wt = w + o;
+      const float* kt = k + o;
+      const float* vt = v + o;
+      const float* kkt = kk + o;
+      for (int j = 0; j < N; ++j) b[j] = kkt[j] * a[o + j];
+      float* yt = y + o;
+      for (int i = 0; i < N; ++i) {
+        uint16_t* Si = S + static_cast<int64_t>(i) * N;
+        for (int j = 0; j < N; ++j) row[j] = F16ToF32(Si[j]);
+        float sa = 0;
+        for (int j = 0; j < N; ++j) sa += row[j] * kkt[j];
+        float acc = 0;
+        const float vi = vt[i];
+        const uint32_t key = Fp16StateRowKey(h, N, i, vi);
+        for (int j = 0; j < N; ++j) {
+          const float s = row[j] * wt[j] - sa * b[j] + vi * kt[j];
+          acc += s * rt[j];
+          Si[j] = F32ToF16(Fp16StateRound(s, Fp16StateDither(key, j, row[j])));
         }
         yt[i] = acc;
       }

@@ -68,6 +68,10 @@ class CpuBackend final : public Backend {
             const float* time_decay, const float* k, const float* v, float* y) override;
 
  private:
+  // Wkv7 with fp16 state (wkv.dtype == kF16).
+  void Wkv7Fp16State(const Segment* segs, int nseg, int C, int N, StateRef wkv, const float* r, const float* w,
+                     const float* k, const float* v, const float* kk, const float* a, float* y);
+
   ThreadPool pool_;
   CpuGemm gemm_;
   std::unordered_map<float*, size_t> allocations_;  // pointer -> floats

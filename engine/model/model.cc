@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/model/fp16_state_rounding.h"
 #include "engine/model/progress_bar.h"
 #include "engine/model/synthetic.h"
 
@@ -63,9 +64,19 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromSource(const TensorSource& sou
     return absl::InvalidArgumentError(absl::StrFormat("head size %d is out of range (1..%d)",
                                                       config->head_size, kMaxHeadSize));
   }
+  if (options.state_dtype != DType::kF32 && options.state_dtype != DType::kF16) {
+    return absl::InvalidArgumentError(absl::StrCat("state dtype must be fp32 or fp16, got ",
+                                                   std::string(DTypeName(options.state_dtype))));
+  }
+  if (options.state_dtype == DType::kF16 && config->arch != Arch::kV7) {
+    return absl::InvalidArgumentError(
+        "fp16 state is for RWKV-7 models only: an RWKV-4 state is 5 x C floats per layer, with no N x N "
+        "matrices to halve, and its running-max recurrence needs the fp32 range; use state dtype fp32");
+  }
   std::unique_ptr<Model> m(new Model());
   m->config_ = *config;
   m->layout_ = StateLayout::For(*config);
+  m->slot_ = SlotLayout::For(*config, options.state_dtype);
   m->backend_ = std::move(backend);
   if (absl::Status s = m->LoadWeights(source, options); !s.ok()) return s;
   return m;
@@ -302,7 +313,7 @@ absl::Status Model::AllocateSlots(int32_t n) {
   if (state_ != nullptr) backend_->Free(state_);
   state_ = nullptr;
   num_slots_ = 0;
-  RWKV_ASSIGN(state_, backend_->Alloc(static_cast<size_t>(n) * layout_.total));
+  RWKV_ASSIGN(state_, backend_->Alloc(static_cast<size_t>(n) * slot_.total));
   num_slots_ = n;
   // One fresh state uploaded, then copied within the backend: a pool of
   // thousands of GPU slots fills at device copy speed, not over PCIe.
@@ -331,23 +342,67 @@ absl::Status Model::ResetSlot(int32_t slot) {
 
 absl::Status Model::ReadSlot(int32_t slot, float* host) const {
   if (absl::Status s = CheckSlot(slot, num_slots_); !s.ok()) return s;
-  return backend_->Download(state_ + static_cast<int64_t>(slot) * layout_.total, host,
-                            static_cast<size_t>(layout_.total));
+  const float* src = state_ + static_cast<int64_t>(slot) * slot_.total;
+  if (slot_.wkv_dtype == DType::kF32) return backend_->Download(src, host, static_cast<size_t>(layout_.total));
+  std::vector<float> native(static_cast<size_t>(slot_.total));
+  if (absl::Status s = backend_->Download(src, native.data(), native.size()); !s.ok()) return s;
+  SlotToHostState(config_, slot_, native.data(), host);
+  return absl::OkStatus();
 }
 
 absl::Status Model::WriteSlot(int32_t slot, const float* host) {
   if (absl::Status s = CheckSlot(slot, num_slots_); !s.ok()) return s;
-  return backend_->Upload(host, state_ + static_cast<int64_t>(slot) * layout_.total,
-                          static_cast<size_t>(layout_.total));
+  float* dst = state_ + static_cast<int64_t>(slot) * slot_.total;
+  if (slot_.wkv_dtype == DType::kF32) return backend_->Upload(host, dst, static_cast<size_t>(layout_.total));
+  std::vector<float> native(static_cast<size_t>(slot_.total));
+  HostToSlotState(config_, slot_, host, native.data());
+  return backend_->Upload(native.data(), dst, native.size());
 }
 
 absl::Status Model::CopySlot(int32_t from, int32_t to) {
   if (absl::Status s = CheckSlot(from, num_slots_); !s.ok()) return s;
   if (absl::Status s = CheckSlot(to, num_slots_); !s.ok()) return s;
   if (from == to) return absl::OkStatus();
-  return backend_->CopyFloats(state_ + static_cast<int64_t>(from) * layout_.total,
-                              state_ + static_cast<int64_t>(to) * layout_.total,
-                              static_cast<size_t>(layout_.total));
+  return backend_->CopyFloats(state_ + static_cast<int64_t>(from) * slot_.total,
+                              state_ + static_cast<int64_t>(to) * slot_.total, static_cast<size_t>(slot_.total));
+}
+
+void SlotToHostState(const ModelConfig& c, const SlotLayout& slot, const float* native, float* host) {
+  const StateLayout h = StateLayout::For(c);
+  if (slot.wkv_dtype == DType::kF32) {
+    std::copy(native, native + h.total, host);
+    return;
+  }
+  const int64_t C = c.n_embd, matrices = h.per_layer - 2 * C;
+  for (int l = 0; l < c.n_layer; ++l) {
+    const float* src = native + l * slot.per_layer;
+    float* dst = host + l * h.per_layer;
+    std::copy(src + slot.att_x_prev, src + slot.att_x_prev + C, dst + h.att_x_prev);
+    std::copy(src + slot.ffn_x_prev, src + slot.ffn_x_prev + C, dst + h.ffn_x_prev);
+    const uint16_t* wkv = reinterpret_cast<const uint16_t*>(src + slot.wkv);
+    for (int64_t i = 0; i < matrices; ++i) dst[h.wkv + i] = F16ToF32(wkv[i]);
+  }
+}
+
+void HostToSlotState(const ModelConfig& c, const SlotLayout& slot, const float* host, float* native) {
+  const StateLayout h = StateLayout::For(c);
+  if (slot.wkv_dtype == DType::kF32) {
+    std::copy(host, host + h.total, native);
+    return;
+  }
+  std::fill(native, native + slot.total, 0.0f);  // padding too, so equal states are equal bytes
+  const int64_t C = c.n_embd, matrices = h.per_layer - 2 * C;
+  for (int l = 0; l < c.n_layer; ++l) {
+    const float* src = host + l * h.per_layer;
+    float* dst = native + l * slot.per_layer;
+    std::copy(src + h.att_x_prev, src + h.att_x_prev + C, dst + slot.att_x_prev);
+    std::copy(src + h.ffn_x_prev, src + h.ffn_x_prev + C, dst + slot.ffn_x_prev);
+    uint16_t* wkv = reinterpret_cast<uint16_t*>(dst + slot.wkv);
+    for (int64_t i = 0; i < matrices; ++i) {
+      const float x = src[h.wkv + i];
+      wkv[i] = F32ToF16(x > kFp16StateMax ? kFp16StateMax : (x < -kFp16StateMax ? -kFp16StateMax : x));
+    }
+  }
 }
 
 void InitFreshState(const ModelConfig& c, float* state) {
@@ -415,11 +470,11 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
   const Layer& L = layers_[static_cast<size_t>(l)];
   Backend& b = *backend_;
   const int C = c.n_embd, N = c.head_size, nseg = static_cast<int>(segs.size());
-  float* layer_state = state_ + l * layout_.per_layer;
+  float* layer_state = state_ + l * slot_.per_layer;
   const bool first = l == 0;  // layer 0 stores v_first instead of mixing it in
 
   b.LayerNormShiftMix(x_, n, C, L.ln1_w, L.ln1_b, segs.data(), nseg,
-                      {layer_state + layout_.att_x_prev, layout_.total}, L.x_mix, mix_, 6, xx_, d_);
+                      {layer_state + slot_.att_x_prev, slot_.total}, L.x_mix, mix_, 6, xx_, d_);
   float *xr = mix_[0], *xw = mix_[1], *xk = mix_[2], *xv = mix_[3], *xa = mix_[4], *xg = mix_[5];
   float *lw = lora_[0], *la = lora_[1], *lg = lora_[2], *lv = lora_[3];
   const MatMulJob in[] = {
@@ -436,13 +491,13 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
   b.GroupedMatMul(n, out, first ? 3 : 4);
   b.V7Prep(w_, L.w0, a_, L.a0, k_, kk_, L.k_k, L.k_a, v_, vfirst_, first ? nullptr : tmp_,
            first ? nullptr : L.v0, n, C, N);
-  b.Wkv7(segs.data(), nseg, C, N, {layer_state + layout_.wkv, layout_.total}, r_, w_, k_, v_, kk_, a_, y_);
+  b.Wkv7(segs.data(), nseg, C, N, {layer_state + slot_.wkv, slot_.total, slot_.wkv_dtype}, r_, w_, k_, v_, kk_, a_, y_);
   b.V7Output(y_, r_, k_, v_, g_, L.r_k, L.lnx_w, L.lnx_b, n, C, N);
   b.MatMul(y_, n, L.att_o, x_, true);
 
   const float* ffn_mix[1] = {L.ffn_x_k};
   b.LayerNormShiftMix(x_, n, C, L.ln2_w, L.ln2_b, segs.data(), nseg,
-                      {layer_state + layout_.ffn_x_prev, layout_.total}, ffn_mix, mix_, 1, xx_, d_);
+                      {layer_state + slot_.ffn_x_prev, slot_.total}, ffn_mix, mix_, 1, xx_, d_);
   b.MatMul(mix_[0], n, L.ffn_k, ffn_, false);
   b.ReluSquareMatMul(ffn_, n, L.ffn_v, x_, true);
 }
@@ -453,20 +508,20 @@ void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
   Backend& b = *backend_;
   const int C = c.n_embd, nseg = static_cast<int>(segs.size());
   const int64_t nC = static_cast<int64_t>(n) * C;
-  float* layer_state = state_ + l * layout_.per_layer;
+  float* layer_state = state_ + l * slot_.per_layer;
 
   b.LayerNormShiftMix(x_, n, C, L.ln1_w, L.ln1_b, segs.data(), nseg,
-                      {layer_state + layout_.att_x_prev, layout_.total}, L.att_mix, mix_, 3, xx_, d_);  // k, v, r
+                      {layer_state + slot_.att_x_prev, slot_.total}, L.att_mix, mix_, 3, xx_, d_);  // k, v, r
   const MatMulJob att[] = {{mix_[2], &L.att_r, r_}, {mix_[0], &L.att_k, k_}, {mix_[1], &L.att_v, v_}};
   b.GroupedMatMul(n, att, 3);
   b.Sigmoid(r_, nC);
-  b.Wkv4(segs.data(), nseg, C, {layer_state + layout_.wkv, layout_.total}, L.time_first, L.time_decay, k_, v_,
+  b.Wkv4(segs.data(), nseg, C, {layer_state + slot_.wkv, slot_.total}, L.time_first, L.time_decay, k_, v_,
          y_);
   b.Mul(y_, r_, nC);
   b.MatMul(y_, n, L.att_o, x_, true);
 
   b.LayerNormShiftMix(x_, n, C, L.ln2_w, L.ln2_b, segs.data(), nseg,
-                      {layer_state + layout_.ffn_x_prev, layout_.total}, L.ffn_mix, mix_, 2, xx_, d_);  // k, r
+                      {layer_state + slot_.ffn_x_prev, slot_.total}, L.ffn_mix, mix_, 2, xx_, d_);  // k, r
   const MatMulJob ffn[] = {{mix_[1], &L.ffn_r, r_}, {mix_[0], &L.ffn_k, ffn_}};
   b.GroupedMatMul(n, ffn, 2);
   b.Sigmoid(r_, nC);

@@ -27,6 +27,11 @@ namespace rwkv {
 
 struct ModelLoadOptions {
   bool progress = true;  // progress bar on stderr while loading (only if stderr is a terminal)
+  // How the slot pool stores the RWKV-7 wkv matrices: kF32 (exact, the
+  // default) or kF16 (half the bytes per session; rounding in
+  // fp16_state_rounding.h). RWKV-4 takes kF32 only: INVALID_ARGUMENT
+  // otherwise. The slot APIs speak fp32 either way.
+  DType state_dtype = DType::kF32;
 };
 
 // One session's tokens in a forward call.
@@ -50,7 +55,12 @@ class Model {
                                                            const ModelLoadOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
+  // The host format of a session's state (fp32), whatever the slots hold.
   const StateLayout& state_layout() const { return layout_; }
+  // How a slot holds it, and what one slot costs in backend memory.
+  const SlotLayout& slot_layout() const { return slot_; }
+  DType state_dtype() const { return slot_.wkv_dtype; }
+  int64_t slot_bytes() const { return static_cast<int64_t>(slot_.bytes()); }
   Backend& backend() { return *backend_; }
   // Bytes of the weights a step reads (every matrix and vector; the
   // embedding table, of which a step reads only its tokens' rows, excluded).
@@ -70,9 +80,11 @@ class Model {
   absl::Status AllocateSlots(int32_t n);
   int32_t num_slots() const { return num_slots_; }
   absl::Status ResetSlot(int32_t slot);
-  // Copies a slot's state (state_layout().total floats) to / from host memory.
+  // Copies a slot's state to / from host memory in the host format
+  // (state_layout().total floats), converting from / to an fp16 slot.
   absl::Status ReadSlot(int32_t slot, float* host) const;
   absl::Status WriteSlot(int32_t slot, const float* host);
+  // A device copy of the slot's native bytes (no rounding).
   absl::Status CopySlot(int32_t from, int32_t to);
 
   // ---- forward ----
@@ -114,6 +126,7 @@ class Model {
 
   ModelConfig config_;
   StateLayout layout_;
+  SlotLayout slot_;
   std::unique_ptr<Backend> backend_;
   int64_t weight_bytes_ = 0;
   std::string fingerprint_;
@@ -123,7 +136,7 @@ class Model {
   float* ln_out_b_ = nullptr;
   std::vector<Layer> layers_;
 
-  float* state_ = nullptr;  // [num_slots][layout_.total]
+  float* state_ = nullptr;  // [num_slots][slot_.total]
   int32_t num_slots_ = 0;
 
   // Workspace, sized for ws_rows_ rows.

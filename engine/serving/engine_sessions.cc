@@ -37,7 +37,7 @@ const Tokenizer& Engine::tokenizer() const { return *impl_->tokenizer_; }
 const EngineConfig& Engine::config() const { return impl_->config_; }
 std::string Engine::model_fingerprint() const { return impl_->model_->fingerprint(); }
 int64_t Engine::state_bytes_per_session() const {
-  return static_cast<int64_t>(impl_->model_->state_layout().bytes());
+  return impl_->model_->slot_bytes();
 }
 std::string Engine::backend_name() const { return impl_->model_->backend().name(); }
 std::string Engine::weight_dtype() const { return std::string(DTypeName(impl_->model_->weight_dtype())); }

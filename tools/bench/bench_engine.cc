@@ -180,6 +180,9 @@ int Run(const BenchFlags& f) {
   const int threads = f.threads > 0 ? f.threads : DefaultThreads();
   auto dtype = ParseWeightDType(f.weight_dtype);
   if (!dtype.ok()) return Fail(dtype.status());
+  auto state_dtype = ParseStateDType(f.state_dtype);
+  if (!state_dtype.ok()) return Fail(state_dtype.status());
+  const bool fp16_state = *state_dtype == DType::kF16;
   std::string backend_note;
   auto made = MakeBackend({f.backend, threads, *dtype}, &backend_note);
   if (!made.ok()) return Fail(made.status());
@@ -213,12 +216,14 @@ int Run(const BenchFlags& f) {
   auto counting = std::make_unique<ReluCountingBackend>(*std::move(made));
   ReluCountingBackend* counter = counting.get();
   const auto l0 = Clock::now();
-  auto loaded = Model::Load(f.model, std::move(counting));
+  auto loaded = Model::Load(f.model, std::move(counting), {.state_dtype = *state_dtype});
   if (!loaded.ok()) return Fail(loaded.status());
   const double load_s = Ms(Clock::now() - l0) / 1e3;
   Model& model = **loaded;
   const ModelConfig& cfg = model.config();
-  const double state_bytes = static_cast<double>(model.state_layout().bytes());
+  // What one session's state costs in the slot pool (and what a step reads
+  // and writes of it): half the matrices' bytes with fp16 state.
+  const double state_bytes = static_cast<double>(model.slot_bytes());
   FloorInputs floor_in;
   floor_in.weight_bytes = static_cast<double>(model.weight_bytes());
   floor_in.state_bytes = state_bytes;
@@ -234,12 +239,12 @@ int Run(const BenchFlags& f) {
     free_after_load = static_cast<double>(mem->free_bytes);
     sessions_fit = static_cast<int64_t>(free_after_load / state_bytes);
     memory_line = absl::StrFormat(
-        "state pool: %.1f GiB of %.1f GiB free after the weights -> %d sessions of fp32 state "
+        "state pool: %.1f GiB of %.1f GiB free after the weights -> %d sessions of %s state "
         "(= --state-memory-mb %d; the forward workspace, ~rows x (19 C + 4C) floats + B x vocab logits, "
         "comes "
         "out of the same memory)",
         free_after_load / 1073741824.0, static_cast<double>(mem->total_bytes) / 1073741824.0, sessions_fit,
-        static_cast<int64_t>(free_after_load) >> 20);
+        f.state_dtype, static_cast<int64_t>(free_after_load) >> 20);
   }
 #endif
 
@@ -250,7 +255,8 @@ int Run(const BenchFlags& f) {
       "weights read per step: %.3f GB (matrices %s, vectors f32, embedding table excluded); "
       "matmul params %.3fB (head included)\n",
       floor_in.weight_bytes / 1e9, on_gpu ? f.weight_dtype.c_str() : "f32", floor_in.params / 1e9);
-  std::printf("state: %.2f MB per session (fp32, %lld floats)\n", state_bytes / 1e6,
+  std::printf("state: %.2f MB per session (%s: %s; %lld values)\n", state_bytes / 1e6, f.state_dtype.c_str(),
+              fp16_state ? "wkv matrices fp16, token-shift vectors fp32" : "all fp32",
               static_cast<long long>(model.state_layout().total));
   std::printf("%s\n", memory_line.c_str());
   std::printf("ceiling, copy bandwidth: %.0f GB/s [%s]\n", ceil.copy_gbps, ceil.copy_method.c_str());
@@ -307,7 +313,7 @@ int Run(const BenchFlags& f) {
                                        "floor ms", "by", "of floor");
   if (peer) {
     absl::StrAppend(&header, absl::StrFormat("  %10s %10s %8s %9s %6s", "peer fp16s", "peer fp32s",
-                                             "vs fp32s", "target", "met"));
+                                             fp16_state ? "vs fp16s" : "vs fp32s", "target", "met"));
   }
   std::printf("%s\n", header.c_str());
   std::fflush(stdout);
@@ -322,10 +328,11 @@ int Run(const BenchFlags& f) {
                                          r.median_ms, r.tokens_per_s, r.floor.ms,
                                          r.floor.memory_bound ? "mem" : "mma", r.floor.ms / r.mean_ms);
       if (peer && r.peer) {
-        const double target = TargetFactor(batch) * r.peer->fp32_state_tps;
+        const double peer_tps = PeerTpsForState(*r.peer, fp16_state);
+        const double target = TargetFactor(batch) * peer_tps;
         absl::StrAppend(
             &line, absl::StrFormat("  %10.0f %10.0f %8.3f %9.0f %6s", r.peer->fp16_state_tps,
-                                   r.peer->fp32_state_tps, r.tokens_per_s / r.peer->fp32_state_tps, target,
+                                   r.peer->fp32_state_tps, r.tokens_per_s / peer_tps, target,
                                    r.tokens_per_s >= target ? "yes" : "no"));
       } else if (peer) {
         absl::StrAppend(&line, "  (no peer number)");
@@ -344,9 +351,9 @@ int Run(const BenchFlags& f) {
                     ",\n  \"device\": ", JsonString(device_name), ",\n");
     absl::StrAppend(&j,
                     absl::StrFormat("  \"load_s\": %.2f,\n  \"weight_bytes\": %d,\n  \"matmul_params\": %d,\n"
-                                    "  \"state_bytes\": %d,\n  \"free_bytes_after_load\": %.0f,\n"
+                                    "  \"state_dtype\": \"%s\",\n  \"state_bytes\": %d,\n  \"free_bytes_after_load\": %.0f,\n"
                                     "  \"sessions_fit\": %d,\n",
-                                    load_s, model.weight_bytes(), cfg.MatmulParamCount(),
+                                    load_s, model.weight_bytes(), cfg.MatmulParamCount(), f.state_dtype,
                                     static_cast<int64_t>(state_bytes), free_after_load, sessions_fit));
     absl::StrAppend(
         &j, absl::StrFormat("  \"copy_gbps\": %.1f,\n  \"copy_method\": %s,\n  \"peak_tflops\": %.2f,\n"
@@ -373,13 +380,13 @@ int Run(const BenchFlags& f) {
                               r.prefill_ms, r.mean_ms, r.median_ms, r.min_ms, r.max_ms, r.tokens_per_s,
                               r.floor.ms, r.floor.memory_ms, r.floor.compute_ms, r.floor.ms / r.mean_ms));
       if (r.peer) {
+        const double peer_tps = PeerTpsForState(*r.peer, fp16_state);
         absl::StrAppend(&j,
                         absl::StrFormat(", \"peer\": %s, \"peer_fp16_state_tps\": %.0f, "
-                                        "\"peer_fp32_state_tps\": %.0f, \"ratio_to_peer_fp32_state\": %.4f, "
+                                        "\"peer_fp32_state_tps\": %.0f, \"ratio_to_peer_%s_state\": %.4f, "
                                         "\"target_tps\": %.0f",
                                         JsonString(f.peer), r.peer->fp16_state_tps, r.peer->fp32_state_tps,
-                                        r.tokens_per_s / r.peer->fp32_state_tps,
-                                        TargetFactor(r.batch) * r.peer->fp32_state_tps));
+                                        f.state_dtype, r.tokens_per_s / peer_tps, TargetFactor(r.batch) * peer_tps));
       }
       absl::StrAppend(&j, "}");
     }

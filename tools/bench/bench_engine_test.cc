@@ -21,6 +21,7 @@ TEST(BenchFlagsTest, Defaults) {
   EXPECT_EQ(f->steps, 20);
   EXPECT_EQ(f->backend, "auto");
   EXPECT_EQ(f->weight_dtype, "f16");
+  EXPECT_EQ(f->state_dtype, "fp32");
   EXPECT_TRUE(f->peer.empty());
   EXPECT_EQ(f->sampling, "auto");
 }
@@ -39,6 +40,8 @@ TEST(BenchFlagsTest, ParsesEverything) {
                             "cpu",
                             "--weight-dtype",
                             "bf16",
+                            "--state-dtype",
+                            "fp16",
                             "--threads",
                             "3",
                             "--peer",
@@ -61,6 +64,7 @@ TEST(BenchFlagsTest, ParsesEverything) {
   EXPECT_EQ(f->prefill, 2);
   EXPECT_EQ(f->backend, "cpu");
   EXPECT_EQ(f->weight_dtype, "bf16");
+  EXPECT_EQ(f->state_dtype, "fp16");
   EXPECT_EQ(f->threads, 3);
   EXPECT_EQ(f->peer, "albatross");
   EXPECT_EQ(f->json, "/tmp/x.json");
@@ -77,6 +81,7 @@ TEST(BenchFlagsTest, RejectsBadValues) {
                                                                                     {"--steps", "0"},
                                                                                     {"--backend", "tpu"},
                                                                                     {"--weight-dtype", "f8"},
+                                                                                    {"--state-dtype", "bf16"},
                                                                                     {"--peer", "nobody"},
                                                                                     {"--steps"},
                                                                                     {"--frobnicate", "1"},
@@ -127,6 +132,8 @@ TEST(BenchMathTest, PeerTable) {
   EXPECT_FALSE(PeerLookup("albatross", "synthetic:7.2b", 2).has_value());
   EXPECT_FALSE(PeerLookup("albatross", "synthetic:0.1b", 1).has_value());
   EXPECT_FALSE(PeerLookup("", "synthetic:1.5b", 1).has_value());
+  EXPECT_EQ(PeerTpsForState(*p, false), 15780);
+  EXPECT_EQ(PeerTpsForState(*p, true), 80009);
   EXPECT_DOUBLE_EQ(TargetFactor(1), 1.1);
   EXPECT_DOUBLE_EQ(TargetFactor(8), 1.25);
 }

@@ -29,7 +29,8 @@ absl::Status ParseInt(const std::string& flag, const std::string& v, int64_t lo,
 std::string BenchUsage() {
   return R"(usage: rwkv-bench-engine [--model FILE|synthetic:SIZE] [--batch 1,8,64,256,960]
                          [--steps N] [--warmup N] [--prefill N] [--backend cpu|cuda|auto]
-                         [--weight-dtype f16|bf16|f32] [--threads N] [--peer albatross]
+                         [--weight-dtype f16|bf16|f32] [--state-dtype fp32|fp16] [--threads N]
+                         [--peer albatross]
                          [--json FILE] [--ffn-tokens N] [--copy-mib N] [--gemm-n N]
                          [--sampling device|host|auto]
 
@@ -45,8 +46,10 @@ both ceilings measured on the same device in the same process.
   --prefill      tokens fed to each session before timing (default 4)
   --backend      auto (default: the GPU when one is usable), cuda or cpu
   --weight-dtype how the CUDA backend stores matrices: f16 (default), bf16 or f32
+  --state-dtype  RWKV-7 state matrices in fp32 (default) or fp16; the floor counts that
+                 dtype's state bytes, and --peer compares with the peer's column of it
   --threads      CPU threads (default: all cores)
-  --peer         print a peer's tokens/s and our ratio to it (known: albatross, for
+  --peer         print a peer's tokens/s and our ratio to it, for our state dtype (known: albatross, for
                  synthetic:1.5b and synthetic:7.2b)
   --json         also write the results as JSON to FILE
   --ffn-tokens   tokens over which to count positive FFN relu inputs (default 64; 0 skips)
@@ -107,6 +110,9 @@ absl::StatusOr<BenchFlags> ParseBenchFlags(const std::vector<std::string>& args)
     } else if (name == "--weight-dtype") {
       if (v != "f16" && v != "bf16" && v != "f32") return Bad(name, v, "f16, bf16 or f32");
       f.weight_dtype = v;
+    } else if (name == "--state-dtype") {
+      if (v != "fp32" && v != "fp16") return Bad(name, v, "fp32 or fp16");
+      f.state_dtype = v;
     } else if (name == "--threads") {
       st = ParseInt(name, v, 1, 1024, &f.threads);
     } else if (name == "--peer") {

@@ -22,6 +22,7 @@ struct BenchFlags {
   int32_t prefill = 4;                                  // --prefill N: tokens fed to each session first
   std::string backend = "auto";                         // --backend cpu|cuda|auto
   std::string weight_dtype = "f16";                     // --weight-dtype f16|bf16|f32 (CUDA backend)
+  std::string state_dtype = "fp32";                     // --state-dtype fp32|fp16
   int32_t threads = 0;                                  // --threads N (0: all cores)
   std::string peer;                                     // --peer NAME (empty: no peer columns)
   std::string json;                                     // --json FILE

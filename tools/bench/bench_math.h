@@ -11,9 +11,9 @@
 //
 // The peer table holds BlinkDL's Albatross (faster3a_2605) tokens/s on the
 // same H100 kind with fp16 weights and random weights, as read by the lead
-// (docs/PEER-NOTES.md): an fp16-state and an fp32-state column. Our state is
-// fp32, so ratios are taken against the fp32-state column; the issue's
-// targets are 1.25x the peer (1.1x at B=1).
+// (docs/PEER-NOTES.md): an fp16-state and an fp32-state column. Ratios are
+// taken against the column of the state dtype we run (--state-dtype); the
+// issue's targets are 1.25x the peer (1.1x at B=1).
 #ifndef RWKV_TOOLS_BENCH_BENCH_MATH_H_
 #define RWKV_TOOLS_BENCH_BENCH_MATH_H_
 
@@ -42,7 +42,7 @@ Floor StepFloor(const FloorInputs& in, int64_t batch);
 
 struct PeerPoint {
   double fp16_state_tps = 0;  // tokens/s with fp16 state
-  double fp32_state_tps = 0;  // tokens/s with fp32 state (our comparison)
+  double fp32_state_tps = 0;  // tokens/s with fp32 state
 };
 
 bool IsKnownPeer(const std::string& name);
@@ -50,8 +50,12 @@ std::string KnownPeers();  // for messages
 // The peer's numbers for `model` ("synthetic:1.5b", "synthetic:7.2b") at
 // `batch`, if it published them.
 std::optional<PeerPoint> PeerLookup(const std::string& peer, const std::string& model, int64_t batch);
-// The target: 1.1x the peer's fp32-state tokens/s at B=1, 1.25x above.
+// The target: 1.1x the peer's tokens/s at B=1, 1.25x above.
 double TargetFactor(int64_t batch);
+// The peer column we compare with: fp16-state tokens/s when our state is fp16.
+inline double PeerTpsForState(const PeerPoint& p, bool fp16_state) {
+  return fp16_state ? p.fp16_state_tps : p.fp32_state_tps;
+}
 
 }  // namespace rwkv
 
