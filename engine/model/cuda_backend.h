@@ -93,15 +93,12 @@ struct CudaBackendOptions {
   bool batch_invariant = false;
 
   // Where the GEMV stops paying. At n rows it does n fp32 FMAs per weight on
-  // CUDA cores (plus a 16-bit widening), so at 16 rows it needs about as
-  // many SM cycles as reading the weight takes at full bandwidth on an H100
-  // (132 SMs x 128 FMA/clk ~ 29 TFMA/s against ~3 TB/s / 2 bytes per weight
-  // ~ 1.5 T weights/s: 16 FMAs per weight is ~0.8 of the read time), while
-  // cuBLAS on tensor cores does not pay per row. So 16 is the largest batch
-  // where it can still be read-bound; the measured crossover against cuBLAS
-  // (cuda_backend_test's DISABLED_SmallBatchCrossover prints it per shape)
-  // decides the default on a given card.
-  static constexpr int kDefaultSmallBatchRows = 16;
+  // CUDA cores (plus a 16-bit widening), while cuBLAS on tensor cores does
+  // not pay per row. Measured on an H100 (docs/PERF.md, 2026-11-26), whole
+  // 1.5B decode steps with graphs: B=1 2.09 ms (cuBLAS 3.97), B=4 3.19,
+  // B=8 4.41 (cuBLAS 4.30), B=16 6.38 (cuBLAS 4.62); at 7.2B B=8 12.7 ms
+  // against 9.6 on cuBLAS. So the small-batch kernels stop at 4 rows.
+  static constexpr int kDefaultSmallBatchRows = 4;
   static constexpr int kMaxSmallBatchRows = 64;
 };
 
