@@ -19,6 +19,13 @@
 // logits are downloaded and each session's Sampler picks on the host, one
 // after another. Either way this is the step the engine sees, not a
 // device-only time.
+//
+// Prefill (--prefill T1,T2,...): one fresh session (slot reset) fed a
+// T-token prompt in one Model::Forward, as a server would feed a whole prompt
+// (the model splits it into passes of <= 1024 rows), with the last token's
+// logits downloaded; host clock, 2 untimed runs (the second captures the
+// passes' CUDA graphs) then --prefill-reps timed ones. Reported against
+// issue 5's flop count, 2 * matmul params * T, over the measured peak.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -70,7 +77,7 @@ class TokenStream {
 struct BatchResult {
   int32_t batch = 0;
   std::string error;  // empty: ran
-  double prefill_ms = 0;
+  double context_ms = 0;
   double mean_ms = 0, median_ms = 0, min_ms = 0, max_ms = 0;
   double tokens_per_s = 0;
   Floor floor;
@@ -103,8 +110,8 @@ BatchResult RunBatch(Model& model, const BenchFlags& f, int32_t batch, const Flo
   if (absl::Status s = model.AllocateSlots(batch); !s.ok()) return fail(s);
   TokenStream tokens(1000 + static_cast<uint64_t>(batch), model.config().vocab_size);
   const auto p0 = Clock::now();
-  if (absl::Status s = Prefill(model, batch, f.prefill, tokens); !s.ok()) return fail(s);
-  r.prefill_ms = Ms(Clock::now() - p0);
+  if (absl::Status s = Prefill(model, batch, f.context, tokens); !s.ok()) return fail(s);
+  r.context_ms = Ms(Clock::now() - p0);
 
   std::vector<int32_t> ids(static_cast<size_t>(batch));
   std::vector<ForwardRequest> reqs(static_cast<size_t>(batch));
@@ -158,6 +165,49 @@ BatchResult RunBatch(Model& model, const BenchFlags& f, int32_t batch, const Flo
   r.min_ms = sorted.front();
   r.max_ms = sorted.back();
   r.tokens_per_s = static_cast<double>(batch) * static_cast<double>(times.size()) / (sum * 1e-3);
+  return r;
+}
+
+struct PrefillResult {
+  int32_t tokens = 0;
+  std::string error;  // empty: ran
+  double median_ms = 0, min_ms = 0, max_ms = 0;
+  double tokens_per_s = 0;  // at the median
+  double tflops = 0;        // 2 * params * T / median
+  double peak_fraction = 0;  // tflops / measured peak (0 when the peak is unknown)
+  std::optional<PrefillTarget> target;
+};
+
+PrefillResult RunPrefill(Model& model, const BenchFlags& f, int32_t T, double params, double peak_tflops) {
+  PrefillResult r;
+  r.tokens = T;
+  r.target = PrefillTargetLookup(f.peer, f.model, T);
+  auto fail = [&](const absl::Status& s) {
+    r.error = std::string(s.message());
+    return r;
+  };
+  if (absl::Status s = model.AllocateSlots(1); !s.ok()) return fail(s);
+  TokenStream stream(5000 + static_cast<uint64_t>(T), model.config().vocab_size);
+  std::vector<int32_t> prompt(static_cast<size_t>(T));
+  for (int32_t& id : prompt) id = stream.Next();
+  const ForwardRequest req{0, prompt, false};
+  std::vector<float> logits;
+  std::vector<double> times;
+  constexpr int kUntimed = 2;
+  for (int rep = 0; rep < kUntimed + f.prefill_reps; ++rep) {
+    if (absl::Status s = model.ResetSlot(0); !s.ok()) return fail(s);
+    const auto t0 = Clock::now();
+    if (absl::Status s = model.Forward({&req, 1}, &logits); !s.ok()) return fail(s);
+    const double ms = Ms(Clock::now() - t0);
+    if (rep >= kUntimed) times.push_back(ms);
+  }
+  std::sort(times.begin(), times.end());
+  r.median_ms = times[times.size() / 2];
+  r.min_ms = times.front();
+  r.max_ms = times.back();
+  r.tokens_per_s = static_cast<double>(T) / (r.median_ms * 1e-3);
+  r.tflops = PrefillFlops(params, T) / (r.median_ms * 1e-3) / 1e12;
+  if (peak_tflops > 0) r.peak_fraction = r.tflops / peak_tflops;
   return r;
 }
 
@@ -294,6 +344,46 @@ int Run(const BenchFlags& f) {
     std::printf("FFN activity: not measured (--ffn-tokens 0)\n");
   }
 
+  // Prefill first: a fresh model, before decode sessions take slots.
+  std::vector<PrefillResult> prefills;
+  if (!f.prefill.empty()) {
+    std::printf(
+        "\nprefill: one session, a T-token prompt in one forward (passes of <= 1024 rows), the last token's "
+        "logits downloaded; host clock; median of %d after 2 untimed; flops = 2 * %.3fB matmul params * T "
+        "(issue 5's count)\n\n",
+        f.prefill_reps, floor_in.params / 1e9);
+    std::string header = absl::StrFormat("%7s %10s %10s %11s %9s %8s", "T", "ms", "min ms", "tokens/s", "TFLOP/s",
+                                         "of peak");
+    if (!f.peer.empty()) absl::StrAppend(&header, absl::StrFormat("  %10s %11s %5s", "target t/s", "target peak", "met"));
+    std::printf("%s\n", header.c_str());
+    std::fflush(stdout);
+    for (int32_t T : f.prefill) {
+      PrefillResult r = RunPrefill(model, f, T, floor_in.params, ceil.peak_tflops);
+      if (!r.error.empty()) {
+        std::printf("%7d  failed: %s\n", T, r.error.c_str());
+      } else {
+        std::string line = absl::StrFormat("%7d %10.2f %10.2f %11.0f %9.1f %8.3f", T, r.median_ms, r.min_ms,
+                                           r.tokens_per_s, r.tflops, r.peak_fraction);
+        if (!f.peer.empty() && r.target) {
+          const bool met = r.tokens_per_s >= r.target->tps &&
+                           (r.target->peak_fraction == 0 || r.peak_fraction >= r.target->peak_fraction);
+          absl::StrAppend(&line, absl::StrFormat("  %10.0f %11s %5s", r.target->tps,
+                                                 r.target->peak_fraction > 0
+                                                     ? absl::StrFormat("%.2f", r.target->peak_fraction)
+                                                     : std::string("-"),
+                                                 met ? "yes" : "no"));
+        } else if (!f.peer.empty()) {
+          absl::StrAppend(&line, "  (no target)");
+        }
+        std::printf("%s\n", line.c_str());
+      }
+      std::fflush(stdout);
+      prefills.push_back(r);
+    }
+  }
+  const std::vector<int32_t> decode_batches =
+      f.prefill.empty() || f.batches_given ? f.batches : std::vector<int32_t>{};
+
   const std::string step_what =
       device_sampling
           ? "one forward of B sessions x 1 token, logits kept on the backend, B tokens sampled there "
@@ -301,25 +391,27 @@ int Run(const BenchFlags& f) {
           : absl::StrFormat("one forward of B sessions x 1 token, logits (B x %d fp32) downloaded to the host, "
                             "B tokens sampled there (host sampling, one Sampler after another)",
                             cfg.vocab_size);
-  std::printf(
-      "\nper step: %s; temperature 1, no filters; host clock; %d timed steps after %d warm-up, each session "
-      "prefilled with %d tokens\n",
-      step_what.c_str(), f.steps, f.warmup, f.prefill);
-  std::printf(
-      "floor = max((weight bytes + B*2*state bytes) / copy bw, 2*params*B / matrix peak); "
-      "'of floor' = floor / measured\n\n");
   const bool peer = !f.peer.empty();
-  std::string header = absl::StrFormat("%5s %9s %9s %10s %9s %4s %8s", "B", "ms/step", "median", "tokens/s",
-                                       "floor ms", "by", "of floor");
-  if (peer) {
-    absl::StrAppend(&header, absl::StrFormat("  %10s %10s %8s %9s %6s", "peer fp16s", "peer fp32s",
-                                             fp16_state ? "vs fp16s" : "vs fp32s", "target", "met"));
+  if (!decode_batches.empty()) {
+    std::printf(
+        "\nper step: %s; temperature 1, no filters; host clock; %d timed steps after %d warm-up, each session "
+        "prefilled with %d tokens\n",
+        step_what.c_str(), f.steps, f.warmup, f.context);
+    std::printf(
+        "floor = max((weight bytes + B*2*state bytes) / copy bw, 2*params*B / matrix peak); "
+        "'of floor' = floor / measured\n\n");
+    std::string header = absl::StrFormat("%5s %9s %9s %10s %9s %4s %8s", "B", "ms/step", "median", "tokens/s",
+                                         "floor ms", "by", "of floor");
+    if (peer) {
+      absl::StrAppend(&header, absl::StrFormat("  %10s %10s %8s %9s %6s", "peer fp16s", "peer fp32s",
+                                               fp16_state ? "vs fp16s" : "vs fp32s", "target", "met"));
+    }
+    std::printf("%s\n", header.c_str());
+    std::fflush(stdout);
   }
-  std::printf("%s\n", header.c_str());
-  std::fflush(stdout);
 
   std::vector<BatchResult> results;
-  for (int32_t batch : f.batches) {
+  for (int32_t batch : decode_batches) {
     BatchResult r = RunBatch(model, f, batch, floor_in, device_sampling);
     if (!r.error.empty()) {
       std::printf("%5d  failed: %s\n", batch, r.error.c_str());
@@ -363,8 +455,8 @@ int Run(const BenchFlags& f) {
     absl::StrAppend(&j, absl::StrFormat("  \"ffn_tokens\": %d,\n  \"ffn_activity\": %.5f,\n", ffn_tokens,
                                         relu.Fraction()));
     absl::StrAppend(
-        &j, absl::StrFormat("  \"steps\": %d,\n  \"warmup\": %d,\n  \"prefill\": %d,\n  \"results\": [",
-                            f.steps, f.warmup, f.prefill));
+        &j, absl::StrFormat("  \"steps\": %d,\n  \"warmup\": %d,\n  \"context\": %d,\n  \"results\": [",
+                            f.steps, f.warmup, f.context));
     for (size_t i = 0; i < results.size(); ++i) {
       const BatchResult& r = results[i];
       absl::StrAppend(&j, i == 0 ? "\n" : ",\n", absl::StrFormat("    {\"batch\": %d", r.batch));
@@ -373,11 +465,11 @@ int Run(const BenchFlags& f) {
         continue;
       }
       absl::StrAppend(
-          &j, absl::StrFormat(", \"prefill_ms\": %.3f, \"mean_ms\": %.4f, \"median_ms\": %.4f, "
+          &j, absl::StrFormat(", \"context_ms\": %.3f, \"mean_ms\": %.4f, \"median_ms\": %.4f, "
                               "\"min_ms\": %.4f, \"max_ms\": %.4f, \"tokens_per_s\": %.2f, "
                               "\"floor_ms\": %.4f, \"floor_memory_ms\": %.4f, \"floor_compute_ms\": %.4f, "
                               "\"floor_fraction\": %.4f",
-                              r.prefill_ms, r.mean_ms, r.median_ms, r.min_ms, r.max_ms, r.tokens_per_s,
+                              r.context_ms, r.mean_ms, r.median_ms, r.min_ms, r.max_ms, r.tokens_per_s,
                               r.floor.ms, r.floor.memory_ms, r.floor.compute_ms, r.floor.ms / r.mean_ms));
       if (r.peer) {
         const double peer_tps = PeerTpsForState(*r.peer, fp16_state);
@@ -390,6 +482,24 @@ int Run(const BenchFlags& f) {
       }
       absl::StrAppend(&j, "}");
     }
+    absl::StrAppend(&j, "\n  ],\n  \"prefill_reps\": ", f.prefill_reps, ",\n  \"prefill\": [");
+    for (size_t i = 0; i < prefills.size(); ++i) {
+      const PrefillResult& r = prefills[i];
+      absl::StrAppend(&j, i == 0 ? "\n" : ",\n", absl::StrFormat("    {\"tokens\": %d", r.tokens));
+      if (!r.error.empty()) {
+        absl::StrAppend(&j, ", \"error\": ", JsonString(r.error), "}");
+        continue;
+      }
+      absl::StrAppend(&j, absl::StrFormat(", \"median_ms\": %.3f, \"min_ms\": %.3f, \"max_ms\": %.3f, "
+                                          "\"tokens_per_s\": %.1f, \"tflops\": %.2f, \"peak_fraction\": %.4f",
+                                          r.median_ms, r.min_ms, r.max_ms, r.tokens_per_s, r.tflops,
+                                          r.peak_fraction));
+      if (r.target) {
+        absl::StrAppend(&j, absl::StrFormat(", \"target_tps\": %.0f, \"target_peak_fraction\": %.2f",
+                                            r.target->tps, r.target->peak_fraction));
+      }
+      absl::StrAppend(&j, "}");
+    }
     absl::StrAppend(&j, "\n  ]\n}\n");
     std::ofstream out(f.json);
     out << j;
@@ -397,6 +507,9 @@ int Run(const BenchFlags& f) {
   }
   for (const BatchResult& r : results) {
     if (!r.error.empty()) return 2;  // printed above; a failed batch is not a silent success
+  }
+  for (const PrefillResult& r : prefills) {
+    if (!r.error.empty()) return 2;
   }
   return 0;
 }

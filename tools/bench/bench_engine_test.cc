@@ -24,6 +24,10 @@ TEST(BenchFlagsTest, Defaults) {
   EXPECT_EQ(f->state_dtype, "fp32");
   EXPECT_TRUE(f->peer.empty());
   EXPECT_EQ(f->sampling, "auto");
+  EXPECT_EQ(f->context, 4);
+  EXPECT_TRUE(f->prefill.empty());
+  EXPECT_FALSE(f->batches_given);
+  EXPECT_EQ(f->prefill_reps, 3);
 }
 
 TEST(BenchFlagsTest, ParsesEverything) {
@@ -34,8 +38,12 @@ TEST(BenchFlagsTest, ParsesEverything) {
                             "5",
                             "--warmup",
                             "0",
-                            "--prefill",
+                            "--context",
                             "2",
+                            "--prefill",
+                            "512,4096, 16384",
+                            "--prefill-reps",
+                            "5",
                             "--backend",
                             "cpu",
                             "--weight-dtype",
@@ -61,7 +69,10 @@ TEST(BenchFlagsTest, ParsesEverything) {
   EXPECT_EQ(f->batches, (std::vector<int32_t>{1, 2, 3}));
   EXPECT_EQ(f->steps, 5);
   EXPECT_EQ(f->warmup, 0);
-  EXPECT_EQ(f->prefill, 2);
+  EXPECT_EQ(f->context, 2);
+  EXPECT_EQ(f->prefill, (std::vector<int32_t>{512, 4096, 16384}));
+  EXPECT_EQ(f->prefill_reps, 5);
+  EXPECT_TRUE(f->batches_given);
   EXPECT_EQ(f->backend, "cpu");
   EXPECT_EQ(f->weight_dtype, "bf16");
   EXPECT_EQ(f->state_dtype, "fp16");
@@ -86,6 +97,10 @@ TEST(BenchFlagsTest, RejectsBadValues) {
                                                                                     {"--steps"},
                                                                                     {"--frobnicate", "1"},
                                                                                     {"--sampling", "gpu"},
+                                                                                    {"--context", "0"},
+                                                                                    {"--prefill", "512,0"},
+                                                                                    {"--prefill", ","},
+                                                                                    {"--prefill-reps", "0"},
                                                                                     {"--help=1"}}) {
     auto f = ParseBenchFlags(args);
     EXPECT_FALSE(f.ok()) << args[0];
@@ -136,6 +151,23 @@ TEST(BenchMathTest, PeerTable) {
   EXPECT_EQ(PeerTpsForState(*p, true), 80009);
   EXPECT_DOUBLE_EQ(TargetFactor(1), 1.1);
   EXPECT_DOUBLE_EQ(TargetFactor(8), 1.25);
+}
+
+TEST(BenchMathTest, PrefillTargets) {
+  auto t = PrefillTargetLookup("albatross", "synthetic:7.2b", 4096);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->tps, 30000);
+  EXPECT_DOUBLE_EQ(t->peak_fraction, 0.40);
+  auto v4 = PrefillTargetLookup("albatross", "synthetic:v4-1.5b", 4096);
+  ASSERT_TRUE(v4.has_value());
+  EXPECT_EQ(v4->tps, 96500);
+  EXPECT_EQ(v4->peak_fraction, 0);
+  EXPECT_EQ(PrefillTargetLookup("albatross", "synthetic:1.5b", 4096)->tps, 56000);
+  EXPECT_EQ(PrefillTargetLookup("albatross", "synthetic:v4-7.2b", 4096)->tps, 36200);
+  EXPECT_FALSE(PrefillTargetLookup("albatross", "synthetic:1.5b", 512).has_value());
+  EXPECT_FALSE(PrefillTargetLookup("", "synthetic:1.5b", 4096).has_value());
+  // 2 * params * T: 1.5e9 params, 4096 tokens -> 12.288 TFLOP.
+  EXPECT_DOUBLE_EQ(PrefillFlops(1.5e9, 4096), 1.2288e13);
 }
 
 TEST(CountingBackendTest, CountsEveryReluInputAndKeepsResults) {

@@ -28,7 +28,8 @@ absl::Status ParseInt(const std::string& flag, const std::string& v, int64_t lo,
 
 std::string BenchUsage() {
   return R"(usage: rwkv-bench-engine [--model FILE|synthetic:SIZE] [--batch 1,8,64,256,960]
-                         [--steps N] [--warmup N] [--prefill N] [--backend cpu|cuda|auto]
+                         [--steps N] [--warmup N] [--context N] [--prefill 512,4096,16384]
+                         [--prefill-reps N] [--backend cpu|cuda|auto]
                          [--weight-dtype f16|bf16|f32] [--state-dtype fp32|fp16] [--threads N]
                          [--peer albatross]
                          [--json FILE] [--ffn-tokens N] [--copy-mib N] [--gemm-n N]
@@ -39,18 +40,25 @@ requests of one token each, then B tokens picked: on the device, or after the
 logits download on the host) and compares each with the
 floor max((weight bytes + B * 2 * state bytes) / copy bandwidth, 2 * params * B / peak),
 both ceilings measured on the same device in the same process.
+With --prefill, times instead (or also, if --batch is given) one fresh session fed a
+T-token prompt in one forward (passes of <= 1024 rows), last token's logits downloaded:
+ms, tokens/s, TFLOP/s as 2 * params * T and its fraction of the measured matrix peak.
   --model        a model file or synthetic:SIZE (default synthetic:1.5b)
   --batch        comma-separated batch sizes, run in the order given (default 1,8,64,256,960)
   --steps        timed decode steps per batch (default 20)
   --warmup       untimed decode steps before them (default 3)
-  --prefill      tokens fed to each session before timing (default 4)
+  --context      tokens fed to each session before timing decode (default 4)
+  --prefill      comma-separated prompt lengths T to time prefill at (default: none); without
+                 --batch, decode is not timed
+  --prefill-reps timed prompts per length, after 2 untimed ones (default 3)
   --backend      auto (default: the GPU when one is usable), cuda or cpu
   --weight-dtype how the CUDA backend stores matrices: f16 (default), bf16 or f32
   --state-dtype  RWKV-7 state matrices in fp32 (default) or fp16; the floor counts that
                  dtype's state bytes, and --peer compares with the peer's column of it
   --threads      CPU threads (default: all cores)
   --peer         print a peer's tokens/s and our ratio to it, for our state dtype (known: albatross, for
-                 synthetic:1.5b and synthetic:7.2b)
+                 synthetic:1.5b and synthetic:7.2b); for --prefill, issue 5's targets at T = 4096
+                 (synthetic:1.5b, 7.2b, v4-1.5b, v4-7.2b)
   --json         also write the results as JSON to FILE
   --ffn-tokens   tokens over which to count positive FFN relu inputs (default 64; 0 skips)
   --copy-mib     copy-bandwidth buffer in MiB (default 2048 on a GPU, 512 on the host)
@@ -98,12 +106,25 @@ absl::StatusOr<BenchFlags> ParseBenchFlags(const std::vector<std::string>& args)
         f.batches.push_back(b);
       }
       if (f.batches.empty()) return Bad(name, v, "at least one batch size");
+      f.batches_given = true;
     } else if (name == "--steps") {
       st = ParseInt(name, v, 1, 1000000, &f.steps);
     } else if (name == "--warmup") {
       st = ParseInt(name, v, 0, 1000000, &f.warmup);
+    } else if (name == "--context") {
+      st = ParseInt(name, v, 1, 4096, &f.context);
     } else if (name == "--prefill") {
-      st = ParseInt(name, v, 1, 4096, &f.prefill);
+      f.prefill.clear();
+      for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipWhitespace())) {
+        int32_t t;
+        if (!absl::SimpleAtoi(part, &t) || t < 1 || t > 1 << 20) {
+          return Bad(name, v, "comma-separated prompt lengths in [1, 1048576]");
+        }
+        f.prefill.push_back(t);
+      }
+      if (f.prefill.empty()) return Bad(name, v, "at least one prompt length");
+    } else if (name == "--prefill-reps") {
+      st = ParseInt(name, v, 1, 1000, &f.prefill_reps);
     } else if (name == "--backend") {
       if (v != "cpu" && v != "cuda" && v != "auto") return Bad(name, v, "cpu, cuda or auto");
       f.backend = v;

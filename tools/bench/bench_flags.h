@@ -19,7 +19,10 @@ struct BenchFlags {
   std::vector<int32_t> batches = {1, 8, 64, 256, 960};  // --batch 1,8,64
   int32_t steps = 20;                                   // --steps N: timed decode steps per batch
   int32_t warmup = 3;                                   // --warmup N: untimed decode steps before them
-  int32_t prefill = 4;                                  // --prefill N: tokens fed to each session first
+  bool batches_given = false;                           // --batch was on the command line
+  int32_t context = 4;                                  // --context N: tokens fed to each session first
+  std::vector<int32_t> prefill;                         // --prefill 512,4096: prompt lengths to time (empty: none)
+  int32_t prefill_reps = 3;                             // --prefill-reps N: timed prompts per length
   std::string backend = "auto";                         // --backend cpu|cuda|auto
   std::string weight_dtype = "f16";                     // --weight-dtype f16|bf16|f32 (CUDA backend)
   std::string state_dtype = "fp32";                     // --state-dtype fp32|fp16

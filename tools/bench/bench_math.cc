@@ -50,4 +50,31 @@ std::optional<PeerPoint> PeerLookup(const std::string& peer, const std::string& 
 
 double TargetFactor(int64_t batch) { return batch == 1 ? 1.1 : 1.25; }
 
+namespace {
+
+struct PrefillRow {
+  const char* model;
+  int64_t tokens;
+  PrefillTarget target;
+};
+
+// Issue 5: one H100, fp16 weights, batch 1, a 4,096-token prompt.
+constexpr PrefillRow kPrefillTargets[] = {
+    {"synthetic:1.5b", 4096, {56000, 0}},
+    {"synthetic:7.2b", 4096, {30000, 0.40}},
+    {"synthetic:v4-1.5b", 4096, {96500, 0}},
+    {"synthetic:v4-7.2b", 4096, {36200, 0}},
+};
+
+}  // namespace
+
+std::optional<PrefillTarget> PrefillTargetLookup(const std::string& peer, const std::string& model,
+                                                 int64_t tokens) {
+  if (!IsKnownPeer(peer)) return std::nullopt;
+  for (const PrefillRow& r : kPrefillTargets) {
+    if (model == r.model && tokens == r.tokens) return r.target;
+  }
+  return std::nullopt;
+}
+
 }  // namespace rwkv

@@ -14,6 +14,13 @@
 // (docs/PEER-NOTES.md): an fp16-state and an fp32-state column. Ratios are
 // taken against the column of the state dtype we run (--state-dtype); the
 // issue's targets are 1.25x the peer (1.1x at B=1).
+//
+// Prefill (--prefill): one session's T-token prompt in one forward. Its work
+// is 2 * params * T flops as issue 5 counts it (the head included, though
+// only the last row's logits are computed: an overstatement of 4-9% at
+// 7.2B-1.5B); the fraction of the measured matrix peak reached is the
+// yardstick. Issue 5's targets for a 4,096-token prompt on one H100 (fp16
+// weights) sit in a table like the peer's.
 #ifndef RWKV_TOOLS_BENCH_BENCH_MATH_H_
 #define RWKV_TOOLS_BENCH_BENCH_MATH_H_
 
@@ -56,6 +63,18 @@ double TargetFactor(int64_t batch);
 inline double PeerTpsForState(const PeerPoint& p, bool fp16_state) {
   return fp16_state ? p.fp16_state_tps : p.fp32_state_tps;
 }
+
+// 2 * params * T: issue 5's flop count of a T-token prefill.
+inline double PrefillFlops(double params, int64_t tokens) { return 2.0 * params * static_cast<double>(tokens); }
+
+struct PrefillTarget {
+  double tps = 0;            // tokens/s to reach
+  double peak_fraction = 0;  // fraction of the measured matrix peak to reach (0: none set)
+};
+
+// Issue 5's prefill target for `model` at a `tokens`-token prompt (batch 1),
+// shown with --peer (the targets sit beside the peer's decode numbers).
+std::optional<PrefillTarget> PrefillTargetLookup(const std::string& peer, const std::string& model, int64_t tokens);
 
 }  // namespace rwkv
 
