@@ -30,10 +30,39 @@
 //    memory once and read as 16-byte broadcasts.
 // Other head sizes, or a pool that is not 16-byte aligned, use a plain kernel
 // that updates the state in global memory.
+//
+// Long segments (prompts: at least kSeqMinRows rows) take a third kernel,
+// wkv7_seq_kernel. The tiled kernel walks a segment's tokens with one block
+// of N threads per head: only H blocks busy for one prompt (32 at 1.5B), and
+// every token pays a global load of its vectors and a barrier on the critical
+// path, about 1 us per token and layer. The recurrence is sequential in t but
+// the N rows of a head are independent (row i needs its own row and the
+// token's vectors), so the long kernel:
+//  - splits a row over N/8 lanes (8 elements each, two 16-byte chunks
+//    interleaved so a row group's shared reads are 128 contiguous bytes), a
+//    head over N/16 blocks (N = 64: 4 blocks of 128 threads, 16 rows each),
+//    i.e. 4x the blocks and 8x the threads of the tiled kernel;
+//  - the per-token dot products (S kk, S r) are 8-term partial sums in two
+//    independent chains plus log2(N/8) xor shuffles, instead of a 64-term
+//    chain;
+//  - the token vectors arrive by cp.async into shared memory in chunks of
+//    kSeqTokens tokens, double buffered (chunk c+1 is in flight while chunk c
+//    is computed), one barrier per chunk instead of one per token, and the
+//    next token's vectors are read into registers while the current one is
+//    computed, so no load is on the recurrence's critical path.
+// Same arithmetic per element as the CPU reference (b = kk*a, then
+// s*w - sa*b + v*k), only the two dot products are summed in another order;
+// with fp16 state every token's new row is rounded exactly as the other
+// kernels round it (same key, same column index, same old value), so the
+// rounding points, and the result's independence of how a prompt is split,
+// are unchanged. A chunked (DPLR, tensor-core) form would round once per
+// chunk instead; see kernels/README.md for why it is not used.
 #include "kernels/wkv7.h"
 
 #include <cuda_fp16.h>
+#include <cuda_pipeline.h>
 
+#include <climits>
 #include <cstdint>
 #include <type_traits>
 
@@ -109,7 +138,8 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
                                                        const float* __restrict__ v,   // (n, C)
                                                        const float* __restrict__ kk,  // (n, C)
                                                        const float* __restrict__ a,   // (n, C)
-                                                       float* __restrict__ y) {       // (n, C)
+                                                       float* __restrict__ y,         // (n, C)
+                                                       int long_rows) {  // segments this long: not ours
   constexpr bool kHalf = std::is_same_v<E, __half>;
   constexpr int kPerChunk = 16 / static_cast<int>(sizeof(E));  // elements per 16-byte chunk
   constexpr int kChunks = N / kPerChunk;                       // chunks per row
@@ -124,6 +154,7 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
   __shared__ __align__(16) float skk[N];
   __shared__ __align__(16) float sb[N];
   const SegmentDesc g = segs[blockIdx.y];
+  if (g.rows >= long_rows) return;  // the long kernel's (whole block, before any barrier)
   const int h = blockIdx.x;
   const int i = threadIdx.x;
   // The head's (N, N) block as 16-byte chunks, row after row.
@@ -203,6 +234,214 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
   }
 }
 
+// ---------------------------------------------------------------- long segments
+
+// Segments of at least this many rows take wkv7_seq_kernel. Below it the
+// tiled kernel's single pass over the state is cheaper than the long
+// kernel's staging (decode steps are all 1-row segments).
+constexpr int kSeqMinRows = 8;
+
+// The long segments of one launch, by index into the segment list. Passed
+// by value: the host knows the segment lengths, and a CUDA graph of the pass
+// (keyed by every segment's row count) replays the same list.
+constexpr int kSeqMaxSegments = 128;
+struct LongSegments {
+  int32_t count;
+  int32_t index[kSeqMaxSegments];
+};
+
+template <int N>
+struct SeqShape {
+  static constexpr int kLanes = N / 8;                     // lanes per state row, 8 elements each
+  static constexpr int kThreads = N == 128 ? 256 : 128;    // per block
+  static constexpr int kRows = kThreads / kLanes;          // state rows per block: 32, 16, 16
+  static constexpr int kBands = N / kRows;                 // blocks per head: 1, 4, 8
+  static constexpr int kTokens = N == 128 ? 8 : 16;        // tokens per staged chunk
+  static constexpr int kVec = 5 * N + kRows;               // floats staged per token: r w k kk a | v of the band
+  static constexpr int kChunks16 = kVec / 4;               // 16-byte copies per token
+  static_assert(kVec % 4 == 0 && kThreads % 32 == 0 && 32 % kLanes == 0, "lane groups must tile warps");
+  static_assert(2 * kTokens * kVec * 4 <= 48 * 1024, "static shared memory");
+};
+
+// Copies the vectors of tokens [t0, t0 + nt) of head h (and the values of
+// the block's row band) into `dst` ([kTokens][kVec]) asynchronously.
+template <int N>
+__device__ __forceinline__ void seq_stage(float* dst, int64_t row0, int nt, int C, int h, int band,
+                                          const float* __restrict__ r, const float* __restrict__ w,
+                                          const float* __restrict__ k, const float* __restrict__ v,
+                                          const float* __restrict__ kk, const float* __restrict__ a) {
+  using S = SeqShape<N>;
+  constexpr int kPerVec = N / 4;  // 16-byte chunks per head vector
+  for (int idx = threadIdx.x; idx < nt * S::kChunks16; idx += S::kThreads) {
+    const int t = idx / S::kChunks16, c = idx % S::kChunks16;
+    const int vec = c / kPerVec;
+    const int64_t o = (row0 + t) * C + static_cast<int64_t>(h) * N;
+    const float* src;
+    switch (vec) {
+      case 0: src = r + o + 4 * c; break;
+      case 1: src = w + o + 4 * (c - kPerVec); break;
+      case 2: src = k + o + 4 * (c - 2 * kPerVec); break;
+      case 3: src = kk + o + 4 * (c - 3 * kPerVec); break;
+      case 4: src = a + o + 4 * (c - 4 * kPerVec); break;
+      default: src = v + o + band * S::kRows + 4 * (c - 5 * kPerVec); break;
+    }
+    __pipeline_memcpy_async(dst + t * S::kVec + 4 * c, src, 16);
+  }
+}
+
+// One token's vectors as this lane needs them: its 8 columns (chunks l and
+// l + kLanes of each head vector) and its row's value.
+struct SeqToken {
+  float4 r[2], w[2], k[2], kk[2], a[2];
+  float v;
+};
+
+template <int N>
+__device__ __forceinline__ void seq_load_token(const float* p, int l, int rr, SeqToken& x) {
+  using S = SeqShape<N>;
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    const int q = 4 * (l + S::kLanes * m);
+    x.r[m] = *reinterpret_cast<const float4*>(p + q);
+    x.w[m] = *reinterpret_cast<const float4*>(p + N + q);
+    x.k[m] = *reinterpret_cast<const float4*>(p + 2 * N + q);
+    x.kk[m] = *reinterpret_cast<const float4*>(p + 3 * N + q);
+    x.a[m] = *reinterpret_cast<const float4*>(p + 4 * N + q);
+  }
+  x.v = p[5 * N + rr];
+}
+
+// Sum over the kLanes lanes of a row group (consecutive lanes, aligned). The
+// xor butterfly leaves the bit-identical sum in every lane of the group.
+template <int kLanes>
+__device__ __forceinline__ float group_sum(float x) {
+#pragma unroll
+  for (int o = 1; o < kLanes; o <<= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+template <int N, typename E>
+__global__ void __launch_bounds__(SeqShape<N>::kThreads) wkv7_seq_kernel(
+    const SegmentDesc* __restrict__ segs, const LongSegments list, int C,
+    float* __restrict__ state,  // (slots, stride)
+    int64_t slot_stride,
+    const float* __restrict__ r, const float* __restrict__ w, const float* __restrict__ k,
+    const float* __restrict__ v, const float* __restrict__ kk, const float* __restrict__ a,
+    float* __restrict__ y) {
+  using S = SeqShape<N>;
+  constexpr bool kHalf = std::is_same_v<E, __half>;
+  __shared__ __align__(16) float stage[2][S::kTokens * S::kVec];
+  const SegmentDesc g = segs[list.index[blockIdx.y]];
+  const int h = blockIdx.x / S::kBands, band = blockIdx.x % S::kBands;
+  const int l = threadIdx.x % S::kLanes, rr = threadIdx.x / S::kLanes;
+  const int i = band * S::kRows + rr;  // this lane group's state row
+  E* Si = reinterpret_cast<E*>(state + g.slot * slot_stride) + (static_cast<int64_t>(h) * N + i) * N;
+
+  // s[4m + e] is column 4 (l + kLanes m) + e of row i.
+  float s[8];
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    const int q = 4 * (l + S::kLanes * m);
+    if constexpr (kHalf) {
+      const uint2 u = *reinterpret_cast<const uint2*>(Si + q);
+      __half2 h0, h1;
+      memcpy(&h0, &u.x, 4);
+      memcpy(&h1, &u.y, 4);
+      const float2 f0 = __half22float2(h0), f1 = __half22float2(h1);
+      s[4 * m] = f0.x;
+      s[4 * m + 1] = f0.y;
+      s[4 * m + 2] = f1.x;
+      s[4 * m + 3] = f1.y;
+    } else {
+      const float4 f = *reinterpret_cast<const float4*>(Si + q);
+      s[4 * m] = f.x;
+      s[4 * m + 1] = f.y;
+      s[4 * m + 2] = f.z;
+      s[4 * m + 3] = f.w;
+    }
+  }
+
+  const int nchunks = (g.rows + S::kTokens - 1) / S::kTokens;
+  seq_stage<N>(stage[0], g.row_begin, min(S::kTokens, g.rows), C, h, band, r, w, k, v, kk, a);
+  __pipeline_commit();
+  for (int c = 0; c < nchunks; ++c) {
+    const int t0 = c * S::kTokens;
+    if (c + 1 < nchunks) {
+      // Its buffer was last read in chunk c - 1, which ended with a barrier.
+      seq_stage<N>(stage[(c + 1) & 1], static_cast<int64_t>(g.row_begin) + t0 + S::kTokens,
+                   min(S::kTokens, g.rows - t0 - S::kTokens), C, h, band, r, w, k, v, kk, a);
+    }
+    __pipeline_commit();  // possibly empty, so that "all but the last group" is always chunk c
+    __pipeline_wait_prior(1);
+    __syncthreads();  // every thread's copies of chunk c have landed
+    const float* buf = stage[c & 1];
+    const int nt = min(S::kTokens, g.rows - t0);
+    SeqToken cur;
+    seq_load_token<N>(buf, l, rr, cur);
+    for (int t = 0; t < nt; ++t) {
+      SeqToken nxt;  // read ahead: independent of the state, off the critical path
+      seq_load_token<N>(buf + (t + 1 < nt ? t + 1 : t) * S::kVec, l, rr, nxt);
+      const float ws[8] = {cur.w[0].x, cur.w[0].y, cur.w[0].z, cur.w[0].w,
+                           cur.w[1].x, cur.w[1].y, cur.w[1].z, cur.w[1].w};
+      const float ks[8] = {cur.k[0].x, cur.k[0].y, cur.k[0].z, cur.k[0].w,
+                           cur.k[1].x, cur.k[1].y, cur.k[1].z, cur.k[1].w};
+      const float rs[8] = {cur.r[0].x, cur.r[0].y, cur.r[0].z, cur.r[0].w,
+                           cur.r[1].x, cur.r[1].y, cur.r[1].z, cur.r[1].w};
+      const float kks[8] = {cur.kk[0].x, cur.kk[0].y, cur.kk[0].z, cur.kk[0].w,
+                            cur.kk[1].x, cur.kk[1].y, cur.kk[1].z, cur.kk[1].w};
+      const float as[8] = {cur.a[0].x, cur.a[0].y, cur.a[0].z, cur.a[0].w,
+                           cur.a[1].x, cur.a[1].y, cur.a[1].z, cur.a[1].w};
+      // sa = (S kk)_i: two 4-term chains per lane, then the group's lanes.
+      float sa0 = 0.0f, sa1 = 0.0f;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        sa0 += s[e] * kks[e];
+        sa1 += s[4 + e] * kks[4 + e];
+      }
+      const float sa = group_sum<S::kLanes>(sa0 + sa1);
+      const float vi = cur.v;
+      uint32_t key = 0;
+      if constexpr (kHalf) key = Fp16StateRowKey(h, N, i, vi);
+      float y0 = 0.0f, y1 = 0.0f;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int j = 4 * (l + S::kLanes * (e / 4)) + e % 4;  // the element's column
+        const float b = kks[e] * as[e];
+        const float n = s[e] * ws[e] - sa * b + vi * ks[e];
+        if (e < 4) {
+          y0 += n * rs[e];
+        } else {
+          y1 += n * rs[e];
+        }
+        if constexpr (kHalf) {
+          s[e] = Fp16StateRound(n, Fp16StateDither(key, j, s[e]));
+        } else {
+          s[e] = n;
+        }
+      }
+      const float yi = group_sum<S::kLanes>(y0 + y1);
+      if (l == 0) y[(static_cast<int64_t>(g.row_begin) + t0 + t) * C + static_cast<int64_t>(h) * N + i] = yi;
+      cur = nxt;
+    }
+    __syncthreads();  // chunk c's buffer is refilled by the next iteration's copies
+  }
+
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    const int q = 4 * (l + S::kLanes * m);
+    if constexpr (kHalf) {
+      // Every value is on the fp16 grid already: the conversion is exact.
+      const __half2 h0 = __floats2half2_rn(s[4 * m], s[4 * m + 1]), h1 = __floats2half2_rn(s[4 * m + 2], s[4 * m + 3]);
+      uint2 u;
+      memcpy(&u.x, &h0, 4);
+      memcpy(&u.y, &h1, 4);
+      *reinterpret_cast<uint2*>(Si + q) = u;
+    } else {
+      *reinterpret_cast<float4*>(Si + q) = make_float4(s[4 * m], s[4 * m + 1], s[4 * m + 2], s[4 * m + 3]);
+    }
+  }
+}
+
 __device__ __forceinline__ float load_state(const float* p) { return *p; }
 __device__ __forceinline__ float load_state(const __half* p) { return __half2float(*p); }
 
@@ -255,27 +494,74 @@ __global__ void wkv7_generic_kernel(const SegmentDesc* __restrict__ segs,  // (n
   }
 }
 
+template <int N, typename E>
+cudaError_t launch_seq(const SegmentDesc* segs, const SegmentDesc* host_segs, int nseg, int C, float* state,
+                       int64_t slot_stride, const float* r, const float* w, const float* k, const float* v,
+                       const float* kk, const float* a, float* y, cudaStream_t stream) {
+  using S = SeqShape<N>;
+  LongSegments list;
+  list.count = 0;
+  for (int s = 0; s < nseg; ++s) {
+    if (host_segs[s].rows < kSeqMinRows) continue;
+    list.index[list.count++] = s;
+    if (list.count == kSeqMaxSegments) {
+      const dim3 grid((C / N) * S::kBands, list.count);
+      wkv7_seq_kernel<N, E><<<grid, S::kThreads, 0, stream>>>(segs, list, C, state, slot_stride, r, w, k, v, kk,
+                                                               a, y);
+      if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+      list.count = 0;
+    }
+  }
+  if (list.count > 0) {
+    const dim3 grid((C / N) * S::kBands, list.count);
+    wkv7_seq_kernel<N, E><<<grid, S::kThreads, 0, stream>>>(segs, list, C, state, slot_stride, r, w, k, v, kk, a,
+                                                             y);
+    return cudaGetLastError();
+  }
+  return cudaSuccess;
+}
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 template <typename E>
-cudaError_t launch_typed(const SegmentDesc* segs, int nseg, int C, int N, float* state, int64_t slot_stride,
-                         const float* r, const float* w, const float* k, const float* v, const float* kk,
-                         const float* a, float* y, cudaStream_t stream) {
+cudaError_t launch_typed(const SegmentDesc* segs, const SegmentDesc* host_segs, int nseg, int C, int N,
+                         float* state, int64_t slot_stride, const float* r, const float* w, const float* k,
+                         const float* v, const float* kk, const float* a, float* y, cudaStream_t stream) {
   const dim3 grid(C / N, nseg);
   // Every head block starts on a 16-byte boundary when the pool and the slot
   // stride are aligned (head blocks are N*N elements, a multiple of 16 bytes).
-  const bool aligned = reinterpret_cast<uintptr_t>(state) % 16 == 0 && slot_stride % 4 == 0;
-  if (aligned) {
+  const bool aligned = Aligned16(state) && slot_stride % 4 == 0;
+  if (aligned && (N == 32 || N == 64 || N == 128)) {
+    // Long segments go to the long kernel when the host list is known and
+    // the vectors allow 16-byte copies (rows of C floats, C a multiple of N).
+    int long_rows = INT_MAX;
+    if (host_segs != nullptr && Aligned16(r) && Aligned16(w) && Aligned16(k) && Aligned16(v) && Aligned16(kk) &&
+        Aligned16(a)) {
+      bool any = false;
+      for (int s = 0; s < nseg && !any; ++s) any = host_segs[s].rows >= kSeqMinRows;
+      if (any) {
+        long_rows = kSeqMinRows;
+        cudaError_t e = cudaSuccess;
+        switch (N) {
+          case 32: e = launch_seq<32, E>(segs, host_segs, nseg, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
+          case 64: e = launch_seq<64, E>(segs, host_segs, nseg, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
+          default: e = launch_seq<128, E>(segs, host_segs, nseg, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
+        }
+        if (e != cudaSuccess) return e;
+      }
+    }
+    // The short segments (all of them without a long kernel launch); blocks
+    // of long segments return at once.
     switch (N) {
       case 32:
-        wkv7_tiled_kernel<32, E><<<grid, 32, 0, stream>>>(segs, C, state, slot_stride, r, w, k, v, kk, a, y);
+        wkv7_tiled_kernel<32, E><<<grid, 32, 0, stream>>>(segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows);
         return cudaGetLastError();
       case 64:
-        wkv7_tiled_kernel<64, E><<<grid, 64, 0, stream>>>(segs, C, state, slot_stride, r, w, k, v, kk, a, y);
-        return cudaGetLastError();
-      case 128:
-        wkv7_tiled_kernel<128, E><<<grid, 128, 0, stream>>>(segs, C, state, slot_stride, r, w, k, v, kk, a, y);
+        wkv7_tiled_kernel<64, E><<<grid, 64, 0, stream>>>(segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows);
         return cudaGetLastError();
       default:
-        break;
+        wkv7_tiled_kernel<128, E><<<grid, 128, 0, stream>>>(segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows);
+        return cudaGetLastError();
     }
   }
   wkv7_generic_kernel<E><<<grid, N, 5 * N * sizeof(float), stream>>>(segs, C, N, state, slot_stride, r, w, k, v,
@@ -285,7 +571,8 @@ cudaError_t launch_typed(const SegmentDesc* segs, int nseg, int C, int N, float*
 
 }  // namespace
 
-cudaError_t launch_wkv7(const SegmentDesc* segs, int nseg, int C, int N, ElemType state_type, float* state,
+cudaError_t launch_wkv7(const SegmentDesc* segs, const SegmentDesc* host_segs, int nseg, int C, int N,
+                        ElemType state_type, float* state,
                         int64_t slot_stride, const float* r, const float* w, const float* k, const float* v,
                         const float* kk, const float* a, float* y, cudaStream_t stream) {
   if (nseg < 0 || nseg > 65535 || C <= 0 || N <= 0 || N > 1024 || C % N != 0 || slot_stride < 0 ||
@@ -298,9 +585,9 @@ cudaError_t launch_wkv7(const SegmentDesc* segs, int nseg, int C, int N, ElemTyp
     return cudaErrorInvalidValue;
   }
   if (state_type == ElemType::kF16) {
-    return launch_typed<__half>(segs, nseg, C, N, state, slot_stride, r, w, k, v, kk, a, y, stream);
+    return launch_typed<__half>(segs, host_segs, nseg, C, N, state, slot_stride, r, w, k, v, kk, a, y, stream);
   }
-  return launch_typed<float>(segs, nseg, C, N, state, slot_stride, r, w, k, v, kk, a, y, stream);
+  return launch_typed<float>(segs, host_segs, nseg, C, N, state, slot_stride, r, w, k, v, kk, a, y, stream);
 }
 
 }  // namespace rwkv::kernels

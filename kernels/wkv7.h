@@ -20,8 +20,12 @@ namespace rwkv::kernels {
 // with the head's values at columns [h*N, h*N + N). C must be a multiple of
 // N, and N <= 1024. Slots of different segments must differ. N of 32, 64 or
 // 128 with `state` 16-byte aligned and slot_stride a multiple of 4 take the
-// fast, coalesced kernel; anything else a plain one.
-cudaError_t launch_wkv7(const SegmentDesc* segs,  // (nseg) device
+// fast, coalesced kernel; anything else a plain one. `host_segs`, the same
+// list in host memory (may be null), lets segments of 8 rows or more (prompt
+// chunks) take the long-segment kernel when the six vectors are 16-byte
+// aligned too; it is read during the call only.
+cudaError_t launch_wkv7(const SegmentDesc* segs,       // (nseg) device
+                        const SegmentDesc* host_segs,  // (nseg) host copy, or null
                         int nseg, int C, int N,
                         ElemType state_type,      // kF32 or kF16
                         float* state,             // (slots, slot_stride); layer block of (H, N, N) at offset 0

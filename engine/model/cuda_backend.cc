@@ -806,8 +806,9 @@ void CudaBackend::Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv
   if (nseg <= 0 || !Begin()) return;
   const void* dev_segs = DeviceArray(segs, static_cast<size_t>(nseg) * sizeof(Segment));
   if (dev_segs == nullptr) return;
-  Record(CudaStatus(kernels::launch_wkv7(AsDesc(dev_segs), nseg, C, N, ToElem(wkv.dtype), wkv.base, wkv.slot_stride,
-                                         r, w, k, v, kk, a, y, stream_),
+  Record(CudaStatus(kernels::launch_wkv7(AsDesc(dev_segs), reinterpret_cast<const kernels::SegmentDesc*>(segs), nseg,
+                                         C, N, ToElem(wkv.dtype), wkv.base, wkv.slot_stride, r, w, k, v, kk, a, y,
+                                         stream_),
                     "Wkv7"));
 }
 
