@@ -183,6 +183,53 @@ TEST_P(CudaOfficialRefTest, Fp32LogitsAndStateMatchReference) {
   std::printf("[ maxerr ] %s fp32: max state diff = %.3g\n", c.file.c_str(), worst_state);
 }
 
+// The same 32 tokens as one prompt (one Forward, logits of every row): the
+// prefill path (a 32-row segment: the long-segment WKV kernel for RWKV-7)
+// against the reference's step-by-step logits and final state.
+TEST_P(CudaOfficialRefTest, Fp32PromptInOneForwardMatchesReference) {
+  RWKV_REQUIRE_GPU();
+  const RefCase& c = GetParam();
+  RWKV_REQUIRE_TESTDATA("official_ref/" + c.file);
+  auto m = LoadGpu(TestDataPath("official_ref/" + c.file), DType::kF32);
+  ASSERT_NE(m, nullptr);
+  const int V = m->config().vocab_size;
+  const std::vector<float> ref = ReadF32File(TestDataPath("official_ref/" + c.stem + ".logits.f32"));
+  ASSERT_EQ(ref.size(), 32u * V);
+  const std::vector<float> got = Forward(*m, 0, std::vector<int32_t>(kRefTokens, kRefTokens + 32), true);
+  ASSERT_EQ(got.size(), ref.size());
+  double worst = 0;
+  for (int t = 0; t < 32; ++t) {
+    const double rel = MaxAbsDiff(got.data() + t * V, ref.data() + t * V, V) / Std(ref.data() + t * V, V);
+    worst = std::max(worst, rel);
+    EXPECT_LT(rel, 1e-4) << "token " << t;
+  }
+  const std::vector<float> ref_state = ReadF32File(TestDataPath("official_ref/" + c.stem + ".state.f32"));
+  std::vector<float> state(static_cast<size_t>(m->state_layout().total));
+  ASSERT_TRUE(m->ReadSlot(0, state.data()).ok());
+  ASSERT_EQ(ref_state.size(), state.size());
+  // Layouts differ per layer, but both hold the same multiset of values in
+  // each layer's block: compare the wkv part, which the prefill path changes.
+  const ModelConfig& cfg = m->config();
+  const StateLayout& lay = m->state_layout();
+  const int C = cfg.n_embd;
+  double worst_state = 0;
+  for (int l = 0; l < cfg.n_layer; ++l) {
+    const float* ours = state.data() + l * lay.per_layer;
+    const float* theirs = ref_state.data() + l * lay.per_layer;
+    if (cfg.arch == Arch::kV7) {  // official: att_x_prev, wkv, ffn_x_prev
+      worst_state = std::max(worst_state, MaxAbsDiff(ours + lay.wkv, theirs + C, lay.per_layer - 2 * C));
+    } else {  // official: ffn_x_prev, att_x_prev, aa, bb, pp
+      for (int i = 0; i < 3 * C; ++i) {
+        const double d = std::fabs(static_cast<double>(ours[lay.wkv + i]) - theirs[2 * C + i]);
+        worst_state = std::max(worst_state, d / (1 + std::fabs(theirs[2 * C + i])));
+      }
+    }
+  }
+  EXPECT_LT(worst_state, 1e-4);
+  std::printf("[ maxerr ] %s fp32, 32-token prompt in one forward: logits %.3g of std, state %.3g\n",
+              c.file.c_str(), worst, worst_state);
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, CudaOfficialRefTest,
                          ::testing::Values(RefCase{"rwkv7_small_A.pth", "rwkv7_small_A"},
                                            RefCase{"rwkv4_small_A.pth", "rwkv4_small_A"}),
@@ -495,6 +542,62 @@ TEST_P(CudaSequenceTest, Fp32SequenceModeAndLongPromptsMatchCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Synthetic, CudaSequenceTest, ::testing::Values("synthetic:tiny", "synthetic:v4-tiny"),
+                         [](const auto& p) { return Sanitise(p.param); });
+
+// Prefill (issue 5): a T-token prompt in one Forward (passes of at most 1024
+// rows, the state carried between them) against T single steps on the GPU
+// and against the CPU backend's prefill: the last logits within 1e-4 of
+// their std and every state value within 1e-4 (1 + |s|). T = 1 (decode
+// shape), 7 (below the long-segment kernel's threshold), 8 and 64 (its
+// staging chunk of 16 tokens at the end and inside), 1000, 1024 (exactly one
+// pass), 1025 (one row into a second pass), 4096 (four full passes).
+class CudaPrefillTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaPrefillTest, PromptInOneForwardMatchesSingleStepsAndCpu) {
+  RWKV_REQUIRE_GPU();
+  auto gpu = LoadGpu(GetParam(), DType::kF32, 2);
+  auto cpu = LoadCpu(GetParam(), 1);
+  ASSERT_NE(gpu, nullptr);
+  ASSERT_NE(cpu, nullptr);
+  const int V = gpu->config().vocab_size;
+  const size_t S = static_cast<size_t>(gpu->state_layout().total);
+  for (int T : {1, 7, 8, 64, 1000, 1024, 1025, 4096}) {
+    for (int slot : {0, 1}) ASSERT_TRUE(gpu->ResetSlot(slot).ok());
+    ASSERT_TRUE(cpu->ResetSlot(0).ok());
+    const auto prompt = Tokens(T, 11 + static_cast<uint32_t>(T), V);
+    const std::vector<float> pre = Forward(*gpu, 0, prompt, false);
+    std::vector<float> step;
+    for (int32_t t : prompt) step = Forward(*gpu, 1, {t}, false);
+    const std::vector<float> ref = Forward(*cpu, 0, prompt, false);
+    ASSERT_EQ(pre.size(), static_cast<size_t>(V));
+    ASSERT_EQ(step.size(), pre.size());
+    ASSERT_EQ(ref.size(), pre.size());
+    const double std_ref = Std(ref.data(), V);
+    const double vs_step = MaxAbsDiff(pre.data(), step.data(), V) / std_ref;
+    const double vs_cpu = MaxAbsDiff(pre.data(), ref.data(), V) / std_ref;
+    std::vector<float> s_pre(S), s_step(S), s_cpu(S);
+    ASSERT_TRUE(gpu->ReadSlot(0, s_pre.data()).ok());
+    ASSERT_TRUE(gpu->ReadSlot(1, s_step.data()).ok());
+    ASSERT_TRUE(cpu->ReadSlot(0, s_cpu.data()).ok());
+    double st_step = 0, st_cpu = 0;
+    for (size_t i = 0; i < S; ++i) {
+      const double scale = 1 + std::fabs(static_cast<double>(s_cpu[i]));
+      const double a = std::fabs(static_cast<double>(s_pre[i]) - s_step[i]) / scale;
+      const double b = std::fabs(static_cast<double>(s_pre[i]) - s_cpu[i]) / scale;
+      st_step = std::isnan(a) ? INFINITY : std::max(st_step, a);
+      st_cpu = std::isnan(b) ? INFINITY : std::max(st_cpu, b);
+    }
+    EXPECT_LT(vs_step, 1e-4) << "T=" << T;
+    EXPECT_LT(vs_cpu, 1e-4) << "T=" << T;
+    EXPECT_LT(st_step, 1e-4) << "T=" << T;
+    EXPECT_LT(st_cpu, 1e-4) << "T=" << T;
+    std::printf("[ maxerr ] %s prefill T=%d: logits vs steps %.3g, vs cpu %.3g of std; state vs steps %.3g, "
+                "vs cpu %.3g\n",
+                GetParam().c_str(), T, vs_step, vs_cpu, st_step, st_cpu);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Synthetic, CudaPrefillTest, ::testing::Values("synthetic:tiny", "synthetic:v4-tiny"),
                          [](const auto& p) { return Sanitise(p.param); });
 
 // ---- released dimensions (C=768, 12 heads, vocab 65536) --------------------
