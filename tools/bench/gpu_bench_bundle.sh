@@ -13,7 +13,8 @@
 #
 # `run` benchmarks each MODEL (default: synthetic:1.5b synthetic:v4-1.5b
 # synthetic:7.2b) at batches ${BATCHES:-1,8,64,256,960}, writing MODEL.txt
-# and MODEL.json under $OUT, each model under its own time limit.
+# and MODEL.json under $OUT, each model under its own time limit; with
+# PREFILL=512,4096,16384 it times prompts of those lengths instead.
 set -euo pipefail
 
 bundle=.carry/bench
@@ -46,7 +47,13 @@ run() {
     local limit=150
     [[ "$name" == *7.2b* ]] && limit=${LIMIT_7B:-240}
     echo "== $m (limit ${limit}s) $(date -u +%FT%TZ)"
-    timeout "$limit" "$bundle/bin/rwkv-bench-engine" --model "$m" --batch "${BATCHES:-1,8,64,256,960}" \
+    # PREFILL=512,4096,16384 times prompts instead (decode too if BATCHES is set).
+    local mode=(--batch "${BATCHES:-1,8,64,256,960}")
+    if [[ -n "${PREFILL:-}" ]]; then
+      mode=(--prefill "$PREFILL" --ffn-tokens 0)
+      [[ -n "${BATCHES:-}" ]] && mode+=(--batch "$BATCHES")
+    fi
+    timeout "$limit" "$bundle/bin/rwkv-bench-engine" --model "$m" "${mode[@]}" \
       --steps "${STEPS:-20}" --warmup "${WARMUP:-3}" --peer albatross --json "$out/$name.json" 2>&1 |
       tee "$out/$name.txt" || rc=1
   done
