@@ -7,6 +7,9 @@
 // LayerNorm is two-pass and written as kernels/layernorm.cu writes it.
 #include "kernels/ln_shift_mix.h"
 
+#include <algorithm>
+#include <cstdint>
+
 #include "kernels/kernel_util.cuh"
 
 namespace rwkv::kernels {
@@ -74,6 +77,124 @@ __global__ void ln_shift_mix_kernel(const float* __restrict__ x,  // (n, C)
   }
 }
 
+// The same op with each thread holding kV float4 of the row in registers
+// (C % 4 == 0, 16-byte aligned vectors and slot stride). Why: at decode
+// sizes this op is latency-bound, one block per row, and the scalar kernel
+// above walks the row four times with dependent loads (sum, variance, then
+// x, the previous row and x_prev per column). Here every load that does not
+// depend on the segment (the row, the LayerNorm parameters) is issued
+// first, the statistics come from registers, and x_prev is read once: on an
+// H100 the scalar kernel took ~13 us per call for one row of 2048 and ~120
+// us for 960 rows (ncu, docs/PERF.md).
+template <int kCount, int kV>
+__global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
+                                        int C, const float* __restrict__ ln_w, const float* __restrict__ ln_b,
+                                        const SegmentDesc* __restrict__ segs, int nseg,
+                                        float* __restrict__ x_prev,  // (slots, slot_stride)
+                                        int64_t slot_stride, MixArgs args) {
+  __shared__ float scratch[32];
+  __shared__ int seg_of_row;
+  const int r = blockIdx.x;
+  const int C4 = C >> 2;
+  const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+  float4 xv[kV], wv[kV], bv[kV];
+  const float4* x4 = reinterpret_cast<const float4*>(x + static_cast<int64_t>(r) * C);
+#pragma unroll
+  for (int v = 0; v < kV; ++v) {
+    const int c4 = threadIdx.x + v * blockDim.x;
+    const bool in = c4 < C4;
+    xv[v] = in ? x4[c4] : zero;
+    wv[v] = in ? reinterpret_cast<const float4*>(ln_w)[c4] : zero;
+    bv[v] = in ? reinterpret_cast<const float4*>(ln_b)[c4] : zero;
+  }
+  for (int s = threadIdx.x; s < nseg; s += blockDim.x) {
+    const SegmentDesc g = segs[s];
+    if (r >= g.row_begin && r < g.row_begin + g.rows) seg_of_row = s;
+  }
+  auto stats = [&](const float4* v4) -> RowStats {
+    float s = 0.0f;
+#pragma unroll
+    for (int v = 0; v < kV; ++v) s += (v4[v].x + v4[v].y) + (v4[v].z + v4[v].w);
+    const float mean = block_sum(s, scratch) / C;  // its barrier also publishes seg_of_row
+    float q = 0.0f;
+#pragma unroll
+    for (int v = 0; v < kV; ++v) {
+      if (threadIdx.x + v * blockDim.x < C4) {
+        const float a = v4[v].x - mean, b = v4[v].y - mean, c = v4[v].z - mean, d = v4[v].w - mean;
+        q += (a * a + b * b) + (c * c + d * d);
+      }
+    }
+    const float var = block_sum(q, scratch) / C;
+    return {mean, 1.0f / sqrtf(var + 1e-5f)};
+  };
+  const RowStats cur = stats(xv);
+  const SegmentDesc g = segs[seg_of_row];
+  const int t = r - g.row_begin;
+  const int other_row = t > 0 ? r - 1 : g.row_begin + g.rows - 1;
+  float4 ov[kV];
+  RowStats other = cur;
+  if (other_row != r) {
+    const float4* o4 = reinterpret_cast<const float4*>(x + static_cast<int64_t>(other_row) * C);
+#pragma unroll
+    for (int v = 0; v < kV; ++v) {
+      const int c4 = threadIdx.x + v * blockDim.x;
+      ov[v] = c4 < C4 ? o4[c4] : zero;
+    }
+    other = stats(ov);
+  } else {
+#pragma unroll
+    for (int v = 0; v < kV; ++v) ov[v] = xv[v];
+  }
+  float4* state4 = reinterpret_cast<float4*>(x_prev + g.slot * slot_stride);
+#pragma unroll
+  for (int v = 0; v < kV; ++v) {
+    const int c4 = threadIdx.x + v * blockDim.x;
+    if (c4 >= C4) continue;
+    float4 xx, xo;
+    xx.x = (xv[v].x - cur.mean) * cur.inv * wv[v].x + bv[v].x;
+    xx.y = (xv[v].y - cur.mean) * cur.inv * wv[v].y + bv[v].y;
+    xx.z = (xv[v].z - cur.mean) * cur.inv * wv[v].z + bv[v].z;
+    xx.w = (xv[v].w - cur.mean) * cur.inv * wv[v].w + bv[v].w;
+    xo.x = (ov[v].x - other.mean) * other.inv * wv[v].x + bv[v].x;
+    xo.y = (ov[v].y - other.mean) * other.inv * wv[v].y + bv[v].y;
+    xo.z = (ov[v].z - other.mean) * other.inv * wv[v].z + bv[v].z;
+    xo.w = (ov[v].w - other.mean) * other.inv * wv[v].w + bv[v].w;
+    float4 prev;
+    if (t > 0) {
+      prev = xo;
+    } else {
+      prev = state4[c4];
+      state4[c4] = xo;
+    }
+    const float4 d = make_float4(prev.x - xx.x, prev.y - xx.y, prev.z - xx.z, prev.w - xx.w);
+#pragma unroll
+    for (int j = 0; j < kCount; ++j) {
+      const float4 m = reinterpret_cast<const float4*>(args.mixes[j])[c4];
+      reinterpret_cast<float4*>(args.outs[j] + static_cast<int64_t>(r) * C)[c4] =
+          make_float4(xx.x + d.x * m.x, xx.y + d.y * m.y, xx.z + d.z * m.z, xx.w + d.w * m.w);
+    }
+  }
+}
+
+template <int kV>
+void launch_vec(int count, unsigned grid, int block, cudaStream_t stream, const float* x, int C,
+                const float* ln_w, const float* ln_b, const SegmentDesc* segs, int nseg, float* x_prev,
+                int64_t slot_stride, const MixArgs& args) {
+#define RWKV_LSM_VEC(K) \
+  ln_shift_mix_vec_kernel<K, kV><<<grid, block, 0, stream>>>(x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args)
+  switch (count) {
+    case 1: RWKV_LSM_VEC(1); break;
+    case 2: RWKV_LSM_VEC(2); break;
+    case 3: RWKV_LSM_VEC(3); break;
+    case 4: RWKV_LSM_VEC(4); break;
+    case 5: RWKV_LSM_VEC(5); break;
+    default: RWKV_LSM_VEC(6); break;
+  }
+#undef RWKV_LSM_VEC
+}
+
+bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
 }  // namespace
 
 cudaError_t launch_ln_shift_mix(const float* x, int n, int C, const float* ln_w, const float* ln_b,
@@ -92,8 +213,24 @@ cudaError_t launch_ln_shift_mix(const float* x, int n, int C, const float* ln_w,
     args.mixes[j] = mixes[j];
     args.outs[j] = outs[j];
   }
-  const int block = C >= 1024 ? 512 : (C >= 256 ? 256 : 128);
   const unsigned grid = static_cast<unsigned>(n);
+  bool vec = C % 4 == 0 && C / 4 <= 2048 && slot_stride % 4 == 0 && Aligned16(x) && Aligned16(ln_w) &&
+             Aligned16(ln_b) && Aligned16(x_prev);
+  for (int j = 0; j < count && vec; ++j) vec = Aligned16(mixes[j]) && Aligned16(outs[j]);
+  if (vec) {
+    // One float4 per thread up to C = 4096 (a block of up to 1024 threads);
+    // beyond, 512 threads with up to 4 each (84 registers: 1024 threads of
+    // that would not fit an SM's register file).
+    const int C4 = C / 4;
+    if (C4 <= 1024) {
+      launch_vec<1>(count, grid, (C4 + 31) / 32 * 32, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride,
+                    args);
+    } else {
+      launch_vec<4>(count, grid, 512, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args);
+    }
+    return cudaGetLastError();
+  }
+  const int block = C >= 1024 ? 512 : (C >= 256 ? 256 : 128);
   switch (count) {
     case 1: ln_shift_mix_kernel<1><<<grid, block, 0, stream>>>(x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
     case 2: ln_shift_mix_kernel<2><<<grid, block, 0, stream>>>(x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;

@@ -620,7 +620,9 @@ void CudaBackend::MatMul(const float* x, int n, const Matrix& w, float* y, bool 
   BlasMatMul(x, n, w, y, accumulate);
 }
 
-void CudaBackend::BlasMatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate) {
+void CudaBackend::BlasMatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate,
+                             bool relu_square_input) {
+  const kernels::ConvertOp input_op = relu_square_input ? kernels::ConvertOp::kReluSquare : kernels::ConvertOp::kNone;
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   const cudaDataType type = ToCudaType(w.dtype);
   const void* input = x;
@@ -630,7 +632,7 @@ void CudaBackend::BlasMatMul(const float* x, int n, const Matrix& w, float* y, b
                        "MatMul input buffer")) {
       return;
     }
-    if (!Record(CudaStatus(kernels::launch_convert_from_f32(x, ToElem(w.dtype), act16_, count, stream_),
+    if (!Record(CudaStatus(kernels::launch_convert_from_f32(x, ToElem(w.dtype), act16_, count, stream_, input_op),
                            "MatMul input conversion"))) {
       return;
     }
@@ -711,6 +713,12 @@ void CudaBackend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, b
                                                  static_cast<float*>(ffn_partial_), y, accumulate, sm_count_,
                                                  stream_),
                       "ReluSquareMatMul (sparse)"));
+    return;
+  }
+  if (w.dtype != DType::kF32) {
+    // relu² applied as the input is rounded for cuBLAS: one pass over h
+    // instead of a relu² pass and then a conversion pass.
+    BlasMatMul(h, n, w, y, accumulate, /*relu_square_input=*/true);
     return;
   }
   Record(CudaStatus(kernels::launch_relu_square(h, static_cast<int64_t>(n) * F, stream_), "ReluSquareMatMul relu²"));

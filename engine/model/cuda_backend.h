@@ -205,7 +205,10 @@ class CudaBackend final : public Backend {
   // false (error recorded) when it cannot, e.g. while capturing a graph.
   bool EnsureScratch(void** buf, size_t* capacity, size_t bytes, const char* what);
   // cuBLAS product of one matrix (any layout), input converted first.
-  void BlasMatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate);
+  // cuBLAS, with x rounded to the weight type first (relu² applied to it as
+  // it is rounded when `relu_square_input`).
+  void BlasMatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate,
+                  bool relu_square_input = false);
   // The device copy of a host array declared by BeginPass (same pointer and
   // size), or nullptr.
   const void* PassArray(const void* host, size_t bytes) const;

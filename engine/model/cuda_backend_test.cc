@@ -607,19 +607,24 @@ TEST_F(CudaOpsTest, V7DecayValueResidualAndKeyPrep) {
 // over the multi-row segments of kSegs (a row's shift reads the LayerNorm of
 // the row before it; the segment's last row becomes x_prev) and over one
 // single-row segment (decode at batch 1), for every mix count the models use.
+// With `aligned` the x_prev stride and offset are multiples of 4 floats, so
+// C % 4 == 0 takes the float4 kernel (one float4 per thread up to C = 4096,
+// four per thread above); otherwise the scalar one.
 TEST_F(CudaOpsTest, LayerNormShiftMixAcrossSegments) {
   const std::vector<Segment> one = {{2, 0, 1}};
-  for (int C : {64, 100, 768, 2048}) {
+  for (int C : {64, 100, 768, 2048, 4096, 5120}) {
+   for (bool aligned : {false, true}) {
     for (const std::vector<Segment>* segs : {&kSegs, &one}) {
       const int n = segs == &one ? 1 : kRows, nseg = static_cast<int>(segs->size());
-      const int64_t stride = 3 * C + 5, offset = C + 2;
+      const int64_t stride = aligned ? 3 * C + 8 : 3 * C + 5, offset = aligned ? C + 4 : C + 2;
       auto x = Rand(static_cast<size_t>(n) * C, C + n, -3, 3);
       for (float& v : x) v += 2.0f;  // a mean, as in the residual stream
       const auto lw = Rand(C, 2, 0.5f, 1.5f), lb = Rand(C, 3);
       auto state = Rand(static_cast<size_t>(kSlots * stride), C + 1);
       float *dx = Dev(x), *dlw = Dev(lw), *dlb = Dev(lb), *dstate = Dev(state);
       for (int count : {1, 2, 3, 6}) {
-        const std::string tag = " C=" + std::to_string(C) + " n=" + std::to_string(n) + " count=" + std::to_string(count);
+        const std::string tag = " C=" + std::to_string(C) + " n=" + std::to_string(n) + " count=" + std::to_string(count) +
+                                (aligned ? " aligned" : "");
         std::vector<std::vector<float>> mixes, want;
         std::vector<const float*> dmix, hmix;
         std::vector<float*> douts, houts;
@@ -647,6 +652,7 @@ TEST_F(CudaOpsTest, LayerNormShiftMixAcrossSegments) {
         ExpectClose(Host(dstate, state.size()), state, 1e-5, 1e-5, "LayerNormShiftMix x_prev" + tag);
       }
     }
+   }
   }
 }
 
@@ -940,7 +946,9 @@ TEST_F(CudaOpsTest, Wkv7LongSegmentsFp16StateMatchCpuTwin) {
       ConvertToF32(DType::kF16, pool.data() + s * stride + offset, want.data(), want.size());
       got_s.insert(got_s.end(), g.begin(), g.end());
       want_s.insert(want_s.end(), want.begin(), want.end());
-      if (s == 7) EXPECT_EQ(g, want) << "slot 7 is in no segment" << tag;
+      if (s == 7) {
+        EXPECT_EQ(g, want) << "slot 7 is in no segment" << tag;
+      }
     }
     double mean = 0;
     for (size_t i = 0; i < want_s.size(); ++i) {
