@@ -14,8 +14,8 @@
 //
 // Weights are streamed through a rolling register pipeline: kU chunks
 // (kU x 1 KB per warp) are in flight; each chunk's slot is reloaded with the
-// chunk kU ahead right after it is consumed. With ~4 CTAs of 4 warps per SM
-// that is ~64 KB of loads in flight per SM, above the ~25 KB that H100's
+// chunk kU ahead right after it is consumed. With 3-4 CTAs of 4 warps per SM
+// that is ~48-64 KB of loads in flight per SM, above the ~25 KB that H100's
 // bandwidth-latency product asks for. (cp.async/TMA into shared memory would
 // add a shared-memory write and an ldmatrix per weight and buys nothing here:
 // no weight is read twice.)
@@ -42,7 +42,16 @@ constexpr int kChunk = 32;              // k per warp step (two MMAs)
 constexpr int kU = 4;                   // chunks in flight per warp
 constexpr int kPad = 32;                // 16-bit values of padding per staged row (64 bytes)
 constexpr int kMinSplitK = 256;         // shortest K range worth a CTA: two rounds of the pipeline
-constexpr int kCtasPerSm = 4;           // the split aims at this many CTAs per SM
+// The split aims at this many CTAs per SM: one wave, since 3 fit at every
+// batch size (128-130 registers x 128 threads; ~33-37 KB of shared memory).
+constexpr int kCtasPerSm = 3;
+// x groups of 8 loaded per thread before any is stored. At 64 rows the
+// accumulators and the weight pipeline leave no registers for more (ptxas
+// spills at 2 under the 128-register cap of 4 CTAs per SM).
+template <int NT>
+struct StageBatch {
+  static constexpr int kValue = NT >= 8 ? 1 : 4;
+};
 
 // K values staged per slice at NT n-tiles: ~33 KB of shared memory for every NT.
 template <int NT>
@@ -148,6 +157,7 @@ __global__ void __launch_bounds__(kThreads) skinny_kernel(const __grid_constant_
   constexpr int KS = Slice<NT>::kK;
   constexpr int kStride = KS + kPad;
   constexpr int kSliceChunks = KS / kChunk;
+  constexpr int kStageBatch = StageBatch<NT>::kValue;
   __shared__ __align__(16) T xs[NT * 8 * kStride];
   __shared__ int last_cta;
 
@@ -191,21 +201,39 @@ __global__ void __launch_bounds__(kThreads) skinny_kernel(const __grid_constant_
       const int width = min(KS, (k_end - ks + kChunk * kU - 1) / (kChunk * kU) * (kChunk * kU));
       const int groups = width / 8;
       if (c0 > 0) __syncthreads();  // every warp is done with the previous slice
-      for (int e = threadIdx.x; e < NT * 8 * groups; e += kThreads) {
-        const int r = e / groups, q = e - r * groups;
-        const int k = ks + 8 * q;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < n && k < k_end) {
-          const float* src = job.x + static_cast<int64_t>(r) * cols + k;
-          const float4 a = *reinterpret_cast<const float4*>(src);
-          const float4 b = *reinterpret_cast<const float4*>(src + 4);
-          const int act = job.act;
-          v.x = pack2(activate(a.x, act), activate(a.y, act), T());
-          v.y = pack2(activate(a.z, act), activate(a.w, act), T());
-          v.z = pack2(activate(b.x, act), activate(b.y, act), T());
-          v.w = pack2(activate(b.z, act), activate(b.w, act), T());
+      // kStageBatch groups per thread per round, all loads issued before the
+      // first use: a full slice (2048 groups of 8) is 16 groups per thread,
+      // so 4 round trips to L2 instead of 16 (below 64 rows).
+      const int total = NT * 8 * groups, act = job.act;
+      for (int e0 = threadIdx.x; e0 < total; e0 += kStageBatch * kThreads) {
+        float4 a[kStageBatch], b[kStageBatch];
+#pragma unroll
+        for (int i = 0; i < kStageBatch; ++i) {
+          const int e = e0 + i * kThreads;
+          const int r = e / groups, k = ks + 8 * (e - r * groups);
+          a[i] = b[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          if (e < total && r < n && k < k_end) {
+            const float* src = job.x + static_cast<int64_t>(r) * cols + k;
+            a[i] = *reinterpret_cast<const float4*>(src);
+            b[i] = *reinterpret_cast<const float4*>(src + 4);
+          }
         }
-        *reinterpret_cast<uint4*>(&xs[r * kStride + 8 * q]) = v;
+#pragma unroll
+        for (int i = 0; i < kStageBatch; ++i) {
+          const int e = e0 + i * kThreads;
+          if (e >= total) break;
+          const int r = e / groups, q = e - r * groups;
+          // Zeros (past n or the K range) stay zeros: no activation of padding.
+          const bool real = r < n && ks + 8 * q < k_end;
+          uint4 v = make_uint4(0, 0, 0, 0);
+          if (real) {
+            v.x = pack2(activate(a[i].x, act), activate(a[i].y, act), T());
+            v.y = pack2(activate(a[i].z, act), activate(a[i].w, act), T());
+            v.z = pack2(activate(b[i].x, act), activate(b[i].y, act), T());
+            v.w = pack2(activate(b[i].z, act), activate(b[i].w, act), T());
+          }
+          *reinterpret_cast<uint4*>(&xs[r * kStride + 8 * q]) = v;
+        }
       }
       __syncthreads();
     }

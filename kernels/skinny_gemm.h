@@ -12,7 +12,7 @@
 // and applied to up to 64 rows by m16n8k16 tensor-core products.
 //
 // Work split: a CTA (4 warps) owns 64 output rows and one K range; a warp
-// owns 16 of those rows. K is split so that every launch has about four CTAs
+// owns 16 of those rows. K is split so that every launch has about three CTAs
 // per SM whatever the shapes (split-K for short, wide matrices such as
 // 2048 x 2048 or the LoRA down-projections); the K chunk is the same for every
 // job of a launch, so CTAs carry equal work. Split-K partial sums go to a
