@@ -13,7 +13,12 @@
 //    per launch for GroupedMatMul; the FFN down-projection on
 //    kernels/ffn_sparse.cu, skipping zero hidden units. ffn.value is stored
 //    input-major for that kernel, so its cuBLAS product (larger batches) is
-//    the non-transposed op.
+//    the non-transposed op. Above small_batch_rows and up to skinny_rows,
+//    row-major 16-bit products run on kernels/skinny_gemm.cu (tensor cores,
+//    input rounded to the weight type as cuBLAS sees it, grouped like the
+//    GEMV); its split-K workspace grows like the other scratch buffers (so a
+//    pass shape's first, uncaptured run sizes it before a graph records it),
+//    and its row-tile counters are allocated and zeroed once at Init.
 //  - The fused elementwise ops (LayerNorm + shift + mixes, the RWKV-7 prep)
 //    are one kernel each whatever the batch: they compute per element what
 //    the unfused kernels computed.
@@ -57,6 +62,7 @@
 #include "kernels/ln_shift_mix.h"
 #include "kernels/mix.h"
 #include "kernels/sample.h"
+#include "kernels/skinny_gemm.h"
 #include "kernels/token_shift.h"
 #include "kernels/types.h"
 #include "kernels/v7_decay.h"
@@ -95,6 +101,9 @@ constexpr size_t kPassBufferBytes = size_t{64} << 10;   // a pass's host arrays,
 constexpr size_t kBlasWorkspaceBytes = size_t{32} << 20;  // cuBLAS workspace when capturing graphs
 constexpr size_t kMaxGraphs = 64;                        // captured pass shapes kept at once
 constexpr size_t kMaxShapesSeen = 4096;                  // shapes remembered while waiting for a 2nd run
+// Row-tile counters of the skinny GEMM's split-K reduction: one per 64 output
+// rows of the split jobs of a launch (a launch needs a few hundred).
+constexpr int kSkinnyCounters = 1 << 16;
 
 size_t AlignUp(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -210,6 +219,25 @@ absl::Status CudaBackend::Init() {
     small_rows_ = std::atoi(env);
   }
   small_rows_ = invariant ? 0 : std::clamp(small_rows_, 0, CudaBackendOptions::kMaxSmallBatchRows);
+  skinny_rows_ = options_.skinny_rows;
+  if (const char* env = std::getenv("RWKV_CUDA_SKINNY_ROWS"); env != nullptr && env[0] != '\0') {
+    skinny_rows_ = std::atoi(env);
+  }
+  skinny_rows_ = invariant ? 0 : std::clamp(skinny_rows_, 0, CudaBackendOptions::kMaxSkinnyRows);
+  static_assert(CudaBackendOptions::kMaxSkinnyRows <= kernels::kSkinnyMaxRows);
+  {
+    void* counters = nullptr;
+    if (absl::Status s = CudaStatus(cudaMalloc(&counters, kSkinnyCounters * sizeof(int)), "cudaMalloc (skinny counters)");
+        !s.ok()) {
+      return s;
+    }
+    skinny_counters_ = static_cast<int*>(counters);
+    // The kernel leaves them zero after every launch.
+    if (absl::Status s = CudaStatus(cudaMemset(counters, 0, kSkinnyCounters * sizeof(int)), "cudaMemset (skinny counters)");
+        !s.ok()) {
+      return s;
+    }
+  }
   static_assert(CudaBackendOptions::kMaxSmallBatchRows <= kernels::kGemvMaxRows);
   static_assert(CudaBackendOptions::kMaxSmallBatchRows <= kernels::kFfnSparseMaxRows);
   if (graphs_enabled_) {
@@ -253,6 +281,8 @@ CudaBackend::~CudaBackend() {
   for (auto& [p, bytes] : allocations_) (void)cudaFree(p);
   if (act16_ != nullptr) (void)cudaFree(act16_);
   if (ffn_partial_ != nullptr) (void)cudaFree(ffn_partial_);
+  if (skinny_partial_ != nullptr) (void)cudaFree(skinny_partial_);
+  if (skinny_counters_ != nullptr) (void)cudaFree(skinny_counters_);
   if (staging_device_ != nullptr) (void)cudaFree(staging_device_);
   if (staging_host_ != nullptr) (void)cudaFreeHost(staging_host_);
   if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
@@ -263,8 +293,10 @@ std::string CudaBackend::description() const {
   return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s, %s", options_.device, device_name_,
                          std::string(DTypeName(options_.weight_dtype)),
                          std::string(DTypeName(options_.embedding_dtype)), graphs_enabled_ ? ", graphs" : "",
-                         small_rows_ > 0 ? absl::StrFormat("small-batch kernels up to %d rows", small_rows_)
-                                         : std::string("batch-invariant (cuBLAS for every batch)"));
+                         small_rows_ > 0 || skinny_rows_ > 0
+                             ? absl::StrFormat("small-batch kernels up to %d rows, skinny GEMM up to %d rows",
+                                               small_rows_, std::max(skinny_rows_, small_rows_))
+                             : std::string("batch-invariant (cuBLAS for every batch)"));
 }
 
 bool CudaBackend::Record(const absl::Status& s) {
@@ -610,14 +642,35 @@ void CudaBackend::LayerNorm(const float* x, int n, int C, const float* w, const 
 
 void CudaBackend::MatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate) {
   if (n <= 0 || !Begin()) return;
-  if (n <= small_rows_ && !w.input_major && w.dtype != DType::kF32) {
+  if (!w.input_major && w.dtype != DType::kF32) {
     const kernels::GemvJob job{w.data, x, y, w.rows, w.cols, kernels::GemvAct::kNone, accumulate};
-    if (kernels::gemv_supported(ToElem(w.dtype), n, job)) {
+    if (n <= small_rows_ && kernels::gemv_supported(ToElem(w.dtype), n, job)) {
       Record(CudaStatus(kernels::launch_gemv(ToElem(w.dtype), n, &job, 1, stream_), "MatMul (gemv)"));
+      return;
+    }
+    if (n > small_rows_ && n <= skinny_rows_ && kernels::skinny_gemm_supported(ToElem(w.dtype), n, job)) {
+      SkinnyMatMul(w.dtype, n, &job, 1, "MatMul (skinny)");
       return;
     }
   }
   BlasMatMul(x, n, w, y, accumulate);
+}
+
+void CudaBackend::SkinnyMatMul(DType dtype, int n, const kernels::GemvJob* jobs, int count, const char* what) {
+  const kernels::SkinnyWorkspace ws = kernels::skinny_gemm_workspace(n, jobs, count, sm_count_);
+  if (ws.counters > kSkinnyCounters) {
+    Record(absl::InternalError(absl::StrFormat("%s: %d split row tiles exceed the %d counters", what, ws.counters,
+                                               kSkinnyCounters)));
+    return;
+  }
+  if (!EnsureScratch(&skinny_partial_, &skinny_partial_bytes_, ws.partial_floats * sizeof(float),
+                     "skinny GEMM partial sums")) {
+    return;
+  }
+  Record(CudaStatus(kernels::launch_skinny_gemm(ToElem(dtype), n, jobs, count, static_cast<float*>(skinny_partial_),
+                                                skinny_partial_bytes_ / sizeof(float), skinny_counters_,
+                                                kSkinnyCounters, sm_count_, stream_),
+                    what));
 }
 
 void CudaBackend::BlasMatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate,
@@ -650,27 +703,33 @@ void CudaBackend::BlasMatMul(const float* x, int n, const Matrix& w, float* y, b
 
 void CudaBackend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
   if (n <= 0 || count <= 0 || !Begin()) return;
-  // Small batches: every job the GEMV takes goes into shared launches (all
-  // of one weight type, kGemvMaxJobs at a time); the rest, one by one.
+  // Small and medium batches: every job the GEMV (up to small_rows_) or the
+  // skinny GEMM (up to skinny_rows_) takes goes into shared launches (all of
+  // one weight type, kGemvMaxJobs at a time); the rest, one by one.
+  const bool gemv = n <= small_rows_;
+  const bool skinny = !gemv && n <= skinny_rows_;
   kernels::GemvJob batch[kernels::kGemvMaxJobs];
   int pending = 0;
   DType pending_type = DType::kF32;
   auto flush = [&]() {
-    if (pending > 0) {
+    if (pending > 0 && gemv) {
       Record(CudaStatus(kernels::launch_gemv(ToElem(pending_type), n, batch, pending, stream_),
                         "GroupedMatMul (gemv)"));
+    } else if (pending > 0) {
+      SkinnyMatMul(pending_type, n, batch, pending, "GroupedMatMul (skinny)");
     }
     pending = 0;
   };
   for (int i = 0; i < count; ++i) {
     const MatMulJob& job = jobs[i];
     const Matrix& w = *job.w;
-    if (n <= small_rows_ && !w.input_major && w.dtype != DType::kF32) {
+    if ((gemv || skinny) && !w.input_major && w.dtype != DType::kF32) {
       const kernels::GemvJob g{w.data, job.x, job.y, w.rows, w.cols, static_cast<kernels::GemvAct>(job.act),
                                job.accumulate};
       static_assert(static_cast<int>(InputAct::kTanh) == static_cast<int>(kernels::GemvAct::kTanh));
       static_assert(static_cast<int>(InputAct::kSigmoid) == static_cast<int>(kernels::GemvAct::kSigmoid));
-      if (kernels::gemv_supported(ToElem(w.dtype), n, g)) {
+      if (gemv ? kernels::gemv_supported(ToElem(w.dtype), n, g)
+               : kernels::skinny_gemm_supported(ToElem(w.dtype), n, g)) {
         if (pending == kernels::kGemvMaxJobs || (pending > 0 && pending_type != w.dtype)) flush();
         pending_type = w.dtype;
         batch[pending++] = g;

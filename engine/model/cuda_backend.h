@@ -36,6 +36,12 @@
 // rounded to the weights' type first). So a session's logits depend, within
 // the dtype's rounding, on whether its batch is above or below the threshold
 // (issue #4 allows this: ~1e-2 relative and the same greedy tokens).
+// Above small_batch_rows and up to options.skinny_rows rows, products with
+// 16-bit row-major weights run on the tensor-core skinny GEMM
+// (kernels/skinny_gemm.h: fp32 input read directly and rounded to the weight
+// type as it is staged, as cuBLAS sees it; grouped launches; split-K with a
+// deterministic reduction); the FFN down-projection (input-major) stays on
+// relu² + cuBLAS there.
 // options.batch_invariant (or RWKV_CUDA_BATCH_INVARIANT=1) puts every product
 // on cuBLAS whatever the row count, as before the small-batch kernels.
 //
@@ -74,6 +80,9 @@ struct CUevent_st;
 struct CUgraphExec_st;
 
 namespace rwkv {
+namespace kernels {
+struct GemvJob;  // kernels/gemv.h: one product of a grouped small-batch launch
+}  // namespace kernels
 
 struct CudaBackendOptions {
   int device = 0;                       // CUDA device ordinal
@@ -100,6 +109,17 @@ struct CudaBackendOptions {
   // against 9.6 on cuBLAS. So the small-batch kernels stop at 4 rows.
   static constexpr int kDefaultSmallBatchRows = 4;
   static constexpr int kMaxSmallBatchRows = 64;
+  // Products of more than small_batch_rows and at most this many rows
+  // (16-bit weights, row-major) on the skinny tensor-core GEMM; 0 = never.
+  // The environment variable RWKV_CUDA_SKINNY_ROWS overrides this; values
+  // above kMaxSkinnyRows are clamped. Batch-invariant mode ignores it.
+  int skinny_rows = kDefaultSkinnyRows;
+  // The kernel reads each weight once for up to 64 rows, on tensor cores,
+  // where cuBLAS at 8-64 rows ran at 4.15-5.29 ms per 1.5B decode step
+  // against a 0.93 ms weight floor (H100, 2026-11). Set from
+  // cuda_backend_test's DISABLED_SmallBatchCrossover on the target GPU.
+  static constexpr int kDefaultSkinnyRows = 64;
+  static constexpr int kMaxSkinnyRows = 64;
 };
 
 // Devices the CUDA runtime can see; 0 where there is none or no driver.
@@ -179,6 +199,9 @@ class CudaBackend final : public Backend {
               int N) override;
   // The largest row count that uses the small-batch kernels (0: none).
   int small_batch_rows() const { return small_rows_; }
+  // The largest row count that uses the skinny GEMM (0: none; row counts up
+  // to small_batch_rows() use the small-batch kernels instead).
+  int skinny_rows() const { return skinny_rows_; }
   // kernels/sample.cu, one launch for all rows: the specs and every row's
   // adjustments go up in one staged copy, the (token, logprob) pairs come
   // back in one copy.
@@ -204,11 +227,13 @@ class CudaBackend final : public Backend {
   // Grows a scratch buffer (`*buf`, `*capacity` bytes) to at least `bytes`;
   // false (error recorded) when it cannot, e.g. while capturing a graph.
   bool EnsureScratch(void** buf, size_t* capacity, size_t bytes, const char* what);
-  // cuBLAS product of one matrix (any layout), input converted first.
   // cuBLAS, with x rounded to the weight type first (relu² applied to it as
   // it is rounded when `relu_square_input`).
   void BlasMatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate,
                   bool relu_square_input = false);
+  // One skinny-GEMM launch of `count` jobs with weights of `dtype`
+  // (kernels/skinny_gemm.h), its workspace grown first.
+  void SkinnyMatMul(DType dtype, int n, const kernels::GemvJob* jobs, int count, const char* what);
   // The device copy of a host array declared by BeginPass (same pointer and
   // size), or nullptr.
   const void* PassArray(const void* host, size_t bytes) const;
@@ -234,7 +259,11 @@ class CudaBackend final : public Backend {
   size_t act16_bytes_ = 0;
   void* ffn_partial_ = nullptr;  // the sparse FFN's partial sums
   size_t ffn_partial_bytes_ = 0;
-  int small_rows_ = 0;  // effective small_batch_rows (0 in batch-invariant mode)
+  void* skinny_partial_ = nullptr;  // the skinny GEMM's split-K partial sums
+  size_t skinny_partial_bytes_ = 0;
+  int* skinny_counters_ = nullptr;  // its row-tile counters (zero between launches)
+  int small_rows_ = 0;   // effective small_batch_rows (0 in batch-invariant mode)
+  int skinny_rows_ = 0;  // effective skinny_rows (0 in batch-invariant mode)
   int sm_count_ = 0;
 
   // The current pass (BeginPass .. EndPass): its host arrays, and their copy

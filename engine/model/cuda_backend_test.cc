@@ -111,13 +111,16 @@ class CudaOpsTest : public ::testing::Test {
   }
 
   // invariant: cuBLAS for every product (CudaBackendOptions::batch_invariant).
+  // small_rows / skinny_rows: CudaBackendOptions::small_batch_rows / skinny_rows.
   std::unique_ptr<CudaBackend> MakeGpu(DType dtype, bool invariant = false,
-                                       int small_rows = CudaBackendOptions::kDefaultSmallBatchRows) {
+                                       int small_rows = CudaBackendOptions::kDefaultSmallBatchRows,
+                                       int skinny_rows = CudaBackendOptions::kDefaultSkinnyRows) {
     auto b = CudaBackend::Create({.device = 0,
                                   .weight_dtype = dtype,
                                   .embedding_dtype = dtype,
                                   .small_batch_rows = small_rows,
-                                  .batch_invariant = invariant});
+                                  .batch_invariant = invariant,
+                                  .skinny_rows = skinny_rows});
     if (!b.ok()) {
       skip_reason_ = b.status().ToString();
       return nullptr;
@@ -249,9 +252,9 @@ std::vector<double> DotMagnitude(const std::vector<float>& x, const std::vector<
 
 // Products by row count: 1..small_batch_rows on the GEMV (fp32 input, so
 // only the accumulation differs from the CPU on the same rounded weights:
-// 1e-4), above on cuBLAS (input rounded to the weight type: u + 1e-4 against
-// the CPU, 1e-4 against the CPU on the rounded input); batch-invariant
-// backends take cuBLAS everywhere. Row counts straddle the GEMV's 8-row tiles
+// 1e-4), up to skinny_rows on the skinny GEMM and above on cuBLAS (both round
+// the input to the weight type: u + 1e-4 against the CPU, 1e-4 against the
+// CPU on the rounded input); batch-invariant backends take cuBLAS everywhere. Row counts straddle the GEMV's 8-row tiles
 // and its threshold; shapes cover short LoRA rows (fewer lanes per row), an
 // input longer than one staged slice (8448 > 8192), odd row counts and an
 // unsupported width (20: cuBLAS).
@@ -276,13 +279,15 @@ TEST_F(CudaOpsTest, MatMulAllDtypesAgainstCpuOnSameRoundedWeights) {
         ASSERT_TRUE(cw.ok());
         for (int n : {1, 2, 3, 8, 9, 16, 17, 64}) {
           const bool gemv = t != DType::kF32 && n <= b->small_batch_rows() && s.cols % 8 == 0;
+          const bool skinny = t != DType::kF32 && !gemv && n <= b->skinny_rows() && s.cols % 8 == 0;
           const auto x = Rand(static_cast<size_t>(n) * s.cols, n, -2, 2);
           const auto y0 = Rand(static_cast<size_t>(n) * s.rows, n + 1);
           for (bool acc : {false, true}) {
             const std::vector<double> mag = DotMagnitude(x, wr, n, s.rows, s.cols, acc ? &y0 : nullptr);
             const std::string tag = std::string(DTypeName(t)) + (invariant ? " invariant " : " ") +
                                     std::to_string(s.rows) + "x" + std::to_string(s.cols) + " n=" +
-                                    std::to_string(n) + (acc ? " acc" : "") + (gemv ? " (gemv)" : "");
+                                    std::to_string(n) + (acc ? " acc" : "") + (gemv ? " (gemv)" : "") +
+                                    (skinny ? " (skinny)" : "");
             float* dx = Dev(x, b.get());
             float* dy = Dev(acc ? y0 : std::vector<float>(y0.size(), kNaN), b.get());
             b->MatMul(dx, n, *gw, dy, acc);
@@ -327,6 +332,117 @@ TEST_F(CudaOpsTest, GemvRowsDoNotDependOnBatch) {
   }
 }
 
+// The skinny tensor-core GEMM alone (GEMV off, cuBLAS only past 64 rows),
+// against the CPU on the same rounded weights: 1e-4 of the magnitude on the
+// rounded input (only the accumulation differs), u + 1e-4 on the fp32 input.
+// Shapes: odd row counts (partial 64-row tiles, partial 16-row warp tiles),
+// cols a multiple of 8 but not of the 32-wide chunk (40, 264, 520, 4104),
+// the LoRA down (96 x 2048: split-K over ~8 CTAs per row tile) and up
+// (2048 x 96: no split) shapes, an input longer than one staged slice at 64
+// rows (8448), and a width the kernel refuses (20: cuBLAS). Every n from 1 to
+// 64 in steps that hit each n-tile count and partial tiles; both dtypes; with
+// and without accumulation. Output poisoned with NaN.
+TEST_F(CudaOpsTest, SkinnyGemmAgainstCpu) {
+  struct Shape {
+    int rows, cols;
+  };
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    auto b = MakeGpu(t, false, /*small_rows=*/0, CudaBackendOptions::kMaxSkinnyRows);
+    ASSERT_NE(b, nullptr);
+    ASSERT_EQ(b->skinny_rows(), CudaBackendOptions::kMaxSkinnyRows);
+    const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
+    for (Shape s : {Shape{1, 8}, Shape{13, 40}, Shape{65, 264}, Shape{96, 2048}, Shape{2048, 96}, Shape{1000, 520},
+                    Shape{200, 4104}, Shape{40, 8448}, Shape{33, 20}}) {
+      const auto w = Rand(static_cast<size_t>(s.rows) * s.cols, 7 * s.rows + s.cols);
+      const auto wr = Rounded(w, t);
+      auto gw = b->UploadMatrix(w.data(), s.rows, s.cols);
+      ASSERT_TRUE(gw.ok()) << gw.status();
+      auto cw = cpu_.UploadMatrix(wr.data(), s.rows, s.cols);
+      ASSERT_TRUE(cw.ok());
+      for (int n : {1, 3, 5, 8, 13, 16, 31, 64}) {
+        const auto x = Rand(static_cast<size_t>(n) * s.cols, 11 * n + s.cols, -2, 2);
+        const auto xr = Rounded(x, t);
+        const auto y0 = Rand(static_cast<size_t>(n) * s.rows, n + 3);
+        for (bool acc : {false, true}) {
+          const std::vector<double> mag = DotMagnitude(x, wr, n, s.rows, s.cols, acc ? &y0 : nullptr);
+          const std::string tag = std::string(DTypeName(t)) + " " + std::to_string(s.rows) + "x" +
+                                  std::to_string(s.cols) + " n=" + std::to_string(n) + (acc ? " acc" : "");
+          float* dx = Dev(x, b.get());
+          float* dy = Dev(acc ? y0 : std::vector<float>(y0.size(), kNaN), b.get());
+          b->MatMul(dx, n, *gw, dy, acc);
+          const auto got = Host(dy, y0.size(), b.get());
+          std::vector<float> want = y0, want_r = y0;
+          cpu_.MatMul(x.data(), n, *cw, want.data(), acc);
+          cpu_.MatMul(xr.data(), n, *cw, want_r.data(), acc);
+          ExpectClose(got, want, u + 1e-4, 0, "Skinny " + tag, &mag);
+          ExpectClose(got, want_r, 1e-4, 0, "Skinny rounded input " + tag, &mag);
+          b->Free(dx);
+          b->Free(dy);
+        }
+      }
+    }
+  }
+}
+
+// The skinny GEMM's results must not depend on the batch, nor on the run: row
+// i of an n-row product equals row i of the 1-row (and of a 13-row) product,
+// bit for bit (the K split depends on the shape alone, batch rows never mix
+// in an MMA, and split-K partials are added in split order by whichever CTA
+// comes last); a repeated call gives the same bits. One shape with split-K,
+// one without, in one grouped launch, with an activation.
+TEST_F(CudaOpsTest, SkinnyRowsDoNotDependOnBatchOrRun) {
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    auto b = MakeGpu(t, false, /*small_rows=*/0, CudaBackendOptions::kMaxSkinnyRows);
+    ASSERT_NE(b, nullptr);
+    struct Shape {
+      int rows, cols;
+    };
+    const Shape shapes[] = {{300, 2056}, {2048, 64}};
+    std::vector<Matrix> gw;
+    for (const Shape& s : shapes) {
+      const auto w = Rand(static_cast<size_t>(s.rows) * s.cols, s.rows + 5);
+      auto m = b->UploadMatrix(w.data(), s.rows, s.cols);
+      ASSERT_TRUE(m.ok());
+      gw.push_back(*m);
+    }
+    const int n = CudaBackendOptions::kMaxSkinnyRows;
+    std::vector<float*> dx, dy;
+    for (const Shape& s : shapes) {
+      dx.push_back(Dev(Rand(static_cast<size_t>(n) * s.cols, s.cols + 6, -2, 2), b.get()));
+      dy.push_back(Poisoned(static_cast<size_t>(n) * s.rows));
+    }
+    // The sigmoid is applied as x is staged; x itself is left as it was.
+    auto run = [&](int rows_in_batch, int first, std::vector<float*>& ys) {
+      MatMulJob jobs[2];
+      for (int j = 0; j < 2; ++j) {
+        jobs[j] = {dx[j] + static_cast<size_t>(first) * shapes[j].cols, &gw[j], ys[j], false, InputAct::kSigmoid};
+      }
+      b->GroupedMatMul(rows_in_batch, jobs, 2);
+    };
+    run(n, 0, dy);
+    std::vector<std::vector<float>> all;
+    for (int j = 0; j < 2; ++j) all.push_back(Host(dy[j], static_cast<size_t>(n) * shapes[j].rows, b.get()));
+    run(n, 0, dy);
+    for (int j = 0; j < 2; ++j) {
+      ExpectExact(Host(dy[j], all[j].size(), b.get()), all[j], "skinny repeat, job " + std::to_string(j) + " " +
+                                                                   std::string(DTypeName(t)));
+    }
+    std::vector<float*> part;
+    for (const Shape& s : shapes) part.push_back(Poisoned(static_cast<size_t>(13) * s.rows));
+    for (int i : {0, 7, 13, 40, 63}) {
+      const int m = i + 13 <= n ? 13 : 1;
+      run(m, i, part);
+      for (int j = 0; j < 2; ++j) {
+        const size_t r = shapes[j].rows;
+        ExpectExact(Host(part[j], r, b.get()),
+                    std::vector<float>(all[j].begin() + i * r, all[j].begin() + (i + 1) * r),
+                    "skinny row " + std::to_string(i) + " in " + std::to_string(m) + " rows vs 64, job " +
+                        std::to_string(j) + " " + std::string(DTypeName(t)));
+      }
+    }
+  }
+}
+
 // Several products in one call, with input activations and accumulation,
 // against the CPU's composition (activation, then MatMul) on the same rounded
 // weights. Nine jobs: more than one GEMV launch takes; one of an unsupported
@@ -347,7 +463,7 @@ TEST_F(CudaOpsTest, GroupedMatMulWithActivations) {
     auto b = MakeGpu(t);
     ASSERT_NE(b, nullptr);
     const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
-    for (int n : {1, 5, 17}) {
+    for (int n : {1, 5, 17, 64}) {
       std::vector<Matrix> gm(count), cm(count);
       std::vector<std::vector<float>> wr(count), x(count), y0(count);
       std::vector<MatMulJob> gjobs(count), cjobs(count);
@@ -987,19 +1103,24 @@ TEST_F(CudaOpsTest, Wkv4InPlaceInSlots) {
   }
 }
 
-// Informational, not a test: where the small-batch kernels stop beating
-// cuBLAS, per product shape of the 1.5B (C=2048) and 7.2B (C=4096) models,
-// f16 weights. Prints microseconds per call (host clock over 50 queued calls,
-// so launch cost is included on both sides, as it is in an eager pass) and
-// the GEMV's weight-read bandwidth, then the largest n at which the small-batch
-// kernel is still faster: the value for CudaBackendOptions::small_batch_rows.
-// The FFN down-projection is timed with 25% of its inputs positive (sparse
-// kernel vs relu² + cuBLAS). Run with
+// Informational, not a test: which product kernel is fastest at each row
+// count, per product shape of the 1.5B (C=2048) and 7.2B (C=4096) models and
+// their LoRA matrices, f16 weights. For n = 1..128 it prints microseconds per
+// call (host clock over 50 queued calls, so launch cost is included on every
+// side, as it is in an eager pass) and weight-read GB/s (16-bit weight bytes /
+// time) of the GEMV, the skinny tensor-core GEMM and cuBLAS (with its input
+// conversion), marks the fastest, and ends each shape with the row ranges each
+// kernel wins: the values for CudaBackendOptions::small_batch_rows (GEMV up to)
+// and skinny_rows (skinny up to). The FFN down-projection (stored input-major,
+// 25% of its inputs positive) compares the sparse kernel with relu² + cuBLAS;
+// the skinny GEMM does not take that layout. Run with
 //   cuda_backend_test --gtest_also_run_disabled_tests --gtest_filter='*SmallBatchCrossover*'
 TEST_F(CudaOpsTest, DISABLED_SmallBatchCrossover) {
-  auto small = MakeGpu(DType::kF16, false, CudaBackendOptions::kMaxSmallBatchRows);
+  // Each backend forces one kernel family for every n it supports.
+  auto gemv = MakeGpu(DType::kF16, false, CudaBackendOptions::kMaxSmallBatchRows, 0);
+  auto skinny = MakeGpu(DType::kF16, false, 0, CudaBackendOptions::kMaxSkinnyRows);
   auto blas = MakeGpu(DType::kF16, true);
-  ASSERT_TRUE(small != nullptr && blas != nullptr);
+  ASSERT_TRUE(gemv != nullptr && skinny != nullptr && blas != nullptr);
   auto fill = [](size_t n, uint32_t seed, float lo, float hi) {  // fast: these are large
     std::vector<float> v(n);
     uint32_t x = seed * 2654435761u + 1;
@@ -1009,7 +1130,8 @@ TEST_F(CudaOpsTest, DISABLED_SmallBatchCrossover) {
     }
     return v;
   };
-  const int ns[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64};
+  constexpr int kMaxN = 128;
+  const int ns[] = {1, 2, 4, 8, 16, 32, 64, 128};
   constexpr int kIters = 50;
   auto time_us = [&](CudaBackend& be, const std::function<void()>& call) {
     for (int i = 0; i < 5; ++i) call();
@@ -1024,48 +1146,76 @@ TEST_F(CudaOpsTest, DISABLED_SmallBatchCrossover) {
     int rows, cols;
     bool ffn_down;
   };
-  const Shape shapes[] = {{"1.5B r/k/v/o", 2048, 2048, false}, {"1.5B ffn.key", 8192, 2048, false},
+  const Shape shapes[] = {{"1.5B r/k/v/o", 2048, 2048, false},  {"1.5B ffn.key", 8192, 2048, false},
                           {"1.5B ffn.value", 2048, 8192, true}, {"1.5B head", 65536, 2048, false},
-                          {"7.2B r/k/v/o", 4096, 4096, false}, {"7.2B ffn.key", 16384, 4096, false},
-                          {"7.2B ffn.value", 4096, 16384, true}, {"7.2B head", 65536, 4096, false}};
-  std::printf("[ timing ] %s\n", small->description().c_str());
+                          {"1.5B lora w in", 96, 2048, false},  {"1.5B lora w out", 2048, 96, false},
+                          {"1.5B lora g in", 256, 2048, false}, {"7.2B r/k/v/o", 4096, 4096, false},
+                          {"7.2B ffn.key", 16384, 4096, false}, {"7.2B ffn.value", 4096, 16384, true},
+                          {"7.2B head", 65536, 4096, false},    {"7.2B lora w in", 128, 4096, false},
+                          {"7.2B lora w out", 4096, 128, false}, {"7.2B lora g in", 480, 4096, false}};
+  std::printf("[ timing ] %s\n", skinny->description().c_str());
+  std::printf("[ timing ] us per call (weight GB/s); '*' marks the fastest; '-': kernel does not take it\n");
   for (const Shape& sh : shapes) {
     const auto w = fill(static_cast<size_t>(sh.rows) * sh.cols, sh.rows + sh.cols, -1, 1);
-    auto ws = sh.ffn_down ? small->UploadSparseInputMatrix(w.data(), sh.rows, sh.cols)
-                          : small->UploadMatrix(w.data(), sh.rows, sh.cols);
-    auto wb = sh.ffn_down ? blas->UploadSparseInputMatrix(w.data(), sh.rows, sh.cols)
-                          : blas->UploadMatrix(w.data(), sh.rows, sh.cols);
-    ASSERT_TRUE(ws.ok() && wb.ok());
-    const size_t nx = static_cast<size_t>(64) * sh.cols;
-    const auto x = fill(nx, 7, sh.ffn_down ? -3.0f : -1.0f, 1.0f);  // ffn: 25% of inputs positive
-    float *xs = Dev(x, small.get()), *xb = Dev(x, blas.get());
-    float* ys = Dev(std::vector<float>(static_cast<size_t>(64) * sh.rows), small.get());
-    float* yb = Dev(std::vector<float>(static_cast<size_t>(64) * sh.rows), blas.get());
-    std::printf("[ timing ] %-15s %5d x %5d   n: us small-batch / us cuBLAS (small-batch GB/s of weights)\n", sh.what,
-                sh.rows, sh.cols);
-    int crossover = 0;
-    bool lost = false;
-    for (int n : ns) {
-      const double us_small = time_us(*small, [&] {
-        if (sh.ffn_down) {
-          // The sparse kernel leaves its input as it was, so calls repeat the same work.
-          small->ReluSquareMatMul(xs, n, *ws, ys, false);
-        } else {
-          small->MatMul(xs, n, *ws, ys, false);
-        }
-      });
-      // The dense side of the FFN skips its relu² launch: a lower bound for cuBLAS.
-      const double us_blas = time_us(*blas, [&] { blas->MatMul(xb, n, *wb, yb, false); });
-      const double gbs = 2.0 * sh.rows * sh.cols / (us_small * 1e3);
-      std::printf("[ timing ]   n=%2d  %9.1f / %9.1f  (%6.0f GB/s)%s\n", n, us_small, us_blas, gbs,
-                  us_small < us_blas ? "" : "  cuBLAS faster");
-      if (!lost && us_small < us_blas) {
-        crossover = n;
-      } else {
-        lost = true;
-      }
+    CudaBackend* bes[3] = {gemv.get(), skinny.get(), blas.get()};
+    Matrix mats[3];
+    float *xs[3], *ys[3];
+    const auto x = fill(static_cast<size_t>(kMaxN) * sh.cols, 7, sh.ffn_down ? -3.0f : -1.0f, 1.0f);
+    for (int k = 0; k < 3; ++k) {
+      auto m = sh.ffn_down ? bes[k]->UploadSparseInputMatrix(w.data(), sh.rows, sh.cols)
+                           : bes[k]->UploadMatrix(w.data(), sh.rows, sh.cols);
+      ASSERT_TRUE(m.ok()) << m.status();
+      mats[k] = *m;
+      xs[k] = Dev(x, bes[k]);
+      ys[k] = Dev(std::vector<float>(static_cast<size_t>(kMaxN) * sh.rows), bes[k]);
     }
-    std::printf("[ timing ]   small-batch kernel faster up to n=%d\n", crossover);
+    const double bytes = 2.0 * sh.rows * sh.cols;
+    std::printf("[ timing ] %-16s %5d x %5d  %s\n", sh.what, sh.rows, sh.cols,
+                sh.ffn_down ? "n: sparse | - | relu2+cuBLAS" : "n: GEMV | skinny | cuBLAS");
+    std::string best_by_n;
+    for (int n : ns) {
+      double us[3] = {-1, -1, -1};
+      // GEMV / sparse: up to its row limit; skinny: not input-major; cuBLAS: always.
+      if (n <= CudaBackendOptions::kMaxSmallBatchRows) {
+        us[0] = time_us(*gemv, [&] {
+          // The sparse kernel leaves its input as it was, so calls repeat the same work.
+          if (sh.ffn_down) {
+            gemv->ReluSquareMatMul(xs[0], n, mats[0], ys[0], false);
+          } else {
+            gemv->MatMul(xs[0], n, mats[0], ys[0], false);
+          }
+        });
+      }
+      if (!sh.ffn_down && n <= CudaBackendOptions::kMaxSkinnyRows) {
+        us[1] = time_us(*skinny, [&] { skinny->MatMul(xs[1], n, mats[1], ys[1], false); });
+      }
+      // The dense FFN side skips its relu² launch: a lower bound for cuBLAS.
+      us[2] = time_us(*blas, [&] { blas->MatMul(xs[2], n, mats[2], ys[2], false); });
+      int best = 2;
+      for (int k = 0; k < 2; ++k) {
+        if (us[k] > 0 && us[k] < us[best]) best = k;
+      }
+      std::string line;
+      for (int k = 0; k < 3; ++k) {
+        char cell[64];
+        if (us[k] < 0) {
+          std::snprintf(cell, sizeof(cell), "%22s", "-");
+        } else {
+          std::snprintf(cell, sizeof(cell), "%9.1f (%6.0f GB/s)%s", us[k], bytes / (us[k] * 1e3), k == best ? "*" : " ");
+        }
+        line += cell;
+        if (k < 2) line += " | ";
+      }
+      std::printf("[ timing ]   n=%3d  %s\n", n, line.c_str());
+      best_by_n += std::string(" n=") + std::to_string(n) + ":" +
+                   (best == 0 ? (sh.ffn_down ? "sparse" : "gemv") : best == 1 ? "skinny" : "cublas");
+    }
+    std::printf("[ timing ]   fastest:%s\n", best_by_n.c_str());
+    for (int k = 0; k < 3; ++k) {
+      bes[k]->Free(xs[k]);
+      bes[k]->Free(ys[k]);
+      bes[k]->Free(const_cast<float*>(static_cast<const float*>(mats[k].data)));
+    }
   }
 }
 

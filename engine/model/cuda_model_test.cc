@@ -17,8 +17,9 @@
 //    inputs are rounded to 2^-11 resp. 2^-8, over every layer).
 //  - batching, default mode: with 16-bit weights the kernel family changes
 //    with the row count (small-batch GEMV/sparse FFN on fp32 inputs up to
-//    small_batch_rows rows, cuBLAS on inputs rounded to the weight type
-//    above), so a batched session and its solo run differ by the input
+//    small_batch_rows rows; above, the skinny tensor-core GEMM up to
+//    skinny_rows and cuBLAS beyond, both on inputs rounded to the weight
+//    type), so a batched session and its solo run differ by the input
 //    rounding carried through the model. Issue #4's bar: ~1e-2 relative for
 //    fp16/bf16 and the same greedy tokens. Written as 20 unit roundoffs of
 //    the weight type (fp16 2^-11: 1e-2 * std; bf16 2^-8: 8e-2 * std, the
