@@ -114,11 +114,11 @@ struct CudaBackendOptions {
   // The environment variable RWKV_CUDA_SKINNY_ROWS overrides this; values
   // above kMaxSkinnyRows are clamped. Batch-invariant mode ignores it.
   int skinny_rows = kDefaultSkinnyRows;
-  // The kernel reads each weight once for up to 64 rows, on tensor cores,
-  // where cuBLAS at 8-64 rows ran at 4.15-5.29 ms per 1.5B decode step
-  // against a 0.93 ms weight floor (H100, 2026-11). Set from
-  // cuda_backend_test's DISABLED_SmallBatchCrossover on the target GPU.
-  static constexpr int kDefaultSkinnyRows = 64;
+  // The kernel reads each weight once for up to 64 rows, on tensor cores.
+  // Whole 1.5B decode steps on an H100 (docs/PERF.md, 2026-11-26), skinny
+  // against cuBLAS above 4 rows: B=8 2.84 / 3.70 ms, B=16 3.49 / 3.84,
+  // B=32 5.10 / 4.13, B=64 7.68 / 4.59. So it stops at 16 rows.
+  static constexpr int kDefaultSkinnyRows = 16;
   static constexpr int kMaxSkinnyRows = 64;
 };
 
