@@ -13,6 +13,7 @@
 // of a session not fed in it (BeforeForward). So an idle session's
 // last_logits are always right, as on the host path.
 #include <algorithm>
+#include <unordered_set>
 
 #include "absl/strings/str_cat.h"
 #include "engine/serving/engine_impl.h"
@@ -49,9 +50,16 @@ void EngineImpl::Loop() {
 }
 
 void EngineImpl::RunLater() {
+  if (later_.empty()) return;
+  // The sink calls (for gRPC: building and serializing each stream's message
+  // and starting its write) go to the I/O thread in one batch, in order, so
+  // the next step starts at once instead of after B writes: at B = 1024 on a
+  // GPU those writes took about a third of every step on this thread.
   std::vector<std::function<void()>> later;
   later.swap(later_);
-  for (auto& fn : later) fn();
+  RunOnIo([later = std::move(later)] {
+    for (auto& fn : later) fn();
+  });
 }
 
 void EngineImpl::Admit() {
@@ -188,11 +196,12 @@ bool EngineImpl::Step() {
   // session with logits) are handled without a forward pass.
   std::vector<std::pair<std::shared_ptr<Request>, std::vector<float>>> to_sample;
   {
+    std::unordered_set<const Request*> planned;
+    planned.reserve(plan.size());
+    for (const auto& p : plan) planned.insert(p.r.get());
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& r : running_) {
-      bool planned = false;
-      for (auto& p : plan) planned = planned || p.r == r;
-      if (!planned && r->pending_token < 0 && r->prompt_pos >= r->req.prompt.size() && r->generated == 0 &&
+      if (planned.count(r.get()) == 0 && r->pending_token < 0 && r->prompt_pos >= r->req.prompt.size() && r->generated == 0 &&
           !r->finish_after_feed && r->sink) {
         to_sample.emplace_back(r, r->session->last_logits);
       }
