@@ -64,6 +64,8 @@ struct CallResult {
   std::vector<double> itl;
   int64_t tokens = 0;
   int64_t prompt_tokens = 0;
+  bool has_usage = false;
+  double server_ttft = 0, server_queue = 0;
 };
 
 class GenerateCall;
@@ -117,7 +119,7 @@ class Runner {
   int64_t succeeded_ = 0, failed_ = 0, prompt_tokens_ = 0, generated_ = 0;
   std::map<std::string, int64_t> errors_;
   std::string first_error_;
-  std::vector<double> ttft_, itl_, e2e_;
+  std::vector<double> ttft_, itl_, e2e_, server_ttft_, server_queue_;
   bool any_ = false;
   Clock::time_point first_start_, last_end_;
 };
@@ -154,6 +156,11 @@ class GenerateCall final : public grpc::ClientReadReactor<pb::GenerateResponse> 
       last_ = now;
       result_.tokens += n;
       runner_->arrived_.fetch_add(n, std::memory_order_relaxed);
+    }
+    if (response_.has_usage()) {
+      result_.has_usage = true;
+      result_.server_ttft = response_.usage().time_to_first_token_seconds();
+      result_.server_queue = response_.usage().queue_seconds();
     }
     StartRead(&response_);
   }
@@ -215,6 +222,10 @@ void Runner::Finished(CallResult r, size_t stream, grpc::ClientContext* ctx) {
     }
   }
   if (r.got_first) ttft_.push_back(r.ttft);
+  if (r.has_usage) {
+    server_ttft_.push_back(r.server_ttft);
+    server_queue_.push_back(r.server_queue);
+  }
   itl_.insert(itl_.end(), r.itl.begin(), r.itl.end());
   // Closed mode: the stream starts its next request at once.
   if (spec_.mode == LoadMode::kClosed && !stopping_ && !StopStarting(Clock::now())) next = PrepareLocked(stream);
@@ -351,6 +362,8 @@ void Runner::RunClosedOrOpen(const std::function<void(double, const std::string&
   report->ttft = Summarize(std::move(ttft_));
   report->itl = Summarize(std::move(itl_));
   report->e2e = Summarize(std::move(e2e_));
+  report->server_ttft = Summarize(std::move(server_ttft_));
+  report->server_queue = Summarize(std::move(server_queue_));
   if (report->wall_s > 0) {
     report->generated_tokens_per_s = static_cast<double>(generated_) / report->wall_s;
     report->requests_per_s = static_cast<double>(succeeded_) / report->wall_s;
@@ -532,6 +545,8 @@ std::string ReportJson(const LoadReport& r) {
   j["ttft_s"] = SummaryJson(r.ttft);
   j["itl_s"] = SummaryJson(r.itl);
   j["e2e_s"] = SummaryJson(r.e2e);
+  j["server_ttft_s"] = SummaryJson(r.server_ttft);
+  j["server_queue_s"] = SummaryJson(r.server_queue);
   if (s.mode == LoadMode::kContext) {
     nlohmann::json runs = nlohmann::json::array();
     for (const auto& c : r.context_runs) {
@@ -589,6 +604,8 @@ std::string ReportText(const LoadReport& r) {
     row("TTFT", r.ttft);
     row("ITL", r.itl);
     row("E2E", r.e2e);
+    row("sTTFT", r.server_ttft);
+    row("queue", r.server_queue);
   }
   if (!r.errors_by_code.empty()) {
     absl::StrAppend(&out, "errors:");

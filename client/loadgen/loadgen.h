@@ -16,6 +16,9 @@
 //    samples).
 //  * Throughput: generated tokens of all requests (successful or not) over
 //    the wall time from the first request's start to the last one's end.
+//  * sTTFT and queue: the server's time to first token and queue time from
+//    the usage in each request's last message (its own clock, without the
+//    client's side of the network stack).
 //  * Steady throughput: tokens that arrived between --warmup seconds after
 //    the start and the moment the last request was started, over that
 //    window: the rate while the full load is applied, without the ramp-up
@@ -56,6 +59,9 @@ struct LoadReport {
   int64_t prompt_tokens = 0;         // sent
   int64_t generated_tokens = 0;      // received
   Summary ttft, itl, e2e;            // seconds
+  // From the server's own clock, in the last message's usage: its time to
+  // first token and the time the request waited for a place in the batch.
+  Summary server_ttft, server_queue;
   double generated_tokens_per_s = 0, requests_per_s = 0;
   double steady_window_s = 0;        // see "Steady throughput" above
   double steady_tokens_per_s = 0;

@@ -99,6 +99,11 @@ TEST_F(E2eLoadgenTest, ClosedLoopCountsEveryRequestAndToken) {
   EXPECT_EQ(report->ttft.count, 12);
   EXPECT_EQ(report->itl.count, 12 * 5);  // one sample per token after the first
   EXPECT_EQ(report->e2e.count, 12);
+  // The server's own view, from the last message's usage.
+  EXPECT_EQ(report->server_ttft.count, 12);
+  EXPECT_EQ(report->server_queue.count, 12);
+  EXPECT_GT(report->server_ttft.p50, 0);
+  EXPECT_LE(report->server_ttft.max, report->ttft.max + 1e-3);  // the server sees less than the client
   EXPECT_GT(report->ttft.p50, 0);
   EXPECT_LE(report->ttft.p50, report->ttft.p99);
   EXPECT_LE(report->itl.p50, report->itl.p90);
