@@ -77,8 +77,11 @@ class Model {
 
   // ---- state slots ----
   // (Re)allocates the pool with n slots, all fresh. Existing states are lost.
+  // The backend holds one more slot's worth: a fresh state that ResetSlot
+  // copies from.
   absl::Status AllocateSlots(int32_t n);
   int32_t num_slots() const { return num_slots_; }
+  // Makes a slot fresh again (a copy within the backend; stream-ordered on a GPU).
   absl::Status ResetSlot(int32_t slot);
   // Copies a slot's state to / from host memory in the host format
   // (state_layout().total floats), converting from / to an fp16 slot.

@@ -294,6 +294,33 @@ TEST_P(InvarianceTest, LongPromptSplitAcrossPassesEqualsStepping) {
   EXPECT_EQ(seq, std::vector<float>(stepped.end() - V, stepped.end()));
 }
 
+// ResetSlot copies a hidden fresh slot: after tokens have moved slots 0 and
+// 2, resetting slot 2 gives exactly the fresh state (zeros, and RWKV-4's pp
+// at its start value) and leaves slot 0 alone; the template itself is never
+// written by a forward pass (slot indices stop at num_slots()).
+TEST_P(InvarianceTest, ResetSlotRestoresTheFreshStateOnly) {
+  auto m = LoadOrDie(GetParam(), 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t total = m->state_layout().total;
+  std::vector<float> fresh(static_cast<size_t>(total)), before(fresh.size()), got(fresh.size());
+  InitFreshState(m->config(), fresh.data());
+  const std::vector<int32_t> toks = {1, 2, 3, 4, 5};
+  std::vector<float> logits;
+  ASSERT_TRUE(m->Forward({ForwardRequest{0, toks, false}, ForwardRequest{2, toks, false}}, &logits).ok());
+  ASSERT_TRUE(m->ReadSlot(0, before.data()).ok());
+  ASSERT_NE(before, fresh);
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(m->ResetSlot(2).ok());
+    ASSERT_TRUE(m->ReadSlot(2, got.data()).ok());
+    EXPECT_EQ(got, fresh) << "round " << round;
+    ASSERT_TRUE(m->ReadSlot(0, got.data()).ok());
+    EXPECT_EQ(got, before);
+    ASSERT_TRUE(m->Forward({ForwardRequest{2, toks, false}}, &logits).ok());
+  }
+  EXPECT_FALSE(m->ResetSlot(3).ok());  // the template is not a slot
+  EXPECT_FALSE(m->ResetSlot(-1).ok());
+}
+
 TEST_P(InvarianceTest, SyntheticWeightsAreDeterministic) {
   auto a = LoadOrDie(GetParam(), 1);
   auto b = LoadOrDie(GetParam(), 1);
