@@ -19,6 +19,18 @@
 //    GEMV); its split-K workspace grows like the other scratch buffers (so a
 //    pass shape's first, uncaptured run sizes it before a graph records it),
 //    and its row-tile counters are allocated and zeroed once at Init.
+//  - GroupedMatMul's cuBLAS jobs: one conversion launch per 8 jobs
+//    (kernels/convert.h, launch_convert_multi_from_f32; tanh/sigmoid applied
+//    before rounding, the same fp32 value the in-place activation left), and
+//    jobs of one product shape in one cublasGemmBatchedEx. At 17..1024 rows a
+//    cuBLAS call costs ~15 us whatever its size and each conversion was its
+//    own launch (docs/PERF.md). The batched call's pointer arrays live in one
+//    fixed device buffer that the conversion launch fills from its kernel
+//    arguments: a captured graph rewrites them on every replay, they always
+//    name the input buffer where it is now (it moves when it grows, possibly
+//    between a shape's eager run and its capture), and there is nothing to
+//    cache or upload. The stream orders a group's products before the next
+//    group's conversion, so one buffer serves every group.
 //  - The fused elementwise ops (LayerNorm + shift + mixes, the RWKV-7 prep)
 //    are one kernel each whatever the batch: they compute per element what
 //    the unfused kernels computed.
@@ -224,6 +236,20 @@ absl::Status CudaBackend::Init() {
     skinny_rows_ = std::atoi(env);
   }
   skinny_rows_ = invariant ? 0 : std::clamp(skinny_rows_, 0, CudaBackendOptions::kMaxSkinnyRows);
+  skinny_lora_rows_ = options_.skinny_lora_rows;
+  if (const char* env = std::getenv("RWKV_CUDA_SKINNY_LORA_ROWS"); env != nullptr && env[0] != '\0') {
+    skinny_lora_rows_ = std::atoi(env);
+  }
+  skinny_lora_rows_ = invariant ? 0 : std::clamp(skinny_lora_rows_, 0, CudaBackendOptions::kMaxSkinnyRows);
+  {
+    void* p = nullptr;
+    if (absl::Status s = CudaStatus(cudaMalloc(&p, kernels::kConvertMaxPointers * sizeof(void*)),
+                                    "cudaMalloc (batched product pointers)");
+        !s.ok()) {
+      return s;
+    }
+    blas_pointers_ = static_cast<void**>(p);
+  }
   static_assert(CudaBackendOptions::kMaxSkinnyRows <= kernels::kSkinnyMaxRows);
   {
     void* counters = nullptr;
@@ -283,6 +309,7 @@ CudaBackend::~CudaBackend() {
   if (ffn_partial_ != nullptr) (void)cudaFree(ffn_partial_);
   if (skinny_partial_ != nullptr) (void)cudaFree(skinny_partial_);
   if (skinny_counters_ != nullptr) (void)cudaFree(skinny_counters_);
+  if (blas_pointers_ != nullptr) (void)cudaFree(blas_pointers_);
   if (staging_device_ != nullptr) (void)cudaFree(staging_device_);
   if (staging_host_ != nullptr) (void)cudaFreeHost(staging_host_);
   if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
@@ -294,8 +321,10 @@ std::string CudaBackend::description() const {
                          std::string(DTypeName(options_.weight_dtype)),
                          std::string(DTypeName(options_.embedding_dtype)), graphs_enabled_ ? ", graphs" : "",
                          small_rows_ > 0 || skinny_rows_ > 0
-                             ? absl::StrFormat("small-batch kernels up to %d rows, skinny GEMM up to %d rows",
-                                               small_rows_, std::max(skinny_rows_, small_rows_))
+                             ? absl::StrFormat("small-batch kernels up to %d rows, skinny GEMM up to %d rows "
+                                               "(LoRA products up to %d)",
+                                               small_rows_, std::max(skinny_rows_, small_rows_),
+                                               std::max({skinny_lora_rows_, skinny_rows_, small_rows_}))
                              : std::string("batch-invariant (cuBLAS for every batch)"));
 }
 
@@ -704,10 +733,12 @@ void CudaBackend::BlasMatMul(const float* x, int n, const Matrix& w, float* y, b
 void CudaBackend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
   if (n <= 0 || count <= 0 || !Begin()) return;
   // Small and medium batches: every job the GEMV (up to small_rows_) or the
-  // skinny GEMM (up to skinny_rows_) takes goes into shared launches (all of
-  // one weight type, kGemvMaxJobs at a time); the rest, one by one.
+  // skinny GEMM (up to skinny_rows_, and LoRA-sized jobs up to
+  // skinny_lora_rows_) takes goes into shared launches (all of one weight
+  // type, kGemvMaxJobs at a time); the rest to cuBLAS, grouped (BlasGroup).
   const bool gemv = n <= small_rows_;
   const bool skinny = !gemv && n <= skinny_rows_;
+  const bool skinny_lora = !gemv && !skinny && n <= skinny_lora_rows_;
   kernels::GemvJob batch[kernels::kGemvMaxJobs];
   int pending = 0;
   DType pending_type = DType::kF32;
@@ -720,10 +751,12 @@ void CudaBackend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
     }
     pending = 0;
   };
+  blas_jobs_.clear();
   for (int i = 0; i < count; ++i) {
     const MatMulJob& job = jobs[i];
     const Matrix& w = *job.w;
-    if ((gemv || skinny) && !w.input_major && w.dtype != DType::kF32) {
+    const bool lora = std::min(w.rows, w.cols) <= CudaBackendOptions::kSkinnyLoraMaxDim;
+    if ((gemv || skinny || (skinny_lora && lora)) && !w.input_major && w.dtype != DType::kF32) {
       const kernels::GemvJob g{w.data, job.x, job.y, w.rows, w.cols, static_cast<kernels::GemvAct>(job.act),
                                job.accumulate};
       static_assert(static_cast<int>(InputAct::kTanh) == static_cast<int>(kernels::GemvAct::kTanh));
@@ -736,16 +769,157 @@ void CudaBackend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
         continue;
       }
     }
-    // The activation in place (the op allows it), then the product.
+    blas_jobs_.push_back(&job);
+  }
+  flush();
+  BlasGroup(n, blas_jobs_.data(), static_cast<int>(blas_jobs_.size()));
+}
+
+void CudaBackend::BlasGroup(int n, const MatMulJob* const* jobs, int count) {
+  // fp32 weights: the activation in place (the op allows it), then the
+  // product, one by one. 16-bit weights: chunks of one type, up to one
+  // conversion launch's worth of jobs.
+  const MatMulJob* chunk[kernels::kConvertMaxBuffers];
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    int k = 0;
+    for (int i = 0; i < count; ++i) {
+      if (jobs[i]->w->dtype != dtype) continue;
+      chunk[k++] = jobs[i];
+      if (k == kernels::kConvertMaxBuffers) {
+        BlasChunk(n, dtype, chunk, k);
+        k = 0;
+      }
+    }
+    if (k > 0) BlasChunk(n, dtype, chunk, k);
+  }
+  for (int i = 0; i < count; ++i) {
+    const MatMulJob& job = *jobs[i];
+    if (job.w->dtype != DType::kF32) continue;
     float* x = const_cast<float*>(job.x);
-    const int64_t in = static_cast<int64_t>(n) * w.cols;
+    const int64_t in = static_cast<int64_t>(n) * job.w->cols;
     if (job.act == InputAct::kTanh) Record(CudaStatus(kernels::launch_tanh(x, in, stream_), "GroupedMatMul tanh"));
     if (job.act == InputAct::kSigmoid) {
       Record(CudaStatus(kernels::launch_sigmoid(x, in, stream_), "GroupedMatMul sigmoid"));
     }
-    BlasMatMul(x, n, w, job.y, job.accumulate);
+    BlasMatMul(x, n, *job.w, job.y, job.accumulate);
   }
-  flush();
+}
+
+void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, int count) {
+  static_assert(static_cast<int>(InputAct::kNone) == 0);
+  const size_t esize = DTypeSize(dtype);
+  // Each distinct input (same x, activation and width: RWKV-7's v and v1
+  // both read xv) is converted once, into its own 256-byte-aligned range of
+  // the input buffer; the activation is applied as it is rounded, which is
+  // what the in-place activation followed by the conversion computed.
+  kernels::ConvertBuffer conv[kernels::kConvertMaxBuffers];
+  size_t conv_off[kernels::kConvertMaxBuffers];
+  int job_conv[kernels::kConvertMaxBuffers];
+  int nconv = 0;
+  size_t total = 0;
+  for (int j = 0; j < count; ++j) {
+    const MatMulJob& job = *jobs[j];
+    const int64_t len = static_cast<int64_t>(n) * job.w->cols;
+    const kernels::ConvertOp op = job.act == InputAct::kTanh      ? kernels::ConvertOp::kTanh
+                                  : job.act == InputAct::kSigmoid ? kernels::ConvertOp::kSigmoid
+                                                                  : kernels::ConvertOp::kNone;
+    int c = 0;
+    while (c < nconv && !(conv[c].src == job.x && conv[c].n == len && conv[c].op == op)) ++c;
+    if (c == nconv) {
+      conv[c] = kernels::ConvertBuffer{job.x, nullptr, len, op};
+      conv_off[c] = total;
+      total += AlignUp(static_cast<size_t>(len) * esize, kStagingAlign);
+      ++nconv;
+    }
+    job_conv[j] = c;
+  }
+  if (!EnsureScratch(&act16_, &act16_bytes_, total, "MatMul input buffer")) return;
+  for (int c = 0; c < nconv; ++c) conv[c].dst = static_cast<char*>(act16_) + conv_off[c];
+
+  // Products of one shape (weights' shape and layout, and beta) form one
+  // cuBLAS call: r, k and v are three C x C products of one group. Their
+  // pointer arrays (all A, then all B, then all C of a call) go to the device
+  // with the conversion launch.
+  int call_of[kernels::kConvertMaxBuffers];
+  int call_first[kernels::kConvertMaxBuffers], call_size[kernels::kConvertMaxBuffers];
+  int ncalls = 0;
+  for (int j = 0; j < count; ++j) {
+    const Matrix& w = *jobs[j]->w;
+    int c = 0;
+    while (c < ncalls) {
+      const MatMulJob& f = *jobs[call_first[c]];
+      if (f.w->rows == w.rows && f.w->cols == w.cols && f.w->input_major == w.input_major &&
+          f.accumulate == jobs[j]->accumulate) {
+        break;
+      }
+      ++c;
+    }
+    if (c == ncalls) {
+      call_first[c] = j;
+      call_size[c] = 0;
+      ++ncalls;
+    }
+    call_of[j] = c;
+    ++call_size[c];
+  }
+  // Two products of one call writing one output would race; such jobs (the
+  // op does not forbid them) get calls of their own.
+  for (int j = 0; j < count; ++j) {
+    for (int i = 0; i < j; ++i) {
+      if (call_of[i] == call_of[j] && jobs[i]->y == jobs[j]->y) {
+        --call_size[call_of[j]];
+        call_of[j] = ncalls;
+        call_first[ncalls] = j;
+        call_size[ncalls++] = 1;
+        break;
+      }
+    }
+  }
+  const void* pointers[kernels::kConvertMaxPointers];
+  int call_ptr[kernels::kConvertMaxBuffers];
+  int npointers = 0;
+  for (int c = 0; c < ncalls; ++c) {
+    if (call_size[c] < 2) continue;
+    call_ptr[c] = npointers;
+    for (int part = 0; part < 3; ++part) {
+      for (int j = 0; j < count; ++j) {
+        if (call_of[j] != c) continue;
+        pointers[npointers++] = part == 0   ? jobs[j]->w->data
+                                : part == 1 ? static_cast<const void*>(conv[job_conv[j]].dst)
+                                            : static_cast<const void*>(jobs[j]->y);
+      }
+    }
+  }
+  if (!Record(CudaStatus(kernels::launch_convert_multi_from_f32(ToElem(dtype), conv, nconv, pointers, npointers,
+                                                                blas_pointers_, stream_),
+                         "GroupedMatMul input conversion"))) {
+    return;
+  }
+
+  const cudaDataType type = ToCudaType(dtype);
+  const float alpha = 1.0f, one = 1.0f, zero = 0.0f;
+  for (int c = 0; c < ncalls; ++c) {
+    const MatMulJob& f = *jobs[call_first[c]];
+    const Matrix& w = *f.w;
+    // Column-major view as in BlasMatMul.
+    const bool t = !w.input_major;
+    const float* beta = f.accumulate ? &one : &zero;
+    if (call_size[c] == 1) {
+      Record(BlasStatus(cublasGemmEx(cublas_, t ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, w.rows, n, w.cols, &alpha,
+                                     w.data, type, t ? w.cols : w.rows, conv[job_conv[call_first[c]]].dst, type,
+                                     w.cols, beta, f.y, CUDA_R_32F, w.rows, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT),
+                        "GroupedMatMul"));
+      continue;
+    }
+    const int b = call_size[c];
+    void** arrays = blas_pointers_ + call_ptr[c];
+    Record(BlasStatus(cublasGemmBatchedEx(cublas_, t ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, w.rows, n, w.cols,
+                                          &alpha, arrays, type, t ? w.cols : w.rows, arrays + b, type, w.cols, beta,
+                                          arrays + 2 * b, CUDA_R_32F, w.rows, b, CUBLAS_COMPUTE_32F,
+                                          CUBLAS_GEMM_DEFAULT),
+                      "GroupedMatMul (batched)"));
+  }
 }
 
 absl::StatusOr<Matrix> CudaBackend::UploadSparseInputMatrix(const float* host, int32_t rows, int32_t cols) {

@@ -41,7 +41,12 @@
 // (kernels/skinny_gemm.h: fp32 input read directly and rounded to the weight
 // type as it is staged, as cuBLAS sees it; grouped launches; split-K with a
 // deterministic reduction); the FFN down-projection (input-major) stays on
-// relu² + cuBLAS there.
+// relu² + cuBLAS there. GroupedMatMul also puts LoRA-sized products on it up
+// to options.skinny_lora_rows rows. On cuBLAS, a GroupedMatMul converts all
+// its inputs (activations applied as they are rounded) in one launch and
+// issues one call per product shape: cublasGemmBatchedEx for the jobs that
+// share one (RWKV-7's r, k and v), its pointer arrays written on the device by
+// that same conversion launch (so graphs capture them with no host upload).
 // options.batch_invariant (or RWKV_CUDA_BATCH_INVARIANT=1) puts every product
 // on cuBLAS whatever the row count, as before the small-batch kernels.
 //
@@ -120,6 +125,15 @@ struct CudaBackendOptions {
   // B=32 5.10 / 4.13, B=64 7.68 / 4.59. So it stops at 16 rows.
   static constexpr int kDefaultSkinnyRows = 16;
   static constexpr int kMaxSkinnyRows = 64;
+  // Above skinny_rows and up to this many rows, GroupedMatMul still puts the
+  // LoRA-sized products (a side of at most kSkinnyLoraMaxDim) on the skinny
+  // GEMM: cuBLAS takes ~15 us per product whatever its size, the skinny GEMM
+  // streams such a matrix in a few (H100, 2048x96 at 64 rows: 7.9 us against
+  // 14.7). 0 = never. RWKV_CUDA_SKINNY_LORA_ROWS overrides this; values above
+  // kMaxSkinnyRows are clamped. Batch-invariant mode ignores it.
+  int skinny_lora_rows = kDefaultSkinnyLoraRows;
+  static constexpr int kDefaultSkinnyLoraRows = 64;
+  static constexpr int kSkinnyLoraMaxDim = 512;
 };
 
 // Devices the CUDA runtime can see; 0 where there is none or no driver.
@@ -227,6 +241,14 @@ class CudaBackend final : public Backend {
   // Grows a scratch buffer (`*buf`, `*capacity` bytes) to at least `bytes`;
   // false (error recorded) when it cannot, e.g. while capturing a graph.
   bool EnsureScratch(void** buf, size_t* capacity, size_t bytes, const char* what);
+  // The products of a GroupedMatMul that go to cuBLAS (above the small-batch
+  // and skinny kernels, or every one in batch-invariant mode).
+  void BlasGroup(int n, const MatMulJob* const* jobs, int count);
+  // Up to kernels::kConvertMaxBuffers of them, all with weights of the
+  // 16-bit `dtype`: one conversion launch for all their inputs (activations
+  // applied as they are rounded), then one cuBLAS call per distinct product
+  // shape (cublasGemmBatchedEx where several share one).
+  void BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, int count);
   // cuBLAS, with x rounded to the weight type first (relu² applied to it as
   // it is rounded when `relu_square_input`).
   void BlasMatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate,
@@ -264,6 +286,13 @@ class CudaBackend final : public Backend {
   int* skinny_counters_ = nullptr;  // its row-tile counters (zero between launches)
   int small_rows_ = 0;   // effective small_batch_rows (0 in batch-invariant mode)
   int skinny_rows_ = 0;  // effective skinny_rows (0 in batch-invariant mode)
+  int skinny_lora_rows_ = 0;  // effective skinny_lora_rows (0 in batch-invariant mode)
+  // The batched products' pointer arrays (kernels::kConvertMaxPointers),
+  // rewritten on the device by each group's conversion launch: one buffer
+  // serves every group because the stream orders each group's products
+  // before the next group's conversion.
+  void** blas_pointers_ = nullptr;
+  std::vector<const MatMulJob*> blas_jobs_;  // GroupedMatMul's cuBLAS jobs (reused)
   int sm_count_ = 0;
 
   // The current pass (BeginPass .. EndPass): its host arrays, and their copy

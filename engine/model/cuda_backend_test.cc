@@ -111,16 +111,19 @@ class CudaOpsTest : public ::testing::Test {
   }
 
   // invariant: cuBLAS for every product (CudaBackendOptions::batch_invariant).
-  // small_rows / skinny_rows: CudaBackendOptions::small_batch_rows / skinny_rows.
+  // small_rows / skinny_rows / skinny_lora_rows: CudaBackendOptions'
+  // small_batch_rows / skinny_rows / skinny_lora_rows.
   std::unique_ptr<CudaBackend> MakeGpu(DType dtype, bool invariant = false,
                                        int small_rows = CudaBackendOptions::kDefaultSmallBatchRows,
-                                       int skinny_rows = CudaBackendOptions::kDefaultSkinnyRows) {
+                                       int skinny_rows = CudaBackendOptions::kDefaultSkinnyRows,
+                                       int skinny_lora_rows = CudaBackendOptions::kDefaultSkinnyLoraRows) {
     auto b = CudaBackend::Create({.device = 0,
                                   .weight_dtype = dtype,
                                   .embedding_dtype = dtype,
                                   .small_batch_rows = small_rows,
                                   .batch_invariant = invariant,
-                                  .skinny_rows = skinny_rows});
+                                  .skinny_rows = skinny_rows,
+                                  .skinny_lora_rows = skinny_lora_rows});
     if (!b.ok()) {
       skip_reason_ = b.status().ToString();
       return nullptr;
@@ -500,6 +503,193 @@ TEST_F(CudaOpsTest, GroupedMatMulWithActivations) {
                     &mag);
       }
     }
+  }
+}
+
+// The cuBLAS path of GroupedMatMul above skinny_rows: one conversion launch
+// per chunk of up to 8 jobs (activations applied as the input is rounded,
+// one conversion for inputs shared by several jobs), then one cuBLAS call per
+// product shape, batched where several jobs share one. Twelve jobs (two
+// chunks): four C x C products in one batched call, two of them on one
+// shared input (which a 32-row job reads too); two accumulating C x C
+// products (a second batched call, beta 1); tanh and sigmoid inputs; an
+// input-major matrix (op N); and two accumulating jobs of one shape with one
+// output (8 and 11), which must not share a batched call. Against the CPU on the same rounded weights (u +
+// 1e-4 of the magnitude), at 17, 64 and 300 rows, with the LoRA-sized jobs
+// on the skinny GEMM up to 64 rows (default), on cuBLAS (skinny_lora_rows
+// 0), and in batch-invariant mode.
+struct GroupSpec {
+  int rows, cols;
+  InputAct act;
+  bool acc;
+  int x_from;  // -1: own input; otherwise the job whose input this one reads
+  int y_from;  // -1: own output; otherwise the job whose output this one adds to
+  bool input_major;
+};
+const GroupSpec kGroupSpecs[] = {
+    {256, 256, InputAct::kNone, false, -1, -1, false},    {256, 256, InputAct::kNone, false, -1, -1, false},
+    {256, 256, InputAct::kNone, false, -1, -1, false},    {256, 256, InputAct::kNone, false, 2, -1, false},
+    {32, 256, InputAct::kNone, false, 2, -1, false},      {256, 32, InputAct::kTanh, false, -1, -1, false},
+    {256, 64, InputAct::kSigmoid, true, -1, -1, false},   {256, 256, InputAct::kNone, true, -1, -1, false},
+    {256, 256, InputAct::kNone, true, -1, -1, false},     {600, 256, InputAct::kNone, false, -1, -1, false},
+    {256, 512, InputAct::kNone, false, -1, -1, true},     {256, 256, InputAct::kNone, true, -1, 8, false},
+};
+
+// One group's data: weights on both backends, inputs and initial outputs.
+struct GroupData {
+  std::vector<Matrix> gm, cm;
+  std::vector<std::vector<float>> wr;
+};
+
+GroupData UploadGroup(CudaBackend* b, CpuBackend* cpu, DType t) {
+  GroupData d;
+  int j = 0;
+  for (const GroupSpec& sp : kGroupSpecs) {
+    const auto w = Rand(static_cast<size_t>(sp.rows) * sp.cols, 700 + j++);
+    d.wr.push_back(Rounded(w, t));
+    auto g = sp.input_major ? b->UploadSparseInputMatrix(w.data(), sp.rows, sp.cols)
+                            : b->UploadMatrix(w.data(), sp.rows, sp.cols);
+    EXPECT_TRUE(g.ok());
+    d.gm.push_back(g.ok() ? *g : Matrix{});
+    auto c = cpu->UploadMatrix(d.wr.back().data(), sp.rows, sp.cols);
+    EXPECT_TRUE(c.ok());
+    d.cm.push_back(c.ok() ? *c : Matrix{});
+  }
+  return d;
+}
+
+// Runs the group on the CPU from inputs x and initial outputs y0 (per job;
+// shared ones are read from the job named), and checks the GPU's outputs.
+void CheckGroup(const GroupData& d, CpuBackend* cpu, int n, const std::vector<std::vector<float>>& x,
+                const std::vector<std::vector<float>>& y0, const std::vector<std::vector<float>>& got, double tol,
+                const std::string& tag) {
+  const int count = static_cast<int>(std::size(kGroupSpecs));
+  std::vector<std::vector<float>> cx = x, want = y0;
+  std::vector<MatMulJob> cjobs(count);
+  for (int j = 0; j < count; ++j) {
+    const GroupSpec& sp = kGroupSpecs[j];
+    cjobs[j] = {cx[sp.x_from < 0 ? j : sp.x_from].data(), &d.cm[j], want[sp.y_from < 0 ? j : sp.y_from].data(),
+                sp.acc, sp.act};
+  }
+  // The activation jobs' inputs are their own, so order within the group
+  // does not matter; act(x) lands in cx for the magnitudes.
+  cpu->GroupedMatMul(n, cjobs.data(), count);
+  for (int j = 0; j < count; ++j) {
+    const GroupSpec& sp = kGroupSpecs[j];
+    if (sp.y_from >= 0) continue;
+    // Every job adding to this output contributes to its magnitude.
+    std::vector<double> mag(want[j].size(), 0.0);
+    for (int i = 0; i < count; ++i) {
+      if (i != j && kGroupSpecs[i].y_from != j) continue;
+      const GroupSpec& si = kGroupSpecs[i];
+      const auto m = DotMagnitude(cx[si.x_from < 0 ? i : si.x_from], d.wr[i], n, si.rows, si.cols,
+                                  i == j && sp.acc ? &y0[j] : nullptr);
+      for (size_t e = 0; e < mag.size(); ++e) mag[e] += m[e];
+    }
+    ExpectClose(got[j], want[j], tol, 0, tag + " job " + std::to_string(j), &mag);
+  }
+}
+
+TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
+  const int count = static_cast<int>(std::size(kGroupSpecs));
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
+    for (int mode = 0; mode < 3; ++mode) {
+      const char* mode_name[] = {"default", "lora on cuBLAS", "invariant"};
+      auto b = MakeGpu(t, mode == 2, CudaBackendOptions::kDefaultSmallBatchRows,
+                       CudaBackendOptions::kDefaultSkinnyRows, mode == 1 ? 0 : CudaBackendOptions::kDefaultSkinnyLoraRows);
+      ASSERT_NE(b, nullptr);
+      const GroupData d = UploadGroup(b.get(), &cpu_, t);
+      for (int n : {17, 64, 300}) {
+        std::vector<std::vector<float>> x(count), y0(count);
+        std::vector<float*> dx(count), dy(count);
+        for (int j = 0; j < count; ++j) {
+          const GroupSpec& sp = kGroupSpecs[j];
+          x[j] = Rand(static_cast<size_t>(n) * sp.cols, 800 + j + n, -3, 3);
+          y0[j] = sp.acc ? Rand(static_cast<size_t>(n) * sp.rows, 900 + j + n)
+                         : std::vector<float>(static_cast<size_t>(n) * sp.rows);
+          // An output another job adds to starts as y0 on both sides; one
+          // written with beta 0 is poisoned on the GPU.
+          const bool poisoned = !sp.acc && std::none_of(std::begin(kGroupSpecs), std::end(kGroupSpecs),
+                                                        [&](const GroupSpec& o) { return o.y_from == j; });
+          dx[j] = Dev(x[j], b.get());
+          dy[j] = Dev(poisoned ? std::vector<float>(y0[j].size(), kNaN) : y0[j], b.get());
+        }
+        std::vector<MatMulJob> gjobs(count);
+        for (int j = 0; j < count; ++j) {
+          const GroupSpec& sp = kGroupSpecs[j];
+          gjobs[j] = {dx[sp.x_from < 0 ? j : sp.x_from], &d.gm[j], dy[sp.y_from < 0 ? j : sp.y_from], sp.acc,
+                      sp.act};
+        }
+        b->GroupedMatMul(n, gjobs.data(), count);
+        std::vector<std::vector<float>> got(count);
+        for (int j = 0; j < count; ++j) got[j] = Host(dy[j], y0[j].size(), b.get());
+        CheckGroup(d, &cpu_, n, x, y0, got, u + 1e-4,
+                   "GroupedMatMul " + std::string(DTypeName(t)) + " " + mode_name[mode] + " n=" + std::to_string(n));
+        for (int j = 0; j < count; ++j) {
+          b->Free(dx[j]);
+          b->Free(dy[j]);
+        }
+      }
+      ASSERT_TRUE(b->Sync().ok()) << b->Sync();
+    }
+  }
+}
+
+// The batched products' pointer arrays under CUDA graphs: passes of 17 and
+// 300 rows, each seen eagerly, then captured, then replayed, on new input
+// values every time. The 300-row pass grows the conversion buffer (it moves)
+// between the 17-row pass's eager run and its capture, so the arrays the
+// capture records must name the buffer as it is then.
+TEST_F(CudaOpsTest, GroupedMatMulCublasPathInCapturedPasses) {
+  const int count = static_cast<int>(std::size(kGroupSpecs));
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
+    auto b = CudaBackend::Create({.device = 0,
+                                  .weight_dtype = t,
+                                  .embedding_dtype = t,
+                                  .cuda_graphs = true,
+                                  .skinny_lora_rows = 0});
+    ASSERT_TRUE(b.ok()) << b.status();
+    if (!(*b)->graphs_enabled()) GTEST_SKIP() << "graphs turned off by RWKV_CUDA_GRAPHS";
+    const GroupData d = UploadGroup(b->get(), &cpu_, t);
+    const int max_n = 300;
+    std::vector<float*> dx(count), dy(count);
+    for (int j = 0; j < count; ++j) {
+      dx[j] = Dev(std::vector<float>(static_cast<size_t>(max_n) * kGroupSpecs[j].cols), b->get());
+      dy[j] = Dev(std::vector<float>(static_cast<size_t>(max_n) * kGroupSpecs[j].rows), b->get());
+    }
+    std::vector<MatMulJob> gjobs(count);
+    for (int j = 0; j < count; ++j) {
+      const GroupSpec& sp = kGroupSpecs[j];
+      gjobs[j] = {dx[sp.x_from < 0 ? j : sp.x_from], &d.gm[j], dy[sp.y_from < 0 ? j : sp.y_from], sp.acc, sp.act};
+    }
+    int run = 0;
+    for (int n : {17, 300, 17, 17, 300, 300}) {
+      ++run;
+      std::vector<std::vector<float>> x(count), y0(count);
+      for (int j = 0; j < count; ++j) {
+        const GroupSpec& sp = kGroupSpecs[j];
+        x[j] = Rand(static_cast<size_t>(n) * sp.cols, 1000 * run + j, -3, 3);
+        y0[j] = Rand(static_cast<size_t>(n) * sp.rows, 2000 * run + j);
+        ASSERT_TRUE((*b)->Upload(x[j].data(), dx[j], x[j].size()).ok());
+        ASSERT_TRUE((*b)->Upload(y0[j].data(), dy[j], y0[j].size()).ok());
+        if (!sp.acc) y0[j].assign(y0[j].size(), 0.0f);  // overwritten
+      }
+      const Segment seg{0, 0, n};
+      const std::vector<int32_t> tokens(static_cast<size_t>(n), 0);
+      (*b)->BeginPass(&seg, 1, tokens.data(), n, nullptr, 0);
+      (*b)->GroupedMatMul(n, gjobs.data(), count);
+      (*b)->EndPass();
+      std::vector<std::vector<float>> got(count);
+      for (int j = 0; j < count; ++j) got[j] = Host(dy[j], y0[j].size(), b->get());
+      CheckGroup(d, &cpu_, n, x, y0, got, u + 1e-4,
+                 "GroupedMatMul graphs " + std::string(DTypeName(t)) + " pass " + std::to_string(run) + " n=" +
+                     std::to_string(n));
+    }
+    ASSERT_TRUE((*b)->Sync().ok()) << (*b)->Sync();
+    EXPECT_EQ((*b)->graphs_captured(), 2);
+    EXPECT_EQ((*b)->graph_replays(), 2);
   }
 }
 
