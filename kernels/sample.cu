@@ -32,6 +32,18 @@
 // The row is never written: logit adjustments are looked up through a
 // per-block bitmap of the adjusted tokens and a binary search in the row's
 // (sorted) adjustment list.
+// Few rows: one block per row would leave most SMs idle (at B = 1 one SM
+// walks the row ~17 times, ~170 us, compute bound), so a row can be split
+// over `parts` blocks that run the same control flow in lockstep. Each pass
+// is computed per block over a slice of the row, the partial results (fixed
+// point sums, per-bin histograms, best (value, id) as one ordered 64-bit key)
+// go to global scratch, the row's blocks meet at a barrier (a counter in that
+// scratch; the launch is cooperative, so they are co-resident), and every
+// block combines all the partials in the same integer arithmetic, so every
+// decision, and the result, is exactly what one block computes. The one float
+// sum (the raw log-sum-exp, per thread in id order, then a fixed tree) keeps
+// the single block's 512 per-thread streams: block p of P runs the streams
+// p, p + P, ..., and block 0 reduces them in the single block's tree.
 #include "kernels/sample.h"
 
 #include <cstdint>
@@ -48,6 +60,48 @@ constexpr int kMaxVocab = 1 << 20;
 constexpr int kSortedDrawMax = 256;  // sampling_ops.cc kSortCandidatesMax: top_p draws in sorted order up to this
 constexpr double kTopPSlack = 1e-6;  // sampling_ops.cc kTopPSlack
 constexpr unsigned kFull = 0xffffffffu;
+constexpr int kMaxParts = 16;  // blocks per row on the split path
+constexpr int kMaxSplitRows = 64;  // rows the split path may take (scratch is per row)
+
+// Global scratch of one row on the split path. `arrive` counts barrier
+// arrivals within a launch; the last block to leave zeroes both counters, so
+// the scratch is zero between launches (as allocated).
+struct alignas(16) RowScratch {
+  unsigned arrive;
+  unsigned leave;
+  unsigned pad[2];
+  // Partials of one exchange; alternate buffers so that a block may write the
+  // next exchange's partials while a slower one still reads this one's (a
+  // buffer is rewritten only after a barrier that every reader has passed).
+  uint64_t slot[2][kMaxParts * kBins];
+  float lse_max[kThreads];  // per-stream online max and sum (pass 1)
+  float lse_sum[kThreads];
+};
+
+// Where this block works: part `part` of `parts` blocks on one row.
+struct Grid {
+  int part;
+  int parts;
+  RowScratch* rs;
+  unsigned epoch;  // barriers passed
+  __device__ __forceinline__ uint64_t* buf() const { return rs->slot[epoch & 1]; }
+};
+
+// Barrier among the blocks of a row; makes every global write before it
+// visible to every block after it (partials are read with __ldcg, past L1).
+__device__ __forceinline__ void row_sync(Grid& g) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(&g.rs->arrive, 1u);
+    const unsigned want = (g.epoch + 1) * static_cast<unsigned>(g.parts);
+    while (*reinterpret_cast<volatile unsigned*>(&g.rs->arrive) < want) {
+    }
+    __threadfence();
+  }
+  __syncthreads();
+  ++g.epoch;
+}
 
 __device__ __forceinline__ float pos_inf() { return __int_as_float(0x7f800000); }
 __device__ __forceinline__ float neg_inf() { return __int_as_float(static_cast<int>(0xff800000u)); }
@@ -179,7 +233,8 @@ struct Shared {
   int fi[kWarps + 1];
   uint64_t wsum[kWarps];
   uint64_t above, wtarget;
-  int found, bin, wsel, result;
+  uint64_t btarget;
+  int found, bin, wsel, result, winner;
 };
 
 template <typename T>
@@ -265,25 +320,58 @@ __device__ void block_best(float& v, int& i, Shared& sh) {
   __syncthreads();
 }
 
+// The first element this block visits and the stride: the row in
+// kThreads-strided slices, slice j to block j % parts.
+template <bool kMulti>
+__device__ __forceinline__ int first_of(const Grid& g) {
+  return (kMulti ? g.part * kThreads : 0) + static_cast<int>(threadIdx.x);
+}
+template <bool kMulti>
+__device__ __forceinline__ int stride_of(const Grid& g) {
+  return kMulti ? g.parts * kThreads : kThreads;
+}
+
+// The row's sum of each block's `v` (the same in every thread of a block).
+__device__ uint64_t row_total(uint64_t v, Grid& g) {
+  uint64_t* buf = g.buf();
+  if (threadIdx.x == 0) __stcg(reinterpret_cast<unsigned long long*>(buf + g.part), static_cast<unsigned long long>(v));
+  row_sync(g);
+  uint64_t t = 0;
+  for (int b = 0; b < g.parts; ++b) t += __ldcg(reinterpret_cast<const unsigned long long*>(buf + b));
+  return t;
+}
+
 // Sum of the weights (or the count) of a set.
-__device__ uint64_t set_total(const Row& row, const Set& s, bool order_p, bool count, Shared& sh) {
+template <bool kMulti>
+__device__ uint64_t set_total(const Row& row, const Set& s, bool order_p, bool count, Shared& sh, Grid& g) {
   const bool need_p = needs_p(s, order_p, count);
   uint64_t t = 0;
-  for (int i = threadIdx.x; i < row.vocab; i += kThreads) {
+  for (int i = first_of<kMulti>(g); i < row.vocab; i += stride_of<kMulti>(g)) {
     const Elem e = row.elem(i, need_p);
     if (member(s, e, i, order_p)) t += count ? 1 : e.w;
   }
-  return block_total(t, sh);
+  t = block_total(t, sh);
+  return kMulti ? row_total(t, g) : t;
 }
 
 // The first id (in id order) at which the running weight of the set exceeds
-// `target`; -1 if the total does not.
-__device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool count, uint64_t target, Shared& sh) {
+// `target`; -1 if the total does not. Split: block p holds the p-th
+// contiguous range of the row; the block whose range holds the crossing walks
+// it and hands the id to the others.
+template <bool kMulti>
+__device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool count, uint64_t target, Shared& sh,
+                           Grid& g) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool need_p = needs_p(s, order_p, count);
-  const int chunk = ((row.vocab + kWarps - 1) / kWarps + 31) & ~31;
-  const int begin = warp * chunk;
-  const int end = min(row.vocab, begin + chunk);
+  int range_begin = 0, range_end = row.vocab;
+  if (kMulti) {
+    const int per_block = ((row.vocab + g.parts - 1) / g.parts + 31) & ~31;
+    range_begin = min(row.vocab, g.part * per_block);
+    range_end = min(row.vocab, range_begin + per_block);
+  }
+  const int chunk = ((range_end - range_begin + kWarps - 1) / kWarps + 31) & ~31;
+  const int begin = range_begin + warp * chunk;
+  const int end = min(range_end, begin + chunk);
   auto weight = [&](int i) -> uint64_t {
     const Elem e = row.elem(i, need_p);
     return member(s, e, i, order_p) ? (count ? 1 : e.w) : 0;
@@ -293,36 +381,77 @@ __device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool coun
   sum = warp_total(sum);
   if (lane == 0) sh.wsum[warp] = sum;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    uint64_t cum = 0;
-    sh.wsel = -1;
-    sh.result = -1;
-    for (int w = 0; w < kWarps; ++w) {
-      if (cum + sh.wsum[w] > target) {
-        sh.wsel = w;
-        sh.wtarget = target - cum;
-        break;
-      }
-      cum += sh.wsum[w];
+  bool mine = true;
+  if (kMulti) {
+    uint64_t* buf = g.buf();
+    if (threadIdx.x == 0) {
+      uint64_t t = 0;
+      for (int w = 0; w < kWarps; ++w) t += sh.wsum[w];
+      __stcg(reinterpret_cast<unsigned long long*>(buf + g.part), static_cast<unsigned long long>(t));
     }
-  }
-  __syncthreads();
-  if (warp == sh.wsel) {
-    const uint64_t t = sh.wtarget;
-    uint64_t cum = 0;
-    for (int base = begin; base < end; base += 32) {
-      const int i = base + lane;
-      const uint64_t incl = warp_inclusive_scan(i < end ? weight(i) : uint64_t{0});
-      const unsigned hit = __ballot_sync(kFull, cum + incl > t);
-      if (hit != 0) {
-        if (lane == __ffs(hit) - 1) sh.result = i;
-        break;
+    row_sync(g);
+    if (threadIdx.x == 0) {
+      uint64_t cum = 0;
+      sh.winner = -1;
+      for (int b = 0; b < g.parts; ++b) {
+        const uint64_t v = __ldcg(reinterpret_cast<const unsigned long long*>(buf + b));
+        if (cum + v > target) {
+          sh.winner = b;
+          sh.btarget = target - cum;
+          break;
+        }
+        cum += v;
       }
-      cum += __shfl_sync(kFull, incl, 31);
     }
+    __syncthreads();
+    const int winner = sh.winner;
+    target = sh.btarget;
+    __syncthreads();
+    if (winner < 0) return -1;  // every block saw the same partials
+    mine = winner == g.part;
   }
-  __syncthreads();
-  const int r = sh.result;
+  if (mine) {
+    if (threadIdx.x == 0) {
+      uint64_t cum = 0;
+      sh.wsel = -1;
+      sh.result = -1;
+      for (int w = 0; w < kWarps; ++w) {
+        if (cum + sh.wsum[w] > target) {
+          sh.wsel = w;
+          sh.wtarget = target - cum;
+          break;
+        }
+        cum += sh.wsum[w];
+      }
+    }
+    __syncthreads();
+    if (warp == sh.wsel) {
+      const uint64_t t = sh.wtarget;
+      uint64_t cum = 0;
+      for (int base = begin; base < end; base += 32) {
+        const int i = base + lane;
+        const uint64_t incl = warp_inclusive_scan(i < end ? weight(i) : uint64_t{0});
+        const unsigned hit = __ballot_sync(kFull, cum + incl > t);
+        if (hit != 0) {
+          if (lane == __ffs(hit) - 1) sh.result = i;
+          break;
+        }
+        cum += __shfl_sync(kFull, incl, 31);
+      }
+    }
+    __syncthreads();
+  }
+  int r;
+  if (kMulti) {
+    uint64_t* buf = g.buf();
+    if (mine && threadIdx.x == 0) {
+      __stcg(reinterpret_cast<unsigned long long*>(buf), static_cast<unsigned long long>(static_cast<int64_t>(sh.result)));
+    }
+    row_sync(g);
+    r = static_cast<int>(static_cast<int64_t>(__ldcg(reinterpret_cast<const unsigned long long*>(buf))));
+  } else {
+    r = sh.result;
+  }
   __syncthreads();
   return r;
 }
@@ -330,8 +459,9 @@ __device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool coun
 // The element at which the running weight of the set, walked in (key desc,
 // id asc) order, exceeds `target` (key: the prob's if order_p, else the
 // logit's). false if the total does not.
+template <bool kMulti>
 __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool count, uint64_t target,
-                                uint64_t* hist, Shared& sh, Bound* out) {
+                                uint64_t* hist, Shared& sh, Grid& g, Bound* out) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool need_p = needs_p(s, order_p, count);
   uint32_t prefix = 0;
@@ -341,7 +471,7 @@ __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool
     for (int j = threadIdx.x; j < kWarps * kBins; j += kThreads) hist[j] = 0;
     __syncthreads();
     uint64_t* mine = hist + warp * kBins;
-    for (int i = threadIdx.x; i < row.vocab; i += kThreads) {
+    for (int i = first_of<kMulti>(g); i < row.vocab; i += stride_of<kMulti>(g)) {
       const Elem e = row.elem(i, need_p);
       if (!member(s, e, i, order_p)) continue;
       const uint32_t key = order_p ? e.kp : e.kx;
@@ -355,6 +485,21 @@ __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool
       uint64_t t = 0;
       for (int w = 0; w < kWarps; ++w) t += hist[w * kBins + threadIdx.x];
       hist[threadIdx.x] = t;
+    }
+    if (kMulti) {
+      uint64_t* buf = g.buf();
+      if (threadIdx.x < kBins) {
+        __stcg(reinterpret_cast<unsigned long long*>(buf + g.part * kBins + threadIdx.x),
+               static_cast<unsigned long long>(hist[threadIdx.x]));
+      }
+      row_sync(g);
+      if (threadIdx.x < kBins) {
+        uint64_t t = 0;
+        for (int b = 0; b < g.parts; ++b) {
+          t += __ldcg(reinterpret_cast<const unsigned long long*>(buf + b * kBins + threadIdx.x));
+        }
+        hist[threadIdx.x] = t;
+      }
     }
     __syncthreads();
     if (warp == 0) {
@@ -386,7 +531,7 @@ __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool
   Set ties = s;
   ties.tie = true;
   ties.tie_key = prefix;
-  const int id = id_crossing(row, ties, order_p, count, target - above, sh);
+  const int id = id_crossing<kMulti>(row, ties, order_p, count, target - above, sh, g);
   if (id < 0) return false;  // cannot happen: the ties hold the crossing
   *out = Bound{prefix, id};
   return true;
@@ -407,16 +552,45 @@ __device__ __forceinline__ uint64_t need_target(double need) {
   return c <= 1.0 ? 0 : static_cast<uint64_t>(c) - 1;
 }
 
+// One step of a stream's online log-sum-exp (shared by both paths so that
+// they compile to the same arithmetic).
+__device__ __forceinline__ void lse_step(float raw, float& run_max, float& run_sum) {
+  if (raw != neg_inf() && raw != pos_inf()) {
+    if (raw > run_max) {
+      run_sum = run_sum * expf(run_max - raw) + 1.0f;
+      run_max = raw;
+    } else {
+      run_sum += expf(raw - run_max);
+    }
+  }
+}
+
+// (value desc, id asc) as one unsigned key, larger is better: the exact
+// combine of block_best results across blocks (the value is re-read from the
+// id, so -0 and +0 come back as the element's own).
+__device__ __forceinline__ uint64_t best_key(float v, int i) {
+  return (static_cast<uint64_t>(order_key(v)) << 32) | static_cast<uint32_t>(0x7fffffff - i);
+}
+__device__ __forceinline__ int best_id(uint64_t key) {
+  return 0x7fffffff - static_cast<int>(static_cast<uint32_t>(key));
+}
+
+// Grid: `parts` consecutive blocks per row (kMulti), else one.
+template <bool kMulti>
 __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restrict__ logits,          // (rows, vocab)
                                                           int vocab, float scale,
                                                           const SampleRowDesc* __restrict__ specs,   // (n)
                                                           const LogitAdjustDesc* __restrict__ adjust,
-                                                          SampleResultDesc* __restrict__ results) {  // (n)
+                                                          SampleResultDesc* __restrict__ results,    // (n)
+                                                          int parts, RowScratch* __restrict__ scratch) {
   extern __shared__ uint64_t dyn[];
   uint64_t* hist = dyn;                                            // (kWarps, kBins)
   uint32_t* bitmap = reinterpret_cast<uint32_t*>(dyn + kWarps * kBins);  // (ceil(vocab / 32))
   __shared__ Shared sh;
-  const SampleRowDesc spec = specs[blockIdx.x];
+  const int row_index = kMulti ? static_cast<int>(blockIdx.x) / parts : static_cast<int>(blockIdx.x);
+  Grid g{0, 1, nullptr, 0};
+  if (kMulti) g = Grid{static_cast<int>(blockIdx.x) % parts, parts, scratch + row_index, 0};
+  const SampleRowDesc spec = specs[row_index];
   const int words = (vocab + 31) >> 5;
 
   Row row;
@@ -445,32 +619,72 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
   int raw_i = 0x7fffffff, adj_i = 0x7fffffff;
   float run_max = neg_inf(), run_sum = 0.0f;
   uint64_t num_inf = 0;
-  for (int i = threadIdx.x; i < vocab; i += kThreads) {
+  for (int i = first_of<kMulti>(g); i < vocab; i += stride_of<kMulti>(g)) {
     const float raw = __ldg(row.logits + i);
     if (raw == raw) {
       better_of(raw_v, raw_i, raw, i);
       num_inf += raw == pos_inf();
-      if (raw != neg_inf() && raw != pos_inf()) {
-        if (raw > run_max) {
-          run_sum = run_sum * expf(run_max - raw) + 1.0f;
-          run_max = raw;
-        } else {
-          run_sum += expf(raw - run_max);
-        }
-      }
+      if (!kMulti) lse_step(raw, run_max, run_sum);
     }
     better_of(adj_v, adj_i, row.adjusted(i, raw), i);
   }
   float finite_max = run_max;
-  int unused = 0;
-  block_best(finite_max, unused, sh);
+  double lse_sum = 0.0;
+  if (!kMulti) {
+    int unused = 0;
+    block_best(finite_max, unused, sh);
+  }
   block_best(raw_v, raw_i, sh);
   block_best(adj_v, adj_i, sh);
   num_inf = block_total(num_inf, sh);
-  const double lse_sum =
-      block_total(run_max == neg_inf() ? 0.0 : static_cast<double>(run_sum) * exp(static_cast<double>(run_max) -
-                                                                                    static_cast<double>(finite_max)),
-                  sh);
+  if (!kMulti) {
+    lse_sum = block_total(run_max == neg_inf() ? 0.0 : static_cast<double>(run_sum) * exp(static_cast<double>(run_max) -
+                                                                                          static_cast<double>(finite_max)),
+                          sh);
+  } else {
+    // The single block's thread t stream (ids t, t + kThreads, ...), whole and
+    // in order; block 0 reduces them at the end.
+    for (int t = threadIdx.x * parts + g.part; t < kThreads; t += kThreads * parts) {
+      float m = neg_inf(), z = 0.0f;
+      // Loads batched ahead of the dependent sum: a few streams per block, so latency, not throughput, bounds this.
+      constexpr int kBatch = 8;
+      for (int base = t; base < vocab; base += kBatch * kThreads) {
+        float r[kBatch];
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          const int i = base + k * kThreads;
+          r[k] = i < vocab ? __ldg(row.logits + i) : neg_inf();
+        }
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          if (r[k] == r[k]) lse_step(r[k], m, z);
+        }
+      }
+      __stcg(g.rs->lse_max + t, m);
+      __stcg(g.rs->lse_sum + t, z);
+    }
+    uint64_t* buf = g.buf();
+    if (threadIdx.x == 0) {
+      auto* b = reinterpret_cast<unsigned long long*>(buf + 3 * g.part);
+      __stcg(b, static_cast<unsigned long long>(best_key(raw_v, raw_i)));
+      __stcg(b + 1, static_cast<unsigned long long>(best_key(adj_v, adj_i)));
+      __stcg(b + 2, static_cast<unsigned long long>(num_inf));
+    }
+    row_sync(g);
+    uint64_t raw_k = 0, adj_k = 0;
+    num_inf = 0;
+    for (int b = 0; b < parts; ++b) {
+      const auto* p = reinterpret_cast<const unsigned long long*>(buf + 3 * b);
+      const uint64_t rk = __ldcg(p), ak = __ldcg(p + 1);
+      raw_k = rk > raw_k ? rk : raw_k;
+      adj_k = ak > adj_k ? ak : adj_k;
+      num_inf += __ldcg(p + 2);
+    }
+    raw_i = best_id(raw_k);
+    adj_i = best_id(adj_k);
+    raw_v = raw_i == 0x7fffffff ? neg_inf() : __ldg(row.logits + raw_i);
+    adj_v = adj_i == 0x7fffffff ? neg_inf() : row.adjusted(adj_i, __ldg(row.logits + adj_i));
+  }
 
   int token = 0;
   bool used_draw = false;
@@ -491,60 +705,82 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
       // prefix of that list, a draw in that order.
       Set all;
       Bound kb{0, 0};
-      sorted_crossing(row, all, false, true, static_cast<uint64_t>(spec.top_k - 1), hist, sh, &kb);
+      sorted_crossing<kMulti>(row, all, false, true, static_cast<uint64_t>(spec.top_k - 1), hist, sh, g, &kb);
       Set s;
       s.use_k = true;
       s.k = kb;
-      const uint64_t zk = set_total(row, s, false, false, sh);
+      const uint64_t zk = set_total<kMulti>(row, s, false, false, sh, g);
       s.pmin = spec.min_p;
       if (spec.top_p < 1.0f) {
         const double need = static_cast<double>(spec.top_p) * static_cast<double>(zk) * (1.0 - kTopPSlack);
         Bound pb{0, 0};
-        if (sorted_crossing(row, s, false, false, need_target(need), hist, sh, &pb)) {
+        if (sorted_crossing<kMulti>(row, s, false, false, need_target(need), hist, sh, g, &pb)) {
           s.use_p = true;
           s.pb = pb;
           s.pb_on_p = false;
         }
       }
-      const uint64_t z = set_total(row, s, false, false, sh);
+      const uint64_t z = set_total<kMulti>(row, s, false, false, sh, g);
       Bound pick{0, 0};
-      sorted_crossing(row, s, false, false, draw_target(spec.u, z), hist, sh, &pick);
+      sorted_crossing<kMulti>(row, s, false, false, draw_target(spec.u, z), hist, sh, g, &pick);
       token = pick.id;
     } else if (spec.top_p < 1.0f) {
       // DrawTopP: candidates are the probs >= max(min_p, the guarantee);
       // the smallest most probable set reaching top_p * z; a draw in sorted
       // order for few candidates, in id order for many.
       Set none;
-      const uint64_t z = set_total(row, none, true, false, sh);
+      const uint64_t z = set_total<kMulti>(row, none, true, false, sh, g);
       const double need = static_cast<double>(spec.top_p) * static_cast<double>(z) * (1.0 - kTopPSlack);
       const float guarantee =
           static_cast<float>((1.0 - static_cast<double>(spec.top_p)) * (static_cast<double>(z) / scale) / vocab);
       Set s;
       s.pmin = fmaxf(fmaxf(spec.min_p, guarantee), __uint_as_float(1u));
-      const uint64_t candidates = set_total(row, s, true, true, sh);
+      const uint64_t candidates = set_total<kMulti>(row, s, true, true, sh, g);
       Bound pb{0, 0};
-      if (sorted_crossing(row, s, true, false, need_target(need), hist, sh, &pb)) {
+      if (sorted_crossing<kMulti>(row, s, true, false, need_target(need), hist, sh, g, &pb)) {
         s.use_p = true;
         s.pb = pb;
         s.pb_on_p = true;
       }
-      const uint64_t zk = set_total(row, s, true, false, sh);
+      const uint64_t zk = set_total<kMulti>(row, s, true, false, sh, g);
       const uint64_t target = draw_target(spec.u, zk);
       if (candidates <= kSortedDrawMax) {
         Bound pick{0, 0};
-        sorted_crossing(row, s, true, false, target, hist, sh, &pick);
+        sorted_crossing<kMulti>(row, s, true, false, target, hist, sh, g, &pick);
         token = pick.id;
       } else {
-        token = id_crossing(row, s, true, false, target, sh);
+        token = id_crossing<kMulti>(row, s, true, false, target, sh, g);
       }
     } else {
       // DrawFull: every prob (zero below min_p), a draw in id order.
       Set s;
       s.pmin = spec.min_p;
-      const uint64_t z = set_total(row, s, false, false, sh);
-      token = id_crossing(row, s, false, false, draw_target(spec.u, z), sh);
+      const uint64_t z = set_total<kMulti>(row, s, false, false, sh, g);
+      token = id_crossing<kMulti>(row, s, false, false, draw_target(spec.u, z), sh, g);
     }
     if (token < 0) token = adj_i;  // unreachable: every draw target is below its total
+  }
+
+  if (kMulti) {
+    // Every block has passed its last barrier once it counts itself out; the
+    // last one out leaves the counters zero for the next launch.
+    if (threadIdx.x == 0) {
+      if (atomicAdd(&g.rs->leave, 1u) == static_cast<unsigned>(parts - 1)) {
+        g.rs->arrive = 0;
+        g.rs->leave = 0;
+        __threadfence();
+      }
+    }
+    if (g.part != 0) return;
+    // The single block's finite max and tree sum over the same per-thread streams.
+    float sm = __ldcg(g.rs->lse_max + threadIdx.x);
+    const float sz = __ldcg(g.rs->lse_sum + threadIdx.x);
+    finite_max = sm;
+    int unused = 0;
+    block_best(finite_max, unused, sh);
+    lse_sum = block_total(
+        sm == neg_inf() ? 0.0 : static_cast<double>(sz) * exp(static_cast<double>(sm) - static_cast<double>(finite_max)),
+        sh);
   }
 
   if (threadIdx.x == 0) {
@@ -559,15 +795,32 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
       const double lse = static_cast<double>(finite_max) + log(lse_sum);
       lp = static_cast<float>(static_cast<double>(v) - lse);
     }
-    results[blockIdx.x] = SampleResultDesc{token, lp, used_draw ? 1 : 0};
+    results[row_index] = SampleResultDesc{token, lp, used_draw ? 1 : 0};
   }
+}
+
+// Blocks per row for n rows: enough to give every SM about one block, at most
+// kMaxParts; 1 (the one-block path) where n rows already fill half the GPU.
+int auto_parts(int n) {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    return 1;
+  }
+  const int p = sms / n;
+  return p < 2 ? 1 : (p > kMaxParts ? kMaxParts : p);
 }
 
 }  // namespace
 
+size_t sample_scratch_bytes(int n) {
+  return n > 0 && n <= kMaxSplitRows ? static_cast<size_t>(n) * sizeof(RowScratch) : 0;
+}
+
 cudaError_t launch_sample(const float* logits, int vocab, const SampleRowDesc* specs, const LogitAdjustDesc* adjust,
-                          int n, SampleResultDesc* results, cudaStream_t stream) {
-  if (n < 0 || vocab <= 0 || vocab > kMaxVocab) return cudaErrorInvalidValue;
+                          int n, SampleResultDesc* results, void* scratch, size_t scratch_bytes, int parts,
+                          cudaStream_t stream) {
+  if (n < 0 || vocab <= 0 || vocab > kMaxVocab || parts < 0 || parts > kMaxParts) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   if (logits == nullptr || specs == nullptr || results == nullptr) return cudaErrorInvalidValue;
   // Fixed-point probabilities: each <= 2^shift, their sum over the vocabulary < 2^63.
@@ -575,13 +828,37 @@ cudaError_t launch_sample(const float* logits, int vocab, const SampleRowDesc* s
   while ((1 << bits) < vocab) ++bits;
   const float scale = ldexpf(1.0f, 62 - bits);
   const size_t smem = sizeof(uint64_t) * kWarps * kBins + sizeof(uint32_t) * static_cast<size_t>((vocab + 31) / 32);
+  const bool have_scratch = scratch != nullptr && scratch_bytes >= sample_scratch_bytes(n) && sample_scratch_bytes(n) > 0;
+  if (parts == 0) parts = have_scratch ? auto_parts(n) : 1;
+  if (parts > 1 && !have_scratch) return cudaErrorInvalidValue;
   if (smem > 48 * 1024) {
-    const cudaError_t e =
-        cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    cudaError_t e =
+        cudaFuncSetAttribute(sample_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e == cudaSuccess) {
+      e = cudaFuncSetAttribute(sample_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(smem));
+    }
     if (e != cudaSuccess) return e;
   }
-  sample_kernel<<<n, kThreads, smem, stream>>>(logits, vocab, scale, specs, adjust, results);
-  return cudaGetLastError();
+  if (parts == 1) {
+    sample_kernel<false><<<n, kThreads, smem, stream>>>(logits, vocab, scale, specs, adjust, results, 1, nullptr);
+    return cudaGetLastError();
+  }
+  // Cooperative: the runtime refuses (rather than hangs) a grid whose blocks
+  // cannot all be resident at once, which the row barriers need. Captures
+  // into a graph as a cooperative kernel node.
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(n * parts));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;
+  attr[0].val.cooperative = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, sample_kernel<true>, logits, vocab, scale, specs, adjust, results, parts,
+                            static_cast<RowScratch*>(scratch));
 }
 
 }  // namespace rwkv::kernels

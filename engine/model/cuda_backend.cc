@@ -303,6 +303,7 @@ CudaBackend::~CudaBackend() {
   if (pass_host_ != nullptr) (void)cudaFreeHost(pass_host_);
   if (blas_workspace_ != nullptr) (void)cudaFree(blas_workspace_);
   if (sample_out_device_ != nullptr) (void)cudaFree(sample_out_device_);
+  if (sample_scratch_ != nullptr) (void)cudaFree(sample_scratch_);
   if (sample_out_host_ != nullptr) (void)cudaFreeHost(sample_out_host_);
   for (auto& [p, bytes] : allocations_) (void)cudaFree(p);
   if (act16_ != nullptr) (void)cudaFree(act16_);
@@ -1118,12 +1119,26 @@ absl::Status CudaBackend::SampleRows(const float* logits, int vocab, const int32
     }
     sample_out_bytes_ = cap;
   }
+  // Grows with the largest small batch seen (at most 64 rows, ~4.5 MB), so rarely.
+  const size_t scratch_bytes = kernels::sample_scratch_bytes(n);
+  if (scratch_bytes > sample_scratch_bytes_) {
+    if (!Record(CudaStatus(cudaStreamSynchronize(stream_), "SampleRows (a queued op failed)"))) return error_;
+    if (sample_scratch_ != nullptr) (void)cudaFree(sample_scratch_);
+    sample_scratch_ = nullptr;
+    sample_scratch_bytes_ = 0;
+    if (!Record(CudaStatus(cudaMalloc(&sample_scratch_, scratch_bytes), "cudaMalloc (sample scratch)"))) return error_;
+    if (!Record(CudaStatus(cudaMemsetAsync(sample_scratch_, 0, scratch_bytes, stream_), "cudaMemset (sample scratch)"))) {
+      return error_;
+    }
+    sample_scratch_bytes_ = scratch_bytes;
+  }
   const char* dev = static_cast<const char*>(Stage(sample_pack_.data(), total));
   if (dev == nullptr) return error_;
   if (!Record(CudaStatus(
           kernels::launch_sample(logits, vocab, reinterpret_cast<const kernels::SampleRowDesc*>(dev),
                                  reinterpret_cast<const kernels::LogitAdjustDesc*>(dev + adj_off), n,
-                                 static_cast<kernels::SampleResultDesc*>(sample_out_device_), stream_),
+                                 static_cast<kernels::SampleResultDesc*>(sample_out_device_), sample_scratch_,
+                                 sample_scratch_bytes_, /*parts=*/0, stream_),
           "SampleRows"))) {
     return error_;
   }

@@ -335,6 +335,9 @@ class CudaBackend final : public Backend {
   void* sample_out_device_ = nullptr;
   void* sample_out_host_ = nullptr;
   size_t sample_out_bytes_ = 0;
+  // The split sampler's per-row scratch (zeroed when allocated; kernels leave it zero).
+  void* sample_scratch_ = nullptr;
+  size_t sample_scratch_bytes_ = 0;
 };
 
 }  // namespace rwkv
