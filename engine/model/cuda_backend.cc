@@ -737,6 +737,18 @@ void CudaBackend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
   // skinny GEMM (up to skinny_rows_, and LoRA-sized jobs up to
   // skinny_lora_rows_) takes goes into shared launches (all of one weight
   // type, kGemvMaxJobs at a time); the rest to cuBLAS, grouped (BlasGroup).
+  // Jobs that write one output must run in their order (a later one may add
+  // to what an earlier one wrote), and the paths below reorder: grouped
+  // small-batch launches first, cuBLAS after. Such a group (the layers never
+  // make one) runs one job at a time.
+  for (int i = 1; i < count; ++i) {
+    for (int j = 0; j < i; ++j) {
+      if (jobs[i].y == jobs[j].y) {
+        for (int k = 0; k < count; ++k) GroupedMatMul(n, &jobs[k], 1);
+        return;
+      }
+    }
+  }
   const bool gemv = n <= small_rows_;
   const bool skinny = !gemv && n <= skinny_rows_;
   const bool skinny_lora = !gemv && !skinny && n <= skinny_lora_rows_;

@@ -129,10 +129,13 @@ struct CudaBackendOptions {
   // LoRA-sized products (a side of at most kSkinnyLoraMaxDim) on the skinny
   // GEMM: cuBLAS takes ~15 us per product whatever its size, the skinny GEMM
   // streams such a matrix in a few (H100, 2048x96 at 64 rows: 7.9 us against
-  // 14.7). 0 = never. RWKV_CUDA_SKINNY_LORA_ROWS overrides this; values above
-  // kMaxSkinnyRows are clamped. Batch-invariant mode ignores it.
+  // 14.7), but not the LoRA "in" ones (96x2048 at 64 rows: 65 us against
+  // 11.3). 0 = never, the default: with 64, a whole 1.5B step at B=64 took
+  // 4.87 ms against 4.26 without the LoRA rule and grouping (H200, docs/PERF.md).
+  // RWKV_CUDA_SKINNY_LORA_ROWS overrides this; values above kMaxSkinnyRows are
+  // clamped. Batch-invariant mode ignores it.
   int skinny_lora_rows = kDefaultSkinnyLoraRows;
-  static constexpr int kDefaultSkinnyLoraRows = 64;
+  static constexpr int kDefaultSkinnyLoraRows = 0;
   static constexpr int kSkinnyLoraMaxDim = 512;
 };
 
