@@ -31,11 +31,17 @@
 #include "engine/model/cpu_backend.h"
 #include "engine/model/cuda_backend.h"
 #include "engine/model/model.h"
+#include "engine/testing/logit_stats.h"
 #include "engine/testing/testdata.h"
 #include "gtest/gtest.h"
 
 namespace rwkv {
 namespace {
+
+using ::rwkv::testing::Argmax;
+using ::rwkv::testing::MaxAbsDiff;
+using ::rwkv::testing::RelDiff;
+using ::rwkv::testing::Std;
 
 using ::rwkv::testing::TestDataPath;
 
@@ -64,31 +70,6 @@ std::unique_ptr<Model> LoadGpu(const std::string& spec, DType weights, DType sta
 std::unique_ptr<Model> LoadCpu(const std::string& spec, DType state, int slots = 2) {
   return LoadOn(spec, std::make_unique<CpuBackend>(2), state, slots);
 }
-
-double Std(const float* x, int n) {
-  double mean = 0, var = 0;
-  for (int i = 0; i < n; ++i) mean += x[i];
-  mean /= n;
-  for (int i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
-  return std::sqrt(var / n);
-}
-
-double MaxAbsDiff(const float* a, const float* b, size_t n) {
-  double m = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
-    m = std::isnan(d) ? INFINITY : std::max(m, d);
-  }
-  return m;
-}
-
-double RelDiff(const std::vector<float>& got, const std::vector<float>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  if (got.size() != want.size() || want.empty()) return INFINITY;
-  return MaxAbsDiff(got.data(), want.data(), want.size()) / Std(want.data(), static_cast<int>(want.size()));
-}
-
-int Argmax(const std::vector<float>& x) { return static_cast<int>(std::max_element(x.begin(), x.end()) - x.begin()); }
 
 std::vector<float> Forward(Model& m, int32_t slot, const std::vector<int32_t>& tokens) {
   std::vector<float> out;

@@ -14,11 +14,16 @@
 #include "engine/model/cpu_backend.h"
 #include "engine/model/fp16_state_rounding.h"
 #include "engine/model/model.h"
+#include "engine/testing/logit_stats.h"
 #include "engine/testing/testdata.h"
 #include "gtest/gtest.h"
 
 namespace rwkv {
 namespace {
+
+using ::rwkv::testing::Argmax;
+using ::rwkv::testing::MaxAbsDiff;
+using ::rwkv::testing::Std;
 
 using ::rwkv::testing::TestDataPath;
 
@@ -255,25 +260,6 @@ std::vector<int32_t> Tokens(int n, uint32_t seed, int vocab) {
   }
   return t;
 }
-
-double Std(const float* x, int n) {
-  double mean = 0, var = 0;
-  for (int i = 0; i < n; ++i) mean += x[i];
-  mean /= n;
-  for (int i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
-  return std::sqrt(var / n);
-}
-
-double MaxAbsDiff(const float* a, const float* b, size_t n) {
-  double m = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
-    m = std::isnan(d) ? INFINITY : std::max(m, d);
-  }
-  return m;
-}
-
-int Argmax(const std::vector<float>& x) { return static_cast<int>(std::max_element(x.begin(), x.end()) - x.begin()); }
 
 TEST(Fp16StateModelTest, Rwkv4AndOtherDtypesAreRefusedClearly) {
   auto v4 = Model::Load("synthetic:v4-tiny", std::make_unique<CpuBackend>(1),

@@ -11,11 +11,15 @@
 #include <vector>
 
 #include "engine/model/cpu_backend.h"
+#include "engine/testing/logit_stats.h"
 #include "engine/testing/testdata.h"
 #include "gtest/gtest.h"
 
 namespace rwkv {
 namespace {
+
+using ::rwkv::testing::MaxAbsDiff;
+using ::rwkv::testing::Std;
 
 using ::rwkv::testing::ReadF32File;
 using ::rwkv::testing::TestDataPath;
@@ -30,20 +34,6 @@ std::unique_ptr<Model> LoadOrDie(const std::string& spec, int slots = 4,
   if (!m.ok()) return nullptr;
   EXPECT_TRUE((*m)->AllocateSlots(slots).ok());
   return *std::move(m);
-}
-
-double Std(const float* x, int n) {
-  double mean = 0, var = 0;
-  for (int i = 0; i < n; ++i) mean += x[i];
-  mean /= n;
-  for (int i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
-  return std::sqrt(var / n);
-}
-
-double MaxAbsDiff(const float* a, const float* b, size_t n) {
-  double m = 0;
-  for (size_t i = 0; i < n; ++i) m = std::max(m, static_cast<double>(std::fabs(a[i] - b[i])));
-  return m;
 }
 
 // Feeds tokens one at a time into slot 0, returning logits after each.
