@@ -427,12 +427,27 @@ void InitFreshState(const ModelConfig& c, float* state) {
 
 // ---------------------------------------------------------------- forward
 
-// Keep in step with EnsureWorkspace below.
+namespace {
+// The forward workspace's buffers in EnsureWorkspace's order, as floats each:
+// 19 [rows, C] activations (x, xx, d, r, k, v, w, a, g, kk, v_first, y, tmp
+// and six mixes), one LoRA buffer per chain (w, a, g, v: the four "in"
+// products run in one grouped call), the FFN hidden [rows, F], the logit
+// rows' inputs [logit_rows, C] and logits [logit_rows, vocab]. One list, so
+// the size reported before allocating (WorkspaceBytes) is what is allocated.
+std::vector<size_t> WorkspaceFloats(const ModelConfig& c, int rows, int logit_rows) {
+  const size_t n = static_cast<size_t>(rows), nl = static_cast<size_t>(logit_rows);
+  std::vector<size_t> sizes(19, n * c.n_embd);
+  for (int d : {c.d_w, c.d_a, c.d_g, c.d_v}) sizes.push_back(n * static_cast<size_t>(std::max(d, 1)));
+  sizes.push_back(n * c.ffn_dim);
+  sizes.push_back(nl * c.n_embd);
+  sizes.push_back(nl * c.vocab_size);
+  return sizes;
+}
+}  // namespace
+
 int64_t Model::WorkspaceBytes(int rows, int logit_rows) const {
-  const ModelConfig& c = config_;
-  const int64_t lora = int64_t{std::max(c.d_w, 1)} + std::max(c.d_a, 1) + std::max(c.d_g, 1) + std::max(c.d_v, 1);
-  const int64_t floats = int64_t{rows} * (19 * int64_t{c.n_embd} + lora + c.ffn_dim) +
-                         int64_t{logit_rows} * (int64_t{c.n_embd} + c.vocab_size);
+  int64_t floats = 0;
+  for (size_t n : WorkspaceFloats(config_, rows, logit_rows)) floats += static_cast<int64_t>(std::max<size_t>(n, 1));
   return floats * static_cast<int64_t>(sizeof(float));
 }
 
@@ -441,28 +456,18 @@ absl::Status Model::EnsureWorkspace(int rows, int logit_rows) {
   for (float* p : ws_) backend_->Free(p);
   ws_.clear();
   ws_rows_ = ws_logit_rows_ = 0;
-  const ModelConfig& c = config_;
-  const size_t nC = static_cast<size_t>(rows) * c.n_embd;
-  auto take = [&](size_t n, float** out) -> absl::Status {
-    auto p = backend_->Alloc(std::max<size_t>(n, 1));
+  float** bufs[] = {&x_,      &xx_,     &d_,      &r_,      &k_,      &v_,       &w_,       &a_,
+                    &g_,      &kk_,     &vfirst_, &y_,      &tmp_,    &mix_[0],  &mix_[1],  &mix_[2],
+                    &mix_[3], &mix_[4], &mix_[5], &lora_[0], &lora_[1], &lora_[2], &lora_[3], &ffn_,
+                    &logit_in_, &logits_};
+  const std::vector<size_t> sizes = WorkspaceFloats(config_, rows, logit_rows);
+  if (sizes.size() != std::size(bufs)) return absl::InternalError("workspace buffer list out of step");
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    auto p = backend_->Alloc(std::max<size_t>(sizes[i], 1));
     if (!p.ok()) return p.status();
     ws_.push_back(*p);
-    *out = *p;
-    return absl::OkStatus();
-  };
-  float** nc_bufs[] = {&x_, &xx_, &d_, &r_, &k_, &v_, &w_, &a_, &g_, &kk_, &vfirst_, &y_, &tmp_,
-                       &mix_[0], &mix_[1], &mix_[2], &mix_[3], &mix_[4], &mix_[5]};
-  for (float** b : nc_bufs) {
-    if (absl::Status s = take(nC, b); !s.ok()) return s;
+    *bufs[i] = *p;
   }
-  // One LoRA buffer per chain (w, a, g, v), so the four "in" products can run in one grouped call.
-  const int lora_dims[4] = {c.d_w, c.d_a, c.d_g, c.d_v};
-  for (int j = 0; j < 4; ++j) {
-    if (absl::Status s = take(static_cast<size_t>(rows) * std::max(lora_dims[j], 1), &lora_[j]); !s.ok()) return s;
-  }
-  if (absl::Status s = take(static_cast<size_t>(rows) * c.ffn_dim, &ffn_); !s.ok()) return s;
-  if (absl::Status s = take(static_cast<size_t>(logit_rows) * c.n_embd, &logit_in_); !s.ok()) return s;
-  if (absl::Status s = take(static_cast<size_t>(logit_rows) * c.vocab_size, &logits_); !s.ok()) return s;
   ws_rows_ = rows;
   ws_logit_rows_ = logit_rows;
   return absl::OkStatus();
