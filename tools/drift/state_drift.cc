@@ -84,9 +84,20 @@ absl::StatusOr<Flags> Parse(int argc, char** argv) {
       f.byte_vocab = true;
       continue;
     }
+    bool inline_value = false;
     if (const size_t eq = name.find('='); eq != std::string::npos) {
       v = name.substr(eq + 1);
       name = name.substr(0, eq);
+      inline_value = true;
+    }
+    // An unknown flag is named as such, not taken for one missing its value.
+    static const char* const kValueFlags[] = {"--model", "--backend", "--weight-dtype", "--threads", "--tokens",
+                                              "--chunk",  "--at",      "--text",         "--vocab",   "--max-drift"};
+    if (std::find(std::begin(kValueFlags), std::end(kValueFlags), name) == std::end(kValueFlags)) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag '", name, "' (see --help)"));
+    }
+    if (inline_value) {
+      // --name=value
     } else if (i + 1 < argc) {
       v = argv[++i];
     } else {
