@@ -35,7 +35,7 @@ std::string ServerUsage() {
                    [--threads N] [--max-sessions N] [--max-batch N]
                    [--state-memory-mb MB | --state-slots N] [--offload-memory-mb MB]
                    [--max-queue N] [--prefill-chunk N] [--step-tokens N]
-                   [--max-prompt-tokens N] [--drain-seconds S]
+                   [--mixed-prefill-tokens N] [--max-prompt-tokens N] [--drain-seconds S]
 
 Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
   --model            a .pth / .safetensors / .st / rwkv.cpp .bin file, or synthetic:SIZE.
@@ -70,6 +70,9 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
   --max-queue        waiting requests before RESOURCE_EXHAUSTED (default 256)
   --prefill-chunk    prompt tokens per session per step (default 256)
   --step-tokens      tokens (decode + prefill) per step (default 1024)
+  --mixed-prefill-tokens  at most this many prompt tokens in a step that also decodes (default
+                     0: only --step-tokens bounds them): bounds how much a long prompt
+                     lengthens the decoding sessions' step, at the cost of its first token
   --max-prompt-tokens  the longest prompt accepted (default 1048576)
   --drain-seconds    on SIGTERM/SIGINT, how long running generations may finish (default 30)
 )";
@@ -141,6 +144,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
       {"--max-queue", {&e.max_queue, 1}},
       {"--prefill-chunk", {&e.prefill_chunk, 1}},
       {"--step-tokens", {&e.step_token_budget, 1}},
+      {"--mixed-prefill-tokens", {&e.mixed_prefill_tokens, 0}},
       {"--max-prompt-tokens", {&e.max_prompt_tokens, 1}},
   };
   for (size_t i = 0; i < args.size(); ++i) {

@@ -55,6 +55,8 @@ TEST(ServerFlagsTest, EveryFlag) {
                              "16",
                              "--step-tokens",
                              "64",
+                             "--mixed-prefill-tokens",
+                             "24",
                              "--max-prompt-tokens",
                              "1000",
                              "--drain-seconds",
@@ -74,6 +76,7 @@ TEST(ServerFlagsTest, EveryFlag) {
   EXPECT_EQ(f->engine.max_queue, 3);
   EXPECT_EQ(f->engine.prefill_chunk, 16);
   EXPECT_EQ(f->engine.step_token_budget, 64);
+  EXPECT_EQ(f->engine.mixed_prefill_tokens, 24);
   EXPECT_EQ(f->engine.max_prompt_tokens, 1000);
   EXPECT_EQ(f->drain_seconds, 2.5);
 }

@@ -281,8 +281,10 @@ int Run(const ServerFlags& flags, const sigset_t& signals) {
   }
   std::unique_ptr<Engine> engine = *std::move(engine_or);
   const EngineConfig& ec = engine->config();
-  Log("state slots %d, max sessions %d, max batch %d, max queue %d, prefill chunk %d, step tokens %d",
-      ec.state_slots, ec.max_sessions, ec.max_batch, ec.max_queue, ec.prefill_chunk, ec.step_token_budget);
+  Log("state slots %d, max sessions %d, max batch %d, max queue %d, prefill chunk %d, step tokens %d, mixed "
+      "prefill tokens %d",
+      ec.state_slots, ec.max_sessions, ec.max_batch, ec.max_queue, ec.prefill_chunk, ec.step_token_budget,
+      ec.mixed_prefill_tokens);
   Log("state bytes per session %d (%.2f MB)", engine->state_bytes_per_session(),
       static_cast<double>(engine->state_bytes_per_session()) / 1e6);
   if (store != nullptr) {

@@ -120,8 +120,17 @@ ServerMetrics::ServerMetrics(Registry& registry, const ServerInfo& server_info)
       batch_size(OneHistogram(registry, "rwkv_batch_size",
                               "Sequences in one scheduler step.", BatchSizeBuckets())),
       step_duration(OneHistogram(registry, "rwkv_step_duration_seconds",
-                                 "Wall time of one scheduler step (model forward and sampling).",
+                                 "Wall time of one scheduler step's model forward pass.",
                                  StepDurationBuckets())),
+      engine_seconds_family(BuildCounter()
+                                .Name("rwkv_engine_seconds_total")
+                                .Help("Engine-thread time by phase (schedule: admission and planning; forward: "
+                                      "the model pass; sample: device sampling; emit: per-token work after it).")
+                                .Register(registry)),
+      engine_schedule_seconds(Child(engine_seconds_family, "phase", "schedule")),
+      engine_forward_seconds(Child(engine_seconds_family, "phase", "forward")),
+      engine_sample_seconds(Child(engine_seconds_family, "phase", "sample")),
+      engine_emit_seconds(Child(engine_seconds_family, "phase", "emit")),
       state_slots_used(OneGauge(registry, "rwkv_state_slots_used",
                                 "Recurrent-state slots holding a session.")),
       state_slots_capacity(OneGauge(registry, "rwkv_state_slots_capacity",

@@ -82,6 +82,15 @@ struct ServerMetrics {
   // Per scheduler step.
   metrics::Histogram& batch_size;     // rwkv_batch_size (sequences in the step)
   metrics::Histogram& step_duration;  // rwkv_step_duration_seconds
+  // Engine-thread time by phase: rwkv_engine_seconds_total{phase}. schedule:
+  // admission and planning; forward: the model pass; sample: device sampling;
+  // emit: per-token work after sampling (stop strings, detokenizing, queuing
+  // stream writes). What the GPU waits on besides the forward.
+  metrics::Family<metrics::Counter>& engine_seconds_family;
+  metrics::Counter& engine_schedule_seconds;
+  metrics::Counter& engine_forward_seconds;
+  metrics::Counter& engine_sample_seconds;
+  metrics::Counter& engine_emit_seconds;
 
   // Recurrent-state slots and sessions.
   metrics::Gauge& state_slots_used;      // rwkv_state_slots_used

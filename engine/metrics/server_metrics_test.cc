@@ -41,6 +41,10 @@ void Populate(ServerMetrics& m) {
   m.request_queue_time.Observe(0.004);
   m.batch_size.Observe(17);
   m.step_duration.Observe(0.018);
+  m.engine_schedule_seconds.Increment(0.5);
+  m.engine_forward_seconds.Increment(8);
+  m.engine_sample_seconds.Increment(0.25);
+  m.engine_emit_seconds.Increment(1.5);
   m.state_slots_used.Set(5);
   m.state_slots_capacity.Set(64);
   m.sessions_resident.Set(5);
@@ -77,6 +81,10 @@ TEST(ServerMetricsTest, ExposesDocumentedSeries) {
            "rwkv_batch_size_bucket{le=\"32\"} 1\n",
            "rwkv_batch_size_bucket{le=\"1024\"} 1\n",
            "rwkv_step_duration_seconds_count 1\n",
+           "rwkv_engine_seconds_total{phase=\"schedule\"} 0.5\n",
+           "rwkv_engine_seconds_total{phase=\"forward\"} 8\n",
+           "rwkv_engine_seconds_total{phase=\"sample\"} 0.25\n",
+           "rwkv_engine_seconds_total{phase=\"emit\"} 1.5\n",
            "rwkv_state_slots_used 5\n",
            "rwkv_state_slots_capacity 64\n",
            "rwkv_sessions_resident 5\n",

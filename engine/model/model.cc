@@ -713,7 +713,10 @@ absl::Status Model::RunForward(absl::Span<const ForwardRequest> requests, std::v
         i = j;
       }
     }
-    if (absl::Status s = b.Sync(); !s.ok()) return s;
+    // The kept-logits path leaves its last pass running (ForwardKeepLogits).
+    if (host_logits != nullptr || req < requests.size()) {
+      if (absl::Status s = b.Sync(); !s.ok()) return s;
+    }
   }
   if (host_logits == nullptr) {
     kept_ = kept_in_workspace ? logits_ : kept_buf_;

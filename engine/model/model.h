@@ -106,6 +106,11 @@ class Model {
   // replaces them. A single-pass call leaves them in the workspace (no copy);
   // a call of several passes (over 1,024 rows) copies each pass's rows into a
   // buffer for the whole call.
+  // Returns once the work is queued on the backend, without waiting for the
+  // device (a CPU backend has finished by then): the engine does host work
+  // while a GPU computes. Whatever reads results next (SampleKeptLogits,
+  // DownloadKeptLogits, ReadSlot, Forward) waits for it, and a device fault
+  // in the queued work is reported there.
   absl::Status ForwardKeepLogits(absl::Span<const ForwardRequest> requests);
   // Rows kept by the last ForwardKeepLogits (0 after a Forward).
   int64_t kept_logit_rows() const { return kept_rows_; }

@@ -42,6 +42,12 @@ struct EngineConfig {
   int32_t max_batch = 64;            // sessions advanced per step
   int32_t prefill_chunk = 256;       // prompt tokens per session per step
   int32_t step_token_budget = 1024;  // tokens (decode + prefill) per step
+  // Prompt tokens in a step that also decodes (within step_token_budget; 0:
+  // no cap of its own); a step with no session decoding may fill the whole
+  // budget with prompts. Bounds how much a long prompt arriving under load
+  // lengthens the decoding sessions' step, at the cost of its time to first
+  // token (server/README.md).
+  int32_t mixed_prefill_tokens = 0;
   int32_t max_queue = 256;           // waiting requests; beyond: RESOURCE_EXHAUSTED
   int32_t max_prompt_tokens = 1 << 20;
   int32_t max_new_tokens = 1 << 20;  // cap on a request's max_tokens

@@ -151,6 +151,9 @@ bool EngineImpl::Step() {
     bool decode;
   };
   std::vector<Planned> plan;
+  const absl::Time step_start = absl::Now();
+  absl::Time forward_start, forward_end;
+  absl::Duration sample_time;
   {
     std::lock_guard<std::mutex> lock(mu_);
     Admit();
@@ -178,6 +181,8 @@ bool EngineImpl::Step() {
         --budget;
       }
     }
+    // While sessions decode, prompts get at most mixed_prefill_tokens rows.
+    if (!plan.empty() && config_.mixed_prefill_tokens > 0) budget = std::min(budget, config_.mixed_prefill_tokens);
     for (auto& r : running_) {
       if (r->pending_token >= 0 || r->prompt_pos >= r->req.prompt.size()) continue;
       const size_t left = r->req.prompt.size() - r->prompt_pos;
@@ -209,6 +214,7 @@ bool EngineImpl::Step() {
   }
   if (plan.empty() && to_sample.empty()) return false;
 
+  forward_start = forward_end = absl::Now();  // stays so without a forward (rows sampled from saved logits)
   std::vector<float> logits;
   if (!plan.empty()) {
     std::vector<ForwardRequest> fwd;
@@ -220,10 +226,11 @@ bool EngineImpl::Step() {
       std::lock_guard<std::mutex> lock(mu_);
       BeforeForward(fed);
     }
-    const absl::Time t0 = absl::Now();
+    forward_start = absl::Now();
     absl::Status st = device_sampling_ ? model_->ForwardKeepLogits(fwd) : model_->Forward(fwd, &logits);
+    forward_end = absl::Now();
     if (metrics_) {
-      metrics_->step_duration.Observe(Seconds(absl::Now() - t0));
+      metrics_->step_duration.Observe(Seconds(forward_end - forward_start));
       metrics_->batch_size.Observe(static_cast<double>(plan.size()));
     }
     if (!st.ok()) {
@@ -300,7 +307,10 @@ bool EngineImpl::Step() {
     }
     if (!rows.empty()) {
       std::vector<SampledToken> out(rows.size());
-      if (absl::Status st = model_->SampleKeptLogits(rows, specs, absl::MakeSpan(out)); !st.ok()) {
+      const absl::Time sample_start = absl::Now();
+      const absl::Status st = model_->SampleKeptLogits(rows, specs, absl::MakeSpan(out));
+      sample_time = absl::Now() - sample_start;
+      if (!st.ok()) {
         healthy_ = false;
         for (size_t j : which) {
           const std::shared_ptr<Request>& rp = sample_from[j].r;
@@ -372,6 +382,12 @@ bool EngineImpl::Step() {
     Later([sink = r->sink, events = std::move(events)]() mutable { sink->OnTokens(std::move(events)); });
   }
   UpdateGauges();
+  if (metrics_) {
+    metrics_->engine_schedule_seconds.Increment(Seconds(forward_start - step_start));
+    metrics_->engine_forward_seconds.Increment(Seconds(forward_end - forward_start));
+    metrics_->engine_sample_seconds.Increment(Seconds(sample_time));
+    metrics_->engine_emit_seconds.Increment(Seconds(absl::Now() - forward_end - sample_time));
+  }
   return true;
 }
 

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "engine/model/cpu_backend.h"
+#include "engine/model/forwarding_backend.h"
 #include "engine/state/state_store.h"
 #include "gtest/gtest.h"
 
@@ -115,6 +116,82 @@ TEST(EngineTest, OneOffGenerationStreamsMaxTokens) {
   EXPECT_EQ(sink->usage_.prompt_tokens, 3);
   EXPECT_EQ(sink->usage_.generated_tokens, 7);
   EXPECT_GT(sink->usage_.total_time_s, 0);
+}
+
+// Records every pass's segments (slot, rows) as the engine plans them.
+class PassRecorder final : public ForwardingBackend {
+ public:
+  using ForwardingBackend::ForwardingBackend;
+  void BeginPass(const Segment* segs, int nseg, const int32_t* tokens, int rows, const int32_t* logit_rows,
+                 int nlogit) override {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      passes.emplace_back(segs, segs + nseg);
+    }
+    ForwardingBackend::BeginPass(segs, nseg, tokens, rows, logit_rows, nlogit);
+  }
+  std::vector<std::vector<Segment>> Passes() {
+    std::lock_guard<std::mutex> lock(mu);
+    return passes;
+  }
+  std::mutex mu;
+  std::vector<std::vector<Segment>> passes;
+};
+
+// A prompt arriving while another session decodes gets at most
+// mixed_prefill_tokens rows per step (the decoding session's step stays
+// short); a prompt with nobody decoding takes the whole step budget.
+TEST(EngineTest, PromptsBesideDecodingGetMixedPrefillTokens) {
+  EngineConfig cfg;
+  cfg.prefill_chunk = 64;
+  cfg.step_token_budget = 64;
+  cfg.mixed_prefill_tokens = 5;
+  auto rec_owned = std::make_unique<PassRecorder>(std::make_unique<CpuBackend>(2));
+  PassRecorder* rec = rec_owned.get();
+  auto model = Model::Load("synthetic:tiny", std::move(rec_owned), {.progress = false});
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  Engine& e = **engine;
+
+  std::vector<int32_t> long_prompt;
+  for (int i = 0; i < 50; ++i) long_prompt.push_back((i * 13 + 5) % 256);
+  // Alone: the 50-token prompt goes in one pass.
+  RunGen(e, Req(long_prompt, 1, 1));
+  ASSERT_FALSE(rec->Passes().empty());
+  EXPECT_EQ(rec->Passes()[0].size(), 1u);
+  EXPECT_EQ(rec->Passes()[0][0].rows, 50);
+  const size_t before = rec->Passes().size();
+
+  // Beside a decoding session: 5 rows per step.
+  auto decoding = std::make_shared<Collect>();
+  auto handle = e.Submit(Req({7, 8, 9}, 2, 1 << 20), decoding);
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  for (int i = 0; i < 2000 && decoding->tokens().size() < 2; ++i) std::this_thread::sleep_for(1ms);
+  ASSERT_GE(decoding->tokens().size(), 2u);
+  auto late = std::make_shared<Collect>();
+  ASSERT_TRUE(e.Submit(Req(long_prompt, 3, 2), late).ok());
+  ASSERT_TRUE(late->Wait());
+  (*handle)->Cancel();
+  ASSERT_TRUE(decoding->Wait());
+  const std::vector<std::vector<Segment>> passes = rec->Passes();
+  ASSERT_GT(passes.size(), before);
+  const int32_t decoding_slot = passes[before][0].slot;  // its 3-token prompt, alone
+  int mixed = 0, late_rows = 0;
+  for (size_t p = before + 1; p < passes.size(); ++p) {
+    bool decodes = false;
+    for (const Segment& s : passes[p]) decodes |= s.slot == decoding_slot && s.rows == 1;
+    for (const Segment& s : passes[p]) {
+      if (s.slot == decoding_slot) continue;
+      if (decodes) {
+        EXPECT_LE(s.rows, 5) << "pass " << p;
+        ++mixed;
+      }
+      late_rows += s.rows;
+    }
+  }
+  EXPECT_GE(mixed, 10);  // 50 prompt tokens, 5 per step
+  EXPECT_GE(late_rows, 50);
 }
 
 TEST(EngineTest, ConcurrentSessionsEqualTheirSoloRuns) {
