@@ -60,12 +60,13 @@ __global__ void ln_shift_mix_kernel(const float* __restrict__ x,  // (n, C)
   const float* xo = x + static_cast<int64_t>(other_row) * C;
   const RowStats other = other_row == r ? cur : row_stats(xo, C, scratch);
   float* state = x_prev + g.slot * slot_stride;
+  const bool has_state = g.slot >= 0;  // a padding segment has none: its rows are never read
   for (int c = threadIdx.x; c < C; c += blockDim.x) {
     const float w = ln_w[c], b = ln_b[c];
     const float xx = (xr[c] - cur.mean) * cur.inv * w + b;
     const float xo_ln = (xo[c] - other.mean) * other.inv * w + b;
     float prev;
-    if (t > 0) {
+    if (t > 0 || !has_state) {
       prev = xo_ln;
     } else {
       prev = state[c];
@@ -146,6 +147,7 @@ __global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
     for (int v = 0; v < kV; ++v) ov[v] = xv[v];
   }
   float4* state4 = reinterpret_cast<float4*>(x_prev + g.slot * slot_stride);
+  const bool has_state = g.slot >= 0;  // a padding segment has none: its rows are never read
 #pragma unroll
   for (int v = 0; v < kV; ++v) {
     const int c4 = threadIdx.x + v * blockDim.x;
@@ -160,7 +162,7 @@ __global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
     xo.z = (ov[v].z - other.mean) * other.inv * wv[v].z + bv[v].z;
     xo.w = (ov[v].w - other.mean) * other.inv * wv[v].w + bv[v].w;
     float4 prev;
-    if (t > 0) {
+    if (t > 0 || !has_state) {
       prev = xo;
     } else {
       prev = state4[c4];

@@ -23,7 +23,7 @@ __global__ void token_shift_kernel(const float* __restrict__ xx,          // (n,
   if (c >= C) return;
   const SegmentDesc g = segs[blockIdx.y];
   const int t0 = blockIdx.z * kRowsPerBlock;
-  if (t0 >= g.rows) return;
+  if (t0 >= g.rows || g.slot < 0) return;  // padding rows keep whatever d held
   const int t1 = min(g.rows, t0 + kRowsPerBlock);
   for (int t = t0; t < t1; ++t) {
     const int64_t r = g.row_begin + t;

@@ -14,9 +14,9 @@ namespace rwkv::kernels {
 
 // One session's rows in a batch (mirrors rwkv::Segment).
 struct SegmentDesc {
-  int32_t slot;       // state slot of the session
+  int32_t slot;       // state slot of the session; -1: padding (no state; kernels skip it)
   int32_t row_begin;  // first row of the segment in the batch
-  int32_t rows;       // rows of this session (>= 1)
+  int32_t rows;       // rows of this session (>= 1; >= 0 for padding)
 };
 
 // Element type of a weight table (mirrors rwkv::DType values).

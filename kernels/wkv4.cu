@@ -32,6 +32,7 @@ __global__ void wkv4_kernel(const SegmentDesc* __restrict__ segs,  // (nseg)
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const SegmentDesc g = segs[blockIdx.y];
+  if (g.slot < 0 || g.rows == 0) return;  // padding
   float* st = aa_base + g.slot * slot_stride + c;
   float aa = st[0], bb = st[C], pp = st[2 * C];
   const float u = time_first[c], wd = time_decay[c];

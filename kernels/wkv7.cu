@@ -65,6 +65,7 @@
 #include <climits>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "engine/model/fp16_state_rounding.h"
 #include "kernels/kernel_util.cuh"
@@ -154,7 +155,8 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
   __shared__ __align__(16) float skk[N];
   __shared__ __align__(16) float sb[N];
   const SegmentDesc g = segs[blockIdx.y];
-  if (g.rows >= long_rows) return;  // the long kernel's (whole block, before any barrier)
+  // The long kernel's, or padding (whole block, before any barrier).
+  if (g.rows >= long_rows || g.slot < 0 || g.rows == 0) return;
   const int h = blockIdx.x;
   const int i = threadIdx.x;
   // The head's (N, N) block as 16-byte chunks, row after row.
@@ -239,11 +241,11 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
 // Segments of at least this many rows take wkv7_seq_kernel. Below it the
 // tiled kernel's single pass over the state is cheaper than the long
 // kernel's staging (decode steps are all 1-row segments).
-constexpr int kSeqMinRows = 8;
+constexpr int kSeqMinRows = kWkv7LongRows;
 
 // The long segments of one launch, by index into the segment list. Passed
 // by value: the host knows the segment lengths, and a CUDA graph of the pass
-// (keyed by every segment's row count) replays the same list.
+// (keyed by which segments are long) replays the same list.
 constexpr int kSeqMaxSegments = 128;
 struct LongSegments {
   int32_t count;
@@ -332,6 +334,9 @@ __global__ void __launch_bounds__(SeqShape<N>::kThreads) wkv7_seq_kernel(
   constexpr bool kHalf = std::is_same_v<E, __half>;
   __shared__ __align__(16) float stage[2][S::kTokens * S::kVec];
   const SegmentDesc g = segs[list.index[blockIdx.y]];
+  // A short one rounded into the list (wkv7_long_segments) is the tiled
+  // kernel's; the whole block returns before any barrier.
+  if (g.rows < kSeqMinRows || g.slot < 0) return;
   const int h = blockIdx.x / S::kBands, band = blockIdx.x % S::kBands;
   const int l = threadIdx.x % S::kLanes, rr = threadIdx.x / S::kLanes;
   const int i = band * S::kRows + rr;  // this lane group's state row
@@ -462,6 +467,7 @@ __global__ void wkv7_generic_kernel(const SegmentDesc* __restrict__ segs,  // (n
   extern __shared__ float vec[];  // (5, N): r, w, k, kk, kk*a
   float *sr = vec, *sw = vec + N, *sk = vec + 2 * N, *skk = vec + 3 * N, *sb = vec + 4 * N;
   const SegmentDesc g = segs[blockIdx.y];
+  if (g.slot < 0 || g.rows == 0) return;  // padding
   const int h = blockIdx.x;
   const int i = threadIdx.x;
   E* Si = reinterpret_cast<E*>(state + g.slot * slot_stride) + (static_cast<int64_t>(h) * N + i) * N;  // row i
@@ -495,15 +501,14 @@ __global__ void wkv7_generic_kernel(const SegmentDesc* __restrict__ segs,  // (n
 }
 
 template <int N, typename E>
-cudaError_t launch_seq(const SegmentDesc* segs, const SegmentDesc* host_segs, int nseg, int C, float* state,
+cudaError_t launch_seq(const SegmentDesc* segs, const int32_t* index, int count, int C, float* state,
                        int64_t slot_stride, const float* r, const float* w, const float* k, const float* v,
                        const float* kk, const float* a, float* y, cudaStream_t stream) {
   using S = SeqShape<N>;
   LongSegments list;
   list.count = 0;
-  for (int s = 0; s < nseg; ++s) {
-    if (host_segs[s].rows < kSeqMinRows) continue;
-    list.index[list.count++] = s;
+  for (int j = 0; j < count; ++j) {
+    list.index[list.count++] = index[j];
     if (list.count == kSeqMaxSegments) {
       const dim3 grid((C / N) * S::kBands, list.count);
       wkv7_seq_kernel<N, E><<<grid, S::kThreads, 0, stream>>>(segs, list, C, state, slot_stride, r, w, k, v, kk,
@@ -537,15 +542,16 @@ cudaError_t launch_typed(const SegmentDesc* segs, const SegmentDesc* host_segs, 
     int long_rows = INT_MAX;
     if (host_segs != nullptr && Aligned16(r) && Aligned16(w) && Aligned16(k) && Aligned16(v) && Aligned16(kk) &&
         Aligned16(a)) {
-      bool any = false;
-      for (int s = 0; s < nseg && !any; ++s) any = host_segs[s].rows >= kSeqMinRows;
-      if (any) {
+      std::vector<int32_t> index(static_cast<size_t>(nseg));
+      const int count = wkv7_long_segments(host_segs, nseg, index.data());
+      if (count > 0) {
         long_rows = kSeqMinRows;
         cudaError_t e = cudaSuccess;
+        const int32_t* ix = index.data();
         switch (N) {
-          case 32: e = launch_seq<32, E>(segs, host_segs, nseg, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
-          case 64: e = launch_seq<64, E>(segs, host_segs, nseg, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
-          default: e = launch_seq<128, E>(segs, host_segs, nseg, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
+          case 32: e = launch_seq<32, E>(segs, ix, count, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
+          case 64: e = launch_seq<64, E>(segs, ix, count, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
+          default: e = launch_seq<128, E>(segs, ix, count, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
         }
         if (e != cudaSuccess) return e;
       }
@@ -570,6 +576,23 @@ cudaError_t launch_typed(const SegmentDesc* segs, const SegmentDesc* host_segs, 
 }
 
 }  // namespace
+
+int wkv7_long_segments(const SegmentDesc* host_segs, int nseg, int32_t* index) {
+  int count = 0;
+  bool prefix = true;  // the long ones are segments 0 .. count-1
+  for (int s = 0; s < nseg; ++s) {
+    if (host_segs[s].rows < kSeqMinRows || host_segs[s].slot < 0) continue;
+    prefix = prefix && s == count;
+    index[count++] = s;
+  }
+  if (prefix && count > 0) {
+    int rounded = 1;
+    while (rounded < count) rounded *= 2;
+    rounded = rounded < nseg ? rounded : nseg;
+    for (; count < rounded; ++count) index[count] = count;
+  }
+  return count;
+}
 
 cudaError_t launch_wkv7(const SegmentDesc* segs, const SegmentDesc* host_segs, int nseg, int C, int N,
                         ElemType state_type, float* state,

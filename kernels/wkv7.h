@@ -21,9 +21,23 @@ namespace rwkv::kernels {
 // N, and N <= 1024. Slots of different segments must differ. N of 32, 64 or
 // 128 with `state` 16-byte aligned and slot_stride a multiple of 4 take the
 // fast, coalesced kernel; anything else a plain one. `host_segs`, the same
-// list in host memory (may be null), lets segments of 8 rows or more (prompt
-// chunks) take the long-segment kernel when the six vectors are 16-byte
-// aligned too; it is read during the call only.
+// list in host memory (may be null), lets segments of kWkv7LongRows rows or
+// more (prompt chunks) take the long-segment kernel when the six vectors are
+// 16-byte aligned too; it is read during the call only, and the launches
+// depend on it only through which segments are that long. Padding segments
+// (slot -1) are skipped; so are empty ones.
+constexpr int kWkv7LongRows = 8;
+
+// The segments launch_wkv7 gives the long-segment kernel (by index, in
+// `index`, which has room for nseg; returns how many): those of
+// kWkv7LongRows rows or more that are not padding. When they are the first k
+// of the list (the Model puts the longest first), the first
+// min(CeilPow2(k), nseg) go instead, and the long kernel skips the short ones
+// among them on the device (the tiled kernel takes them): the launches are
+// then the same for every k up to that power of two, and so is a CUDA graph
+// of the pass.
+int wkv7_long_segments(const SegmentDesc* host_segs, int nseg, int32_t* index);
+
 cudaError_t launch_wkv7(const SegmentDesc* segs,       // (nseg) device
                         const SegmentDesc* host_segs,  // (nseg) host copy, or null
                         int nseg, int C, int N,

@@ -29,10 +29,16 @@
 namespace rwkv {
 
 struct Segment {
-  int32_t slot = 0;       // state slot of the session
+  int32_t slot = 0;       // state slot of the session; -1: padding (below)
   int32_t row_begin = 0;  // first row of the segment in the batch
-  int32_t rows = 0;       // tokens of this session in the batch (>= 1)
+  int32_t rows = 0;       // tokens of this session in the batch (>= 1; >= 0 for padding)
 };
+// Padding: where a backend asks for it (Backend::PassRowQuantum), a pass is
+// rounded up to a few sizes with segments of slot -1: one covering the extra
+// rows (token 0) and empty ones (rows 0) after the real ones. Every op skips
+// their state (there is none) and computes whatever it likes in their rows,
+// which nothing reads: the logit rows, the states and the real rows are
+// exactly what they would be unpadded.
 
 struct Matrix {
   const void* data = nullptr;  // backend memory, row-major [rows, cols] (see input_major)
@@ -110,6 +116,12 @@ class Backend {
   virtual void BeginPass(const Segment* /*segs*/, int /*nseg*/, const int32_t* /*tokens*/, int /*rows*/,
                          const int32_t* /*logit_rows*/, int /*nlogit*/) {}
   virtual void EndPass() {}
+  // The granule a pass's row, segment and logit-row counts are rounded up to
+  // (with padding segments, see Segment), for a count of `count`; 1 = no
+  // padding (the default). Why: a backend that records a pass per shape (CUDA
+  // graphs) then sees a few shapes instead of one per mix of decoding and
+  // prompt rows, and replays instead of recording at every new mix.
+  virtual int PassRowQuantum(int /*count*/) const { return 1; }
 
   // ---- ops ----
   // x[i] = row tokens[i] of emb (tokens: host array of n ids, already validated).

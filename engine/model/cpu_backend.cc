@@ -125,6 +125,7 @@ void CpuBackend::GatherRows(const float* x, const int32_t* rows, int n, int C, f
 void CpuBackend::TokenShift(const float* xx, const Segment* segs, int nseg, int C, StateRef x_prev, float* d) {
   for (int s = 0; s < nseg; ++s) {
     const Segment& g = segs[s];
+    if (g.slot < 0 || g.rows == 0) continue;  // padding (backend.h): no state, rows never read
     float* prev_state = x_prev.base + g.slot * x_prev.slot_stride;
     for (int t = 0; t < g.rows; ++t) {
       const int64_t r = g.row_begin + t;
@@ -228,6 +229,7 @@ void CpuBackend::Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv,
   // One work item per (segment, head): each owns an N x N state block.
   pool_.ParallelFor(static_cast<int64_t>(nseg) * H, [&](int64_t item) {
     const Segment& g = segs[item / H];
+    if (g.slot < 0) return;  // padding
     const int h = static_cast<int>(item % H);
     float* S = wkv.base + g.slot * wkv.slot_stride + static_cast<int64_t>(h) * N * N;  // [N value][N key]
     float b[256];  // kk * a for this head (N <= 256 is checked at load)
@@ -266,6 +268,7 @@ void CpuBackend::Wkv7Fp16State(const Segment* segs, int nseg, int C, int N, Stat
   const int H = C / N;
   pool_.ParallelFor(static_cast<int64_t>(nseg) * H, [&](int64_t item) {
     const Segment& g = segs[item / H];
+    if (g.slot < 0) return;  // padding
     const int h = static_cast<int>(item % H);
     uint16_t* S = reinterpret_cast<uint16_t*>(wkv.base + g.slot * wkv.slot_stride) + static_cast<int64_t>(h) * N * N;
     float b[256], row[256];  // N <= 256 is checked at load
@@ -325,6 +328,7 @@ void CpuBackend::Wkv4(const Segment* segs, int nseg, int C, StateRef aa_ref, con
                       const float* time_decay, const float* k, const float* v, float* y) {
   pool_.ParallelFor(nseg, [&](int64_t s) {
     const Segment& g = segs[s];
+    if (g.slot < 0) return;  // padding
     float* aa = aa_ref.base + g.slot * aa_ref.slot_stride;
     float* bb = aa + C;
     float* pp = aa + 2 * C;

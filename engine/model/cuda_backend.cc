@@ -46,8 +46,13 @@
 //    stream has drained, so no copy reads staging memory that was overwritten.
 //  - CUDA graphs (on by default): since a pass's launches depend on its shape
 //    alone once its arrays live in the fixed device buffer, a shape seen a
-//    second time is captured, and replayed after that. At most 64 are kept;
-//    the least recently replayed one makes room for a new one.
+//    second time is captured, and replayed after that. At most 128 are kept;
+//    the least recently replayed one makes room for a new one. The shape is
+//    the counts (rows, segments, logit rows), the longest segment rounded to
+//    a power of two and which segments take the long WKV-7 kernel; with
+//    pass padding (PassRowQuantum) the Model rounds the counts up and puts
+//    the long segments first, so a server's steps, whatever their mix of
+//    decoding sessions and prompt chunks, fall on a few shapes.
 //  - This file is compiled by the host compiler; it is built from
 //    kernels/CMakeLists.txt because it exists only where CUDA does.
 #include "engine/model/cuda_backend.h"
@@ -111,7 +116,7 @@ constexpr size_t kStagingAlign = 256;
 constexpr size_t kUploadChunkFloats = size_t{4} << 20;  // 16 MiB of fp32 per conversion chunk
 constexpr size_t kPassBufferBytes = size_t{64} << 10;   // a pass's host arrays, grown on demand
 constexpr size_t kBlasWorkspaceBytes = size_t{32} << 20;  // cuBLAS workspace when capturing graphs
-constexpr size_t kMaxGraphs = 64;                        // captured pass shapes kept at once
+constexpr size_t kMaxGraphs = 128;                       // captured pass shapes kept at once
 constexpr size_t kMaxShapesSeen = 4096;                  // shapes remembered while waiting for a 2nd run
 // Row-tile counters of the skinny GEMM's split-K reduction: one per 64 output
 // rows of the split jobs of a launch (a launch needs a few hundred).
@@ -148,6 +153,13 @@ int MaxRows(const Segment* segs, int nseg) {
   int m = 0;
   for (int s = 0; s < nseg; ++s) m = std::max(m, segs[s].rows);
   return m;
+}
+
+// The smallest power of two >= n (n >= 0; 0 stays 0).
+int CeilPow2(int n) {
+  int p = 1;
+  while (p < n) p *= 2;
+  return n == 0 ? 0 : p;
 }
 
 }  // namespace
@@ -221,6 +233,11 @@ absl::Status CudaBackend::Init() {
   if (const char* env = std::getenv("RWKV_CUDA_GRAPHS"); env != nullptr && env[0] != '\0') {
     graphs_enabled_ = env[0] == '1';
   }
+  pass_padding_ = options_.pass_padding;
+  if (const char* env = std::getenv("RWKV_CUDA_PASS_PADDING"); env != nullptr && env[0] != '\0') {
+    pass_padding_ = env[0] == '1';
+  }
+  pass_padding_ = pass_padding_ && graphs_enabled_;
   sm_count_ = prop.multiProcessorCount;
   bool invariant = options_.batch_invariant;
   if (const char* env = std::getenv("RWKV_CUDA_BATCH_INVARIANT"); env != nullptr && env[0] != '\0') {
@@ -581,7 +598,9 @@ void CudaBackend::BeginPass(const Segment* segs, int nseg, const int32_t* tokens
   in_pass_ = true;
   pass_segs_ = segs;
   pass_nseg_ = nseg;
-  pass_max_rows_ = MaxRows(segs, nseg);
+  // Launches that size their grid by the longest segment get a power of two
+  // (their blocks past a segment's end return), so it adds little to the key.
+  pass_max_rows_ = CeilPow2(MaxRows(segs, nseg));
   pass_tokens_ = tokens;
   pass_rows_ = rows;
   pass_logit_rows_ = logit_rows;
@@ -591,18 +610,19 @@ void CudaBackend::BeginPass(const Segment* segs, int nseg, const int32_t* tokens
   pass_logit_off_ = logit_off;
   if (!graphs_enabled_) return;
 
-  // The pass's shape: everything its launches depend on except the values
-  // in the device buffer (slots, tokens).
+  // The pass's shape: everything its launches depend on. The segments, token
+  // ids and logit row ids are read from the device buffer; on the host, a
+  // launch depends only on the counts, the (rounded) longest segment and
+  // which segments take the long WKV-7 kernel (kernels/wkv7.h).
   pass_key_.clear();
-  pass_key_.reserve(3 + 2 * static_cast<size_t>(nseg) + static_cast<size_t>(nlogit));
   pass_key_.push_back(rows);
   pass_key_.push_back(nseg);
   pass_key_.push_back(nlogit);
-  for (int i = 0; i < nseg; ++i) {
-    pass_key_.push_back(segs[i].row_begin);
-    pass_key_.push_back(segs[i].rows);
-  }
-  pass_key_.insert(pass_key_.end(), logit_rows, logit_rows + nlogit);
+  pass_key_.push_back(pass_max_rows_);
+  std::vector<int32_t> long_segments(static_cast<size_t>(nseg));
+  const int nlong =
+      kernels::wkv7_long_segments(reinterpret_cast<const kernels::SegmentDesc*>(segs), nseg, long_segments.data());
+  pass_key_.insert(pass_key_.end(), long_segments.begin(), long_segments.begin() + nlong);
   ++pass_counter_;
   if (auto it = graphs_.find(pass_key_); it != graphs_.end()) {
     it->second.last_use = pass_counter_;
@@ -628,6 +648,16 @@ void CudaBackend::BeginPass(const Segment* segs, int nseg, const int32_t* tokens
   if (Record(CudaStatus(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture"))) {
     capturing_ = true;
   }
+}
+
+int CudaBackend::PassRowQuantum(int count) const {
+  // Up to 16 rows every count has its own kernels (GEMV, skinny GEMM) and
+  // decode batches that small are few; above, a granule of about 1/32 of the
+  // count (16..128) keeps the padding under ~6%.
+  if (!pass_padding_ || count <= 16) return 1;
+  int q = 16;
+  while (q < 128 && q * 32 <= count) q *= 2;
+  return q;
 }
 
 void CudaBackend::EndPass() {

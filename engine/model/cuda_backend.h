@@ -105,6 +105,14 @@ struct CudaBackendOptions {
   // a session's logits do not depend on its batch beyond cuBLAS's own
   // choice of algorithm. RWKV_CUDA_BATCH_INVARIANT (0 or 1) overrides this.
   bool batch_invariant = false;
+  // With graphs on, round passes of more than 16 rows up to a few shapes
+  // (Backend::PassRowQuantum: rows, segments and logit rows to a multiple of
+  // 16 up to 511, then 32, 64, 128), so that a server's steps, whose mixes of
+  // decoding sessions and prompt chunks rarely repeat, replay a graph
+  // instead of running eagerly and recording one each time. Costs up to a
+  // granule of extra rows per pass. RWKV_CUDA_PASS_PADDING (0 or 1)
+  // overrides this.
+  bool pass_padding = true;
 
   // Where the GEMV stops paying. At n rows it does n fp32 FMAs per weight on
   // CUDA cores (plus a 16-bit widening), while cuBLAS on tensor cores does
@@ -175,6 +183,7 @@ class CudaBackend final : public Backend {
   void EndPass() override;
   // Whether passes are captured as CUDA graphs (options or environment).
   bool graphs_enabled() const { return graphs_enabled_; }
+  int PassRowQuantum(int count) const override;
   // Graphs captured so far and passes replayed from them (for tests and tools).
   int64_t graphs_captured() const { return graphs_captured_; }
   int64_t graph_replays() const { return graph_replays_; }
@@ -318,6 +327,7 @@ class CudaBackend final : public Backend {
   // CUDA graphs: one executable graph per pass shape; a shape is captured the
   // second time it is seen.
   bool graphs_enabled_ = false;
+  bool pass_padding_ = false;  // graphs on and options_.pass_padding (or the environment)
   bool capturing_ = false;  // the pass's ops are being recorded
   bool replaying_ = false;  // the pass was launched from a graph: ops do nothing
   std::vector<int32_t> pass_key_;

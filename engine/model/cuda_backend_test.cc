@@ -39,6 +39,7 @@
 #include "engine/loader/dtype.h"
 #include "engine/model/cpu_backend.h"
 #include "gtest/gtest.h"
+#include "kernels/wkv7.h"
 
 namespace rwkv {
 namespace {
@@ -1160,7 +1161,22 @@ TEST_F(CudaOpsTest, Wkv7LongSegmentsMatchCpu) {
                                 {6, 1016, 17}, {2, 1033, 64}, {4, 1097, 9}, {7, 1106, 16}};
   std::vector<Segment> many;
   for (int s = 0; s < 130; ++s) many.push_back({129 - s, 9 * s, 9});
-  for (const std::vector<Segment>* segs : {&mixed, &many})
+  // A padded pass as the Model builds it (longest first, padding last): the
+  // three long ones are rounded up to four in the long kernel's list, whose
+  // fourth (1 row) that kernel skips and the tiled kernel takes; padding
+  // segments (slot -1) touch no state and their rows are not compared.
+  std::vector<Segment> sorted = {{3, 0, 64}, {1, 64, 16}, {5, 80, 9}, {0, 89, 1},  {2, 90, 1},
+                                 {4, 91, 7}, {-1, 98, 5}, {-1, 103, 0}, {-1, 103, 0}};
+  {
+    std::vector<int32_t> index(sorted.size());
+    const int count = kernels::wkv7_long_segments(reinterpret_cast<const kernels::SegmentDesc*>(sorted.data()),
+                                                  static_cast<int>(sorted.size()), index.data());
+    EXPECT_EQ(std::vector<int32_t>(index.begin(), index.begin() + count), (std::vector<int32_t>{0, 1, 2, 3}));
+    const int unsorted = kernels::wkv7_long_segments(reinterpret_cast<const kernels::SegmentDesc*>(mixed.data()),
+                                                     static_cast<int>(mixed.size()), index.data());
+    EXPECT_EQ(std::vector<int32_t>(index.begin(), index.begin() + unsorted), (std::vector<int32_t>{0, 3, 4, 5, 6, 7}));
+  }
+  for (const std::vector<Segment>* segs : {&mixed, &many, &sorted})
   for (int N : {64, 32, 128}) {
     const int H = N == 64 ? 4 : 2, C = H * N;
     const int rows = segs->back().row_begin + segs->back().rows;
@@ -1178,11 +1194,15 @@ TEST_F(CudaOpsTest, Wkv7LongSegmentsMatchCpu) {
     std::vector<float> want_y(nC);
     cpu_.Wkv7(segs->data(), static_cast<int>(segs->size()), C, N, {state.data() + offset, stride}, r.data(),
               w.data(), k.data(), v.data(), kk.data(), a.data(), want_y.data());
-    const std::string tag = " N=" + std::to_string(N) + (segs == &mixed ? " mixed lengths" : " 130 x 9 rows");
-    std::vector<double> scale_y(nC), scale_s(state.size());
-    for (size_t i = 0; i < nC; ++i) scale_y[i] = 1 + std::fabs(want_y[i]);
+    const std::string tag = " N=" + std::to_string(N) +
+                            (segs == &mixed ? " mixed lengths" : segs == &many ? " 130 x 9 rows" : " sorted, padded");
+    // Rows of real segments only (padding rows are nobody's).
+    const size_t real = segs == &sorted ? static_cast<size_t>(98) * C : nC;
+    std::vector<double> scale_y(real), scale_s(state.size());
+    for (size_t i = 0; i < real; ++i) scale_y[i] = 1 + std::fabs(want_y[i]);
     for (size_t i = 0; i < state.size(); ++i) scale_s[i] = 1 + std::fabs(state[i]);
-    ExpectClose(Host(dy, nC), want_y, 2e-5, 0, "Wkv7 long y" + tag, &scale_y);
+    ExpectClose(Host(dy, real), std::vector<float>(want_y.begin(), want_y.begin() + static_cast<int64_t>(real)), 2e-5,
+                0, "Wkv7 long y" + tag, &scale_y);
     const auto got_state = Host(dstate, state.size());
     ExpectClose(got_state, state, 2e-5, 0, "Wkv7 long state" + tag, &scale_s);
     const auto b = state.begin() + static_cast<int64_t>(slots - 1) * stride;  // in no segment: untouched

@@ -48,6 +48,7 @@ class ForwardingBackend : public Backend {
     inner_->BeginPass(segs, nseg, tokens, rows, logit_rows, nlogit);
   }
   void EndPass() override { inner_->EndPass(); }
+  int PassRowQuantum(int count) const override { return inner_->PassRowQuantum(count); }
 
   void Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) override {
     inner_->Embedding(emb, tokens, n, x);

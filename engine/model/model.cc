@@ -24,6 +24,9 @@ namespace rwkv {
 
 namespace {
 constexpr int kMaxRowsPerPass = 1024;  // bounds the workspace; longer prompts run in passes
+
+// n rounded up to a multiple of q (q >= 1).
+int RoundUpTo(int n, int q) { return q <= 1 ? n : (n + q - 1) / q * q; }
 constexpr int kMaxHeadSize = 256;      // the CPU WKV keeps one head row on the stack
 }  // namespace
 
@@ -446,6 +449,10 @@ std::vector<size_t> WorkspaceFloats(const ModelConfig& c, int rows, int logit_ro
 }  // namespace
 
 int64_t Model::WorkspaceBytes(int rows, int logit_rows) const {
+  // A padded pass (RunForward) has up to a granule less one more of each.
+  auto padded = [&](int n) { return RoundUpTo(n, backend_->PassRowQuantum(n)); };
+  rows = std::max(padded(rows), padded(std::min(rows, kMaxRowsPerPass)));
+  logit_rows = padded(logit_rows);
   int64_t floats = 0;
   for (size_t n : WorkspaceFloats(config_, rows, logit_rows)) floats += static_cast<int64_t>(std::max<size_t>(n, 1));
   return floats * static_cast<int64_t>(sizeof(float));
@@ -657,18 +664,30 @@ absl::Status Model::RunForward(absl::Span<const ForwardRequest> requests, std::v
       RWKV_ASSIGN(kept_buf_, backend_->Alloc(static_cast<size_t>(out_rows * V)));
       kept_buf_rows_ = out_rows;
     }
-    // Build the pass.
+    // Build the pass. Segments go longest first (a backend handing long
+    // segments to another kernel then sees them at the same indices whatever
+    // the mix of decoding rows), and the logit rows keep the request order.
+    std::vector<size_t> order(pieces.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return pieces[a].count > pieces[b].count; });
     std::vector<int32_t> tokens;
     std::vector<Segment> segs;
-    std::vector<int32_t> logit_rows;
-    std::vector<int64_t> logit_dest;
+    std::vector<int32_t> piece_row0(pieces.size());
     tokens.reserve(static_cast<size_t>(rows));
-    for (const Piece& p : pieces) {
+    for (size_t i : order) {
+      const Piece& p = pieces[i];
       const ForwardRequest& r = requests[p.req];
+      piece_row0[i] = static_cast<int32_t>(tokens.size());
       segs.push_back({r.slot, static_cast<int32_t>(tokens.size()), static_cast<int32_t>(p.count)});
-      const int32_t row0 = static_cast<int32_t>(tokens.size());
       tokens.insert(tokens.end(), r.tokens.begin() + static_cast<int64_t>(p.begin),
                     r.tokens.begin() + static_cast<int64_t>(p.begin + p.count));
+    }
+    std::vector<int32_t> logit_rows;
+    std::vector<int64_t> logit_dest;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const Piece& p = pieces[i];
+      const int32_t row0 = piece_row0[i];
       if (p.all) {
         for (size_t t = 0; t < p.count; ++t) {
           logit_rows.push_back(row0 + static_cast<int32_t>(t));
@@ -680,22 +699,32 @@ absl::Status Model::RunForward(absl::Span<const ForwardRequest> requests, std::v
       }
     }
     const int nl = static_cast<int>(logit_rows.size());
-    if (absl::Status s = EnsureWorkspace(rows, std::max(nl, 1)); !s.ok()) return s;
+    // Padding (backend.h, Segment): rows, segments and logit rows rounded up.
+    const int padded_rows = RoundUpTo(rows, backend_->PassRowQuantum(rows));
+    if (padded_rows > rows) {
+      segs.push_back({-1, rows, padded_rows - rows});
+      tokens.resize(static_cast<size_t>(padded_rows), 0);
+    }
+    const int nseg = static_cast<int>(segs.size());
+    segs.resize(static_cast<size_t>(RoundUpTo(nseg, backend_->PassRowQuantum(nseg))), Segment{-1, padded_rows, 0});
+    logit_rows.resize(static_cast<size_t>(RoundUpTo(nl, backend_->PassRowQuantum(nl))), 0);
+    const int pass_rows = padded_rows, pass_logits = static_cast<int>(logit_rows.size());
+    if (absl::Status s = EnsureWorkspace(pass_rows, std::max(pass_logits, 1)); !s.ok()) return s;
     Backend& b = *backend_;
     const int C = config_.n_embd;
-    b.BeginPass(segs.data(), static_cast<int>(segs.size()), tokens.data(), rows, logit_rows.data(), nl);
-    b.Embedding(emb_, tokens.data(), rows, x_);
+    b.BeginPass(segs.data(), static_cast<int>(segs.size()), tokens.data(), pass_rows, logit_rows.data(), pass_logits);
+    b.Embedding(emb_, tokens.data(), pass_rows, x_);
     for (int l = 0; l < config_.n_layer; ++l) {
       if (config_.arch == Arch::kV7) {
-        LayerV7(l, rows, segs);
+        LayerV7(l, pass_rows, segs);
       } else {
-        LayerV4(l, rows, segs);
+        LayerV4(l, pass_rows, segs);
       }
     }
-    if (nl > 0) {
-      b.GatherRows(x_, logit_rows.data(), nl, C, logit_in_);
-      b.LayerNorm(logit_in_, nl, C, ln_out_w_, ln_out_b_, logit_in_);
-      b.MatMul(logit_in_, nl, head_, logits_, false);
+    if (pass_logits > 0) {
+      b.GatherRows(x_, logit_rows.data(), pass_logits, C, logit_in_);
+      b.LayerNorm(logit_in_, pass_logits, C, ln_out_w_, ln_out_b_, logit_in_);
+      b.MatMul(logit_in_, pass_logits, head_, logits_, false);
     }
     b.EndPass();
     if (nl > 0 && !(host_logits == nullptr && single_pass)) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/model/cpu_backend.h"
+#include "engine/model/forwarding_backend.h"
 #include "engine/testing/logit_stats.h"
 #include "engine/testing/testdata.h"
 #include "gtest/gtest.h"
@@ -381,6 +382,66 @@ TEST_P(InvarianceTest, KeptLogitsEqualDownloadedLogits) {
   ForwardRequest one{0, c, false};
   ASSERT_TRUE(kept->Forward({&one, 1}, &sink).ok());
   EXPECT_EQ(kept->kept_logit_rows(), 0);
+}
+
+// A CPU backend that asks for padded passes (granule 4 above 3), as the CUDA
+// backend does with graphs on, and counts the padding segments it is given.
+class PaddingCpuBackend final : public ForwardingBackend {
+ public:
+  PaddingCpuBackend() : ForwardingBackend(std::make_unique<CpuBackend>(2, CpuGemm::kBatchInvariant)) {}
+  int PassRowQuantum(int count) const override { return count > 3 ? 4 : 1; }
+  void BeginPass(const Segment* segs, int nseg, const int32_t* tokens, int rows, const int32_t* logit_rows,
+                 int nlogit) override {
+    EXPECT_EQ(rows % PassRowQuantum(rows), 0);
+    EXPECT_EQ(nseg % PassRowQuantum(nseg), 0);
+    EXPECT_EQ(nlogit % PassRowQuantum(nlogit), 0);
+    int covered = 0;
+    for (int i = 0; i < nseg; ++i) {
+      padding_segments += segs[i].slot < 0;
+      covered += segs[i].rows;
+      if (i > 0 && segs[i].slot >= 0) EXPECT_LE(segs[i].rows, segs[i - 1].rows) << "longest first";
+    }
+    EXPECT_EQ(covered, rows);  // every row in exactly one segment
+    ForwardingBackend::BeginPass(segs, nseg, tokens, rows, logit_rows, nlogit);
+  }
+  int padding_segments = 0;
+};
+
+// Padded passes give the same logits and states, bit for bit, as unpadded
+// ones: the padding rows are computed and never read, the padding segments
+// touch no state, and the segments' order in the pass does not matter.
+TEST_P(InvarianceTest, PaddedPassesEqualUnpadded) {
+  auto plain = LoadOrDie(GetParam(), 6);
+  auto backend = std::make_unique<PaddingCpuBackend>();
+  PaddingCpuBackend* padding = backend.get();
+  auto padded_or = Model::Load(GetParam(), std::move(backend), {.progress = false});
+  ASSERT_TRUE(padded_or.ok()) << padded_or.status();
+  std::unique_ptr<Model> padded = *std::move(padded_or);
+  ASSERT_TRUE(padded->AllocateSlots(6).ok());
+  ASSERT_NE(plain, nullptr);
+  const int V = plain->config().vocab_size;
+  const auto p5 = Tokens(5, 21, V), p9 = Tokens(9, 22, V), p2 = Tokens(2, 23, V), one = Tokens(1, 24, V),
+             two = Tokens(1, 25, V), long_prompt = Tokens(1030, 26, V);
+  const std::vector<std::vector<ForwardRequest>> calls = {
+      {{0, p5, false}},                                                            // 5 rows -> 8
+      {{0, one, false}, {1, p9, false}, {2, p2, true}, {3, two, false}},            // mixed, longest not first
+      {{0, two, false}, {1, one, false}, {2, one, false}, {3, one, false}, {4, p5, false}, {5, one, true}},
+      {{0, one, false}, {1, long_prompt, false}, {2, p9, true}},                   // two passes
+      {{3, one, false}},                                                           // 1 row: not padded
+  };
+  for (size_t k = 0; k < calls.size(); ++k) {
+    std::vector<float> want, got;
+    ASSERT_TRUE(plain->Forward(calls[k], &want).ok());
+    ASSERT_TRUE(padded->Forward(calls[k], &got).ok());
+    EXPECT_EQ(got, want) << "call " << k;
+  }
+  EXPECT_GT(padding->padding_segments, 0);
+  for (int slot = 0; slot < 6; ++slot) {
+    std::vector<float> a(static_cast<size_t>(plain->state_layout().total)), b(a.size());
+    ASSERT_TRUE(plain->ReadSlot(slot, a.data()).ok());
+    ASSERT_TRUE(padded->ReadSlot(slot, b.data()).ok());
+    EXPECT_EQ(a, b) << "slot " << slot;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Synthetic, InvarianceTest, ::testing::Values("synthetic:tiny", "synthetic:v4-tiny"),
