@@ -62,6 +62,7 @@ struct CallResult {
   bool got_first = false;
   double ttft = 0;
   std::vector<double> itl;
+  std::vector<Clock::time_point> itl_at;  // when each gap's token arrived
   int64_t tokens = 0;
   int64_t prompt_tokens = 0;
   bool has_usage = false;
@@ -114,12 +115,13 @@ class Runner {
   std::atomic<int64_t> arrived_{0};
   bool window_open_ = false;
   int64_t window_tokens0_ = 0;
-  Clock::time_point window_t0_;
+  Clock::time_point window_t0_, window_t1_;
   // results
   int64_t succeeded_ = 0, failed_ = 0, prompt_tokens_ = 0, generated_ = 0;
   std::map<std::string, int64_t> errors_;
   std::string first_error_;
   std::vector<double> ttft_, itl_, e2e_, server_ttft_, server_queue_;
+  std::vector<Clock::time_point> itl_at_;  // parallel to itl_
   bool any_ = false;
   Clock::time_point first_start_, last_end_;
 };
@@ -151,7 +153,10 @@ class GenerateCall final : public grpc::ClientReadReactor<pb::GenerateResponse> 
         result_.ttft = Secs(now - result_.start);
       } else {
         const double gap = Secs(now - last_) / n;
-        for (int i = 0; i < n; ++i) result_.itl.push_back(gap);
+        for (int i = 0; i < n; ++i) {
+          result_.itl.push_back(gap);
+          result_.itl_at.push_back(now);
+        }
       }
       last_ = now;
       result_.tokens += n;
@@ -227,6 +232,7 @@ void Runner::Finished(CallResult r, size_t stream, grpc::ClientContext* ctx) {
     server_queue_.push_back(r.server_queue);
   }
   itl_.insert(itl_.end(), r.itl.begin(), r.itl.end());
+  itl_at_.insert(itl_at_.end(), r.itl_at.begin(), r.itl_at.end());
   // Closed mode: the stream starts its next request at once.
   if (spec_.mode == LoadMode::kClosed && !stopping_ && !StopStarting(Clock::now())) next = PrepareLocked(stream);
   cv_.notify_all();
@@ -319,7 +325,8 @@ void Runner::RunClosedOrOpen(const std::function<void(double, const std::string&
   // The steady window ends with the last start.
   tick(Clock::now());
   if (window_open_) {
-    report->steady_window_s = Secs(Clock::now() - window_t0_);
+    window_t1_ = Clock::now();
+    report->steady_window_s = Secs(window_t1_ - window_t0_);
     if (report->steady_window_s > 0) {
       report->steady_tokens_per_s =
           static_cast<double>(arrived_.load() - window_tokens0_) / report->steady_window_s;
@@ -360,6 +367,13 @@ void Runner::RunClosedOrOpen(const std::function<void(double, const std::string&
   report->generated_tokens = generated_;
   report->wall_s = any_ ? Secs(last_end_ - first_start_) : 0;
   report->ttft = Summarize(std::move(ttft_));
+  if (window_open_) {
+    std::vector<double> steady;
+    for (size_t i = 0; i < itl_.size(); ++i) {
+      if (itl_at_[i] >= window_t0_ && itl_at_[i] <= window_t1_) steady.push_back(itl_[i]);
+    }
+    report->itl_steady = Summarize(std::move(steady));
+  }
   report->itl = Summarize(std::move(itl_));
   report->e2e = Summarize(std::move(e2e_));
   report->server_ttft = Summarize(std::move(server_ttft_));
@@ -544,6 +558,7 @@ std::string ReportJson(const LoadReport& r) {
                      {"steady_window_s", r.steady_window_s}};
   j["ttft_s"] = SummaryJson(r.ttft);
   j["itl_s"] = SummaryJson(r.itl);
+  j["itl_steady_s"] = SummaryJson(r.itl_steady);
   j["e2e_s"] = SummaryJson(r.e2e);
   j["server_ttft_s"] = SummaryJson(r.server_ttft);
   j["server_queue_s"] = SummaryJson(r.server_queue);
@@ -603,6 +618,7 @@ std::string ReportText(const LoadReport& r) {
     };
     row("TTFT", r.ttft);
     row("ITL", r.itl);
+    if (r.itl_steady.count > 0) row("ITLsw", r.itl_steady);
     row("E2E", r.e2e);
     row("sTTFT", r.server_ttft);
     row("queue", r.server_queue);

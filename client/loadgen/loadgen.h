@@ -23,6 +23,7 @@
 //    the start and the moment the last request was started, over that
 //    window: the rate while the full load is applied, without the ramp-up
 //    and the drain at the end (when fewer and fewer requests remain).
+//  * ITLsw: the ITL samples whose token arrived in that same window.
 #ifndef RWKV_CLIENT_LOADGEN_LOADGEN_H_
 #define RWKV_CLIENT_LOADGEN_LOADGEN_H_
 
@@ -65,6 +66,10 @@ struct LoadReport {
   double generated_tokens_per_s = 0, requests_per_s = 0;
   double steady_window_s = 0;        // see "Steady throughput" above
   double steady_tokens_per_s = 0;
+  // The inter-token gaps whose token arrived inside that window: the load
+  // fully applied, without the first wave of prompts (every stream starting
+  // at once) or the drain at the end.
+  Summary itl_steady;
 
   // Context mode: one row per (length, repeat).
   struct ContextRun {

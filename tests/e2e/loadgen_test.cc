@@ -98,6 +98,10 @@ TEST_F(E2eLoadgenTest, ClosedLoopCountsEveryRequestAndToken) {
   EXPECT_LE(report->prompt_tokens, 12 * 40);
   EXPECT_EQ(report->ttft.count, 12);
   EXPECT_EQ(report->itl.count, 12 * 5);  // one sample per token after the first
+  // No --warmup: the steady window runs from the start to the last start, so
+  // it holds some of the samples but not the drain's.
+  EXPECT_GT(report->itl_steady.count, 0);
+  EXPECT_LE(report->itl_steady.count, report->itl.count);
   EXPECT_EQ(report->e2e.count, 12);
   // The server's own view, from the last message's usage.
   EXPECT_EQ(report->server_ttft.count, 12);

@@ -133,7 +133,7 @@ def counters(path):  # the rwkv_engine_seconds_total phases and the step count f
     except OSError:
         pass
     return out
-print(f"{'conc':>6} {'e2e tok/s':>10} {'engine tok/s':>12} {'ratio':>6} {'TTFT p50 ms':>11} {'ITL p50':>8} {'p90':>8} {'p99':>8} {'p99/p50':>7} errors")
+print(f"{'conc':>6} {'e2e tok/s':>10} {'engine tok/s':>12} {'ratio':>6} {'TTFT p50 ms':>11} {'ITL p50':>8} {'p90':>8} {'p99':>8} {'p99/p50':>7} {'ITLsw p50':>9} {'p99':>7} {'p99/p50':>7} errors")
 phases = []
 for c in conc:
     try:
@@ -143,9 +143,11 @@ for c in conc:
     e2e = j["throughput"]["steady_tokens_per_s"]
     eng = bench.get(c, {}).get("tokens_per_s", 0)
     itl = j["itl_s"]
+    sw = j.get("itl_steady_s", {})  # the ITL samples inside the steady window
     ratio = e2e / eng if eng else float("nan")
     print(f"{c:>6} {e2e:>10.1f} {eng:>12.1f} {ratio:>6.3f} {j['ttft_s']['p50']*1e3:>11.2f} {itl['p50']*1e3:>8.2f} "
           f"{itl['p90']*1e3:>8.2f} {itl['p99']*1e3:>8.2f} {itl['p99']/itl['p50'] if itl['p50'] else float('nan'):>7.2f} "
+          f"{sw.get('p50', 0)*1e3:>9.2f} {sw.get('p99', 0)*1e3:>7.2f} {sw['p99']/sw['p50'] if sw.get('p50') else float('nan'):>7.2f} "
           f"{j['requests']['errors_by_code']}")
     a, b = counters(f"{d}/metrics-c{c}-before.txt"), counters(f"{d}/metrics-c{c}-after.txt")
     steps = b.get("steps", 0) - a.get("steps", 0)
