@@ -120,12 +120,14 @@ ServerMetrics::ServerMetrics(Registry& registry, const ServerInfo& server_info)
       batch_size(OneHistogram(registry, "rwkv_batch_size",
                               "Sequences in one scheduler step.", BatchSizeBuckets())),
       step_duration(OneHistogram(registry, "rwkv_step_duration_seconds",
-                                 "Wall time of one scheduler step's model forward pass.",
+                                 "Wall time of one scheduler step's model forward pass and sampling.",
                                  StepDurationBuckets())),
       engine_seconds_family(BuildCounter()
                                 .Name("rwkv_engine_seconds_total")
                                 .Help("Engine-thread time by phase (schedule: admission and planning; forward: "
-                                      "the model pass; sample: device sampling; emit: per-token work after it).")
+                                      "the model pass, on a GPU only its launch; sample: device sampling, on a "
+                                      "GPU including the wait for the forward; emit: everything else after the "
+                                      "forward launch, chiefly per-token output work, which overlaps the GPU).")
                                 .Register(registry)),
       engine_schedule_seconds(Child(engine_seconds_family, "phase", "schedule")),
       engine_forward_seconds(Child(engine_seconds_family, "phase", "forward")),

@@ -81,11 +81,18 @@ struct ServerMetrics {
 
   // Per scheduler step.
   metrics::Histogram& batch_size;     // rwkv_batch_size (sequences in the step)
-  metrics::Histogram& step_duration;  // rwkv_step_duration_seconds
+  // rwkv_step_duration_seconds: the forward call plus the sampling call, the
+  // device's step time on a GPU (the forward call only queues the pass; the
+  // sampling call waits for it). Lower when the host work between the two
+  // outlasts the device: then the emit phase below shows it.
+  metrics::Histogram& step_duration;
   // Engine-thread time by phase: rwkv_engine_seconds_total{phase}. schedule:
-  // admission and planning; forward: the model pass; sample: device sampling;
-  // emit: per-token work after sampling (stop strings, detokenizing, queuing
-  // stream writes). What the GPU waits on besides the forward.
+  // admission and planning; forward: the model pass (on a GPU only its
+  // launch: ForwardKeepLogits returns once queued); sample: device sampling
+  // (on a GPU including the wait for the forward); emit: everything else
+  // after the forward launch: the previous step's per-token work (stop
+  // strings, detokenizing, queuing stream writes), which runs while the GPU
+  // computes, and the inline work after sampling.
   metrics::Family<metrics::Counter>& engine_seconds_family;
   metrics::Counter& engine_schedule_seconds;
   metrics::Counter& engine_forward_seconds;

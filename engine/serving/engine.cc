@@ -356,6 +356,7 @@ void EngineImpl::Shutdown(absl::Time deadline, bool save_sessions) {
     std::vector<Request*> cut;
     for (auto& r : all) cut.push_back(r.get());
     FeedPending(cut);
+    // Finish sends each request's queued tokens (FlushEmits) before its end.
     for (auto& r : all) Finish(r.get(), absl::UnavailableError("the server is shutting down"), FinishReason::kCancelled);
     if (save_sessions && store_ != nullptr) {
       for (auto& [id, s] : sessions_) {

@@ -3,9 +3,10 @@
 //
 // Locking: `mu_` guards the session table, the queues and the slot free
 // list. The engine thread holds it while planning a step and while applying
-// its results, never during Forward. Only the engine thread touches the
-// model (and so the backend). Completion callbacks and sink calls are
-// collected under the lock and run after it is released.
+// its results, never during the forward or the sampling call (which waits
+// for a GPU's forward). Only the engine thread touches the model (and so the
+// backend). Completion callbacks and sink calls are collected under the lock
+// and run after it is released.
 #ifndef RWKV_ENGINE_SERVING_ENGINE_IMPL_H_
 #define RWKV_ENGINE_SERVING_ENGINE_IMPL_H_
 
@@ -65,14 +66,24 @@ struct Request final : RequestHandle, std::enable_shared_from_this<Request> {
   // Progress (engine thread only).
   size_t prompt_pos = 0;
   int32_t generated = 0;
-  int32_t pending_token = -1;  // sampled, emitted, to be fed next step
+  int32_t pending_token = -1;  // sampled, to be fed (and emitted: EngineImpl::emits_) next step
   std::optional<FinishReason> finish_after_feed;
+  int32_t deferred_emits = 0;  // entries in EngineImpl::emits_ (Finish sends them first)
   std::optional<Sampler> sampler;
   std::optional<StreamDecoder> decoder;
   std::optional<StopMatcher> stops;
   absl::Time submitted, started, first_token, last_token;
 
   void Cancel() override;
+};
+
+// A sampled token's output, queued by the step that sampled it and sent by
+// FlushEmits during the next step, while the device runs its forward.
+struct PendingEmit {
+  std::shared_ptr<Request> r;
+  TokenEvent event;    // token, logprob and alternatives; FlushEmits adds the text
+  bool first = false;  // the request's first token
+  double latency_s = 0;  // time to first token, or since the previous token
 };
 
 class EngineImpl {
@@ -114,6 +125,13 @@ class EngineImpl {
   void FeedPending(const std::vector<Request*>& requests);
   void Admit();
   void Finish(Request* r, absl::Status status, FinishReason reason);
+  // Sends every queued token (emits_), in order: detokenizes it, runs the
+  // stop strings (a match ends the request as kStop once its token is fed),
+  // counts it in the metrics and queues the sink's OnTokens. Step calls it
+  // right after launching a forward, so this host work overlaps the device;
+  // Finish calls it first when the request has tokens queued, so OnTokens
+  // precede OnFinish and the decoder and stop state are complete.
+  void FlushEmits();
   // Device sampling: copies a session's kept logits row into last_logits.
   void MaterializeLogits(Session* s);
   // Device sampling, before any forward: sessions about to be fed forget
@@ -133,6 +151,7 @@ class EngineImpl {
   std::condition_variable cv_;
   std::deque<std::function<void()>> commands_;
   std::vector<std::function<void()>> later_;  // engine thread only
+  std::vector<PendingEmit> emits_;             // engine thread only: see FlushEmits
   std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
   std::vector<int32_t> free_slots_;
   std::deque<std::shared_ptr<Request>> waiting_;

@@ -1,6 +1,7 @@
 // The engine thread: run commands, admit waiting requests, build one batch
 // (every decoding request's next token, then prompt chunks within the token
-// budget), run the model once, then sample, stream and finish. Results do
+// budget), run the model once, then sample, stream and finish (streaming
+// overlaps the next step's forward: see Overlap below). Results do
 // not depend on the batch: the backend computes every row independently
 // (see cpu_gemm.h) and each request samples with its own seeded RNG.
 //
@@ -12,6 +13,19 @@
 // copies the row first), and before a forward that would overwrite the row
 // of a session not fed in it (BeforeForward). So an idle session's
 // last_logits are always right, as on the host path.
+//
+// Overlap: the forward on a GPU returns once queued (ForwardKeepLogits), and
+// the sampling call waits for it. The per-token output work of the step
+// before (detokenizing, stop strings, building and queuing the stream
+// messages, latency metrics: about a millisecond at B = 1024) runs in that
+// gap (FlushEmits, whose sink calls go to the I/O thread at once), so a
+// sampled token reaches its stream one forward launch later. What the next step's plan and sampling read is still settled when
+// the token is sampled: the stop-token check, the sampler's penalties,
+// logprobs, max_tokens. A stop string found in the deferred text ends the
+// request in the same step as before: its token is fed in the forward just
+// launched, and the check after that forward ends it. On the host path
+// (Forward returns with the logits, nothing runs beside it) the queued work
+// runs just before the forward instead, so no token waits a whole forward.
 #include <algorithm>
 #include <unordered_set>
 
@@ -102,6 +116,9 @@ void EngineImpl::BeforeForward(const std::vector<Session*>& fed) {
 }
 
 void EngineImpl::Finish(Request* r, absl::Status status, FinishReason reason) {
+  // Its queued tokens go first: OnTokens before OnFinish, and the decoder and
+  // stop matcher must have seen every token before the tail is taken below.
+  if (r->deferred_emits > 0) FlushEmits();
   Session* s = r->session;
   // The session goes idle: its last logits must be on the host (a one-off
   // session is dropped below, so it needs none).
@@ -144,6 +161,35 @@ void EngineImpl::Finish(Request* r, absl::Status status, FinishReason reason) {
   r->sink.reset();
 }
 
+void EngineImpl::FlushEmits() {
+  if (emits_.empty()) return;
+  std::vector<PendingEmit> emits;
+  emits.swap(emits_);
+  for (PendingEmit& e : emits) {
+    Request* r = e.r.get();
+    --r->deferred_emits;
+    if (!r->sink) continue;  // already finished (Finish flushes first, so not expected)
+    const StopMatchResult m = r->stops->Push(r->decoder->Push(e.event.token));
+    e.event.text = m.emit;
+    // A stop string wins over max_tokens (kLength, set when the token was
+    // sampled), as when this ran in that step. The token is fed in this
+    // step's forward and the check after that forward ends the request: the
+    // same step as when the stop was found before the step was planned.
+    if (m.stopped) r->finish_after_feed = FinishReason::kStop;
+    if (metrics_) {
+      metrics_->generation_tokens.Increment();
+      if (e.first) {
+        metrics_->time_to_first_token.Observe(e.latency_s);
+      } else {
+        metrics_->inter_token_latency.Observe(e.latency_s);
+      }
+    }
+    std::vector<TokenEvent> events;
+    events.push_back(std::move(e.event));
+    Later([sink = r->sink, events = std::move(events)]() mutable { sink->OnTokens(std::move(events)); });
+  }
+}
+
 bool EngineImpl::Step() {
   struct Planned {
     std::shared_ptr<Request> r;
@@ -154,6 +200,14 @@ bool EngineImpl::Step() {
   const absl::Time step_start = absl::Now();
   absl::Time forward_start, forward_end;
   absl::Duration sample_time;
+  absl::Duration emit_before_forward;  // FlushEmits before the forward (counted as emit, not schedule)
+  auto flush_now = [&] {
+    if (emits_.empty()) return;
+    const absl::Time t = absl::Now();
+    FlushEmits();
+    RunLater();
+    emit_before_forward += absl::Now() - t;
+  };
   {
     std::lock_guard<std::mutex> lock(mu_);
     Admit();
@@ -196,6 +250,9 @@ bool EngineImpl::Step() {
     }
     UpdateGauges();
   }
+  // No forward to overlap with: send queued tokens now. (None are queued
+  // then: a queued token is its request's pending token, which is planned.)
+  if (plan.empty()) flush_now();
 
   // Requests with nothing to feed that must sample now (empty prompt on a
   // session with logits) are handled without a forward pass.
@@ -225,15 +282,24 @@ bool EngineImpl::Step() {
       for (auto& p : plan) fed.push_back(p.r->session);
       std::lock_guard<std::mutex> lock(mu_);
       BeforeForward(fed);
+    } else {
+      // Forward returns with the logits on the host: nothing runs beside it,
+      // so the tokens go out before it rather than a whole forward late.
+      flush_now();
     }
     forward_start = absl::Now();
     absl::Status st = device_sampling_ ? model_->ForwardKeepLogits(fwd) : model_->Forward(fwd, &logits);
     forward_end = absl::Now();
-    if (metrics_) {
-      metrics_->step_duration.Observe(Seconds(forward_end - forward_start));
-      metrics_->batch_size.Observe(static_cast<double>(plan.size()));
-    }
+    // The last step's per-token output (detokenizing, stop strings, stream
+    // writes), while the device computes the forward just launched; the
+    // sampling call below waits for it. The sink calls go to the I/O thread
+    // at once, not after the step, so the tokens reach their streams one
+    // forward launch (plus this work) after they were sampled, not one step.
+    FlushEmits();
+    RunLater();
+    if (metrics_) metrics_->batch_size.Observe(static_cast<double>(plan.size()));
     if (!st.ok()) {
+      if (metrics_) metrics_->step_duration.Observe(Seconds(forward_end - forward_start));
       std::lock_guard<std::mutex> lock(mu_);
       healthy_ = false;
       for (auto& p : plan) {
@@ -246,7 +312,7 @@ bool EngineImpl::Step() {
   }
 
   const int32_t V = model_->config().vocab_size;
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   // Who samples now, from a host row or (device sampling) a kept row.
   struct ToSample {
     std::shared_ptr<Request> r;
@@ -254,6 +320,15 @@ bool EngineImpl::Step() {
     int32_t kept_row = -1;
   };
   std::vector<ToSample> sample_from;
+  // Requests that end with this forward. Finished after the sampling call:
+  // Finish copies a session's kept row to the host, which waits for the
+  // device, and the work up to that call should overlap the device instead.
+  struct Ending {
+    std::shared_ptr<Request> r;
+    absl::Status status;
+    FinishReason reason;
+  };
+  std::vector<Ending> ending;
   for (size_t i = 0; i < plan.size(); ++i) {
     Planned& p = plan[i];
     Request* r = p.r.get();
@@ -269,13 +344,11 @@ bool EngineImpl::Step() {
     if (p.decode) {
       r->pending_token = -1;
       if (r->expired) {
-        Finish(r, absl::DeadlineExceededError("the request deadline passed"), FinishReason::kCancelled);
-        running_.erase(std::remove(running_.begin(), running_.end(), p.r), running_.end());
+        ending.push_back({p.r, absl::DeadlineExceededError("the request deadline passed"), FinishReason::kCancelled});
         continue;
       }
       if (r->finish_after_feed || r->cancelled) {
-        Finish(r, absl::OkStatus(), r->finish_after_feed.value_or(FinishReason::kCancelled));
-        running_.erase(std::remove(running_.begin(), running_.end(), p.r), running_.end());
+        ending.push_back({p.r, absl::OkStatus(), r->finish_after_feed.value_or(FinishReason::kCancelled)});
         continue;
       }
     } else {
@@ -283,8 +356,7 @@ bool EngineImpl::Step() {
       if (metrics_ && r->sink) metrics_->prompt_tokens.Increment(static_cast<double>(p.tokens.size()));
       if (r->prompt_pos < r->req.prompt.size()) continue;
       if (!r->sink) {  // prefill-only (CreateSession with a prompt)
-        Finish(r, absl::OkStatus(), FinishReason::kLength);
-        running_.erase(std::remove(running_.begin(), running_.end(), p.r), running_.end());
+        ending.push_back({p.r, absl::OkStatus(), FinishReason::kLength});
         continue;
       }
     }
@@ -307,9 +379,14 @@ bool EngineImpl::Step() {
     }
     if (!rows.empty()) {
       std::vector<SampledToken> out(rows.size());
+      // On a GPU this waits for the forward: without the lock, as the forward
+      // (Submit, Cancel and stats must not wait on the device). Only this
+      // thread touches the model and the requests' samplers.
+      lock.unlock();
       const absl::Time sample_start = absl::Now();
       const absl::Status st = model_->SampleKeptLogits(rows, specs, absl::MakeSpan(out));
       sample_time = absl::Now() - sample_start;
+      lock.lock();
       if (!st.ok()) {
         healthy_ = false;
         for (size_t j : which) {
@@ -327,7 +404,16 @@ bool EngineImpl::Step() {
       }
     }
   }
+  for (Ending& e : ending) {
+    Finish(e.r.get(), std::move(e.status), e.reason);
+    running_.erase(std::remove(running_.begin(), running_.end(), e.r), running_.end());
+  }
 
+  // What the next step needs is done here: the stop-token check, the
+  // sampler's penalties, logprobs (from logits the next forward replaces),
+  // the counts and the token to feed. The rest (text, stop strings, metrics,
+  // the sink call) is queued in emits_ for FlushEmits during the next
+  // forward.
   for (size_t j = 0; j < sample_from.size(); ++j) {
     if (sample_from[j].r == nullptr) continue;  // failed above
     const std::shared_ptr<Request>& rp = sample_from[j].r;
@@ -342,7 +428,9 @@ bool EngineImpl::Step() {
       continue;
     }
     r->sampler->Accept(tok);
-    TokenEvent ev;
+    PendingEmit e;
+    e.r = rp;
+    TokenEvent& ev = e.event;
     ev.token = tok;
     if (on_device) {
       ev.logprob = picked[j].logprob;
@@ -356,37 +444,27 @@ bool EngineImpl::Step() {
       ev.logprob = Sampler::TokenLogprob(lg, tok);
       if (r->req.top_logprobs > 0) Sampler::TopLogprobs(lg, r->req.top_logprobs, &ev.top);
     }
-    const StopMatchResult m = r->stops->Push(r->decoder->Push(tok));
-    ev.text = m.emit;
     const absl::Time now = absl::Now();
-    if (metrics_) {
-      metrics_->generation_tokens.Increment();
-      if (r->generated == 0) {
-        metrics_->time_to_first_token.Observe(Seconds(now - r->submitted));
-      } else {
-        metrics_->inter_token_latency.Observe(Seconds(now - r->last_token));
-      }
-    }
-    if (r->generated == 0) r->first_token = now;
+    e.first = r->generated == 0;
+    e.latency_s = Seconds(now - (e.first ? r->submitted : r->last_token));
+    if (e.first) r->first_token = now;
     r->last_token = now;
     ++r->generated;
     // The token is fed next step so the session's state includes it.
     r->pending_token = tok;
-    if (m.stopped) {
-      r->finish_after_feed = FinishReason::kStop;
-    } else if (r->generated >= r->req.max_tokens) {
-      r->finish_after_feed = FinishReason::kLength;
-    }
-    std::vector<TokenEvent> events;
-    events.push_back(std::move(ev));
-    Later([sink = r->sink, events = std::move(events)]() mutable { sink->OnTokens(std::move(events)); });
+    // A stop string in its text (FlushEmits) makes this kStop instead.
+    if (r->generated >= r->req.max_tokens) r->finish_after_feed = FinishReason::kLength;
+    ++r->deferred_emits;
+    emits_.push_back(std::move(e));
   }
   UpdateGauges();
   if (metrics_) {
-    metrics_->engine_schedule_seconds.Increment(Seconds(forward_start - step_start));
-    metrics_->engine_forward_seconds.Increment(Seconds(forward_end - forward_start));
+    const absl::Duration forward_time = forward_end - forward_start;
+    if (!plan.empty()) metrics_->step_duration.Observe(Seconds(forward_time + sample_time));
+    metrics_->engine_schedule_seconds.Increment(Seconds(forward_start - step_start - emit_before_forward));
+    metrics_->engine_forward_seconds.Increment(Seconds(forward_time));
     metrics_->engine_sample_seconds.Increment(Seconds(sample_time));
-    metrics_->engine_emit_seconds.Increment(Seconds(absl::Now() - forward_end - sample_time));
+    metrics_->engine_emit_seconds.Increment(Seconds(absl::Now() - forward_end - sample_time + emit_before_forward));
   }
   return true;
 }
