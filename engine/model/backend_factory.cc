@@ -5,6 +5,7 @@
 #include "engine/model/cpu_backend.h"
 #ifdef RWKV_HAVE_CUDA_BACKEND
 #include "engine/model/cuda_backend.h"
+#include "engine/model/cuda_env.h"
 #endif
 
 namespace rwkv {
@@ -32,6 +33,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendChoice& choice
     CudaBackendOptions options;
     options.weight_dtype = choice.gpu_weight_dtype;
     options.embedding_dtype = choice.gpu_weight_dtype;
+    // A malformed RWKV_CUDA_* override is the operator's mistake: say so,
+    // even under auto (not "no usable GPU" and a silent fall back to the CPU).
+    if (absl::Status s = ApplyCudaEnvironment(&options); !s.ok()) return s;
     auto cuda = CudaBackend::Create(options);
     if (cuda.ok()) {
       if (note != nullptr) *note = absl::StrCat("backend cuda: ", (*cuda)->description());

@@ -40,5 +40,20 @@ TEST(BackendFactoryTest, BadNames) {
   EXPECT_EQ(ParseStateDType("bf16").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+#ifdef RWKV_HAVE_CUDA_BACKEND
+// A malformed RWKV_CUDA_* override fails the CUDA and auto choices with its
+// name (no quiet fall back to the CPU); the CPU choice does not read them.
+TEST(BackendFactoryTest, MalformedCudaEnvironmentIsAnError) {
+  setenv("RWKV_CUDA_SKINNY_ROWS", "sixteen", 1);
+  for (const char* name : {"cuda", "auto"}) {
+    auto b = MakeBackend({name, 1, DType::kF16});
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_NE(b.status().message().find("RWKV_CUDA_SKINNY_ROWS=sixteen"), std::string::npos) << b.status();
+  }
+  EXPECT_TRUE(MakeBackend({"cpu", 1, DType::kF16}).ok());
+  unsetenv("RWKV_CUDA_SKINNY_ROWS");
+}
+#endif
+
 }  // namespace
 }  // namespace rwkv

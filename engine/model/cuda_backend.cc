@@ -56,6 +56,7 @@
 //  - This file is compiled by the host compiler; it is built from
 //    kernels/CMakeLists.txt because it exists only where CUDA does.
 #include "engine/model/cuda_backend.h"
+#include "engine/model/cuda_env.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -202,6 +203,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const CudaBacke
 CudaBackend::CudaBackend(const CudaBackendOptions& options) : options_(options) {}
 
 absl::Status CudaBackend::Init() {
+  if (absl::Status s = ApplyCudaEnvironment(&options_); !s.ok()) return s;
   if (absl::Status s = CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice"); !s.ok()) return s;
   cudaDeviceProp prop;
   if (absl::Status s = CudaStatus(cudaGetDeviceProperties(&prop, options_.device), "cudaGetDeviceProperties");
@@ -229,35 +231,15 @@ absl::Status CudaBackend::Init() {
     return s;
   }
   pass_copied_ = event;
+  // options_ already holds the RWKV_CUDA_* overrides (checked before any
+  // device work, at the top of Init).
   graphs_enabled_ = options_.cuda_graphs;
-  if (const char* env = std::getenv("RWKV_CUDA_GRAPHS"); env != nullptr && env[0] != '\0') {
-    graphs_enabled_ = env[0] == '1';
-  }
-  pass_padding_ = options_.pass_padding;
-  if (const char* env = std::getenv("RWKV_CUDA_PASS_PADDING"); env != nullptr && env[0] != '\0') {
-    pass_padding_ = env[0] == '1';
-  }
-  pass_padding_ = pass_padding_ && graphs_enabled_;
+  pass_padding_ = options_.pass_padding && graphs_enabled_;
   sm_count_ = prop.multiProcessorCount;
-  bool invariant = options_.batch_invariant;
-  if (const char* env = std::getenv("RWKV_CUDA_BATCH_INVARIANT"); env != nullptr && env[0] != '\0') {
-    invariant = env[0] == '1';
-  }
-  small_rows_ = options_.small_batch_rows;
-  if (const char* env = std::getenv("RWKV_CUDA_SMALL_BATCH_ROWS"); env != nullptr && env[0] != '\0') {
-    small_rows_ = std::atoi(env);
-  }
-  small_rows_ = invariant ? 0 : std::clamp(small_rows_, 0, CudaBackendOptions::kMaxSmallBatchRows);
-  skinny_rows_ = options_.skinny_rows;
-  if (const char* env = std::getenv("RWKV_CUDA_SKINNY_ROWS"); env != nullptr && env[0] != '\0') {
-    skinny_rows_ = std::atoi(env);
-  }
-  skinny_rows_ = invariant ? 0 : std::clamp(skinny_rows_, 0, CudaBackendOptions::kMaxSkinnyRows);
-  skinny_lora_rows_ = options_.skinny_lora_rows;
-  if (const char* env = std::getenv("RWKV_CUDA_SKINNY_LORA_ROWS"); env != nullptr && env[0] != '\0') {
-    skinny_lora_rows_ = std::atoi(env);
-  }
-  skinny_lora_rows_ = invariant ? 0 : std::clamp(skinny_lora_rows_, 0, CudaBackendOptions::kMaxSkinnyRows);
+  const bool invariant = options_.batch_invariant;
+  small_rows_ = invariant ? 0 : std::clamp(options_.small_batch_rows, 0, CudaBackendOptions::kMaxSmallBatchRows);
+  skinny_rows_ = invariant ? 0 : std::clamp(options_.skinny_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
+  skinny_lora_rows_ = invariant ? 0 : std::clamp(options_.skinny_lora_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   {
     void* p = nullptr;
     if (absl::Status s = CudaStatus(cudaMalloc(&p, kernels::kConvertMaxPointers * sizeof(void*)),

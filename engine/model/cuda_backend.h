@@ -89,6 +89,10 @@ namespace kernels {
 struct GemvJob;  // kernels/gemv.h: one product of a grouped small-batch launch
 }  // namespace kernels
 
+// Every field below that names an RWKV_CUDA_* variable takes it from the
+// environment at Init when set (engine/model/cuda_env.h: a malformed value is
+// an INVALID_ARGUMENT naming it). Row thresholds given here are clamped to
+// their maximum; from the environment, a value above it is an error.
 struct CudaBackendOptions {
   int device = 0;                       // CUDA device ordinal
   DType weight_dtype = DType::kF16;     // how UploadMatrix stores matrices
