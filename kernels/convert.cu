@@ -41,6 +41,7 @@ template <typename T, ConvertOp kOp>
 __global__ void convert_kernel(const float* __restrict__ src,  // (n)
                                T* __restrict__ dst,            // (n)
                                int64_t n) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     store(apply<kOp>(src[e]), dst + e);
@@ -54,6 +55,7 @@ template <typename T, ConvertOp kOp>
 __global__ void convert4_kernel(const float4* __restrict__ src,  // (n4)
                                 T* __restrict__ dst,             // (4 n4)
                                 int64_t n4) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n4;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float4 v = src[e];
@@ -75,10 +77,10 @@ void launch_typed(const float* src, void* dst, int64_t n, cudaStream_t stream) {
   const bool vec = n % 4 == 0 && (reinterpret_cast<uintptr_t>(src) & 15u) == 0 &&
                    (reinterpret_cast<uintptr_t>(dst) & (4 * sizeof(T) - 1)) == 0;
   if (vec) {
-    convert4_kernel<T, kOp><<<grid_for(n / 4, 256), 256, 0, stream>>>(reinterpret_cast<const float4*>(src),
+    launch(convert4_kernel<T, kOp>, grid_for(n / 4, 256), 256, 0, stream, reinterpret_cast<const float4*>(src),
                                                                        static_cast<T*>(dst), n / 4);
   } else {
-    convert_kernel<T, kOp><<<grid_for(n, 256), 256, 0, stream>>>(src, static_cast<T*>(dst), n);
+    launch(convert_kernel<T, kOp>, grid_for(n, 256), 256, 0, stream, src, static_cast<T*>(dst), n);
   }
 }
 
@@ -128,6 +130,7 @@ __device__ __forceinline__ void convert_range(const float* __restrict__ src, T* 
 // surplus x blocks idle (they exit at once).
 template <typename T>
 __global__ void convert_multi_kernel(const MultiArgs a) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   if (blockIdx.x == 0 && blockIdx.y == 0) {
     for (int i = threadIdx.x; i < a.npointers; i += blockDim.x) a.pointer_dst[i] = const_cast<void*>(a.pointers[i]);
   }
@@ -213,13 +216,13 @@ cudaError_t launch_convert_multi_from_f32(ElemType to, const ConvertBuffer* buff
   const dim3 grid(grid_x, static_cast<unsigned>(std::max(count, 1)));
   switch (to) {
     case ElemType::kF32:
-      convert_multi_kernel<float><<<grid, 256, 0, stream>>>(a);
+      launch(convert_multi_kernel<float>, grid, 256, 0, stream, a);
       break;
     case ElemType::kF16:
-      convert_multi_kernel<__half><<<grid, 256, 0, stream>>>(a);
+      launch(convert_multi_kernel<__half>, grid, 256, 0, stream, a);
       break;
     case ElemType::kBF16:
-      convert_multi_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(a);
+      launch(convert_multi_kernel<__nv_bfloat16>, grid, 256, 0, stream, a);
       break;
     default:
       return cudaErrorInvalidValue;

@@ -20,7 +20,8 @@ template <typename T>
 __global__ void embedding_kernel(const T* __restrict__ table,     // (vocab, C)
                                  const int32_t* __restrict__ tokens,  // (n)
                                  int C,
-                                 float* __restrict__ x) {          // (n, C)
+                                 float* __restrict__ x) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)          // (n, C)
   const int i = blockIdx.x;
   const T* src = table + static_cast<int64_t>(tokens[i]) * C;
   float* dst = x + static_cast<int64_t>(i) * C;
@@ -38,13 +39,13 @@ cudaError_t launch_embedding(const void* table, ElemType type, const int32_t* to
   const int block = C >= 256 ? 256 : 128;
   switch (type) {
     case ElemType::kF32:
-      embedding_kernel<<<n, block, 0, stream>>>(static_cast<const float*>(table), tokens, C, x);
+      launch(embedding_kernel<float>, n, block, 0, stream, static_cast<const float*>(table), tokens, C, x);
       break;
     case ElemType::kF16:
-      embedding_kernel<<<n, block, 0, stream>>>(static_cast<const __half*>(table), tokens, C, x);
+      launch(embedding_kernel<__half>, n, block, 0, stream, static_cast<const __half*>(table), tokens, C, x);
       break;
     case ElemType::kBF16:
-      embedding_kernel<<<n, block, 0, stream>>>(static_cast<const __nv_bfloat16*>(table), tokens, C, x);
+      launch(embedding_kernel<__nv_bfloat16>, n, block, 0, stream, static_cast<const __nv_bfloat16*>(table), tokens, C, x);
       break;
     default:
       return cudaErrorInvalidValue;

@@ -45,7 +45,8 @@ template <typename T, int NR>
 __global__ void __launch_bounds__(kThreads) ffn_sparse_kernel(const float* __restrict__ h,  // (n, F)
                                                               const T* __restrict__ w,      // (F, C)
                                                               int n, int F, int C, int fb,
-                                                              float* __restrict__ partial) {  // (nfb, n, C)
+                                                              float* __restrict__ partial) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)  // (nfb, n, C)
   __shared__ int list[kPass];
   __shared__ float coef[NR][kPass];
   __shared__ int warp_count[kThreads / 32];
@@ -152,6 +153,7 @@ __device__ __forceinline__ float4 add4(float4 a, float4 b) { return make_float4(
 __global__ void __launch_bounds__(32 * kReduceWarps) ffn_reduce_kernel(const float4* __restrict__ partial,  // (nfb, n*C/4)
                                                                         int nfb, int64_t total4,
                                                                         float4* __restrict__ y, bool accumulate) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   __shared__ float4 sums[kReduceWarps][32];
   const int lane = threadIdx.x, wy = threadIdx.y;
   const int64_t e = static_cast<int64_t>(blockIdx.x) * 32 + lane;
@@ -174,10 +176,10 @@ cudaError_t launch_typed(const Plan& p, const float* h, int n, int F, int C, con
   const dim3 grid(static_cast<unsigned>(p.tiles), static_cast<unsigned>(p.ncb), static_cast<unsigned>(p.nfb));
   const T* wt = static_cast<const T*>(w);
   switch (p.nr) {
-    case 1: ffn_sparse_kernel<T, 1><<<grid, kThreads, 0, stream>>>(h, wt, n, F, C, p.fb, partial); break;
-    case 2: ffn_sparse_kernel<T, 2><<<grid, kThreads, 0, stream>>>(h, wt, n, F, C, p.fb, partial); break;
-    case 4: ffn_sparse_kernel<T, 4><<<grid, kThreads, 0, stream>>>(h, wt, n, F, C, p.fb, partial); break;
-    default: ffn_sparse_kernel<T, kTile><<<grid, kThreads, 0, stream>>>(h, wt, n, F, C, p.fb, partial); break;
+    case 1: launch(ffn_sparse_kernel<T, 1>, grid, kThreads, 0, stream, h, wt, n, F, C, p.fb, partial); break;
+    case 2: launch(ffn_sparse_kernel<T, 2>, grid, kThreads, 0, stream, h, wt, n, F, C, p.fb, partial); break;
+    case 4: launch(ffn_sparse_kernel<T, 4>, grid, kThreads, 0, stream, h, wt, n, F, C, p.fb, partial); break;
+    default: launch(ffn_sparse_kernel<T, kTile>, grid, kThreads, 0, stream, h, wt, n, F, C, p.fb, partial); break;
   }
   return cudaGetLastError();
 }
@@ -211,7 +213,7 @@ cudaError_t launch_ffn_sparse(ElemType wtype, const float* h, int n, int F, int 
   const int64_t total4 = static_cast<int64_t>(n) * C / 4;
   const int64_t blocks = (total4 + 31) / 32;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  ffn_reduce_kernel<<<static_cast<unsigned>(blocks), dim3(32, kReduceWarps), 0, stream>>>(
+  launch(ffn_reduce_kernel, static_cast<unsigned>(blocks), dim3(32, kReduceWarps), 0, stream, 
       reinterpret_cast<const float4*>(partial), p.nfb, total4, reinterpret_cast<float4*>(y), accumulate);
   return cudaGetLastError();
 }

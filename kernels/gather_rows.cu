@@ -10,7 +10,8 @@ namespace {
 __global__ void gather_rows_kernel(const float* __restrict__ x,        // (any, C)
                                    const int32_t* __restrict__ rows,   // (n)
                                    int C,
-                                   float* __restrict__ out) {          // (n, C)
+                                   float* __restrict__ out) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)          // (n, C)
   const float* src = x + static_cast<int64_t>(rows[blockIdx.x]) * C;
   float* dst = out + static_cast<int64_t>(blockIdx.x) * C;
   for (int c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
@@ -23,7 +24,7 @@ cudaError_t launch_gather_rows(const float* x, const int32_t* rows, int n, int C
   if (n < 0 || C <= 0) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   if (x == nullptr || rows == nullptr || out == nullptr) return cudaErrorInvalidValue;
-  gather_rows_kernel<<<n, C >= 256 ? 256 : 128, 0, stream>>>(x, rows, C, out);
+  launch(gather_rows_kernel, n, C >= 256 ? 256 : 128, 0, stream, x, rows, C, out);
   return cudaGetLastError();
 }
 

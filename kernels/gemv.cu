@@ -90,6 +90,7 @@ __device__ __forceinline__ void chunk_fma(const uint4 (&wv)[kR], const float4* _
 
 template <typename T, int NR>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ Params p) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   __shared__ __align__(16) float xs_raw[kSmemFloats];
   constexpr int KT = kSmemFloats / NR;  // K values staged per slice (a multiple of 8 * 32)
   int j = 0;
@@ -170,10 +171,10 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
 template <typename T>
 cudaError_t launch_typed(const Params& p, int nr, dim3 grid, cudaStream_t stream) {
   switch (nr) {
-    case 1: gemv_kernel<T, 1><<<grid, kThreads, 0, stream>>>(p); break;
-    case 2: gemv_kernel<T, 2><<<grid, kThreads, 0, stream>>>(p); break;
-    case 4: gemv_kernel<T, 4><<<grid, kThreads, 0, stream>>>(p); break;
-    default: gemv_kernel<T, kTile><<<grid, kThreads, 0, stream>>>(p); break;
+    case 1: launch(gemv_kernel<T, 1>, grid, kThreads, 0, stream, p); break;
+    case 2: launch(gemv_kernel<T, 2>, grid, kThreads, 0, stream, p); break;
+    case 4: launch(gemv_kernel<T, 4>, grid, kThreads, 0, stream, p); break;
+    default: launch(gemv_kernel<T, kTile>, grid, kThreads, 0, stream, p); break;
   }
   return cudaGetLastError();
 }

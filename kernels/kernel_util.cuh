@@ -12,6 +12,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
+
+#include "kernels/launch.h"
 
 namespace rwkv::kernels {
 
@@ -36,6 +39,44 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   t = warp_sum(t);
   __syncthreads();
   return t;
+}
+
+// Programmatic dependent launch (Hopper and later). A kernel launched by
+// `launch` below with it on may be scheduled while the kernel before it in
+// the stream is still running; its blocks then wait in pdl_wait(), which
+// every such kernel calls first, until that kernel has finished and its
+// writes are visible. So the results are those of plain stream order; what
+// changes is that the launch and block scheduling of a kernel overlap the
+// tail of the one before, which at batch 1 (a dozen short kernels per layer)
+// is a sizeable part of the step. Off below sm_90. Process-wide: the CUDA
+// backend sets it at Init (CudaBackendOptions::programmatic_launch;
+// kernels/launch.h).
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), with programmatic
+// dependent launch when it is on. The kernel must begin with pdl_wait().
+// Errors are also left for cudaGetLastError, as a <<<>>> launch leaves them.
+template <typename... KArgs, typename... Args>
+cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (programmatic_launch()) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
 // Blocks for a grid-stride loop over n elements.

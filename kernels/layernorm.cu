@@ -16,7 +16,8 @@ __global__ void layernorm_kernel(const float* x,  // (n, C)
                                  int C,
                                  const float* __restrict__ w,  // (C)
                                  const float* __restrict__ b,  // (C)
-                                 float* y) {                   // (n, C)
+                                 float* y) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)                   // (n, C)
   __shared__ float scratch[32];
   const float* xi = x + static_cast<int64_t>(blockIdx.x) * C;
   float* yi = y + static_cast<int64_t>(blockIdx.x) * C;
@@ -42,7 +43,7 @@ cudaError_t launch_layernorm(const float* x, int n, int C, const float* w, const
   }
   if (n == 0) return cudaSuccess;
   const int block = C >= 1024 ? 512 : (C >= 256 ? 256 : 128);
-  layernorm_kernel<<<n, block, 0, stream>>>(x, C, w, b, y);
+  launch(layernorm_kernel, n, block, 0, stream, x, C, w, b, y);
   return cudaGetLastError();
 }
 

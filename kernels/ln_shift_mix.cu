@@ -43,6 +43,7 @@ __global__ void ln_shift_mix_kernel(const float* __restrict__ x,  // (n, C)
                                     const SegmentDesc* __restrict__ segs, int nseg,
                                     float* __restrict__ x_prev,  // (slots, slot_stride)
                                     int64_t slot_stride, MixArgs args) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   __shared__ float scratch[32];
   __shared__ int seg_of_row;
   const int r = blockIdx.x;
@@ -93,6 +94,7 @@ __global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
                                         const SegmentDesc* __restrict__ segs, int nseg,
                                         float* __restrict__ x_prev,  // (slots, slot_stride)
                                         int64_t slot_stride, MixArgs args) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   __shared__ float scratch[32];
   __shared__ int seg_of_row;
   const int r = blockIdx.x;
@@ -183,7 +185,7 @@ void launch_vec(int count, unsigned grid, int block, cudaStream_t stream, const 
                 const float* ln_w, const float* ln_b, const SegmentDesc* segs, int nseg, float* x_prev,
                 int64_t slot_stride, const MixArgs& args) {
 #define RWKV_LSM_VEC(K) \
-  ln_shift_mix_vec_kernel<K, kV><<<grid, block, 0, stream>>>(x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args)
+  launch(ln_shift_mix_vec_kernel<K, kV>, grid, block, 0, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args)
   switch (count) {
     case 1: RWKV_LSM_VEC(1); break;
     case 2: RWKV_LSM_VEC(2); break;
@@ -234,12 +236,12 @@ cudaError_t launch_ln_shift_mix(const float* x, int n, int C, const float* ln_w,
   }
   const int block = C >= 1024 ? 512 : (C >= 256 ? 256 : 128);
   switch (count) {
-    case 1: ln_shift_mix_kernel<1><<<grid, block, 0, stream>>>(x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
-    case 2: ln_shift_mix_kernel<2><<<grid, block, 0, stream>>>(x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
-    case 3: ln_shift_mix_kernel<3><<<grid, block, 0, stream>>>(x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
-    case 4: ln_shift_mix_kernel<4><<<grid, block, 0, stream>>>(x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
-    case 5: ln_shift_mix_kernel<5><<<grid, block, 0, stream>>>(x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
-    default: ln_shift_mix_kernel<6><<<grid, block, 0, stream>>>(x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
+    case 1: launch(ln_shift_mix_kernel<1>, grid, block, 0, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
+    case 2: launch(ln_shift_mix_kernel<2>, grid, block, 0, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
+    case 3: launch(ln_shift_mix_kernel<3>, grid, block, 0, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
+    case 4: launch(ln_shift_mix_kernel<4>, grid, block, 0, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
+    case 5: launch(ln_shift_mix_kernel<5>, grid, block, 0, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
+    default: launch(ln_shift_mix_kernel<6>, grid, block, 0, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args); break;
   }
   return cudaGetLastError();
 }

@@ -154,6 +154,7 @@ __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uin
 
 template <typename T, int NT>
 __global__ void __launch_bounds__(kThreads) skinny_kernel(const __grid_constant__ Params p) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   constexpr int KS = Slice<NT>::kK;
   constexpr int kStride = KS + kPad;
   constexpr int kSliceChunks = KS / kChunk;
@@ -304,13 +305,13 @@ template <typename T>
 cudaError_t launch_typed(const Params& p, int ctas, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(ctas));
   if (p.n <= 8) {
-    skinny_kernel<T, 1><<<grid, kThreads, 0, stream>>>(p);
+    launch(skinny_kernel<T, 1>, grid, kThreads, 0, stream, p);
   } else if (p.n <= 16) {
-    skinny_kernel<T, 2><<<grid, kThreads, 0, stream>>>(p);
+    launch(skinny_kernel<T, 2>, grid, kThreads, 0, stream, p);
   } else if (p.n <= 32) {
-    skinny_kernel<T, 4><<<grid, kThreads, 0, stream>>>(p);
+    launch(skinny_kernel<T, 4>, grid, kThreads, 0, stream, p);
   } else {
-    skinny_kernel<T, 8><<<grid, kThreads, 0, stream>>>(p);
+    launch(skinny_kernel<T, 8>, grid, kThreads, 0, stream, p);
   }
   return cudaGetLastError();
 }

@@ -22,6 +22,7 @@ __global__ void v7_output_kernel(float* __restrict__ y,          // (n, C)
                                  const float* __restrict__ lnw,  // (C)
                                  const float* __restrict__ lnb,  // (C)
                                  int64_t items, int C, int N) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (item >= items) return;
   const int H = C / N;
@@ -62,7 +63,7 @@ cudaError_t launch_v7_output(float* y, const float* r, const float* k, const flo
   const int64_t items = static_cast<int64_t>(n) * (C / N);
   const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  v7_output_kernel<<<static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream>>>(y, r, k, v, g, r_k, lnw,
+  launch(v7_output_kernel, static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream, y, r, k, v, g, r_k, lnw,
                                                                                        lnb, items, C, N);
   return cudaGetLastError();
 }

@@ -19,6 +19,7 @@ __global__ void v7_prep_kernel(float* __restrict__ w, const float* __restrict__ 
                                const float* __restrict__ k_k, const float* __restrict__ k_a, float* __restrict__ v,
                                float* __restrict__ v_first, const float* __restrict__ v_gate,
                                const float* __restrict__ v0, int64_t items, int C, int N, float scale) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (item >= items) return;
   const int H = C / N;
@@ -66,7 +67,7 @@ cudaError_t launch_v7_prep(float* w, const float* w0, float* a, const float* a0,
   const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
   const float scale = 0.60653065971263342f;  // expf(-0.5f), as the CPU computes it
-  v7_prep_kernel<<<static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream>>>(
+  launch(v7_prep_kernel, static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream, 
       w, w0, a, a0, k, kk, k_k, k_a, v, v_first, v_gate, v0, items, C, N, scale);
   return cudaGetLastError();
 }

@@ -140,7 +140,8 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
                                                        const float* __restrict__ kk,  // (n, C)
                                                        const float* __restrict__ a,   // (n, C)
                                                        float* __restrict__ y,         // (n, C)
-                                                       int long_rows) {  // segments this long: not ours
+                                                       int long_rows) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)  // segments this long: not ours
   constexpr bool kHalf = std::is_same_v<E, __half>;
   constexpr int kPerChunk = 16 / static_cast<int>(sizeof(E));  // elements per 16-byte chunk
   constexpr int kChunks = N / kPerChunk;                       // chunks per row
@@ -330,6 +331,7 @@ __global__ void __launch_bounds__(SeqShape<N>::kThreads) wkv7_seq_kernel(
     const float* __restrict__ r, const float* __restrict__ w, const float* __restrict__ k,
     const float* __restrict__ v, const float* __restrict__ kk, const float* __restrict__ a,
     float* __restrict__ y) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   using S = SeqShape<N>;
   constexpr bool kHalf = std::is_same_v<E, __half>;
   __shared__ __align__(16) float stage[2][S::kTokens * S::kVec];
@@ -462,7 +464,8 @@ __global__ void wkv7_generic_kernel(const SegmentDesc* __restrict__ segs,  // (n
                                     const float* __restrict__ v,   // (n, C)
                                     const float* __restrict__ kk,  // (n, C)
                                     const float* __restrict__ a,   // (n, C)
-                                    float* __restrict__ y) {       // (n, C)
+                                    float* __restrict__ y) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)       // (n, C)
   constexpr bool kHalf = std::is_same_v<E, __half>;
   extern __shared__ float vec[];  // (5, N): r, w, k, kk, kk*a
   float *sr = vec, *sw = vec + N, *sk = vec + 2 * N, *skk = vec + 3 * N, *sb = vec + 4 * N;
@@ -511,7 +514,7 @@ cudaError_t launch_seq(const SegmentDesc* segs, const int32_t* index, int count,
     list.index[list.count++] = index[j];
     if (list.count == kSeqMaxSegments) {
       const dim3 grid((C / N) * S::kBands, list.count);
-      wkv7_seq_kernel<N, E><<<grid, S::kThreads, 0, stream>>>(segs, list, C, state, slot_stride, r, w, k, v, kk,
+      launch(wkv7_seq_kernel<N, E>, grid, S::kThreads, 0, stream, segs, list, C, state, slot_stride, r, w, k, v, kk,
                                                                a, y);
       if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
       list.count = 0;
@@ -519,7 +522,7 @@ cudaError_t launch_seq(const SegmentDesc* segs, const int32_t* index, int count,
   }
   if (list.count > 0) {
     const dim3 grid((C / N) * S::kBands, list.count);
-    wkv7_seq_kernel<N, E><<<grid, S::kThreads, 0, stream>>>(segs, list, C, state, slot_stride, r, w, k, v, kk, a,
+    launch(wkv7_seq_kernel<N, E>, grid, S::kThreads, 0, stream, segs, list, C, state, slot_stride, r, w, k, v, kk, a,
                                                              y);
     return cudaGetLastError();
   }
@@ -560,17 +563,17 @@ cudaError_t launch_typed(const SegmentDesc* segs, const SegmentDesc* host_segs, 
     // of long segments return at once.
     switch (N) {
       case 32:
-        wkv7_tiled_kernel<32, E><<<grid, 32, 0, stream>>>(segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows);
+        launch(wkv7_tiled_kernel<32, E>, grid, 32, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows);
         return cudaGetLastError();
       case 64:
-        wkv7_tiled_kernel<64, E><<<grid, 64, 0, stream>>>(segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows);
+        launch(wkv7_tiled_kernel<64, E>, grid, 64, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows);
         return cudaGetLastError();
       default:
-        wkv7_tiled_kernel<128, E><<<grid, 128, 0, stream>>>(segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows);
+        launch(wkv7_tiled_kernel<128, E>, grid, 128, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows);
         return cudaGetLastError();
     }
   }
-  wkv7_generic_kernel<E><<<grid, N, 5 * N * sizeof(float), stream>>>(segs, C, N, state, slot_stride, r, w, k, v,
+  launch(wkv7_generic_kernel<E>, grid, N, 5 * N * sizeof(float), stream, segs, C, N, state, slot_stride, r, w, k, v,
                                                                      kk, a, y);
   return cudaGetLastError();
 }

@@ -76,6 +76,7 @@
 #include "kernels/ffn_sparse.h"
 #include "kernels/gather_rows.h"
 #include "kernels/gemv.h"
+#include "kernels/launch.h"
 #include "kernels/layernorm.h"
 #include "kernels/ln_shift_mix.h"
 #include "kernels/mix.h"
@@ -235,6 +236,8 @@ absl::Status CudaBackend::Init() {
   // device work, at the top of Init).
   graphs_enabled_ = options_.cuda_graphs;
   pass_padding_ = options_.pass_padding && graphs_enabled_;
+  programmatic_ = options_.programmatic_launch && prop.major >= 9;
+  kernels::set_programmatic_launch(programmatic_);
   sm_count_ = prop.multiProcessorCount;
   const bool invariant = options_.batch_invariant;
   small_rows_ = invariant ? 0 : std::clamp(options_.small_batch_rows, 0, CudaBackendOptions::kMaxSmallBatchRows);
@@ -317,9 +320,10 @@ CudaBackend::~CudaBackend() {
 }
 
 std::string CudaBackend::description() const {
-  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s, %s", options_.device, device_name_,
+  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s%s, %s", options_.device, device_name_,
                          std::string(DTypeName(options_.weight_dtype)),
                          std::string(DTypeName(options_.embedding_dtype)), graphs_enabled_ ? ", graphs" : "",
+                         programmatic_ ? ", programmatic launch" : "",
                          small_rows_ > 0 || skinny_rows_ > 0
                              ? absl::StrFormat("small-batch kernels up to %d rows, skinny GEMM up to %d rows "
                                                "(LoRA products up to %d)",

@@ -117,6 +117,11 @@ struct CudaBackendOptions {
   // granule of extra rows per pass. RWKV_CUDA_PASS_PADDING (0 or 1)
   // overrides this.
   bool pass_padding = true;
+  // Launch our kernels with programmatic dependent launch on sm_90 and later
+  // (kernels/kernel_util.cuh): each kernel's launch overlaps the end of the
+  // one before, same results. Process-wide (the last backend made decides).
+  // RWKV_CUDA_PDL (0 or 1) overrides this.
+  bool programmatic_launch = true;
 
   // Where the GEMV stops paying. At n rows it does n fp32 FMAs per weight on
   // CUDA cores (plus a 16-bit widening), while cuBLAS on tensor cores does
@@ -332,6 +337,7 @@ class CudaBackend final : public Backend {
   // second time it is seen.
   bool graphs_enabled_ = false;
   bool pass_padding_ = false;  // graphs on and options_.pass_padding (or the environment)
+  bool programmatic_ = false;  // options_.programmatic_launch on an sm_90+ device
   bool capturing_ = false;  // the pass's ops are being recorded
   bool replaying_ = false;  // the pass was launched from a graph: ops do nothing
   std::vector<int32_t> pass_key_;
