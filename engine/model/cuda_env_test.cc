@@ -13,7 +13,8 @@ namespace rwkv {
 namespace {
 
 constexpr const char* kVars[] = {"RWKV_CUDA_GRAPHS",          "RWKV_CUDA_PASS_PADDING", "RWKV_CUDA_BATCH_INVARIANT",
-                                 "RWKV_CUDA_SMALL_BATCH_ROWS", "RWKV_CUDA_SKINNY_ROWS",  "RWKV_CUDA_SKINNY_LORA_ROWS"};
+                                 "RWKV_CUDA_PDL",             "RWKV_CUDA_SMALL_BATCH_ROWS", "RWKV_CUDA_SKINNY_ROWS",
+                                 "RWKV_CUDA_SKINNY_LORA_ROWS"};
 
 class CudaEnvTest : public ::testing::Test {
  protected:
@@ -38,6 +39,7 @@ TEST_F(CudaEnvTest, WellFormedValuesApply) {
   setenv("RWKV_CUDA_GRAPHS", "0", 1);
   setenv("RWKV_CUDA_PASS_PADDING", "0", 1);
   setenv("RWKV_CUDA_BATCH_INVARIANT", "1", 1);
+  setenv("RWKV_CUDA_PDL", "0", 1);
   setenv("RWKV_CUDA_SMALL_BATCH_ROWS", "0", 1);
   setenv("RWKV_CUDA_SKINNY_ROWS", "64", 1);
   setenv("RWKV_CUDA_SKINNY_LORA_ROWS", "32", 1);
@@ -45,6 +47,7 @@ TEST_F(CudaEnvTest, WellFormedValuesApply) {
   EXPECT_FALSE(o.cuda_graphs);
   EXPECT_FALSE(o.pass_padding);
   EXPECT_TRUE(o.batch_invariant);
+  EXPECT_FALSE(o.programmatic_launch);
   EXPECT_EQ(o.small_batch_rows, 0);
   EXPECT_EQ(o.skinny_rows, 64);
   EXPECT_EQ(o.skinny_lora_rows, 32);
@@ -53,7 +56,7 @@ TEST_F(CudaEnvTest, WellFormedValuesApply) {
 TEST_F(CudaEnvTest, MalformedValuesAreNamedAndChangeNothing) {
   const std::vector<std::pair<const char*, const char*>> bad = {
       {"RWKV_CUDA_GRAPHS", "yes"},        {"RWKV_CUDA_GRAPHS", "10"},         {"RWKV_CUDA_PASS_PADDING", "true"},
-      {"RWKV_CUDA_BATCH_INVARIANT", "2"}, {"RWKV_CUDA_SKINNY_ROWS", "sixteen"}, {"RWKV_CUDA_SKINNY_ROWS", "65"},
+      {"RWKV_CUDA_BATCH_INVARIANT", "2"}, {"RWKV_CUDA_PDL", "on"}, {"RWKV_CUDA_SKINNY_ROWS", "sixteen"}, {"RWKV_CUDA_SKINNY_ROWS", "65"},
       {"RWKV_CUDA_SKINNY_ROWS", "-1"},    {"RWKV_CUDA_SMALL_BATCH_ROWS", "4x"}, {"RWKV_CUDA_SKINNY_LORA_ROWS", "1e3"},
   };
   for (const auto& [name, value] : bad) {
