@@ -167,6 +167,7 @@ absl::StatusOr<Session*> EngineImpl::NewSession(bool ephemeral, const std::strin
 }
 
 void EngineImpl::DropSession(Session* s) {
+  std::erase(kept_sessions_, s);
   if (s->slot >= 0) free_slots_.push_back(s->slot);
   host_bytes_ -= static_cast<int64_t>(s->host_state.size() * sizeof(float));
   if (s->in_store && store_ != nullptr) {

@@ -153,6 +153,10 @@ class EngineImpl {
   std::vector<std::function<void()>> later_;  // engine thread only
   std::vector<PendingEmit> emits_;             // engine thread only: see FlushEmits
   std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
+  // Sessions fed in the last device-sampling forward: the only ones whose
+  // kept_logits_row may be >= 0 (BeforeForward; DropSession removes one).
+  std::vector<Session*> kept_sessions_;
+  absl::Time offloaded_counted_at_ = absl::InfinitePast();  // UpdateGauges
   std::vector<int32_t> free_slots_;
   std::deque<std::shared_ptr<Request>> waiting_;
   std::vector<std::shared_ptr<Request>> running_;

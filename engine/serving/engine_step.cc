@@ -112,7 +112,10 @@ void EngineImpl::MaterializeLogits(Session* s) {
 void EngineImpl::BeforeForward(const std::vector<Session*>& fed) {
   if (!device_sampling_) return;
   for (Session* s : fed) s->kept_logits_row = -1;
-  for (auto& [id, s] : sessions_) MaterializeLogits(s.get());
+  // Only sessions fed in the last forward can hold a kept row: a walk over
+  // them, not over the whole table (thousands of idle sessions on a GPU).
+  for (Session* s : kept_sessions_) MaterializeLogits(s);
+  kept_sessions_.clear();
 }
 
 void EngineImpl::Finish(Request* r, absl::Status status, FinishReason reason) {
@@ -338,6 +341,7 @@ bool EngineImpl::Step() {
     s->last_used = absl::Now();
     if (device_sampling_) {
       s->kept_logits_row = static_cast<int32_t>(i);
+      kept_sessions_.push_back(s);
     } else {
       s->last_logits.assign(row, row + V);
     }
@@ -501,17 +505,18 @@ void EngineImpl::UpdateGauges() {
   if (metrics_ == nullptr) return;
   metrics_->requests_running.Set(static_cast<double>(running_.size()));
   metrics_->requests_waiting.Set(static_cast<double>(waiting_.size()));
-  metrics_->state_slots_used.Set(static_cast<double>(config_.state_slots - static_cast<int32_t>(free_slots_.size())));
+  const int32_t used = config_.state_slots - static_cast<int32_t>(free_slots_.size());
+  metrics_->state_slots_used.Set(static_cast<double>(used));
   metrics_->state_slots_capacity.Set(static_cast<double>(config_.state_slots));
-  int resident = 0, offloaded = 0;
-  for (auto& [id, s] : sessions_) {
-    if (s->slot >= 0) {
-      ++resident;
-    } else if (!s->fresh()) {
-      ++offloaded;
-    }
-  }
-  metrics_->sessions_resident.Set(resident);
+  metrics_->sessions_resident.Set(used);  // each resident session holds one slot
+  // The offloaded count walks the whole session table (thousands on a GPU):
+  // at most every 100 ms, not twice a step. Prometheus scrapes every few
+  // seconds; the gauge is at most that stale.
+  const absl::Time now = absl::Now();
+  if (now - offloaded_counted_at_ < absl::Milliseconds(100)) return;
+  offloaded_counted_at_ = now;
+  int offloaded = 0;
+  for (auto& [id, s] : sessions_) offloaded += s->slot < 0 && !s->fresh();
   metrics_->sessions_offloaded.Set(offloaded);
 }
 
