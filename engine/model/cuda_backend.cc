@@ -636,15 +636,19 @@ void CudaBackend::BeginPass(const Segment* segs, int nseg, const int32_t* tokens
   }
 }
 
-int CudaBackend::PassRowQuantum(int count) const {
+int CudaBackend::PassQuantumFor(int count) {
   // Up to 16 rows every count has its own kernels (GEMV, skinny GEMM) and
-  // decode batches that small are few; above, a granule of about 1/32 of the
-  // count (16..128) keeps the padding under ~6%.
-  if (!pass_padding_ || count <= 16) return 1;
+  // decode batches that small are few; above, a granule of 16 up to 511 rows
+  // (passes that reread the weights for each row tile anyway, so extra rows
+  // cost little), then about 1/32 of the count up to 128: under 1/16 of the
+  // pass from 256 rows.
+  if (count <= 16) return 1;
   int q = 16;
   while (q < 128 && q * 32 <= count) q *= 2;
   return q;
 }
+
+int CudaBackend::PassRowQuantum(int count) const { return pass_padding_ ? PassQuantumFor(count) : 1; }
 
 void CudaBackend::EndPass() {
   if (!in_pass_) return;

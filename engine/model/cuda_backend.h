@@ -193,6 +193,10 @@ class CudaBackend final : public Backend {
   // Whether passes are captured as CUDA graphs (options or environment).
   bool graphs_enabled() const { return graphs_enabled_; }
   int PassRowQuantum(int count) const override;
+  // The granule with pass padding on: 1 up to 16, then 16 up to 511, 32, 64,
+  // and 128 from 2048. A power of two that never falls as count grows, which
+  // Model::WorkspaceBytes's bound relies on.
+  static int PassQuantumFor(int count);
   // Graphs captured so far and passes replayed from them (for tests and tools).
   int64_t graphs_captured() const { return graphs_captured_; }
   int64_t graph_replays() const { return graph_replays_; }

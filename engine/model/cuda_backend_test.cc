@@ -1156,6 +1156,27 @@ TEST_F(CudaOpsTest, Wkv7Fp16StateMatchesCpuTwin) {
 // N = 64, kk moved by one ulp as a stand-in for another summation order):
 // after 1000 tokens 1.7e-7 on the state and 1.5e-6 on y. A wrong column,
 // token or row would be off by O(1).
+// Needs no GPU: the padding granule is 1 up to 16 rows, then a power of two
+// that never falls with the count: at most 15 rows of padding below 256 rows,
+// under 1/16 of the pass from there.
+TEST(CudaPassPaddingTest, QuantumIsMonotonePowerOfTwo) {
+  EXPECT_EQ(CudaBackend::PassQuantumFor(1), 1);
+  EXPECT_EQ(CudaBackend::PassQuantumFor(16), 1);
+  EXPECT_EQ(CudaBackend::PassQuantumFor(17), 16);
+  EXPECT_EQ(CudaBackend::PassQuantumFor(511), 16);
+  EXPECT_EQ(CudaBackend::PassQuantumFor(512), 32);
+  EXPECT_EQ(CudaBackend::PassQuantumFor(1024), 64);
+  EXPECT_EQ(CudaBackend::PassQuantumFor(4096), 128);
+  int last = 1;
+  for (int n = 1; n <= 5000; ++n) {
+    const int q = CudaBackend::PassQuantumFor(n);
+    ASSERT_EQ(q & (q - 1), 0) << n;
+    ASSERT_GE(q, last) << n;
+    if (q > 1) ASSERT_LE(q - 1, std::max(15, n / 16)) << n;  // the padding, at most q - 1 rows
+    last = q;
+  }
+}
+
 TEST_F(CudaOpsTest, Wkv7LongSegmentsMatchCpu) {
   std::vector<Segment> mixed = {{3, 0, 1000}, {0, 1000, 1}, {5, 1001, 7}, {1, 1008, 8},
                                 {6, 1016, 17}, {2, 1033, 64}, {4, 1097, 9}, {7, 1106, 16}};
