@@ -164,6 +164,7 @@ TEST(ServerFlagsTest, Errors) {
       {"--max-batch", "0"},                  // below 1
       {"--max-batch", "x"},                  // not a number
       {"--threads", "-1"},                   // below 0
+      {"--mixed-prefill-tokens", "-1"},      // below 0 (0 = no cap)
       {"--state-slots", "99999999999"},      // overflow
       {"--drain-seconds", "-1"},             // negative
       {"--drain-seconds", "nan"},            // not finite

@@ -449,9 +449,11 @@ std::vector<size_t> WorkspaceFloats(const ModelConfig& c, int rows, int logit_ro
 }  // namespace
 
 int64_t Model::WorkspaceBytes(int rows, int logit_rows) const {
-  // A padded pass (RunForward) has up to a granule less one more of each.
+  // A padded pass (RunForward) has up to a granule less one more of each;
+  // granules are powers of two that never fall with the count, so no smaller
+  // pass pads past these.
   auto padded = [&](int n) { return RoundUpTo(n, backend_->PassRowQuantum(n)); };
-  rows = std::max(padded(rows), padded(std::min(rows, kMaxRowsPerPass)));
+  rows = padded(rows);
   logit_rows = padded(logit_rows);
   int64_t floats = 0;
   for (size_t n : WorkspaceFloats(config_, rows, logit_rows)) floats += static_cast<int64_t>(std::max<size_t>(n, 1));

@@ -194,6 +194,22 @@ TEST(EngineTest, PromptsBesideDecodingGetMixedPrefillTokens) {
   EXPECT_GE(late_rows, 50);
 }
 
+// Limits out of range are refused at creation with a message naming them.
+TEST(EngineTest, BadLimitsAreRefused) {
+  for (int which = 0; which < 3; ++which) {
+    EngineConfig cfg;
+    if (which == 0) cfg.mixed_prefill_tokens = -1;
+    if (which == 1) cfg.prefill_chunk = 0;
+    if (which == 2) cfg.step_token_budget = 0;
+    auto model = Model::Load("synthetic:tiny", std::make_unique<CpuBackend>(1), {.progress = false});
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
+    ASSERT_FALSE(engine.ok()) << which;
+    EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument) << which;
+    EXPECT_NE(engine.status().message().find("mixed prefill tokens >= 0"), std::string::npos) << engine.status();
+  }
+}
+
 TEST(EngineTest, ConcurrentSessionsEqualTheirSoloRuns) {
   EngineConfig cfg;
   cfg.state_slots = 24;
