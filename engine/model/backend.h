@@ -122,6 +122,10 @@ class Backend {
   // graphs) then sees a few shapes instead of one per mix of decoding and
   // prompt rows, and replays instead of recording at every new mix.
   virtual int PassRowQuantum(int /*count*/) const { return 1; }
+  // Whether the backend records a pass per shape (CUDA graphs) and so gains
+  // from seeing the shapes a server will run before it serves
+  // (Model::WarmUpPasses). Default: no.
+  virtual bool RecordsPasses() const { return false; }
 
   // ---- ops ----
   // x[i] = row tokens[i] of emb (tokens: host array of n ids, already validated).

@@ -46,7 +46,7 @@
 //    stream has drained, so no copy reads staging memory that was overwritten.
 //  - CUDA graphs (on by default): since a pass's launches depend on its shape
 //    alone once its arrays live in the fixed device buffer, a shape seen a
-//    second time is captured, and replayed after that. At most 128 are kept;
+//    second time is captured, and replayed after that. At most 512 are kept;
 //    the least recently replayed one makes room for a new one. The shape is
 //    the counts (rows, segments, logit rows), the longest segment rounded to
 //    a power of two and which segments take the long WKV-7 kernel; with
@@ -57,6 +57,7 @@
 //    kernels/CMakeLists.txt because it exists only where CUDA does.
 #include "engine/model/cuda_backend.h"
 #include "engine/model/cuda_env.h"
+#include "engine/model/transpose.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -118,7 +119,7 @@ constexpr size_t kStagingAlign = 256;
 constexpr size_t kUploadChunkFloats = size_t{4} << 20;  // 16 MiB of fp32 per conversion chunk
 constexpr size_t kPassBufferBytes = size_t{64} << 10;   // a pass's host arrays, grown on demand
 constexpr size_t kBlasWorkspaceBytes = size_t{32} << 20;  // cuBLAS workspace when capturing graphs
-constexpr size_t kMaxGraphs = 128;                       // captured pass shapes kept at once
+constexpr size_t kMaxGraphs = 512;                       // captured pass shapes kept at once
 constexpr size_t kMaxShapesSeen = 4096;                  // shapes remembered while waiting for a 2nd run
 // Row-tile counters of the skinny GEMM's split-K reduction: one per 64 output
 // rows of the split jobs of a launch (a launch needs a few hundred).
@@ -151,9 +152,14 @@ cudaDataType ToCudaType(DType t) {
 
 const kernels::SegmentDesc* AsDesc(const void* p) { return static_cast<const kernels::SegmentDesc*>(p); }
 
+// The longest segment that carries a state (padding segments, slot < 0, do
+// no work in the kernels that size their grid by it), at least 1: a pass of
+// padding only (Model::WarmUpPasses) has the key of a decode step.
 int MaxRows(const Segment* segs, int nseg) {
-  int m = 0;
-  for (int s = 0; s < nseg; ++s) m = std::max(m, segs[s].rows);
+  int m = 1;
+  for (int s = 0; s < nseg; ++s) {
+    if (segs[s].slot >= 0) m = std::max(m, segs[s].rows);
+  }
   return m;
 }
 
@@ -960,9 +966,7 @@ absl::StatusOr<Matrix> CudaBackend::UploadSparseInputMatrix(const float* host, i
     return absl::InvalidArgumentError(absl::StrFormat("matrix shape (%d, %d) must be positive", rows, cols));
   }
   std::vector<float> t(static_cast<size_t>(rows) * static_cast<size_t>(cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) t[static_cast<size_t>(c * rows + r)] = host[r * cols + c];
-  }
+  Transpose(host, rows, cols, t.data());
   auto m = UploadConverted(t.data(), cols, rows, options_.weight_dtype);
   if (!m.ok()) return m.status();
   return Matrix{m->data, rows, cols, m->dtype, /*input_major=*/true};

@@ -193,6 +193,7 @@ class CudaBackend final : public Backend {
   // Whether passes are captured as CUDA graphs (options or environment).
   bool graphs_enabled() const { return graphs_enabled_; }
   int PassRowQuantum(int count) const override;
+  bool RecordsPasses() const override { return graphs_enabled_; }
   // The granule with pass padding on: 1 up to 16, then 16 up to 511, 32, 64,
   // and 128 from 2048. A power of two that never falls as count grows, which
   // Model::WorkspaceBytes's bound relies on.

@@ -593,6 +593,65 @@ TEST_P(CudaSequenceTest, PaddedGraphReplaysMatchEagerUnpadded) {
               GetParam().c_str(), worst);
 }
 
+// Model::WarmUpPasses records every padded decode shape up to the batch as a
+// graph; decode steps of any batch size up to it then replay (nothing more is
+// recorded) and give what eager unpadded passes give.
+TEST_P(CudaSequenceTest, WarmedUpDecodeShapesReplayAndMatchEager) {
+  RWKV_REQUIRE_GPU();
+  constexpr int B = 40;
+  auto created = CudaBackend::Create({.device = 0,
+                                      .weight_dtype = DType::kF32,
+                                      .embedding_dtype = DType::kF32,
+                                      .cuda_graphs = true,
+                                      .pass_padding = true});
+  ASSERT_TRUE(created.ok()) << created.status();
+  CudaBackend* cuda = created->get();
+  auto warm = LoadOn(GetParam(), *std::move(created), B);
+  auto eager_backend = MakeCudaBackend({.device = 0,
+                                        .weight_dtype = DType::kF32,
+                                        .embedding_dtype = DType::kF32,
+                                        .cuda_graphs = false,
+                                        .pass_padding = false});
+  ASSERT_TRUE(eager_backend.ok()) << eager_backend.status();
+  auto eager = LoadOn(GetParam(), *std::move(eager_backend), B);
+  ASSERT_NE(warm, nullptr);
+  ASSERT_NE(eager, nullptr);
+  auto shapes = warm->WarmUpPasses(B, 64);
+  ASSERT_TRUE(shapes.ok()) << shapes.status();
+  EXPECT_EQ(*shapes, 18);  // 1..16, then 32 and 48 (granule 16)
+  EXPECT_EQ(cuda->graphs_captured(), *shapes);
+  const int V = warm->config().vocab_size;
+  int64_t replays = cuda->graph_replays();
+  for (int n : {1, 5, 16, 17, 31, 32, 40, 33}) {
+    std::vector<std::vector<int32_t>> tokens;
+    std::vector<ForwardRequest> reqs;
+    for (int i = 0; i < n; ++i) tokens.push_back(Tokens(1, 100 * n + static_cast<uint32_t>(i), V));
+    for (int i = 0; i < n; ++i) reqs.push_back({(i * 3 + n) % B, tokens[static_cast<size_t>(i)], false});
+    std::vector<float> want, got;
+    ASSERT_TRUE(eager->Forward(reqs, &want).ok());
+    ASSERT_TRUE(warm->Forward(reqs, &got).ok());
+    ASSERT_EQ(got.size(), want.size());
+    for (int r = 0; r < n; ++r) {
+      const double rel = MaxAbsDiff(got.data() + static_cast<size_t>(r) * V, want.data() + static_cast<size_t>(r) * V, V) /
+                         Std(want.data() + static_cast<size_t>(r) * V, V);
+      EXPECT_LT(rel, 1e-4) << n << " sessions, row " << r;
+    }
+    EXPECT_EQ(cuda->graphs_captured(), *shapes) << n << " sessions: a shape was recorded, not replayed";
+    EXPECT_EQ(cuda->graph_replays(), ++replays) << n << " sessions";
+  }
+  for (int slot = 0; slot < B; ++slot) {
+    std::vector<float> a(static_cast<size_t>(eager->state_layout().total)), b(a.size());
+    ASSERT_TRUE(eager->ReadSlot(slot, a.data()).ok());
+    ASSERT_TRUE(warm->ReadSlot(slot, b.data()).ok());
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      diff = std::max(diff, static_cast<double>(std::fabs(a[i] - b[i])));
+      scale = std::max(scale, static_cast<double>(std::fabs(a[i])));
+    }
+    EXPECT_LE(diff, 1e-4 * std::max(scale, 1.0)) << "slot " << slot;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Synthetic, CudaSequenceTest, ::testing::Values("synthetic:tiny", "synthetic:v4-tiny"),
                          [](const auto& p) { return Sanitise(p.param); });
 

@@ -49,6 +49,7 @@ class ForwardingBackend : public Backend {
   }
   void EndPass() override { inner_->EndPass(); }
   int PassRowQuantum(int count) const override { return inner_->PassRowQuantum(count); }
+  bool RecordsPasses() const override { return inner_->RecordsPasses(); }
 
   void Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) override {
     inner_->Embedding(emb, tokens, n, x);

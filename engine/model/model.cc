@@ -19,6 +19,7 @@
 #include "engine/model/fp16_state_rounding.h"
 #include "engine/model/progress_bar.h"
 #include "engine/model/synthetic.h"
+#include "engine/model/transpose.h"
 
 namespace rwkv {
 
@@ -160,9 +161,7 @@ class WeightReader {
     auto host = ReadMatrix(name, in, out);
     if (!host.ok()) return host.status();
     std::vector<float> t(host->size());
-    for (int64_t i = 0; i < in; ++i) {
-      for (int64_t o = 0; o < out; ++o) t[o * in + i] = (*host)[i * out + o];
-    }
+    Transpose(host->data(), in, out, t.data());
     return UploadMat(t, out, in);
   }
 
@@ -701,34 +700,8 @@ absl::Status Model::RunForward(absl::Span<const ForwardRequest> requests, std::v
       }
     }
     const int nl = static_cast<int>(logit_rows.size());
-    // Padding (backend.h, Segment): rows, segments and logit rows rounded up.
-    const int padded_rows = RoundUpTo(rows, backend_->PassRowQuantum(rows));
-    if (padded_rows > rows) {
-      segs.push_back({-1, rows, padded_rows - rows});
-      tokens.resize(static_cast<size_t>(padded_rows), 0);
-    }
-    const int nseg = static_cast<int>(segs.size());
-    segs.resize(static_cast<size_t>(RoundUpTo(nseg, backend_->PassRowQuantum(nseg))), Segment{-1, padded_rows, 0});
-    logit_rows.resize(static_cast<size_t>(RoundUpTo(nl, backend_->PassRowQuantum(nl))), 0);
-    const int pass_rows = padded_rows, pass_logits = static_cast<int>(logit_rows.size());
-    if (absl::Status s = EnsureWorkspace(pass_rows, std::max(pass_logits, 1)); !s.ok()) return s;
+    if (absl::Status s = RunPass(segs, tokens, rows, logit_rows); !s.ok()) return s;
     Backend& b = *backend_;
-    const int C = config_.n_embd;
-    b.BeginPass(segs.data(), static_cast<int>(segs.size()), tokens.data(), pass_rows, logit_rows.data(), pass_logits);
-    b.Embedding(emb_, tokens.data(), pass_rows, x_);
-    for (int l = 0; l < config_.n_layer; ++l) {
-      if (config_.arch == Arch::kV7) {
-        LayerV7(l, pass_rows, segs);
-      } else {
-        LayerV4(l, pass_rows, segs);
-      }
-    }
-    if (pass_logits > 0) {
-      b.GatherRows(x_, logit_rows.data(), pass_logits, C, logit_in_);
-      b.LayerNorm(logit_in_, pass_logits, C, ln_out_w_, ln_out_b_, logit_in_);
-      b.MatMul(logit_in_, pass_logits, head_, logits_, false);
-    }
-    b.EndPass();
     if (nl > 0 && !(host_logits == nullptr && single_pass)) {
       // One download (or copy) per run of consecutive destination rows (the
       // whole pass: a pass's logit rows are consecutive in the output).
@@ -754,6 +727,77 @@ absl::Status Model::RunForward(absl::Span<const ForwardRequest> requests, std::v
     kept_rows_ = out_rows;
   }
   return absl::OkStatus();
+}
+
+absl::Status Model::RunPass(std::vector<Segment>& segs, std::vector<int32_t>& tokens, int rows,
+                            std::vector<int32_t>& logit_rows) {
+  // Padding (backend.h, Segment): rows, segments and logit rows rounded up.
+  const int nl = static_cast<int>(logit_rows.size());
+  const int padded_rows = RoundUpTo(rows, backend_->PassRowQuantum(rows));
+  if (padded_rows > rows) {
+    segs.push_back({-1, rows, padded_rows - rows});
+    tokens.resize(static_cast<size_t>(padded_rows), 0);
+  }
+  const int nseg = static_cast<int>(segs.size());
+  segs.resize(static_cast<size_t>(RoundUpTo(nseg, backend_->PassRowQuantum(nseg))), Segment{-1, padded_rows, 0});
+  logit_rows.resize(static_cast<size_t>(RoundUpTo(nl, backend_->PassRowQuantum(nl))), 0);
+  const int pass_rows = padded_rows, pass_logits = static_cast<int>(logit_rows.size());
+  if (absl::Status s = EnsureWorkspace(pass_rows, std::max(pass_logits, 1)); !s.ok()) return s;
+  Backend& b = *backend_;
+  const int C = config_.n_embd;
+  b.BeginPass(segs.data(), static_cast<int>(segs.size()), tokens.data(), pass_rows, logit_rows.data(), pass_logits);
+  b.Embedding(emb_, tokens.data(), pass_rows, x_);
+  for (int l = 0; l < config_.n_layer; ++l) {
+    if (config_.arch == Arch::kV7) {
+      LayerV7(l, pass_rows, segs);
+    } else {
+      LayerV4(l, pass_rows, segs);
+    }
+  }
+  if (pass_logits > 0) {
+    b.GatherRows(x_, logit_rows.data(), pass_logits, C, logit_in_);
+    b.LayerNorm(logit_in_, pass_logits, C, ln_out_w_, ln_out_b_, logit_in_);
+    b.MatMul(logit_in_, pass_logits, head_, logits_, false);
+  }
+  b.EndPass();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> Model::WarmUpPasses(int max_batch, int max_rows) {
+  if (max_batch < 1 || max_rows < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("WarmUpPasses: max_batch (%d) and max_rows (%d) must be positive", max_batch, max_rows));
+  }
+  if (!backend_->RecordsPasses()) return 0;
+  kept_ = nullptr;  // the passes below overwrite the workspace's logits
+  kept_rows_ = 0;
+  // The largest workspace first: growing it later frees the buffers the
+  // recorded passes use, and the backend then forgets them.
+  auto padded = [&](int n) { return RoundUpTo(n, backend_->PassRowQuantum(n)); };
+  max_rows = std::min(std::max(max_rows, max_batch), kMaxRowsPerPass);
+  if (absl::Status s = EnsureWorkspace(padded(max_rows), padded(max_batch)); !s.ok()) return s;
+  std::vector<int> shapes;  // padded batch sizes, largest first
+  for (int n = 1; n <= std::min(max_batch, kMaxRowsPerPass); ++n) {
+    if (shapes.empty() || shapes.back() != padded(n)) shapes.push_back(padded(n));
+  }
+  std::reverse(shapes.begin(), shapes.end());
+  // Twice: the first run of each shape sizes the backend's scratch buffers
+  // (largest first, so none grows afterwards), the second is the one a
+  // recording backend keeps.
+  for (int round = 0; round < 2; ++round) {
+    for (int n : shapes) {
+      std::vector<Segment> segs;
+      std::vector<int32_t> logit_rows;
+      for (int i = 0; i < n; ++i) {
+        segs.push_back({-1, i, 1});
+        logit_rows.push_back(i);
+      }
+      std::vector<int32_t> tokens(static_cast<size_t>(n), 0);
+      if (absl::Status s = RunPass(segs, tokens, n, logit_rows); !s.ok()) return s;
+    }
+  }
+  if (absl::Status s = backend_->Sync(); !s.ok()) return s;
+  return static_cast<int>(shapes.size());
 }
 
 }  // namespace rwkv

@@ -122,6 +122,19 @@ class Model {
   // Copies kept row `row` (vocab_size floats) to host memory.
   absl::Status DownloadKeptLogits(int64_t row, float* host);
 
+  // ---- start-up ----
+  // Why: the CUDA backend records a pass shape as a CUDA graph the second
+  // time it runs it; a server would otherwise pay for the recording (and the
+  // eager first run) during its first steps under load.
+  // Where the backend records passes (Backend::RecordsPasses), sizes the
+  // workspace for passes of up to `max_rows` rows (at most 1,024) and
+  // `max_batch` logit rows, then runs the pass of every decode-only shape of
+  // 1..max_batch sessions (one token each, logits for each; counts as padded,
+  // largest first) twice, with padding segments only: no slot is read or
+  // written; kept logits are dropped. Returns the number of shapes run (0
+  // where the backend records nothing: nothing runs).
+  absl::StatusOr<int> WarmUpPasses(int max_batch, int max_rows);
+
  private:
   struct Layer;
   Model() = default;
@@ -129,6 +142,11 @@ class Model {
   absl::Status EnsureWorkspace(int rows, int logit_rows);
   // Forward into `host_logits`, or (null) into the kept logits.
   absl::Status RunForward(absl::Span<const ForwardRequest> requests, std::vector<float>* host_logits);
+  // One pass: pads its rows, segments and logit rows (Backend::PassRowQuantum),
+  // sizes the workspace and runs the layers and the head between BeginPass and
+  // EndPass. Leaves the logits in logits_ (padded rows after the real ones).
+  absl::Status RunPass(std::vector<Segment>& segs, std::vector<int32_t>& tokens, int rows,
+                       std::vector<int32_t>& logit_rows);
   void LayerV7(int l, int n, const std::vector<Segment>& segs);
   void LayerV4(int l, int n, const std::vector<Segment>& segs);
 

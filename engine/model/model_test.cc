@@ -402,9 +402,19 @@ class PaddingCpuBackend final : public ForwardingBackend {
       if (i > 0 && segs[i].slot >= 0) EXPECT_LE(segs[i].rows, segs[i - 1].rows) << "longest first";
     }
     EXPECT_EQ(covered, rows);  // every row in exactly one segment
+    bool all_padding = true;
+    for (int i = 0; i < nseg; ++i) all_padding = all_padding && segs[i].slot < 0;
+    passes.push_back({rows, nseg, nlogit, all_padding});
     ForwardingBackend::BeginPass(segs, nseg, tokens, rows, logit_rows, nlogit);
   }
+  bool RecordsPasses() const override { return records; }
+  struct Pass {
+    int rows, nseg, nlogit;
+    bool all_padding;
+  };
   int padding_segments = 0;
+  bool records = false;  // what RecordsPasses says
+  std::vector<Pass> passes;
 };
 
 // Padded passes give the same logits and states, bit for bit, as unpadded
@@ -442,6 +452,64 @@ TEST_P(InvarianceTest, PaddedPassesEqualUnpadded) {
     ASSERT_TRUE(padded->ReadSlot(slot, b.data()).ok());
     EXPECT_EQ(a, b) << "slot " << slot;
   }
+}
+
+// Warm-up runs every padded decode shape up to the batch, largest first,
+// twice, with padding segments only: the slots, and the passes after it, are
+// as without it. A backend that records no passes gets none.
+TEST_P(InvarianceTest, WarmUpPassesRunEveryDecodeShapeAndTouchNoSlot) {
+  auto plain = LoadOrDie(GetParam(), 3);
+  ASSERT_NE(plain, nullptr);
+  auto backend = std::make_unique<PaddingCpuBackend>();
+  PaddingCpuBackend* rec = backend.get();
+  rec->records = true;
+  auto padded_or = Model::Load(GetParam(), std::move(backend), {.progress = false});
+  ASSERT_TRUE(padded_or.ok()) << padded_or.status();
+  std::unique_ptr<Model> padded = *std::move(padded_or);
+  ASSERT_TRUE(padded->AllocateSlots(3).ok());
+  const int V = plain->config().vocab_size;
+  const auto p5 = Tokens(5, 31, V), p9 = Tokens(9, 32, V), one = Tokens(1, 33, V);
+  const std::vector<ForwardRequest> first = {{0, p5, false}, {1, p9, false}, {2, one, true}};
+  std::vector<float> want, got;
+  ASSERT_TRUE(plain->Forward(first, &want).ok());
+  ASSERT_TRUE(padded->Forward(first, &got).ok());
+  ASSERT_EQ(got, want);
+  const int64_t total = plain->state_layout().total;
+  std::vector<std::vector<float>> before(3, std::vector<float>(static_cast<size_t>(total)));
+  for (int slot = 0; slot < 3; ++slot) ASSERT_TRUE(padded->ReadSlot(slot, before[slot].data()).ok());
+
+  rec->passes.clear();
+  auto shapes = padded->WarmUpPasses(10, 40);
+  ASSERT_TRUE(shapes.ok()) << shapes.status();
+  // Granule 4 above 3 sessions: 1, 2, 3, 4, then 5..8 -> 8 and 9..10 -> 12.
+  EXPECT_EQ(*shapes, 6);
+  const std::vector<int> order = {12, 8, 4, 3, 2, 1, 12, 8, 4, 3, 2, 1};
+  ASSERT_EQ(rec->passes.size(), order.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    const PaddingCpuBackend::Pass& p = rec->passes[i];
+    EXPECT_EQ(p.rows, order[i]) << i;
+    EXPECT_EQ(p.nseg, order[i]) << i;
+    EXPECT_EQ(p.nlogit, order[i]) << i;
+    EXPECT_TRUE(p.all_padding) << i;
+  }
+  for (int slot = 0; slot < 3; ++slot) {
+    std::vector<float> after(static_cast<size_t>(total));
+    ASSERT_TRUE(padded->ReadSlot(slot, after.data()).ok());
+    EXPECT_EQ(after, before[slot]) << "slot " << slot;
+  }
+  const std::vector<ForwardRequest> next = {{0, one, false}, {1, one, false}, {2, p5, true}};
+  ASSERT_TRUE(plain->Forward(next, &want).ok());
+  ASSERT_TRUE(padded->Forward(next, &got).ok());
+  EXPECT_EQ(got, want);
+
+  EXPECT_EQ(padded->WarmUpPasses(0, 40).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(padded->WarmUpPasses(4, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  rec->records = false;
+  rec->passes.clear();
+  auto none = padded->WarmUpPasses(10, 40);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0);
+  EXPECT_TRUE(rec->passes.empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Synthetic, InvarianceTest, ::testing::Values("synthetic:tiny", "synthetic:v4-tiny"),
