@@ -35,7 +35,8 @@ std::string ServerUsage() {
                    [--threads N] [--max-sessions N] [--max-batch N]
                    [--state-memory-mb MB | --state-slots N] [--offload-memory-mb MB]
                    [--max-queue N] [--prefill-chunk N] [--step-tokens N]
-                   [--mixed-prefill-tokens N] [--max-prompt-tokens N] [--drain-seconds S]
+                   [--mixed-prefill-tokens N] [--mixed-prefill-ratio R] [--max-prompt-tokens N]
+                   [--drain-seconds S] [--step-log FILE]
 
 Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
   --model            a .pth / .safetensors / .st / rwkv.cpp .bin file, or synthetic:SIZE.
@@ -70,11 +71,14 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
   --max-queue        waiting requests before RESOURCE_EXHAUSTED (default 256)
   --prefill-chunk    prompt tokens per session per step (default 256)
   --step-tokens      tokens (decode + prefill) per step (default 1024)
-  --mixed-prefill-tokens  at most this many prompt tokens in a step that also decodes (default
-                     0: only --step-tokens bounds them): bounds how much a long prompt
-                     lengthens the decoding sessions' step, at the cost of its first token
+  --mixed-prefill-tokens  with --mixed-prefill-ratio, caps the prompt tokens of a step that also
+  --mixed-prefill-ratio   decodes at max(N, R x the sessions decoding in it) (defaults 0 and 0:
+                     only --step-tokens bounds them): bounds how much prompts lengthen the
+                     decoding sessions' step, at the cost of their first token
   --max-prompt-tokens  the longest prompt accepted (default 1048576)
   --drain-seconds    on SIGTERM/SIGINT, how long running generations may finish (default 30)
+  --step-log         append one line per engine step to FILE (time, decoding and prompt rows,
+                     milliseconds per phase): for finding slow steps
 )";
 }
 
@@ -129,6 +133,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
       {"--listen", &f.listen},       {"--metrics-listen", &f.metrics_listen},
       {"--state-dir", &f.state_dir}, {"--backend", &f.backend},
       {"--weight-dtype", &f.weight_dtype}, {"--state-dtype", &f.state_dtype},
+      {"--step-log", &e.step_log_path},
   };
   struct IntFlag {
     int32_t* value;
@@ -163,7 +168,8 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
     }
     const auto str = string_flags.find(name);
     const auto num = int_flags.find(name);
-    if (str == string_flags.end() && num == int_flags.end() && name != "--drain-seconds") {
+    if (str == string_flags.end() && num == int_flags.end() && name != "--drain-seconds" &&
+        name != "--mixed-prefill-ratio") {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag '", args[i], "' (see --help)"));
     }
     std::string value = inline_value;
@@ -178,6 +184,12 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
       if (absl::Status s = ParseInt(name, value, num->second.min, num->second.value); !s.ok()) return s;
       if (name == "--state-slots") f.state_slots_given = true;
       f.given.insert(name);
+    } else if (name == "--mixed-prefill-ratio") {
+      double r;
+      if (!absl::SimpleAtod(value, &r) || !(r >= 0 && r <= kMaxMixedPrefillRatio)) {
+        return Bad(name, value, absl::StrCat("a number in [0, ", kMaxMixedPrefillRatio, "]"));
+      }
+      e.mixed_prefill_ratio = r;
     } else {  // --drain-seconds
       double d;
       if (!absl::SimpleAtod(value, &d) || !std::isfinite(d) || d < 0 || d > 86400) {

@@ -57,6 +57,10 @@ TEST(ServerFlagsTest, EveryFlag) {
                              "64",
                              "--mixed-prefill-tokens",
                              "24",
+                             "--mixed-prefill-ratio",
+                             "0.75",
+                             "--step-log",
+                             "/tmp/steps.txt",
                              "--max-prompt-tokens",
                              "1000",
                              "--drain-seconds",
@@ -77,6 +81,8 @@ TEST(ServerFlagsTest, EveryFlag) {
   EXPECT_EQ(f->engine.prefill_chunk, 16);
   EXPECT_EQ(f->engine.step_token_budget, 64);
   EXPECT_EQ(f->engine.mixed_prefill_tokens, 24);
+  EXPECT_EQ(f->engine.mixed_prefill_ratio, 0.75);
+  EXPECT_EQ(f->engine.step_log_path, "/tmp/steps.txt");
   EXPECT_EQ(f->engine.max_prompt_tokens, 1000);
   EXPECT_EQ(f->drain_seconds, 2.5);
 }
@@ -165,6 +171,11 @@ TEST(ServerFlagsTest, Errors) {
       {"--max-batch", "x"},                  // not a number
       {"--threads", "-1"},                   // below 0
       {"--mixed-prefill-tokens", "-1"},      // below 0 (0 = no cap)
+      {"--mixed-prefill-ratio", "-0.5"},     // below 0
+      {"--mixed-prefill-ratio", "nan"},      // not a number in range
+      {"--mixed-prefill-ratio", "1e9"},      // above the largest accepted
+      {"--mixed-prefill-ratio", "half"},     // not a number
+      {"--step-log", ""},                    // empty
       {"--state-slots", "99999999999"},      // overflow
       {"--drain-seconds", "-1"},             // negative
       {"--drain-seconds", "nan"},            // not finite

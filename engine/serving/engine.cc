@@ -115,6 +115,7 @@ EngineImpl::~EngineImpl() {
   }
   io_cv_.notify_all();
   if (io_thread_.joinable()) io_thread_.join();
+  if (step_log_ != nullptr) std::fclose(step_log_);
 }
 
 void EngineImpl::RunOnIo(std::function<void()> fn) {

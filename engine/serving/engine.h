@@ -35,6 +35,9 @@ namespace rwkv {
 
 class EngineImpl;
 
+// The largest EngineConfig::mixed_prefill_ratio accepted.
+inline constexpr double kMaxMixedPrefillRatio = 1000;
+
 struct EngineConfig {
   int32_t state_slots = 64;          // resident state slots (the pool); >= max_batch is sensible
   int32_t max_sessions = 1024;       // sessions in the table (resident + offloaded)
@@ -42,12 +45,22 @@ struct EngineConfig {
   int32_t max_batch = 64;            // sessions advanced per step
   int32_t prefill_chunk = 256;       // prompt tokens per session per step
   int32_t step_token_budget = 1024;  // tokens (decode + prefill) per step
-  // Prompt tokens in a step that also decodes (within step_token_budget; 0:
-  // no cap of its own); a step with no session decoding may fill the whole
-  // budget with prompts. Bounds how much a long prompt arriving under load
-  // lengthens the decoding sessions' step, at the cost of its time to first
-  // token (server/README.md).
+  // Prompt tokens in a step that also decodes: at most
+  // max(mixed_prefill_tokens, mixed_prefill_ratio x the sessions decoding in
+  // it), within step_token_budget; both 0: no cap of their own. A step with
+  // no session decoding may fill the whole budget with prompts. Bounds how
+  // much prompts arriving under load lengthen the decoding sessions' step
+  // (with the ratio, by about that fraction once a step's cost grows with
+  // its rows), at the cost of their time to first token (server/README.md).
   int32_t mixed_prefill_tokens = 0;
+  double mixed_prefill_ratio = 0;
+  // Before serving, run every decode-only pass shape up to max_batch once
+  // more than a backend needs to record it (Model::WarmUpPasses: CUDA graphs
+  // are then captured at start-up, not during the first steps under load).
+  bool warm_up_passes = true;
+  // Non-empty: one line per engine step appended to this file (its time,
+  // rows and phase durations; EngineImpl::LogStep), for finding slow steps.
+  std::string step_log_path;
   int32_t max_queue = 256;           // waiting requests; beyond: RESOURCE_EXHAUSTED
   int32_t max_prompt_tokens = 1 << 20;
   int32_t max_new_tokens = 1 << 20;  // cap on a request's max_tokens
@@ -183,6 +196,13 @@ class Engine {
   absl::Status RestoreSavedSessions();
   bool healthy() const;  // false after a backend fault
   EngineStats stats() const;
+  // What EngineConfig::warm_up_passes did at creation (0 shapes: nothing, as
+  // on a backend that records no passes).
+  struct WarmUp {
+    int shapes = 0;
+    double seconds = 0;
+  };
+  WarmUp warm_up() const;
 
  private:
   explicit Engine(std::unique_ptr<EngineImpl> impl);

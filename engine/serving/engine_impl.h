@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <functional>
 #include <list>
@@ -139,6 +140,11 @@ class EngineImpl {
   // copied to its session now, while it still exists.
   void BeforeForward(const std::vector<Session*>& fed);
   void UpdateGauges();
+  // One line of the step log: seconds since the engine started, the step's
+  // decoding rows, prompt rows and prompt sequences, then milliseconds of
+  // schedule, forward (launch), sample (and wait), emit and the whole step.
+  void LogStep(absl::Time start, int decode_rows, int prompt_rows, int prompt_seqs, absl::Duration schedule,
+               absl::Duration forward, absl::Duration sample, absl::Duration emit);
 
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
@@ -161,6 +167,9 @@ class EngineImpl {
   std::deque<std::shared_ptr<Request>> waiting_;
   std::vector<std::shared_ptr<Request>> running_;
   int64_t host_bytes_ = 0;
+  Engine::WarmUp warm_up_;          // set by Engine::Create
+  std::FILE* step_log_ = nullptr;   // EngineConfig::step_log_path (engine thread; closed by ~EngineImpl)
+  const absl::Time started_ = absl::Now();
   bool draining_ = false;
   bool exit_ = false;
   std::atomic<bool> healthy_{true};
@@ -174,6 +183,10 @@ class EngineImpl {
 
   std::thread thread_;
 };
+
+// The step log's first line (EngineImpl::LogStep), written to an empty file.
+inline constexpr char kStepLogHeader[] =
+    "t_s decode_rows prompt_rows prompt_seqs schedule_ms forward_ms sample_ms emit_ms step_ms\n";
 
 inline std::string OffloadName(const std::string& id) { return "offload-" + id; }
 inline std::string LiveName(const std::string& id) { return "live-" + id; }

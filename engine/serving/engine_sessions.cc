@@ -1,6 +1,9 @@
 // The Engine facade and the session commands. Each command runs on the
 // engine thread (it may touch the model's slots); store I/O runs on the I/O
 // thread so a large save never stalls decoding.
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <future>
 
 #include "absl/strings/str_cat.h"
@@ -18,10 +21,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Model> mo
   if (model == nullptr || tokenizer == nullptr) return absl::InvalidArgumentError("engine needs a model and a tokenizer");
   if (config.state_slots < 1 || config.max_batch < 1 || config.max_sessions < 1 || config.prefill_chunk < 1 ||
       config.mixed_prefill_tokens < 0 || config.step_token_budget < 1 || config.max_queue < 0 ||
-      config.max_prompt_tokens < 1 || config.max_new_tokens < 1) {
-    return absl::InvalidArgumentError(
+      config.max_prompt_tokens < 1 || config.max_new_tokens < 1 ||
+      !(config.mixed_prefill_ratio >= 0 && config.mixed_prefill_ratio <= kMaxMixedPrefillRatio)) {
+    return absl::InvalidArgumentError(absl::StrCat(
         "engine limits must be positive (state slots, max batch, max sessions, prefill chunk, step tokens; "
-        "mixed prefill tokens >= 0)");
+        "mixed prefill tokens >= 0, mixed prefill ratio in [0, ",
+        kMaxMixedPrefillRatio, "])"));
   }
   if (tokenizer->vocab_size() > model->config().vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat("the ", tokenizer->name(), " vocabulary has ",
@@ -29,8 +34,31 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Model> mo
                                                    model->config().vocab_size));
   }
   if (absl::Status st = model->AllocateSlots(config.state_slots); !st.ok()) return st;
-  return std::unique_ptr<Engine>(
-      new Engine(std::make_unique<EngineImpl>(std::move(model), std::move(tokenizer), config, store, metrics)));
+  std::FILE* step_log = nullptr;
+  if (!config.step_log_path.empty()) {
+    step_log = std::fopen(config.step_log_path.c_str(), "a");
+    if (step_log == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot open the step log '", config.step_log_path,
+                                                     "' for appending: ", std::strerror(errno)));
+    }
+    if (std::fseek(step_log, 0, SEEK_END) == 0 && std::ftell(step_log) == 0) std::fputs(kStepLogHeader, step_log);
+  }
+  WarmUp warm_up;
+  if (config.warm_up_passes) {
+    // The rows of the largest step: its decoding sessions and prompt chunks
+    // within the step budget (Step).
+    const absl::Time start = absl::Now();
+    auto shapes = model->WarmUpPasses(config.max_batch, std::max(config.step_token_budget, config.max_batch));
+    if (!shapes.ok()) {
+      if (step_log != nullptr) std::fclose(step_log);
+      return shapes.status();
+    }
+    warm_up = WarmUp{*shapes, absl::ToDoubleSeconds(absl::Now() - start)};
+  }
+  auto impl = std::make_unique<EngineImpl>(std::move(model), std::move(tokenizer), config, store, metrics);
+  impl->step_log_ = step_log;
+  impl->warm_up_ = warm_up;
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
 const ModelConfig& Engine::model_config() const { return impl_->model_->config(); }
@@ -44,6 +72,7 @@ std::string Engine::backend_name() const { return impl_->model_->backend().name(
 std::string Engine::weight_dtype() const { return std::string(DTypeName(impl_->model_->weight_dtype())); }
 bool Engine::healthy() const { return impl_->healthy_; }
 EngineStats Engine::stats() const { return impl_->Stats(); }
+Engine::WarmUp Engine::warm_up() const { return impl_->warm_up_; }
 
 absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerateRequest request,
                                                               std::shared_ptr<GenerationSink> sink) {

@@ -27,6 +27,9 @@
 // (Forward returns with the logits, nothing runs beside it) the queued work
 // runs just before the forward instead, so no token waits a whole forward.
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
@@ -238,8 +241,14 @@ bool EngineImpl::Step() {
         --budget;
       }
     }
-    // While sessions decode, prompts get at most mixed_prefill_tokens rows.
-    if (!plan.empty() && config_.mixed_prefill_tokens > 0) budget = std::min(budget, config_.mixed_prefill_tokens);
+    // While sessions decode, prompts get at most
+    // max(mixed_prefill_tokens, mixed_prefill_ratio x decoding) rows.
+    if (!plan.empty() && (config_.mixed_prefill_tokens > 0 || config_.mixed_prefill_ratio > 0)) {
+      const double by_ratio = std::ceil(config_.mixed_prefill_ratio * static_cast<double>(plan.size()));
+      const int32_t cap = std::max(config_.mixed_prefill_tokens,
+                                   static_cast<int32_t>(std::min(by_ratio, static_cast<double>(INT32_MAX))));
+      budget = std::min(budget, cap);
+    }
     for (auto& r : running_) {
       if (r->pending_token >= 0 || r->prompt_pos >= r->req.prompt.size()) continue;
       const size_t left = r->req.prompt.size() - r->prompt_pos;
@@ -462,6 +471,19 @@ bool EngineImpl::Step() {
     emits_.push_back(std::move(e));
   }
   UpdateGauges();
+  if (step_log_ != nullptr) {
+    int decode_rows = 0, prompt_rows = 0, prompt_seqs = 0;
+    for (const Planned& p : plan) {
+      if (p.decode) {
+        ++decode_rows;
+      } else {
+        prompt_rows += static_cast<int>(p.tokens.size());
+        ++prompt_seqs;
+      }
+    }
+    LogStep(step_start, decode_rows, prompt_rows, prompt_seqs, forward_start - step_start - emit_before_forward,
+            forward_end - forward_start, sample_time, absl::Now() - forward_end - sample_time + emit_before_forward);
+  }
   if (metrics_) {
     const absl::Duration forward_time = forward_end - forward_start;
     if (!plan.empty()) metrics_->step_duration.Observe(Seconds(forward_time + sample_time));
@@ -499,6 +521,15 @@ void EngineImpl::FeedPending(const std::vector<Request*>& requests) {
                           logits.begin() + static_cast<int64_t>(i + 1) * V);
     fed[i]->pending_token = -1;
   }
+}
+
+void EngineImpl::LogStep(absl::Time start, int decode_rows, int prompt_rows, int prompt_seqs,
+                         absl::Duration schedule, absl::Duration forward, absl::Duration sample,
+                         absl::Duration emit) {
+  auto ms = [](absl::Duration d) { return absl::ToDoubleMilliseconds(d); };
+  std::fprintf(step_log_, "%.6f %d %d %d %.3f %.3f %.3f %.3f %.3f\n", absl::ToDoubleSeconds(start - started_),
+               decode_rows, prompt_rows, prompt_seqs, ms(schedule), ms(forward), ms(sample), ms(emit),
+               ms(absl::Now() - start));
 }
 
 void EngineImpl::UpdateGauges() {

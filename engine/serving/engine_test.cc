@@ -4,10 +4,15 @@
 // else runs beside it.
 #include "engine/serving/engine.h"
 
+#include <array>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "engine/model/cpu_backend.h"
@@ -134,8 +139,10 @@ class PassRecorder final : public ForwardingBackend {
     std::lock_guard<std::mutex> lock(mu);
     return passes;
   }
+  bool RecordsPasses() const override { return records; }
   std::mutex mu;
   std::vector<std::vector<Segment>> passes;
+  bool records = false;  // what RecordsPasses says (warm-up at Engine::Create)
 };
 
 // A prompt arriving while another session decodes gets at most
@@ -194,13 +201,148 @@ TEST(EngineTest, PromptsBesideDecodingGetMixedPrefillTokens) {
   EXPECT_GE(late_rows, 50);
 }
 
+// With mixed_prefill_ratio the cap grows with the sessions decoding in the
+// step: max(mixed_prefill_tokens, ceil(ratio x decoding)).
+TEST(EngineTest, MixedPrefillRatioScalesTheCapWithTheDecodingSessions) {
+  EngineConfig cfg;
+  cfg.prefill_chunk = 64;
+  cfg.step_token_budget = 64;
+  cfg.mixed_prefill_tokens = 2;
+  cfg.mixed_prefill_ratio = 1.5;
+  auto rec_owned = std::make_unique<PassRecorder>(std::make_unique<CpuBackend>(2));
+  PassRecorder* rec = rec_owned.get();
+  auto model = Model::Load("synthetic:tiny", std::move(rec_owned), {.progress = false});
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  Engine& e = **engine;
+
+  std::vector<std::shared_ptr<Collect>> decoding;
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  for (int i = 0; i < 4; ++i) {
+    decoding.push_back(std::make_shared<Collect>());
+    auto h = e.Submit(Req({static_cast<int32_t>(7 + i)}, 10 + i, 1 << 20), decoding.back());
+    ASSERT_TRUE(h.ok()) << h.status();
+    handles.push_back(*h);
+  }
+  for (auto& d : decoding) {
+    for (int i = 0; i < 2000 && d->tokens().size() < 2; ++i) std::this_thread::sleep_for(1ms);
+    ASSERT_GE(d->tokens().size(), 2u);
+  }
+  const std::vector<std::vector<Segment>> so_far = rec->Passes();
+  const size_t before = so_far.size();
+  std::set<int32_t> decoders;  // the four sessions' slots, from a pass where all decode
+  for (const Segment& seg : so_far.back()) decoders.insert(seg.slot);
+  ASSERT_EQ(decoders.size(), 4u);
+  std::vector<int32_t> long_prompt;
+  for (int i = 0; i < 50; ++i) long_prompt.push_back((i * 13 + 5) % 256);
+  auto late = std::make_shared<Collect>();
+  ASSERT_TRUE(e.Submit(Req(long_prompt, 3, 2), late).ok());
+  ASSERT_TRUE(late->Wait());
+  for (auto& h : handles) h->Cancel();
+  for (auto& d : decoding) ASSERT_TRUE(d->Wait());
+
+  const std::vector<std::vector<Segment>> passes = rec->Passes();
+  int late_rows = 0, at_cap = 0;
+  for (size_t p = before; p < passes.size(); ++p) {
+    int decoding_here = 0;
+    for (const Segment& seg : passes[p]) decoding_here += decoders.count(seg.slot) > 0 && seg.rows == 1;
+    for (const Segment& seg : passes[p]) {
+      if (decoders.count(seg.slot) > 0) continue;
+      const int cap = std::max(2, static_cast<int>(std::ceil(1.5 * decoding_here)));
+      if (decoding_here > 0) {
+        EXPECT_LE(seg.rows, cap) << "pass " << p << ", " << decoding_here << " decoding, slot " << seg.slot
+                                 << ", " << passes[p].size() << " segments";
+      }
+      at_cap += decoding_here == 4 && seg.rows == 6;
+      late_rows += seg.rows;
+    }
+  }
+  EXPECT_GE(at_cap, 5);  // 50 prompt tokens, 6 per step beside 4 decoding sessions
+  EXPECT_GE(late_rows, 50);
+}
+
+// The step log gets a header and one line per step: the prompt step, then
+// the decode steps, each with its rows and non-negative phase times.
+TEST(EngineTest, StepLogHasALinePerStep) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "engine_step_log";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  EngineConfig cfg;
+  cfg.step_log_path = (dir / "steps.txt").string();
+  {
+    auto e = MakeEngine(cfg);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(RunGen(*e, Req({1, 2, 3}, 5, 4)).size(), 4u);
+  }
+  std::ifstream in(dir / "steps.txt");
+  std::string header;
+  ASSERT_TRUE(std::getline(in, header));
+  EXPECT_EQ(header + "\n", "t_s decode_rows prompt_rows prompt_seqs schedule_ms forward_ms sample_ms emit_ms step_ms\n");
+  std::vector<std::array<double, 9>> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::array<double, 9> v{};
+    for (double& x : v) ASSERT_TRUE(fields >> x) << line;
+    for (double x : v) EXPECT_GE(x, 0) << line;
+    EXPECT_GE(v[8] + 1e-3, v[5] + v[6]) << "the step covers its forward and sampling: " << line;
+    lines.push_back(v);
+  }
+  ASSERT_GE(lines.size(), 4u);
+  EXPECT_EQ(lines[0][1], 0);  // the prompt alone
+  EXPECT_EQ(lines[0][2], 3);
+  EXPECT_EQ(lines[0][3], 1);
+  for (size_t i = 1; i < lines.size(); ++i) {
+    EXPECT_EQ(lines[i][1], 1) << i;  // then one decoding row a step
+    EXPECT_EQ(lines[i][2], 0) << i;
+    EXPECT_GE(lines[i][0], lines[i - 1][0]) << i;
+  }
+  // A path that cannot be opened is refused at creation.
+  cfg.step_log_path = (dir / "no-such-dir" / "steps.txt").string();
+  auto model = Model::Load("synthetic:tiny", std::make_unique<CpuBackend>(1), {.progress = false});
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto bad = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("step log"), std::string::npos) << bad.status();
+  std::filesystem::remove_all(dir);
+}
+
+// Where the backend records passes, Engine::Create runs the decode shapes up
+// to max_batch before serving (Model::WarmUpPasses), unless told not to.
+TEST(EngineTest, CreateWarmsUpPassesWhereTheBackendRecordsThem) {
+  for (bool warm : {true, false}) {
+    EngineConfig cfg;
+    cfg.max_batch = 5;
+    cfg.warm_up_passes = warm;
+    auto rec_owned = std::make_unique<PassRecorder>(std::make_unique<CpuBackend>(1));
+    PassRecorder* rec = rec_owned.get();
+    rec->records = true;
+    auto model = Model::Load("synthetic:tiny", std::move(rec_owned), {.progress = false});
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    // The CPU backend pads nothing: one shape per batch size, run twice.
+    EXPECT_EQ((*engine)->warm_up().shapes, warm ? 5 : 0);
+    EXPECT_EQ(rec->Passes().size(), warm ? 10u : 0u);
+    for (const auto& pass : rec->Passes()) {
+      for (const Segment& seg : pass) EXPECT_LT(seg.slot, 0);
+    }
+    EXPECT_EQ(RunGen(**engine, Req({1, 2}, 3, 3)).size(), 3u);
+  }
+}
+
 // Limits out of range are refused at creation with a message naming them.
 TEST(EngineTest, BadLimitsAreRefused) {
-  for (int which = 0; which < 3; ++which) {
+  for (int which = 0; which < 6; ++which) {
     EngineConfig cfg;
     if (which == 0) cfg.mixed_prefill_tokens = -1;
     if (which == 1) cfg.prefill_chunk = 0;
     if (which == 2) cfg.step_token_budget = 0;
+    if (which == 3) cfg.mixed_prefill_ratio = -0.5;
+    if (which == 4) cfg.mixed_prefill_ratio = std::nan("");
+    if (which == 5) cfg.mixed_prefill_ratio = 1e9;
     auto model = Model::Load("synthetic:tiny", std::make_unique<CpuBackend>(1), {.progress = false});
     ASSERT_TRUE(model.ok()) << model.status();
     auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);

@@ -79,10 +79,10 @@ run() {
     RWKV_CUDA_GRAPHS_STATS=1 "$bin/rwkv-server" --backend cuda --model "$model" --listen "127.0.0.1:$port" \
       --metrics-listen "127.0.0.1:$mport" \
       --state-slots $((maxc + 16)) --max-sessions $((maxc + 64)) --max-batch "$maxc" --max-queue $((4 * maxc)) \
-      --step-tokens $((maxc + 1024)) ${SERVER_ARGS:-} >"$dir/server.log" 2>&1 &
+      --step-tokens $((maxc + 1024)) --step-log "$dir/steps.txt" ${SERVER_ARGS:-} >"$dir/server.log" 2>&1 &
     local spid=$!
     if ! wait_for_listen "$dir/server.log" "$spid"; then rc=1; kill -9 "$spid" 2>/dev/null || true; continue; fi
-    grep -E "backend|state pool|model " "$dir/server.log" | head -5
+    grep -E "backend|state pool|model |warm-up" "$dir/server.log" | head -6
     for c in ${conc//,/ }; do
       scrape "$mport" "$dir/metrics-c$c-before.txt"
       "$bin/rwkv-loadgen" --server "127.0.0.1:$port" --no-progress --mode closed --concurrency "$c" \
