@@ -146,6 +146,9 @@ modes:
 flags:
   --server ADDR          server address (default 127.0.0.1:50051)
   --concurrency N        closed mode: requests in flight (default 16)
+  --connections N        closed/open mode: spread the streams over N gRPC
+                         connections, as N clients would (default 1: all
+                         multiplexed over one connection)
   --rate R               open mode: requests per second (required there)
   --max-inflight N       open mode: arrivals beyond N in flight are dropped and
                          counted (default 4096)
@@ -220,6 +223,7 @@ absl::StatusOr<LoadSpec> ParseLoadSpec(const std::vector<std::string>& args) {
          return absl::OkStatus();
        }},
       {"--concurrency", int_flag(&s.concurrency, 1, 100000)},
+      {"--connections", int_flag(&s.connections, 1, 1024)},
       {"--rate", [&](const std::string& name, const std::string& v) -> absl::Status {
          have_rate = true;
          return double_flag(&s.rate, 1e-3, 1e6)(name, v);

@@ -46,6 +46,10 @@ enum class LoadMode {
 
 struct LoadSpec {
   std::string server = "127.0.0.1:50051";  // --server
+  // --connections N: closed/open requests spread over N gRPC channels, each
+  // its own TCP connection (stream i on connection i mod N), as N clients
+  // would; 1 multiplexes every stream over one HTTP/2 connection.
+  int32_t connections = 1;
   LoadMode mode = LoadMode::kClosed;       // --mode closed|open|context
   int32_t concurrency = 16;                // --concurrency (closed)
   double rate = 0;                         // --rate requests/s (open; required there)

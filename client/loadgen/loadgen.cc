@@ -74,8 +74,8 @@ class GenerateCall;
 // Collects results and decides, in closed and open mode, when to start what.
 class Runner {
  public:
-  Runner(const LoadSpec& spec, pb::Inference::StubInterface& stub, int32_t vocab)
-      : spec_(spec), stub_(stub), vocab_(vocab), rng_(spec.seed) {}
+  Runner(const LoadSpec& spec, const std::vector<pb::Inference::StubInterface*>& stubs, int32_t vocab)
+      : spec_(spec), stub_(*stubs[0]), stubs_(stubs), vocab_(vocab), rng_(spec.seed) {}
 
   void RunClosedOrOpen(const std::function<void(double, const std::string&)>& progress, LoadReport* report);
 
@@ -97,7 +97,8 @@ class Runner {
   double ProgressLocked(Clock::time_point now) const;
 
   const LoadSpec& spec_;
-  pb::Inference::StubInterface& stub_;
+  pb::Inference::StubInterface& stub_;  // sessions
+  const std::vector<pb::Inference::StubInterface*> stubs_;  // generations: stream i on stubs_[i % size]
   const int32_t vocab_;
   std::mt19937_64 rng_;
   std::vector<std::string> sessions_;  // sticky mode: one per stream
@@ -133,6 +134,7 @@ class GenerateCall final : public grpc::ClientReadReactor<pb::GenerateResponse> 
     result_.prompt_tokens = prompt_tokens;
   }
   grpc::ClientContext* context() { return &ctx_; }
+  size_t stream() const { return stream_; }
 
   void Start(pb::Inference::StubInterface& stub, double timeout_s) {
     ctx_.set_deadline(std::chrono::system_clock::now() +
@@ -203,7 +205,9 @@ GenerateCall* Runner::PrepareLocked(size_t stream) {
   return call;
 }
 
-void Runner::Launch(GenerateCall* call) { call->Start(stub_, spec_.request_timeout_s); }
+void Runner::Launch(GenerateCall* call) {
+  call->Start(*stubs_[call->stream() % stubs_.size()], spec_.request_timeout_s);
+}
 
 void Runner::Finished(CallResult r, size_t stream, grpc::ClientContext* ctx) {
   GenerateCall* next = nullptr;
@@ -508,7 +512,18 @@ Summary Summarize(std::vector<double> samples) {
 
 absl::StatusOr<LoadReport> RunLoad(const LoadSpec& spec, pb::Inference::StubInterface& stub,
                                    const std::function<void(double, const std::string&)>& progress) {
-  if (stub.async() == nullptr) return absl::InvalidArgumentError("the stub has no callback API");
+  return RunLoad(spec, std::vector<pb::Inference::StubInterface*>{&stub}, progress);
+}
+
+absl::StatusOr<LoadReport> RunLoad(const LoadSpec& spec, const std::vector<pb::Inference::StubInterface*>& stubs,
+                                   const std::function<void(double, const std::string&)>& progress) {
+  if (stubs.empty() || std::find(stubs.begin(), stubs.end(), nullptr) != stubs.end()) {
+    return absl::InvalidArgumentError("RunLoad needs at least one stub and no null ones");
+  }
+  for (auto* s : stubs) {
+    if (s->async() == nullptr) return absl::InvalidArgumentError("the stub has no callback API");
+  }
+  pb::Inference::StubInterface& stub = *stubs[0];
   LoadReport report;
   report.spec = spec;
   {
@@ -524,7 +539,7 @@ absl::StatusOr<LoadReport> RunLoad(const LoadSpec& spec, pb::Inference::StubInte
   if (spec.mode == LoadMode::kContext) {
     RunContext(spec, stub, vocab, progress, &report);
   } else {
-    Runner runner(spec, stub, vocab);
+    Runner runner(spec, stubs, vocab);
     runner.RunClosedOrOpen(progress, &report);
   }
   return report;
@@ -536,6 +551,7 @@ std::string ReportJson(const LoadReport& r) {
   j["config"] = {{"server", s.server},
                  {"mode", ModeName(s.mode)},
                  {"concurrency", s.concurrency},
+                 {"connections", s.connections},
                  {"rate", s.rate},
                  {"duration_s", s.duration_s},
                  {"requests", s.requests},
@@ -602,7 +618,8 @@ std::string ReportText(const LoadReport& r) {
                     s.mode == LoadMode::kClosed ? absl::StrCat(", concurrency ", s.concurrency)
                                                 : absl::StrCat(", ", s.rate, " requests/s"),
                     ", prompt tokens ", s.prompt_tokens.ToString(), ", max tokens ", s.max_tokens.ToString(),
-                    ", sessions ", s.sticky_sessions ? "sticky" : "ephemeral", "\n");
+                    ", sessions ", s.sticky_sessions ? "sticky" : "ephemeral", ", connections ", s.connections,
+                    "\n");
     absl::StrAppend(&out, absl::StrFormat("requests: %lld started, %lld succeeded, %lld failed, %lld dropped\n",
                                           static_cast<long long>(r.started), static_cast<long long>(r.succeeded),
                                           static_cast<long long>(r.failed), static_cast<long long>(r.dropped)));

@@ -89,6 +89,12 @@ struct LoadReport {
 // fraction done and a one-line status.
 absl::StatusOr<LoadReport> RunLoad(const LoadSpec& spec, rwkv::v1::Inference::StubInterface& stub,
                                    const std::function<void(double, const std::string&)>& progress = {});
+// As above over several stubs (one per --connections channel): closed and
+// open mode start stream i's requests on stubs[i % size]; the rest (model
+// info, sessions, context mode) uses stubs[0]. At least one stub.
+absl::StatusOr<LoadReport> RunLoad(const LoadSpec& spec,
+                                   const std::vector<rwkv::v1::Inference::StubInterface*>& stubs,
+                                   const std::function<void(double, const std::string&)>& progress = {});
 
 // The report as JSON (one object) and as text for a terminal.
 std::string ReportJson(const LoadReport& report);

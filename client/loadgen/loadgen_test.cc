@@ -83,7 +83,8 @@ TEST(IntDistribution, SameSeedSameSequence) {
 TEST(ParseLoadSpec, ClosedDefaultsAndFlags) {
   auto s = ParseLoadSpec({"--concurrency", "64", "--requests=500", "--prompt-tokens", "uniform:16:512",
                           "--max-tokens", "exp:100", "--sessions", "sticky", "--temperature", "0",
-                          "--json", "-", "--no-progress", "--stop-at-eot", "--server", "host:1"});
+                          "--json", "-", "--no-progress", "--stop-at-eot", "--server", "host:1",
+                          "--connections", "8"});
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->mode, LoadMode::kClosed);
   EXPECT_EQ(s->concurrency, 64);
@@ -97,6 +98,10 @@ TEST(ParseLoadSpec, ClosedDefaultsAndFlags) {
   EXPECT_FALSE(s->progress);
   EXPECT_TRUE(s->stop_at_eot);
   EXPECT_EQ(s->server, "host:1");
+  EXPECT_EQ(s->connections, 8);
+  auto d = ParseLoadSpec({"--requests", "1"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->connections, 1);
 }
 
 TEST(ParseLoadSpec, OpenAndContextModes) {
@@ -125,6 +130,8 @@ TEST(ParseLoadSpec, RejectsBadCommandLines) {
       {"--mode", "sideways", "--requests", "1"},
       {"--stop-at-eot=1", "--requests", "1"},
       {"--duration", "nan"},
+      {"--connections", "0", "--requests", "1"},
+      {"--connections", "5000", "--requests", "1"},
   };
   for (const auto& args : bad) {
     auto s = ParseLoadSpec(args);

@@ -33,9 +33,17 @@ int main(int argc, char** argv) {
   // callback API and shuts it down with the last of them, which can abort
   // ("prior > 0") while its thread is still finishing the last call. Exiting
   // with the channel alive avoids that shutdown.
-  auto* channel = new std::shared_ptr<grpc::Channel>(
-      grpc::CreateCustomChannel(spec->server, grpc::InsecureChannelCredentials(), channel_args));
-  auto* stub = rwkv::v1::Inference::NewStub(*channel).release();
+  // One channel per --connections, each with its own subchannel pool (and a
+  // distinct argument), so that each is its own TCP connection.
+  channel_args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  std::vector<rwkv::v1::Inference::StubInterface*> stubs;
+  for (int i = 0; i < spec->connections; ++i) {
+    grpc::ChannelArguments args = channel_args;
+    args.SetInt("rwkv.loadgen.connection", i);
+    auto* channel = new std::shared_ptr<grpc::Channel>(
+        grpc::CreateCustomChannel(spec->server, grpc::InsecureChannelCredentials(), args));
+    stubs.push_back(rwkv::v1::Inference::NewStub(*channel).release());
+  }
 
   const bool bar = spec->progress && isatty(STDERR_FILENO) == 1;
   bool drawn = false;
@@ -49,7 +57,7 @@ int main(int argc, char** argv) {
     std::fflush(stderr);
     drawn = true;
   };
-  absl::StatusOr<lg::LoadReport> report = lg::RunLoad(*spec, *stub, progress);
+  absl::StatusOr<lg::LoadReport> report = lg::RunLoad(*spec, stubs, progress);
   if (drawn) std::fputc('\n', stderr);
   if (!report.ok()) {
     std::cerr << "rwkv-loadgen: " << report.status().message() << "\n";

@@ -117,6 +117,29 @@ TEST_F(E2eLoadgenTest, ClosedLoopCountsEveryRequestAndToken) {
   EXPECT_EQ(report->model.architecture(), "rwkv7");
 }
 
+// With several stubs (--connections), stream i's requests go to stub
+// i % size: here the second "connection" leads nowhere, so its stream's
+// requests fail as UNAVAILABLE while the first's succeed.
+TEST_F(E2eLoadgenTest, StreamsAreSpreadOverTheConnections) {
+  auto good = server_->NewStub();
+  // Kept for the life of the process, as every callback channel here.
+  auto* nowhere_channel = new std::shared_ptr<grpc::Channel>(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", FreePort()), grpc::InsecureChannelCredentials()));
+  auto* nowhere = pb::Inference::NewStub(*nowhere_channel).release();
+  const lg::LoadSpec spec = Spec(server_->address(), {"--concurrency", "2", "--requests", "6", "--prompt-tokens",
+                                                      "4", "--max-tokens", "3", "--connections", "2",
+                                                      "--request-timeout", "5"});
+  auto report = lg::RunLoad(spec, std::vector<pb::Inference::StubInterface*>{good.get(), nowhere});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->started, 6);
+  EXPECT_GE(report->succeeded, 1);
+  EXPECT_GE(report->failed, 1);
+  EXPECT_EQ(report->succeeded + report->failed, 6);
+  EXPECT_EQ(report->errors_by_code["UNAVAILABLE"], report->failed) << report->first_error;
+  EXPECT_EQ(report->generated_tokens, 3 * report->succeeded);
+  EXPECT_FALSE(lg::RunLoad(spec, std::vector<pb::Inference::StubInterface*>{}).ok());
+}
+
 TEST_F(E2eLoadgenTest, DurationRunMeasuresTheSteadyWindow) {
   auto stub = server_->NewStub();
   const lg::LoadSpec spec = Spec(server_->address(), {"--concurrency", "3", "--duration", "0.8", "--warmup", "0.2",
