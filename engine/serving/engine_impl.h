@@ -1,8 +1,8 @@
 // Internal: the engine's state and its two halves, engine.cc (public API,
 // sessions, lifecycle) and engine_step.cc (admission and the batched step).
 //
-// Locking: `mu_` guards the session table, the queues and the slot free
-// list. The engine thread holds it while planning a step and while applying
+// Locking: `mu_` guards the session table, the queues, the slot free list
+// and the offload pool's counts. The engine thread holds it while planning a step and while applying
 // its results, never during the forward or the sampling call (which waits
 // for a GPU's forward). Only the engine thread touches the model (and so the
 // backend). Completion callbacks and sink calls are collected under the lock

@@ -13,8 +13,9 @@
 // memory held never exceeds it and is, at any time, the peak number of
 // sessions offloaded at once times the block size.
 //
-// Not thread-safe: the engine thread owns the pool (it is the thread that
-// drives the backend).
+// Not thread-safe: the engine thread changes the pool (it is the thread that
+// drives the backend), under the engine's lock, which other threads take to
+// read the counts.
 #ifndef RWKV_ENGINE_SERVING_OFFLOAD_POOL_H_
 #define RWKV_ENGINE_SERVING_OFFLOAD_POOL_H_
 
