@@ -2,11 +2,11 @@
 // sessions, lifecycle) and engine_step.cc (admission and the batched step).
 //
 // Locking: `mu_` guards the session table, the queues, the slot free list
-// and the offload pool's counts. The engine thread holds it while planning a step and while applying
-// its results, never during the forward or the sampling call (which waits
-// for a GPU's forward). Only the engine thread touches the model (and so the
-// backend). Completion callbacks and sink calls are collected under the lock
-// and run after it is released.
+// and the offload pool. The engine thread holds it while planning a step
+// and while applying its results, never during the forward or the sampling
+// call (which waits for a GPU's forward). Only the engine thread touches
+// the model (and so the backend). Completion callbacks and sink calls are
+// collected under the lock and run after it is released.
 #ifndef RWKV_ENGINE_SERVING_ENGINE_IMPL_H_
 #define RWKV_ENGINE_SERVING_ENGINE_IMPL_H_
 
