@@ -66,8 +66,9 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
                      the device memory left after the weights, the forward workspace
                      and 1 GiB; on the CPU: 512
   --state-slots      a fixed number of resident state slots instead of a budget
-  --offload-memory-mb  host memory for idle sessions moved out of the pool (default 4096);
-                     beyond it they go to --state-dir
+  --offload-memory-mb  host memory for idle sessions moved out of the pool (default 4096),
+                     in states of the --state-dtype (fp16: twice the sessions), page-locked
+                     on a GPU and allocated as needed; beyond it they go to --state-dir
   --max-queue        waiting requests before RESOURCE_EXHAUSTED (default 256)
   --prefill-chunk    prompt tokens per session per step (default 256)
   --step-tokens      tokens (decode + prefill) per step (default 1024)

@@ -292,6 +292,14 @@ int Run(const ServerFlags& flags, const sigset_t& signals) {
   if (!ec.step_log_path.empty()) Log("step log: %s", ec.step_log_path);
   Log("state bytes per session %d (%.2f MB)", engine->state_bytes_per_session(),
       static_cast<double>(engine->state_bytes_per_session()) / 1e6);
+  const OffloadInfo offload = engine->offload_info();
+  Log("offload memory: %d idle sessions x %.2f MB of %s state = %.1f MB of %s host memory, allocated as needed "
+      "(--offload-memory-mb %d); beyond it, %s",
+      offload.capacity, static_cast<double>(offload.block_bytes) / (1 << 20), flags.state_dtype,
+      static_cast<double>(offload.capacity * offload.block_bytes) / (1 << 20),
+      offload.pinned ? "pinned (page-locked)" : "pageable", flags.offload_memory_mb,
+      store != nullptr ? "they go to --state-dir"
+                       : "with no --state-dir, requests wait for a slot and new sessions' states are refused");
   if (store != nullptr) {
     absl::Status restored = engine->RestoreSavedSessions();
     auto sessions = Await<std::vector<SessionInfo>>(

@@ -141,6 +141,11 @@ ServerMetrics::ServerMetrics(Registry& registry, const ServerInfo& server_info)
                                  "Sessions whose state is resident in a slot.")),
       sessions_offloaded(OneGauge(registry, "rwkv_sessions_offloaded",
                                   "Sessions whose state is offloaded out of the slots.")),
+      offload_memory_used(OneGauge(registry, "rwkv_offload_memory_used_bytes",
+                                   "Host memory holding offloaded session states (page-locked on a GPU).")),
+      offload_memory_capacity(OneGauge(registry, "rwkv_offload_memory_capacity_bytes",
+                                       "Host memory for offloaded session states: whole states that fit "
+                                       "--offload-memory-mb.")),
       state_saves(OneCounter(registry, "rwkv_state_saves_total",
                              "Session states saved (offloaded) out of a slot.")),
       state_loads(OneCounter(registry, "rwkv_state_loads_total",

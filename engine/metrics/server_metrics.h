@@ -104,6 +104,12 @@ struct ServerMetrics {
   metrics::Gauge& state_slots_capacity;  // rwkv_state_slots_capacity
   metrics::Gauge& sessions_resident;     // rwkv_sessions_resident (state in a slot)
   metrics::Gauge& sessions_offloaded;    // rwkv_sessions_offloaded (state saved elsewhere)
+  // Host offload memory (--offload-memory-mb) in whole session states:
+  // rwkv_offload_memory_used_bytes (held by offloaded sessions) and
+  // rwkv_offload_memory_capacity_bytes (the states that fit x their size).
+  // Sessions beyond it go to the state store.
+  metrics::Gauge& offload_memory_used;
+  metrics::Gauge& offload_memory_capacity;
   metrics::Counter& state_saves;         // rwkv_state_saves_total
   metrics::Counter& state_loads;         // rwkv_state_loads_total
 

@@ -49,6 +49,8 @@ void Populate(ServerMetrics& m) {
   m.state_slots_capacity.Set(64);
   m.sessions_resident.Set(5);
   m.sessions_offloaded.Set(11);
+  m.offload_memory_used.Set(6 * 1310720);
+  m.offload_memory_capacity.Set(3276 * 1310720.0);
   m.state_saves.Increment(7);
   m.state_loads.Increment(6);
 }
@@ -89,6 +91,9 @@ TEST(ServerMetricsTest, ExposesDocumentedSeries) {
            "rwkv_state_slots_capacity 64\n",
            "rwkv_sessions_resident 5\n",
            "rwkv_sessions_offloaded 11\n",
+           "rwkv_offload_memory_used_bytes 7864320\n",
+           "rwkv_offload_memory_capacity_bytes 4293918720\n",
+           "# TYPE rwkv_offload_memory_used_bytes gauge\n",
            "rwkv_state_saves_total 7\n",
            "rwkv_state_loads_total 6\n",
            "# TYPE rwkv_batch_size histogram\n",

@@ -1,10 +1,29 @@
-// The default implementations of the fused Backend ops: each composes the
-// unfused ops in the order the forward pass used to call them, so a backend
-// that does not fuse (the CPU reference, a forwarding wrapper) computes
-// exactly what the unfused pass computed.
+// The default implementations of the optional Backend methods. The fused
+// ops each compose the unfused ops in the order the forward pass used to call
+// them, so a backend that does not fuse (the CPU reference, a forwarding
+// wrapper) computes exactly what the unfused pass computed. Host memory is
+// plain aligned memory where the backend's own memory is host memory too.
 #include "engine/model/backend.h"
 
+#include <algorithm>
+#include <cstdlib>
+
+#include "absl/strings/str_format.h"
+
 namespace rwkv {
+
+absl::StatusOr<void*> Backend::AllocHost(size_t bytes) {
+  // aligned_alloc wants a multiple of the alignment.
+  const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (p == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrFormat("out of host memory allocating %d bytes (%.1f MiB)", bytes,
+                                                        static_cast<double>(bytes) / 1048576.0));
+  }
+  return p;
+}
+
+void Backend::FreeHost(void* p) { std::free(p); }
 
 absl::StatusOr<Matrix> Backend::UploadSparseInputMatrix(const float* host, int32_t rows, int32_t cols) {
   return UploadMatrix(host, rows, cols);

@@ -104,6 +104,23 @@ class Backend {
     return absl::UnimplementedError("this backend allocates host memory");
   }
 
+  // ---- host memory that Upload and Download copy to and from fastest ----
+  // Why: the engine offloads idle sessions' states to host memory and brings
+  // them back. On a GPU, page-locked memory makes those copies DMA transfers
+  // at full bus speed, where pageable memory is staged by the driver through
+  // a pinned bounce buffer. Page-locked memory is slow to allocate and
+  // freeing it may wait for the device, so callers allocate blocks once and
+  // reuse them. The default (a backend whose Alloc is host memory) is
+  // ordinary 64-byte aligned memory.
+  // `bytes` (> 0) of host memory, 64-byte aligned; RESOURCE_EXHAUSTED (with
+  // the bytes asked) when there is none. Every block must be given back with
+  // FreeHost before the backend is destroyed.
+  virtual absl::StatusOr<void*> AllocHost(size_t bytes);
+  // Gives back a block from AllocHost (nullptr: no-op).
+  virtual void FreeHost(void* p);
+  // Whether AllocHost's memory is page-locked for the device's copies.
+  virtual bool HostMemoryPinned() const { return false; }
+
   // ---- forward passes (optional) ----
   // A pass is the ops of one Model::Forward pass, from its Embedding to its
   // head MatMul. BeginPass names the pass's host arrays up front: the

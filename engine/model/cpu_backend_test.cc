@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <vector>
 
@@ -30,6 +31,26 @@ TEST(ThreadPoolTest, ParallelForVisitsEveryIndexOnce) {
     pool.ParallelFor(97, [&](int64_t i) { hits[static_cast<size_t>(i)]++; });
     for (auto& h : hits) ASSERT_EQ(h.load(), 1);
   }
+}
+
+// Host blocks for offloaded states: ordinary aligned memory (nothing to pin),
+// usable as Upload / Download buffers.
+TEST(CpuBackendTest, HostBlocksAreAlignedUnpinnedAndCopyBothWays) {
+  CpuBackend b(1);
+  EXPECT_FALSE(b.HostMemoryPinned());
+  auto block = b.AllocHost(1000);  // not a multiple of the alignment
+  ASSERT_TRUE(block.ok()) << block.status();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(*block) % 64, 0u);
+  auto dev = b.Alloc(250);
+  ASSERT_TRUE(dev.ok());
+  const std::vector<float> x = Rand(250, 3);
+  ASSERT_TRUE(b.Upload(x.data(), *dev, x.size()).ok());
+  float* host = static_cast<float*>(*block);
+  ASSERT_TRUE(b.Download(*dev, host, x.size()).ok());
+  EXPECT_EQ(std::vector<float>(host, host + 250), x);
+  b.FreeHost(*block);
+  b.FreeHost(nullptr);  // a no-op
+  b.Free(*dev);
 }
 
 TEST(CpuBackendTest, MatMulMatchesNaive) {

@@ -44,6 +44,9 @@
 //    arrays go through a pinned staging buffer and an async copy on the
 //    stream. The pinned space is bump-allocated and recycled only after the
 //    stream has drained, so no copy reads staging memory that was overwritten.
+//  - AllocHost is cudaMallocHost: the engine's offloaded session states live
+//    in page-locked blocks, so the Upload and Download that move them to and
+//    from a slot are DMA copies (a pageable buffer is staged by the driver).
 //  - CUDA graphs (on by default): since a pass's launches depend on its shape
 //    alone once its arrays live in the fixed device buffer, a shape seen a
 //    second time is captured, and replayed after that. At most 512 are kept;
@@ -314,6 +317,7 @@ CudaBackend::~CudaBackend() {
   if (sample_scratch_ != nullptr) (void)cudaFree(sample_scratch_);
   if (sample_out_host_ != nullptr) (void)cudaFreeHost(sample_out_host_);
   for (auto& [p, bytes] : allocations_) (void)cudaFree(p);
+  for (auto& [p, bytes] : host_allocations_) (void)cudaFreeHost(p);
   if (act16_ != nullptr) (void)cudaFree(act16_);
   if (ffn_partial_ != nullptr) (void)cudaFree(ffn_partial_);
   if (skinny_partial_ != nullptr) (void)cudaFree(skinny_partial_);
@@ -378,6 +382,43 @@ absl::StatusOr<void*> CudaBackend::AllocBytes(size_t bytes) {
   if (!Record(CudaStatus(e, "cudaMalloc"))) return error_;
   allocations_[p] = bytes;
   return p;
+}
+
+absl::StatusOr<void*> CudaBackend::AllocHost(size_t bytes) {
+  if (!Begin()) return error_;
+  void* p = nullptr;
+  const cudaError_t e = cudaMallocHost(&p, std::max<size_t>(bytes, 1));
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();  // not sticky: the context stays usable
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "cannot page-lock %d bytes (%.1f MiB) of host memory (cudaMallocHost: %s)", bytes,
+        static_cast<double>(bytes) / 1048576.0, cudaGetErrorString(e)));
+  }
+  if (e != cudaSuccess) {
+    const absl::Status st = absl::InternalError(
+        absl::StrFormat("CUDA error in cudaMallocHost of %d bytes (%.1f MiB): %s (%s)", bytes,
+                        static_cast<double>(bytes) / 1048576.0, cudaGetErrorName(e), cudaGetErrorString(e)));
+    Record(st);
+    return st;
+  }
+  host_allocations_[p] = bytes;
+  return p;
+}
+
+void CudaBackend::FreeHost(void* p) {
+  if (p == nullptr) return;
+  auto it = host_allocations_.find(p);
+  if (it == host_allocations_.end()) return;
+  const size_t bytes = it->second;
+  host_allocations_.erase(it);
+  Record(CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice (FreeHost)"));
+  // cudaFreeHost synchronizes the device, so no queued copy still reads p
+  // (Upload and Download wait for theirs anyway).
+  const cudaError_t e = cudaFreeHost(p);
+  if (e != cudaSuccess) {
+    Record(absl::InternalError(absl::StrFormat("CUDA error in cudaFreeHost of %d bytes: %s (%s)", bytes,
+                                               cudaGetErrorName(e), cudaGetErrorString(e))));
+  }
 }
 
 absl::StatusOr<float*> CudaBackend::Alloc(size_t floats) {

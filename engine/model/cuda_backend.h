@@ -187,6 +187,11 @@ class CudaBackend final : public Backend {
   absl::StatusOr<Matrix> UploadEmbedding(const float* host, int32_t rows, int32_t cols) override;
   absl::Status Sync() override;
   absl::StatusOr<MemoryInfo> DeviceMemory() override;
+  // Page-locked host memory (cudaMallocHost), so Upload and Download from it
+  // are DMA copies. Blocks not given back are freed with the backend.
+  absl::StatusOr<void*> AllocHost(size_t bytes) override;
+  void FreeHost(void* p) override;
+  bool HostMemoryPinned() const override { return true; }
   void BeginPass(const Segment* segs, int nseg, const int32_t* tokens, int rows, const int32_t* logit_rows,
                  int nlogit) override;
   void EndPass() override;
@@ -296,6 +301,7 @@ class CudaBackend final : public Backend {
   cublasContext* cublas_ = nullptr;
   absl::Status error_;                               // first recorded error (sticky)
   std::unordered_map<void*, size_t> allocations_;    // device pointer -> bytes
+  std::unordered_map<void*, size_t> host_allocations_;  // AllocHost's page-locked blocks -> bytes
   // Staging for host arrays: pinned host and device buffers of the same size,
   // bump-allocated; reset once the stream has drained (Sync, Download, or
   // when full).

@@ -43,6 +43,9 @@ class ForwardingBackend : public Backend {
   }
   absl::Status Sync() override { return inner_->Sync(); }
   absl::StatusOr<MemoryInfo> DeviceMemory() override { return inner_->DeviceMemory(); }
+  absl::StatusOr<void*> AllocHost(size_t bytes) override { return inner_->AllocHost(bytes); }
+  void FreeHost(void* p) override { inner_->FreeHost(p); }
+  bool HostMemoryPinned() const override { return inner_->HostMemoryPinned(); }
   void BeginPass(const Segment* segs, int nseg, const int32_t* tokens, int rows, const int32_t* logit_rows,
                  int nlogit) override {
     inner_->BeginPass(segs, nseg, tokens, rows, logit_rows, nlogit);

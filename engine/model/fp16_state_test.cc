@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -359,6 +360,44 @@ TEST(Fp16StateModelTest, StatesMoveBetweenDtypesThroughTheFp32HostFormat) {
     changed += back[i] != s32[i];
   }
   EXPECT_GT(changed, 0u);  // the fp32 continuation left values between fp16 ones
+}
+
+// The native block (what the engine offloads): slot_bytes() bytes, the slot's
+// bytes as they are, so a session written back from it continues bit for
+// bit; its host-format conversion is what ReadSlot gives.
+TEST(Fp16StateModelTest, NativeBlocksAreTheSlotBytesAndComeBackExactly) {
+  for (DType dtype : {DType::kF16, DType::kF32}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    auto m = Load("synthetic:tiny", dtype, 3);
+    ASSERT_NE(m, nullptr);
+    const int V = m->config().vocab_size;
+    const size_t floats = static_cast<size_t>(m->slot_layout().total);
+    EXPECT_EQ(static_cast<int64_t>(floats * sizeof(float)), m->slot_bytes());
+    if (dtype == DType::kF16) {
+      EXPECT_LT(m->slot_bytes(), static_cast<int64_t>(m->state_layout().bytes()) * 0.55);
+    }
+    Feed(*m, 0, Tokens(9, 5, V));
+    auto mem = m->backend().AllocHost(static_cast<size_t>(m->slot_bytes()));
+    ASSERT_TRUE(mem.ok()) << mem.status();
+    float* block = static_cast<float*>(*mem);
+    ASSERT_TRUE(m->ReadSlotNative(0, block).ok());
+    // Compared as bytes: two fp16 values read as one float may be a NaN.
+    std::vector<float> host(static_cast<size_t>(m->state_layout().total));
+    m->NativeToHostState(block, host.data());
+    EXPECT_EQ(host, Read(*m, 0));
+    std::vector<float> native(floats);
+    m->HostToNativeState(host.data(), native.data());
+    EXPECT_EQ(std::memcmp(native.data(), block, floats * sizeof(float)), 0);
+    ASSERT_TRUE(m->WriteSlotNative(1, block).ok());
+    std::vector<float> back(floats);
+    ASSERT_TRUE(m->ReadSlotNative(1, back.data()).ok());
+    EXPECT_EQ(std::memcmp(back.data(), block, floats * sizeof(float)), 0);
+    const auto more = Tokens(4, 6, V);
+    EXPECT_EQ(Feed(*m, 1, more), Feed(*m, 0, more));
+    EXPECT_EQ(m->ReadSlotNative(3, block).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(m->WriteSlotNative(-1, block).code(), absl::StatusCode::kInvalidArgument);
+    m->backend().FreeHost(*mem);
+  }
 }
 
 // fp16-state greedy tokens agree with fp32 state for 64 steps (near ties

@@ -352,22 +352,41 @@ absl::Status Model::ResetSlot(int32_t slot) {
 }
 
 absl::Status Model::ReadSlot(int32_t slot, float* host) const {
+  // fp32 slots are the host format: no temporary.
+  if (slot_.wkv_dtype == DType::kF32) return ReadSlotNative(slot, host);
   if (absl::Status s = CheckSlot(slot, num_slots_); !s.ok()) return s;
-  const float* src = state_ + static_cast<int64_t>(slot) * slot_.total;
-  if (slot_.wkv_dtype == DType::kF32) return backend_->Download(src, host, static_cast<size_t>(layout_.total));
   std::vector<float> native(static_cast<size_t>(slot_.total));
-  if (absl::Status s = backend_->Download(src, native.data(), native.size()); !s.ok()) return s;
-  SlotToHostState(config_, slot_, native.data(), host);
+  if (absl::Status s = ReadSlotNative(slot, native.data()); !s.ok()) return s;
+  NativeToHostState(native.data(), host);
   return absl::OkStatus();
 }
 
 absl::Status Model::WriteSlot(int32_t slot, const float* host) {
+  if (slot_.wkv_dtype == DType::kF32) return WriteSlotNative(slot, host);
   if (absl::Status s = CheckSlot(slot, num_slots_); !s.ok()) return s;
-  float* dst = state_ + static_cast<int64_t>(slot) * slot_.total;
-  if (slot_.wkv_dtype == DType::kF32) return backend_->Upload(host, dst, static_cast<size_t>(layout_.total));
   std::vector<float> native(static_cast<size_t>(slot_.total));
-  HostToSlotState(config_, slot_, host, native.data());
-  return backend_->Upload(native.data(), dst, native.size());
+  HostToNativeState(host, native.data());
+  return WriteSlotNative(slot, native.data());
+}
+
+absl::Status Model::ReadSlotNative(int32_t slot, float* native) const {
+  if (absl::Status s = CheckSlot(slot, num_slots_); !s.ok()) return s;
+  return backend_->Download(state_ + static_cast<int64_t>(slot) * slot_.total, native,
+                            static_cast<size_t>(slot_.total));
+}
+
+absl::Status Model::WriteSlotNative(int32_t slot, const float* native) {
+  if (absl::Status s = CheckSlot(slot, num_slots_); !s.ok()) return s;
+  return backend_->Upload(native, state_ + static_cast<int64_t>(slot) * slot_.total,
+                          static_cast<size_t>(slot_.total));
+}
+
+void Model::NativeToHostState(const float* native, float* host) const {
+  SlotToHostState(config_, slot_, native, host);
+}
+
+void Model::HostToNativeState(const float* host, float* native) const {
+  HostToSlotState(config_, slot_, host, native);
 }
 
 absl::Status Model::CopySlot(int32_t from, int32_t to) {

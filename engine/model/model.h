@@ -57,7 +57,9 @@ class Model {
   const ModelConfig& config() const { return config_; }
   // The host format of a session's state (fp32), whatever the slots hold.
   const StateLayout& state_layout() const { return layout_; }
-  // How a slot holds it, and what one slot costs in backend memory.
+  // How a slot holds it (its "native" layout), and what one slot costs in
+  // backend memory: the size of a native block (ReadSlotNative), about half
+  // the host format's with fp16 state.
   const SlotLayout& slot_layout() const { return slot_; }
   DType state_dtype() const { return slot_.wkv_dtype; }
   int64_t slot_bytes() const { return static_cast<int64_t>(slot_.bytes()); }
@@ -87,6 +89,18 @@ class Model {
   // (state_layout().total floats), converting from / to an fp16 slot.
   absl::Status ReadSlot(int32_t slot, float* host) const;
   absl::Status WriteSlot(int32_t slot, const float* host);
+  // Copies a slot's native bytes (slot_layout().total floats, slot_bytes()
+  // bytes) to / from host memory as they are, with no conversion: what the
+  // engine offloads an idle session to, so that an fp16-state session takes
+  // half the host bytes and comes back bit for bit. From memory of
+  // backend().AllocHost the copy is a DMA transfer on a GPU.
+  absl::Status ReadSlotNative(int32_t slot, float* native) const;
+  absl::Status WriteSlotNative(int32_t slot, const float* native);
+  // Converts a native block (as ReadSlotNative gives it) to the host format
+  // and back (SlotToHostState / HostToSlotState: native -> host -> native
+  // gives back the same bytes).
+  void NativeToHostState(const float* native, float* host) const;
+  void HostToNativeState(const float* host, float* native) const;
   // A device copy of the slot's native bytes (no rounding).
   absl::Status CopySlot(int32_t from, int32_t to);
 

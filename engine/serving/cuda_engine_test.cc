@@ -3,14 +3,24 @@
 // ends, and each idle session's saved last logits within fp tolerance of the
 // CPU's. Also, on the CUDA backend alone, device sampling against host
 // sampling: identical tokens and bit-identical saved logits (the forward is
-// the same; only where the token is picked differs). Skips without a GPU.
+// the same; only where the token is picked differs). And offload: sessions
+// pushed out of a one-slot pool into page-locked host blocks come back to
+// give the greedy tokens of sessions that never left their slots. Skips
+// without a GPU.
+#include <cuda_runtime.h>
+
 #include <cmath>
 #include <cstdio>
+#include <functional>
+#include <future>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "engine/model/cpu_backend.h"
 #include "engine/model/cuda_backend.h"
+#include "engine/model/forwarding_backend.h"
 #include "engine/serving/engine.h"
 #include "engine/serving/engine_scenario_test_util.h"
 #include "engine/testing/testdata.h"
@@ -136,6 +146,124 @@ TEST_P(CudaEngineTest, DeviceSamplingEqualsHostSamplingOnTheSameBackend) {
     }
   }
 }
+
+// The CUDA backend, recording the host blocks it hands out (AllocHost).
+class HostBlockRecorder final : public ForwardingBackend {
+ public:
+  using ForwardingBackend::ForwardingBackend;
+  absl::StatusOr<void*> AllocHost(size_t bytes) override {
+    auto p = ForwardingBackend::AllocHost(bytes);
+    if (p.ok()) blocks.push_back(*p);
+    return p;
+  }
+  // Written on the engine thread; read once the requests that offloaded
+  // have finished (their completion orders the writes before the reads).
+  std::vector<void*> blocks;
+};
+
+std::unique_ptr<Engine> MakeOffloadEngine(DType state_dtype, int32_t slots, HostBlockRecorder** recorder) {
+  CudaBackendOptions o;
+  o.weight_dtype = DType::kF32;
+  o.embedding_dtype = DType::kF32;
+  auto made = MakeCudaBackend(o);
+  EXPECT_TRUE(made.ok()) << made.status();
+  if (!made.ok()) return nullptr;
+  auto wrapped = std::make_unique<HostBlockRecorder>(*std::move(made));
+  *recorder = wrapped.get();
+  auto model = Model::Load("synthetic:tiny", std::move(wrapped), {.progress = false, .state_dtype = state_dtype});
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) return nullptr;
+  EngineConfig cfg;
+  cfg.state_slots = slots;
+  cfg.max_batch = slots;
+  auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? *std::move(engine) : nullptr;
+}
+
+template <typename T>
+absl::StatusOr<T> Await(const std::function<void(Engine::Done<T>)>& call) {
+  std::promise<absl::StatusOr<T>> p;
+  call([&p](absl::StatusOr<T> v) { p.set_value(std::move(v)); });
+  return p.get_future().get();
+}
+
+std::vector<int32_t> Greedy(Engine& e, const std::string& session, std::vector<int32_t> prompt) {
+  GenerateRequest r;
+  r.session_id = session;
+  r.prompt = std::move(prompt);
+  r.sampling.temperature = 0.0f;
+  r.max_tokens = 8;
+  r.ignore_end_of_text = true;
+  auto sink = std::make_shared<testing::ScenarioSink>();
+  auto h = e.Submit(std::move(r), sink);
+  EXPECT_TRUE(h.ok()) << h.status();
+  if (!h.ok()) return {};
+  EXPECT_TRUE(sink->Wait());
+  std::lock_guard<std::mutex> lock(sink->mu);
+  EXPECT_TRUE(sink->status.ok()) << sink->status;
+  return sink->tokens;
+}
+
+class CudaOffloadTest : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device: " << MakeCudaBackend().status();
+  }
+};
+
+// One slot, three sessions taking turns: every turn offloads the resident
+// session into a host block and brings the next one back. A reference engine
+// with a slot each runs the same requests in the same order (so the same
+// passes), never offloading. Greedy tokens and the exported states (state,
+// last logits) must be identical: the trip through pinned memory is a copy
+// of the slot's bytes.
+TEST_P(CudaOffloadTest, OffloadedSessionsArePinnedAndGiveTheSameGreedyTokens) {
+  HostBlockRecorder* rec = nullptr;
+  HostBlockRecorder* ref_rec = nullptr;
+  auto e = MakeOffloadEngine(GetParam(), 1, &rec);
+  auto ref = MakeOffloadEngine(GetParam(), 3, &ref_rec);
+  ASSERT_NE(e, nullptr);
+  ASSERT_NE(ref, nullptr);
+  EXPECT_TRUE(e->offload_info().pinned);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3, 4}, {50, 60}, {7, 7, 7, 9, 11}};
+  std::vector<std::string> ids, ref_ids;
+  for (const auto& p : prompts) {
+    auto s = Await<SessionInfo>([&](auto done) { e->CreateSession(p, done); });
+    auto r = Await<SessionInfo>([&](auto done) { ref->CreateSession(p, done); });
+    ASSERT_TRUE(s.ok() && r.ok());
+    ids.push_back(s->id);
+    ref_ids.push_back(r->id);
+  }
+  for (int round = 0; round < 2; ++round) {
+    for (size_t i = 0; i < ids.size(); ++i) {
+      EXPECT_EQ(Greedy(*e, ids[i], {static_cast<int32_t>(100 + round)}),
+                Greedy(*ref, ref_ids[i], {static_cast<int32_t>(100 + round)}))
+          << "round " << round << " session " << i;
+    }
+  }
+  const EngineStats st = e->stats();
+  EXPECT_EQ(st.sessions_offloaded, 2);
+  EXPECT_EQ(st.offload_bytes_used, 2 * e->state_bytes_per_session());
+  EXPECT_TRUE(ref_rec->blocks.empty());  // the reference never offloaded
+  // A block per session: the resident one is offloaded before the next comes
+  // back (and gives its block back); after that the blocks are reused.
+  ASSERT_EQ(rec->blocks.size(), 3u);
+  for (void* p : rec->blocks) {
+    cudaPointerAttributes attr{};
+    ASSERT_EQ(cudaPointerGetAttributes(&attr, p), cudaSuccess);
+    EXPECT_EQ(attr.type, cudaMemoryTypeHost) << p;  // page-locked, not pageable (cudaMemoryTypeUnregistered)
+  }
+  for (size_t i = 0; i < ids.size(); ++i) {  // two read from their blocks, one from its slot
+    auto got = Await<std::string>([&](auto done) { e->ExportSession(ids[i], done); });
+    auto want = Await<std::string>([&](auto done) { ref->ExportSession(ref_ids[i], done); });
+    ASSERT_TRUE(got.ok() && want.ok());
+    EXPECT_TRUE(*got == *want) << "session " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(StateDtypes, CudaOffloadTest, ::testing::Values(DType::kF32, DType::kF16),
+                         [](const auto& p) { return std::string(p.param == DType::kF16 ? "fp16" : "fp32"); });
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, CudaEngineTest,
                          ::testing::Values("synthetic:tiny", "synthetic:v4-tiny",

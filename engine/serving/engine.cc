@@ -82,9 +82,14 @@ EngineImpl::EngineImpl(std::unique_ptr<Model> model, std::unique_ptr<Tokenizer> 
       config_(config),
       store_(store),
       metrics_(metrics),
-      dims_(StateDimsFor(model_->config())) {
+      dims_(StateDimsFor(model_->config())),
+      offload_(model_->backend(), model_->slot_bytes(), config_.host_offload_bytes) {
   for (int32_t s = config_.state_slots - 1; s >= 0; --s) free_slots_.push_back(s);
   device_sampling_ = config_.device_sampling && model_->backend().SupportsDeviceSampling();
+  // Constant: on the first scrape already, not only after the first step.
+  if (metrics_) {
+    metrics_->offload_memory_capacity.Set(static_cast<double>(offload_.capacity() * offload_.block_bytes()));
+  }
   io_thread_ = std::thread([this] {
     for (;;) {
       std::function<void()> fn;
@@ -170,7 +175,7 @@ absl::StatusOr<Session*> EngineImpl::NewSession(bool ephemeral, const std::strin
 void EngineImpl::DropSession(Session* s) {
   std::erase(kept_sessions_, s);
   if (s->slot >= 0) free_slots_.push_back(s->slot);
-  host_bytes_ -= static_cast<int64_t>(s->host_state.size() * sizeof(float));
+  s->offloaded.Release();
   if (s->in_store && store_ != nullptr) {
     const std::string name = OffloadName(s->id);
     RunOnIo([store = store_, name] { (void)store->Delete(name); });
@@ -178,21 +183,29 @@ void EngineImpl::DropSession(Session* s) {
   sessions_.erase(s->id);
 }
 
+absl::Status EngineImpl::NoRoomForState(const absl::Status& why) const {
+  return absl::ResourceExhaustedError(absl::StrCat("no room for an idle session's state: ", why.message(),
+                                                   ", and there is no --state-dir to spill to; raise "
+                                                   "--offload-memory-mb or set --state-dir"));
+}
+
 absl::Status EngineImpl::Offload(Session* s) {
   if (s->slot < 0) return absl::OkStatus();
-  std::vector<float> state(static_cast<size_t>(model_->state_layout().total));
-  if (absl::Status st = model_->ReadSlot(s->slot, state.data()); !st.ok()) return st;
-  const int64_t bytes = static_cast<int64_t>(state.size() * sizeof(float));
-  if (host_bytes_ + bytes <= config_.host_offload_bytes) {
-    s->host_state = std::move(state);
-    host_bytes_ += bytes;
+  absl::StatusOr<OffloadPool::Block> block = offload_.Acquire();
+  if (block.ok()) {
+    // The slot's bytes as they are: half the host bytes with fp16 state, and
+    // a DMA copy into a page-locked block on a GPU.
+    if (absl::Status st = model_->ReadSlotNative(s->slot, block->data()); !st.ok()) return st;
+    s->offloaded = *std::move(block);
   } else if (store_ != nullptr) {
     // Under host-memory pressure the state goes to the store (synchronously:
     // the slot is reused right after).
+    std::vector<float> state(static_cast<size_t>(model_->state_layout().total));
+    if (absl::Status st = model_->ReadSlot(s->slot, state.data()); !st.ok()) return st;
     if (absl::Status st = store_->Save(OffloadName(s->id), SnapshotOf(s, std::move(state))); !st.ok()) return st;
     s->in_store = true;
   } else {
-    return absl::ResourceExhaustedError("no host memory left to offload an idle session (and no --state-dir)");
+    return NoRoomForState(block.status());
   }
   free_slots_.push_back(s->slot);
   s->slot = -1;
@@ -213,8 +226,8 @@ bool EngineImpl::MakeResident(Session* s) {
   }
   const int32_t slot = free_slots_.back();
   absl::Status st;
-  if (!s->host_state.empty()) {
-    st = model_->WriteSlot(slot, s->host_state.data());
+  if (!s->offloaded.empty()) {
+    st = model_->WriteSlotNative(slot, s->offloaded.data());
   } else if (s->in_store) {
     auto snap = store_->Load(OffloadName(s->id));
     st = snap.ok() ? model_->WriteSlot(slot, snap->state.data()) : snap.status();
@@ -230,8 +243,7 @@ bool EngineImpl::MakeResident(Session* s) {
     return false;
   }
   free_slots_.pop_back();
-  host_bytes_ -= static_cast<int64_t>(s->host_state.size() * sizeof(float));
-  s->host_state = {};
+  s->offloaded.Release();  // back on the free list for the next offload
   s->slot = slot;
   return true;
 }
@@ -240,8 +252,8 @@ absl::StatusOr<std::vector<float>> EngineImpl::ReadState(Session* s) {
   std::vector<float> state(static_cast<size_t>(model_->state_layout().total));
   if (s->slot >= 0) {
     if (absl::Status st = model_->ReadSlot(s->slot, state.data()); !st.ok()) return st;
-  } else if (!s->host_state.empty()) {
-    state = s->host_state;
+  } else if (!s->offloaded.empty()) {
+    model_->NativeToHostState(s->offloaded.data(), state.data());
   } else if (s->in_store) {
     auto snap = store_->Load(OffloadName(s->id));
     if (!snap.ok()) return snap.status();
@@ -273,14 +285,38 @@ absl::StatusOr<SessionSnapshot> EngineImpl::SnapshotOfIdle(const std::string& id
 
 absl::StatusOr<Session*> EngineImpl::SessionFromSnapshot(SessionSnapshot snap, const std::string& id) {
   if (absl::Status st = CheckCompatible(snap, dims_, model_->fingerprint()); !st.ok()) return st;
-  const int64_t bytes = static_cast<int64_t>(snap.state.size() * sizeof(float));
-  auto s = NewSession(false, id);
-  if (!s.ok()) return s.status();
-  (*s)->tokens_seen = static_cast<int64_t>(snap.tokens_seen);
-  (*s)->last_logits = std::move(snap.last_logits);
-  (*s)->host_state = std::move(snap.state);
-  host_bytes_ += bytes;
-  return *s;
+  // Where an offloaded state would go, so an import never takes host memory
+  // beyond --offload-memory-mb. A free slot before the store: it costs no
+  // disk write, and the session would need one on its next request anyway.
+  absl::StatusOr<OffloadPool::Block> block = offload_.Acquire();
+  const bool to_slot = !block.ok() && !free_slots_.empty();
+  if (!block.ok() && !to_slot && store_ == nullptr) return NoRoomForState(block.status());
+  auto made = NewSession(false, id);
+  if (!made.ok()) return made.status();
+  Session* s = *made;
+  s->tokens_seen = static_cast<int64_t>(snap.tokens_seen);
+  s->last_logits = snap.last_logits;
+  absl::Status st;
+  if (block.ok()) {
+    model_->HostToNativeState(snap.state.data(), block->data());
+    s->offloaded = *std::move(block);
+  } else if (to_slot) {
+    st = model_->WriteSlot(free_slots_.back(), snap.state.data());
+    if (st.ok()) {
+      s->slot = free_slots_.back();
+      free_slots_.pop_back();
+    } else {
+      healthy_ = healthy_ && st.code() != absl::StatusCode::kInternal;
+    }
+  } else {
+    st = store_->Save(OffloadName(s->id), snap);
+    s->in_store = st.ok();
+  }
+  if (!st.ok()) {
+    DropSession(s);
+    return st;
+  }
+  return s;
 }
 
 absl::StatusOr<std::shared_ptr<RequestHandle>> EngineImpl::Submit(GenerateRequest request,
@@ -406,6 +442,7 @@ EngineStats EngineImpl::Stats() const {
   st.waiting = static_cast<int32_t>(waiting_.size());
   st.slots_total = config_.state_slots;
   st.slots_used = config_.state_slots - static_cast<int32_t>(free_slots_.size());
+  st.offload_bytes_used = offload_.bytes_in_use();
   for (auto& [id, s] : sessions_) {
     if (s->slot >= 0) {
       ++st.sessions_resident;

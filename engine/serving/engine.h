@@ -41,7 +41,10 @@ inline constexpr double kMaxMixedPrefillRatio = 1000;
 struct EngineConfig {
   int32_t state_slots = 64;          // resident state slots (the pool); >= max_batch is sensible
   int32_t max_sessions = 1024;       // sessions in the table (resident + offloaded)
-  int64_t host_offload_bytes = int64_t{4} << 30;  // host memory for offloaded states; beyond, the store
+  // Host memory for offloaded states, in blocks of one slot's native bytes
+  // (Model::slot_bytes(): half with fp16 state), allocated as first needed
+  // and page-locked on a GPU; beyond it, the store.
+  int64_t host_offload_bytes = int64_t{4} << 30;
   int32_t max_batch = 64;            // sessions advanced per step
   int32_t prefill_chunk = 256;       // prompt tokens per session per step
   int32_t step_token_budget = 1024;  // tokens (decode + prefill) per step
@@ -133,7 +136,16 @@ struct SessionInfo {
 struct EngineStats {
   int32_t running = 0, waiting = 0;
   int32_t slots_used = 0, slots_total = 0;
-  int32_t sessions_resident = 0, sessions_offloaded = 0;
+  int32_t sessions_resident = 0, sessions_offloaded = 0;  // offloaded: to host memory or the store
+  int64_t offload_bytes_used = 0;  // host offload memory held by sessions (blocks in use x block bytes)
+};
+
+// The host memory idle sessions are offloaded to (EngineConfig::host_offload_bytes).
+struct OffloadInfo {
+  int64_t budget_bytes = 0;  // host_offload_bytes
+  int64_t block_bytes = 0;   // one session's state as its slot holds it (state_bytes_per_session())
+  int64_t capacity = 0;      // sessions it holds: budget_bytes / block_bytes
+  bool pinned = false;       // page-locked (Backend::HostMemoryPinned): DMA copies to and from the slots
 };
 
 class Engine {
@@ -156,6 +168,7 @@ class Engine {
   const EngineConfig& config() const;
   std::string model_fingerprint() const;   // identifies the weights; stored in state files
   int64_t state_bytes_per_session() const;
+  OffloadInfo offload_info() const;  // constant
   std::string backend_name() const;
   std::string weight_dtype() const;        // "f32", "f16" or "bf16"
 
@@ -175,6 +188,10 @@ class Engine {
   void ListSessions(Done<std::vector<SessionInfo>> done);
   void DeleteSession(std::string id, DoneStatus done);
   // A new session with a copy of `id`'s state and last logits.
+  // A new session's state (fork, load, import, restore) is held where an
+  // offloaded one would be: in the host offload memory, else a free slot,
+  // else the store; with none of them, RESOURCE_EXHAUSTED naming
+  // --offload-memory-mb (never beyond host_offload_bytes).
   void ForkSession(std::string id, Done<SessionInfo> done);
   // Saves `id` in the store under `name` (overwrites).
   void SaveSession(std::string id, std::string name, DoneStatus done);
@@ -192,7 +209,8 @@ class Engine {
   // `save_sessions` saves every live session to the store under its id.
   // Blocks until done. Idempotent.
   void Shutdown(absl::Time deadline, bool save_sessions);
-  // Sessions saved by a previous Shutdown are restored (same ids) by this.
+  // Sessions saved by a previous Shutdown are restored (same ids) by this
+  // (those with no room: RESOURCE_EXHAUSTED, the others restored).
   absl::Status RestoreSavedSessions();
   bool healthy() const;  // false after a backend fault
   EngineStats stats() const;

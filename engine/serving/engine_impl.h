@@ -1,12 +1,12 @@
 // Internal: the engine's state and its two halves, engine.cc (public API,
 // sessions, lifecycle) and engine_step.cc (admission and the batched step).
 //
-// Locking: `mu_` guards the session table, the queues and the slot free
-// list. The engine thread holds it while planning a step and while applying
-// its results, never during the forward or the sampling call (which waits
-// for a GPU's forward). Only the engine thread touches the model (and so the
-// backend). Completion callbacks and sink calls are collected under the lock
-// and run after it is released.
+// Locking: `mu_` guards the session table, the queues, the slot free list
+// and the offload pool. The engine thread holds it while planning a step
+// and while applying its results, never during the forward or the sampling
+// call (which waits for a GPU's forward). Only the engine thread touches
+// the model (and so the backend). Completion callbacks and sink calls are
+// collected under the lock and run after it is released.
 #ifndef RWKV_ENGINE_SERVING_ENGINE_IMPL_H_
 #define RWKV_ENGINE_SERVING_ENGINE_IMPL_H_
 
@@ -27,6 +27,7 @@
 #include "engine/sampler/sampler.h"
 #include "engine/sampler/stop_matcher.h"
 #include "engine/serving/engine.h"
+#include "engine/serving/offload_pool.h"
 #include "engine/state/model_dims.h"
 #include "engine/state/state_file.h"
 #include "engine/tokenizer/stream_decoder.h"
@@ -36,7 +37,9 @@ namespace rwkv {
 struct Session {
   std::string id;
   int32_t slot = -1;               // pool slot when resident
-  std::vector<float> host_state;   // offloaded to host memory (empty: not there)
+  // Offloaded to host memory: the slot's native bytes (Model::ReadSlotNative;
+  // empty: not there).
+  OffloadPool::Block offloaded;
   bool in_store = false;           // offloaded to the store under OffloadName(id)
   std::vector<float> last_logits;  // after the last fed token (empty: none yet)
   // Device sampling: >= 0 while last_logits is stale and the session's logits
@@ -49,7 +52,7 @@ struct Session {
   bool ephemeral = false;          // a one-off generation's session
   absl::Time created, last_used;
   // A fresh (zero) state that is nowhere yet.
-  bool fresh() const { return slot < 0 && host_state.empty() && !in_store; }
+  bool fresh() const { return slot < 0 && offloaded.empty() && !in_store; }
 };
 
 class EngineImpl;
@@ -107,9 +110,20 @@ class EngineImpl {
   // Moves a session's state into a pool slot, evicting an idle one if needed.
   // false when no slot can be had now.
   bool MakeResident(Session* s);
+  // Moves a resident session out of its slot: into a block of offload_, or,
+  // when that is full, to the store; RESOURCE_EXHAUSTED (naming
+  // --offload-memory-mb) when neither has room.
   absl::Status Offload(Session* s);
+  // The session's state in the host format, wherever it is.
   absl::StatusOr<std::vector<float>> ReadState(Session* s);
+  // A new session holding `snap` (fork, load, import, restore). Its state
+  // goes where an offloaded one would, never beyond the offload budget: a
+  // block of offload_; else a free slot (resident at once); else the store;
+  // else RESOURCE_EXHAUSTED naming --offload-memory-mb, and no session.
   absl::StatusOr<Session*> SessionFromSnapshot(SessionSnapshot snap, const std::string& id);
+  // The error for a state that has nowhere to go (no store): `why` (the
+  // offload pool's status) and the flags that make room.
+  absl::Status NoRoomForState(const absl::Status& why) const;
   SessionSnapshot SnapshotOf(Session* s, std::vector<float> state) const;
   // The snapshot of session `id`, which must exist and not be busy.
   absl::StatusOr<SessionSnapshot> SnapshotOfIdle(const std::string& id);
@@ -152,6 +166,10 @@ class EngineImpl {
   StateStore* store_;
   ServerMetrics* metrics_;
   StateDims dims_;
+  // Declared after model_ and before sessions_: the sessions give their
+  // blocks back before the pool frees them through the backend, which goes
+  // with the model after that.
+  OffloadPool offload_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -166,7 +184,6 @@ class EngineImpl {
   std::vector<int32_t> free_slots_;
   std::deque<std::shared_ptr<Request>> waiting_;
   std::vector<std::shared_ptr<Request>> running_;
-  int64_t host_bytes_ = 0;
   Engine::WarmUp warm_up_;          // set by Engine::Create
   std::FILE* step_log_ = nullptr;   // EngineConfig::step_log_path (engine thread; closed by ~EngineImpl)
   const absl::Time started_ = absl::Now();

@@ -68,6 +68,10 @@ std::string Engine::model_fingerprint() const { return impl_->model_->fingerprin
 int64_t Engine::state_bytes_per_session() const {
   return impl_->model_->slot_bytes();
 }
+OffloadInfo Engine::offload_info() const {
+  const OffloadPool& pool = impl_->offload_;
+  return OffloadInfo{pool.budget_bytes(), pool.block_bytes(), pool.capacity(), pool.pinned()};
+}
 std::string Engine::backend_name() const { return impl_->model_->backend().name(); }
 std::string Engine::weight_dtype() const { return std::string(DTypeName(impl_->model_->weight_dtype())); }
 bool Engine::healthy() const { return impl_->healthy_; }

@@ -540,6 +540,7 @@ void EngineImpl::UpdateGauges() {
   metrics_->state_slots_used.Set(static_cast<double>(used));
   metrics_->state_slots_capacity.Set(static_cast<double>(config_.state_slots));
   metrics_->sessions_resident.Set(used);  // each resident session holds one slot
+  metrics_->offload_memory_used.Set(static_cast<double>(offload_.bytes_in_use()));
   // The offloaded count walks the whole session table (thousands on a GPU):
   // at most every 100 ms, not twice a step. Prometheus scrapes every few
   // seconds; the gauge is at most that stale.

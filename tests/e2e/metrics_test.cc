@@ -106,6 +106,41 @@ TEST(E2eMetricsTest, PromtoolAcceptsTheServersMetrics) {
   EXPECT_EQ(check.exit_code, 0) << "promtool check metrics:\n" << check.output << "\non:\n" << text;
 }
 
+// The start-up log names the offload memory (how many sessions it holds,
+// whether pinned), and the offload gauges follow a session pushed out of the
+// server's one slot.
+TEST(E2eMetricsTest, OffloadMemoryIsLoggedAndMeasured) {
+  RWKV_REQUIRE_SERVER();
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
+      rwkv::testing::TestDataPath(kTinyModel),
+      {"--byte-vocab", "--threads", "1", "--state-slots", "1", "--offload-memory-mb", "1"}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string log = (*server)->Log();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(log, m, std::regex(R"(state bytes per session (\d+))"))) << log;
+  const int64_t block = std::stoll(m[1].str());
+  ASSERT_GT(block, 0);
+  const int64_t capacity = (int64_t{1} << 20) / block;
+  EXPECT_NE(log.find(absl::StrCat("offload memory: ", capacity, " idle sessions x ")), std::string::npos) << log;
+  EXPECT_NE(log.find("of pageable host memory, allocated as needed (--offload-memory-mb 1)"), std::string::npos)
+      << log;
+
+  const int port = (*server)->metrics_port();
+  EXPECT_EQ(SampleValue(FetchMetricsText(port), "rwkv_offload_memory_capacity_bytes"),
+            std::to_string(capacity * block));
+  auto stub = (*server)->NewStub();
+  absl::StatusOr<pb::Session> a = CreateSession(*stub, "first");
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<pb::Session> b = CreateSession(*stub, "second");  // takes the slot: a is offloaded
+  ASSERT_TRUE(b.ok()) << b.status();
+  const std::string text = FetchMetricsUntil(port, "rwkv_offload_memory_used_bytes", std::to_string(block));
+  EXPECT_EQ(SampleValue(text, "rwkv_offload_memory_used_bytes"), std::to_string(block)) << text;
+  absl::StatusOr<pb::Session> got = GetSession(*stub, a->id());
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->resident());
+}
+
 TEST(E2eMetricsTest, PrometheusCountsExactlyTheGeneratedTokens) {
   RWKV_REQUIRE_SERVER();
   const std::string prometheus = FindPrometheus();
