@@ -24,7 +24,6 @@
 namespace rwkv {
 
 namespace {
-constexpr int kMaxRowsPerPass = 1024;  // bounds the workspace; longer prompts run in passes
 
 // n rounded up to a multiple of q (q >= 1).
 int RoundUpTo(int n, int q) { return q <= 1 ? n : (n + q - 1) / q * q; }
@@ -630,7 +629,7 @@ absl::Status Model::RunForward(absl::Span<const ForwardRequest> requests, std::v
   kept_rows_ = 0;
   if (host_logits != nullptr) host_logits->resize(static_cast<size_t>(out_rows * V));  // every row is written below
 
-  // Passes of at most kMaxRowsPerPass rows; a long request is split across
+  // Passes of at most max_pass_rows_ rows; a long request is split across
   // passes (its state carries over), so results do not depend on the split.
   struct Piece {
     size_t req;
@@ -652,9 +651,9 @@ absl::Status Model::RunForward(absl::Span<const ForwardRequest> requests, std::v
   while (req < requests.size()) {
     std::vector<Piece> pieces;
     int rows = 0;
-    while (req < requests.size() && rows < kMaxRowsPerPass) {
+    while (req < requests.size() && rows < max_pass_rows_) {
       const ForwardRequest& r = requests[req];
-      const size_t take = std::min(r.tokens.size() - offset, static_cast<size_t>(kMaxRowsPerPass - rows));
+      const size_t take = std::min(r.tokens.size() - offset, static_cast<size_t>(max_pass_rows_ - rows));
       const bool last_piece = offset + take == r.tokens.size();
       Piece p{req, offset, take, -1, r.all_logits};
       if (r.all_logits) {
@@ -782,6 +781,15 @@ absl::Status Model::RunPass(std::vector<Segment>& segs, std::vector<int32_t>& to
   return absl::OkStatus();
 }
 
+absl::Status Model::SetMaxPassRows(int rows) {
+  if (rows < 1 || rows > kMaxPassRowsLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max pass rows %d out of range [1, %d]", rows, kMaxPassRowsLimit));
+  }
+  max_pass_rows_ = rows;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int> Model::WarmUpPasses(int max_batch, int max_rows) {
   if (max_batch < 1 || max_rows < 1) {
     return absl::InvalidArgumentError(
@@ -793,10 +801,10 @@ absl::StatusOr<int> Model::WarmUpPasses(int max_batch, int max_rows) {
   // The largest workspace first: growing it later frees the buffers the
   // recorded passes use, and the backend then forgets them.
   auto padded = [&](int n) { return RoundUpTo(n, backend_->PassRowQuantum(n)); };
-  max_rows = std::min(std::max(max_rows, max_batch), kMaxRowsPerPass);
+  max_rows = std::min(std::max(max_rows, max_batch), max_pass_rows_);
   if (absl::Status s = EnsureWorkspace(padded(max_rows), padded(max_batch)); !s.ok()) return s;
   std::vector<int> shapes;  // padded batch sizes, largest first
-  for (int n = 1; n <= std::min(max_batch, kMaxRowsPerPass); ++n) {
+  for (int n = 1; n <= std::min(max_batch, max_pass_rows_); ++n) {
     if (shapes.empty() || shapes.back() != padded(n)) shapes.push_back(padded(n));
   }
   std::reverse(shapes.begin(), shapes.end());

@@ -136,12 +136,24 @@ class Model {
   // Copies kept row `row` (vocab_size floats) to host memory.
   absl::Status DownloadKeptLogits(int64_t row, float* host);
 
+  // ---- pass size ----
+  // Rows of one pass (default 1,024): a forward of more rows runs as several
+  // passes, each reading every weight once more (and, keeping logits, copying
+  // its rows and waiting for the device between them). A server whose steps
+  // take up to N rows (its batch, its step budget) sets N, so a step is one
+  // pass; the workspace grows to the largest pass run (WorkspaceBytes says
+  // how much). INVALID_ARGUMENT outside [1, kMaxPassRowsLimit].
+  static constexpr int kDefaultMaxPassRows = 1024;
+  static constexpr int kMaxPassRowsLimit = 1 << 16;
+  absl::Status SetMaxPassRows(int rows);
+  int max_pass_rows() const { return max_pass_rows_; }
+
   // ---- start-up ----
   // Why: the CUDA backend records a pass shape as a CUDA graph the second
   // time it runs it; a server would otherwise pay for the recording (and the
   // eager first run) during its first steps under load.
   // Where the backend records passes (Backend::RecordsPasses), sizes the
-  // workspace for passes of up to `max_rows` rows (at most 1,024) and
+  // workspace for passes of up to `max_rows` rows (at most max_pass_rows()) and
   // `max_batch` logit rows, then runs the pass of every decode-only shape of
   // 1..max_batch sessions (one token each, logits for each; counts as padded,
   // largest first) twice, with padding segments only: no slot is read or
@@ -178,6 +190,8 @@ class Model {
 
   float* state_ = nullptr;  // [num_slots][slot_.total]
   int32_t num_slots_ = 0;
+
+  int max_pass_rows_ = kDefaultMaxPassRows;
 
   // Workspace, sized for ws_rows_ rows.
   int ws_rows_ = 0;

@@ -512,6 +512,42 @@ TEST_P(InvarianceTest, WarmUpPassesRunEveryDecodeShapeAndTouchNoSlot) {
   EXPECT_TRUE(rec->passes.empty());
 }
 
+// SetMaxPassRows moves where a forward splits into passes, not its results:
+// 1,100 rows run as 2 passes by default, as 1 with 2,048 and as 4 with 300.
+TEST_P(InvarianceTest, MaxPassRowsSetsThePassesNotTheResults) {
+  auto backend = std::make_unique<PaddingCpuBackend>();  // granule 4 above 3, counts its passes
+  PaddingCpuBackend* rec = backend.get();
+  auto m_or = Model::Load(GetParam(), std::move(backend), {.progress = false});
+  ASSERT_TRUE(m_or.ok()) << m_or.status();
+  std::unique_ptr<Model> m = *std::move(m_or);
+  ASSERT_TRUE(m->AllocateSlots(2).ok());
+  EXPECT_EQ(m->max_pass_rows(), Model::kDefaultMaxPassRows);
+  const int V = m->config().vocab_size;
+  const auto tokens = Tokens(1100, 9, V);
+  const auto one = Tokens(1, 10, V);
+  std::vector<float> want;
+  for (int limit : {Model::kDefaultMaxPassRows, 2048, 300}) {
+    ASSERT_TRUE(m->SetMaxPassRows(limit).ok());
+    ASSERT_TRUE(m->ResetSlot(0).ok());
+    ASSERT_TRUE(m->ResetSlot(1).ok());
+    rec->passes.clear();
+    const std::vector<ForwardRequest> reqs = {{0, tokens, false}, {1, one, false}};
+    std::vector<float> got;
+    ASSERT_TRUE(m->Forward(reqs, &got).ok());
+    const size_t want_passes = limit == 2048 ? 1 : limit == 300 ? 4 : 2;
+    EXPECT_EQ(rec->passes.size(), want_passes) << limit;
+    for (const auto& p : rec->passes) EXPECT_LE(p.rows, limit + 3) << limit;  // + the padding granule
+    if (want.empty()) {
+      want = got;
+    } else {
+      EXPECT_EQ(got, want) << limit;
+    }
+  }
+  EXPECT_EQ(m->SetMaxPassRows(0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m->SetMaxPassRows(Model::kMaxPassRowsLimit + 1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m->max_pass_rows(), 300);
+}
+
 INSTANTIATE_TEST_SUITE_P(Synthetic, InvarianceTest, ::testing::Values("synthetic:tiny", "synthetic:v4-tiny"),
                          [](const auto& p) { return p.param == "synthetic:tiny" ? "v7" : "v4"; });
 

@@ -43,12 +43,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Model> mo
     }
     if (std::fseek(step_log, 0, SEEK_END) == 0 && std::ftell(step_log) == 0) std::fputs(kStepLogHeader, step_log);
   }
+  // A step (its decoding sessions and prompt chunks within the step budget)
+  // in one pass, as the state pool's plan assumed (WorkspaceBytes).
+  const int step_rows = std::min(std::max(config.step_token_budget, config.max_batch), Model::kMaxPassRowsLimit);
+  if (absl::Status st = model->SetMaxPassRows(std::max(Model::kDefaultMaxPassRows, step_rows)); !st.ok()) {
+    return st;
+  }
   WarmUp warm_up;
   if (config.warm_up_passes) {
-    // The rows of the largest step: its decoding sessions and prompt chunks
-    // within the step budget (Step).
     const absl::Time start = absl::Now();
-    auto shapes = model->WarmUpPasses(config.max_batch, std::max(config.step_token_budget, config.max_batch));
+    auto shapes = model->WarmUpPasses(config.max_batch, step_rows);
     if (!shapes.ok()) {
       if (step_log != nullptr) std::fclose(step_log);
       return shapes.status();

@@ -333,6 +333,30 @@ TEST(EngineTest, CreateWarmsUpPassesWhereTheBackendRecordsThem) {
   }
 }
 
+// A step of up to max(step_token_budget, max_batch) rows is one pass (the
+// model's pass limit is raised to it): a 1,500-token prompt under a 1,500
+// budget goes in one pass, under the default budget in two steps.
+TEST(EngineTest, AStepIsOnePassUpToTheStepBudget) {
+  for (int budget : {1500, 1024}) {
+    EngineConfig cfg;
+    cfg.step_token_budget = budget;
+    cfg.prefill_chunk = 1500;
+    auto rec_owned = std::make_unique<PassRecorder>(std::make_unique<CpuBackend>(2));
+    PassRecorder* rec = rec_owned.get();
+    auto model = Model::Load("synthetic:tiny", std::move(rec_owned), {.progress = false});
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 1500; ++i) prompt.push_back((i * 7 + 1) % 256);
+    EXPECT_EQ(RunGen(**engine, Req(prompt, 1, 1)).size(), 1u);
+    const auto passes = rec->Passes();
+    ASSERT_FALSE(passes.empty());
+    EXPECT_EQ(passes[0].size(), 1u);
+    EXPECT_EQ(passes[0][0].rows, budget == 1500 ? 1500 : 1024) << budget;
+  }
+}
+
 // Limits out of range are refused at creation with a message naming them.
 TEST(EngineTest, BadLimitsAreRefused) {
   for (int which = 0; which < 6; ++which) {
