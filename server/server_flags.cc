@@ -73,9 +73,10 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
   --prefill-chunk    prompt tokens per session per step (default 256)
   --step-tokens      tokens (decode + prefill) per step (default 1024)
   --mixed-prefill-tokens  with --mixed-prefill-ratio, caps the prompt tokens of a step that also
-  --mixed-prefill-ratio   decodes at max(N, R x the sessions decoding in it) (defaults 128 and
-                     0.5; 0 and 0: only --step-tokens bounds them): bounds how much prompts
-                     lengthen the decoding sessions' step, at the cost of their first token
+  --mixed-prefill-ratio   decodes at max(N, R x the sessions decoding in it) (defaults 0 and 0:
+                     only --step-tokens bounds them; e.g. 128 and 0.5): bounds how much
+                     prompts lengthen the decoding sessions' step, at the cost of their
+                     first token
   --max-prompt-tokens  the longest prompt accepted (default 1048576)
   --drain-seconds    on SIGTERM/SIGINT, how long running generations may finish (default 30)
   --step-log         append one line per engine step to FILE (time, decoding and prompt rows,

@@ -26,9 +26,9 @@ TEST(ServerFlagsTest, Defaults) {
   const EngineConfig defaults;
   EXPECT_EQ(f->engine.state_slots, defaults.state_slots);
   EXPECT_EQ(f->engine.max_batch, defaults.max_batch);
-  // Prompts beside decoding sessions: at most max(128, half the decoding rows).
-  EXPECT_EQ(f->engine.mixed_prefill_tokens, 128);
-  EXPECT_EQ(f->engine.mixed_prefill_ratio, 0.5);
+  // Prompts beside decoding sessions: no cap beyond --step-tokens.
+  EXPECT_EQ(f->engine.mixed_prefill_tokens, 0);
+  EXPECT_EQ(f->engine.mixed_prefill_ratio, 0);
   EXPECT_TRUE(f->engine.step_log_path.empty());
   EXPECT_EQ(f->state_memory_mb, 0);  // chosen at start-up from the backend's memory
   EXPECT_TRUE(f->given.empty());

@@ -55,8 +55,8 @@ struct EngineConfig {
   // much prompts arriving under load lengthen the decoding sessions' step
   // (with the ratio, by about that fraction once a step's cost grows with
   // its rows), at the cost of their time to first token (server/README.md).
-  int32_t mixed_prefill_tokens = 128;
-  double mixed_prefill_ratio = 0.5;
+  int32_t mixed_prefill_tokens = 0;
+  double mixed_prefill_ratio = 0;
   // Before serving, run every decode-only pass shape up to max_batch once
   // more than a backend needs to record it (Model::WarmUpPasses: CUDA graphs
   // are then captured at start-up, not during the first steps under load).
