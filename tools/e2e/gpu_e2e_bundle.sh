@@ -17,7 +17,7 @@
 # (1,16,64,256,1024), PROMPT (16), GEN (256 tokens per request), DURATION
 # (seconds of load per point, 20), WARMUP (5), CONTEXTS (100,10000,100000),
 # CONTEXT_GEN (128), SERVER_ARGS (extra rwkv-server flags), CONNECTIONS (the loadgen's gRPC
-# connections, 1), LOADGEN_ARGS (extra rwkv-loadgen flags), BENCH_STEPS (20);
+# connections, 8: as 8 clients), LOADGEN_ARGS (extra rwkv-loadgen flags), BENCH_STEPS (20);
 # BENCH=0 skips the engine-only run, CONTEXTS=none the context sweep.
 # Per model it writes, under $OUT/<size>/: server.log, loadgen-c<C>.json/.txt,
 # metrics-c<C>-{before,after}.txt (the server's /metrics around each point:
@@ -88,7 +88,7 @@ run() {
       scrape "$mport" "$dir/metrics-c$c-before.txt"
       "$bin/rwkv-loadgen" --server "127.0.0.1:$port" --no-progress --mode closed --concurrency "$c" \
         --prompt-tokens "${PROMPT:-16}" --max-tokens "${GEN:-256}" --duration "${DURATION:-20}" \
-        --warmup "${WARMUP:-5}" --temperature 1 --connections "${CONNECTIONS:-1}" ${LOADGEN_ARGS:-} \
+        --warmup "${WARMUP:-5}" --temperature 1 --connections "${CONNECTIONS:-8}" ${LOADGEN_ARGS:-} \
         --json "$dir/loadgen-c$c.json" >"$dir/loadgen-c$c.txt" 2>&1 ||
         { echo "loadgen c=$c failed"; rc=1; }
       scrape "$mport" "$dir/metrics-c$c-after.txt"
