@@ -270,6 +270,7 @@ int Run(const BenchFlags& f) {
   if (!loaded.ok()) return Fail(loaded.status());
   const double load_s = Ms(Clock::now() - l0) / 1e3;
   Model& model = **loaded;
+  if (absl::Status s = model.SetMaxPassRows(f.pass_rows); !s.ok()) return Fail(s);
   const ModelConfig& cfg = model.config();
   // What one session's state costs in the slot pool (and what a step reads
   // and writes of it): half the matrices' bytes with fp16 state.
@@ -348,10 +349,10 @@ int Run(const BenchFlags& f) {
   std::vector<PrefillResult> prefills;
   if (!f.prefill.empty()) {
     std::printf(
-        "\nprefill: one session, a T-token prompt in one forward (passes of <= 1024 rows), the last token's "
+        "\nprefill: one session, a T-token prompt in one forward (passes of <= %d rows), the last token's "
         "logits downloaded; host clock; median of %d after 2 untimed; flops = 2 * %.3fB matmul params * T "
         "(issue 5's count)\n\n",
-        f.prefill_reps, floor_in.params / 1e9);
+        model.max_pass_rows(), f.prefill_reps, floor_in.params / 1e9);
     std::string header = absl::StrFormat("%7s %10s %10s %11s %9s %8s", "T", "ms", "min ms", "tokens/s", "TFLOP/s",
                                          "of peak");
     if (!f.peer.empty()) absl::StrAppend(&header, absl::StrFormat("  %10s %11s %5s", "target t/s", "target peak", "met"));

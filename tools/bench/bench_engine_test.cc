@@ -28,6 +28,7 @@ TEST(BenchFlagsTest, Defaults) {
   EXPECT_TRUE(f->prefill.empty());
   EXPECT_FALSE(f->batches_given);
   EXPECT_EQ(f->prefill_reps, 3);
+  EXPECT_EQ(f->pass_rows, 1024);
 }
 
 TEST(BenchFlagsTest, ParsesEverything) {
@@ -44,6 +45,8 @@ TEST(BenchFlagsTest, ParsesEverything) {
                             "512,4096, 16384",
                             "--prefill-reps",
                             "5",
+                            "--pass-rows",
+                            "4096",
                             "--backend",
                             "cpu",
                             "--weight-dtype",
@@ -72,6 +75,7 @@ TEST(BenchFlagsTest, ParsesEverything) {
   EXPECT_EQ(f->context, 2);
   EXPECT_EQ(f->prefill, (std::vector<int32_t>{512, 4096, 16384}));
   EXPECT_EQ(f->prefill_reps, 5);
+  EXPECT_EQ(f->pass_rows, 4096);
   EXPECT_TRUE(f->batches_given);
   EXPECT_EQ(f->backend, "cpu");
   EXPECT_EQ(f->weight_dtype, "bf16");
@@ -100,7 +104,7 @@ TEST(BenchFlagsTest, RejectsBadValues) {
                                                                                     {"--context", "0"},
                                                                                     {"--prefill", "512,0"},
                                                                                     {"--prefill", ","},
-                                                                                    {"--prefill-reps", "0"},
+                                                                                    {"--prefill-reps", "0"}, {"--pass-rows", "0"}, {"--pass-rows", "70000"},
                                                                                     {"--help=1"}}) {
     auto f = ParseBenchFlags(args);
     EXPECT_FALSE(f.ok()) << args[0];

@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "engine/model/model.h"
 #include "tools/bench/bench_math.h"
 
 namespace rwkv {
@@ -29,7 +30,7 @@ absl::Status ParseInt(const std::string& flag, const std::string& v, int64_t lo,
 std::string BenchUsage() {
   return R"(usage: rwkv-bench-engine [--model FILE|synthetic:SIZE] [--batch 1,8,64,256,960]
                          [--steps N] [--warmup N] [--context N] [--prefill 512,4096,16384]
-                         [--prefill-reps N] [--backend cpu|cuda|auto]
+                         [--prefill-reps N] [--pass-rows N] [--backend cpu|cuda|auto]
                          [--weight-dtype f16|bf16|f32] [--state-dtype fp32|fp16] [--threads N]
                          [--peer albatross]
                          [--json FILE] [--ffn-tokens N] [--copy-mib N] [--gemm-n N]
@@ -51,6 +52,8 @@ ms, tokens/s, TFLOP/s as 2 * params * T and its fraction of the measured matrix 
   --prefill      comma-separated prompt lengths T to time prefill at (default: none); without
                  --batch, decode is not timed
   --prefill-reps timed prompts per length, after 2 untimed ones (default 3)
+  --pass-rows    rows of one forward pass (default 1024, the Model's default; a server sets
+                 max(--step-tokens, --max-batch)): a longer prompt runs as several passes
   --backend      auto (default: the GPU when one is usable), cuda or cpu
   --weight-dtype how the CUDA backend stores matrices: f16 (default), bf16 or f32
   --state-dtype  RWKV-7 state matrices in fp32 (default) or fp16; the floor counts that
@@ -125,6 +128,8 @@ absl::StatusOr<BenchFlags> ParseBenchFlags(const std::vector<std::string>& args)
       if (f.prefill.empty()) return Bad(name, v, "at least one prompt length");
     } else if (name == "--prefill-reps") {
       st = ParseInt(name, v, 1, 1000, &f.prefill_reps);
+    } else if (name == "--pass-rows") {
+      st = ParseInt(name, v, 1, Model::kMaxPassRowsLimit, &f.pass_rows);
     } else if (name == "--backend") {
       if (v != "cpu" && v != "cuda" && v != "auto") return Bad(name, v, "cpu, cuda or auto");
       f.backend = v;

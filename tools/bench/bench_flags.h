@@ -23,6 +23,7 @@ struct BenchFlags {
   int32_t context = 4;                                  // --context N: tokens fed to each session first
   std::vector<int32_t> prefill;                         // --prefill 512,4096: prompt lengths to time (empty: none)
   int32_t prefill_reps = 3;                             // --prefill-reps N: timed prompts per length
+  int32_t pass_rows = 1024;                             // --pass-rows N: rows per forward pass (Model::SetMaxPassRows)
   std::string backend = "auto";                         // --backend cpu|cuda|auto
   std::string weight_dtype = "f16";                     // --weight-dtype f16|bf16|f32 (CUDA backend)
   std::string state_dtype = "fp32";                     // --state-dtype fp32|fp16
