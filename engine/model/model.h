@@ -118,7 +118,7 @@ class Model {
   // As Forward, but the logit rows (same order and count) stay in backend
   // memory: "kept" until the next Forward or ForwardKeepLogits call, which
   // replaces them. A single-pass call leaves them in the workspace (no copy);
-  // a call of several passes (over 1,024 rows) copies each pass's rows into a
+  // a call of several passes (over max_pass_rows() rows) copies each pass's rows into a
   // buffer for the whole call.
   // Returns once the work is queued on the backend, without waiting for the
   // device (a CPU backend has finished by then): the engine does host work

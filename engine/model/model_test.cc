@@ -277,7 +277,7 @@ TEST_P(InvarianceTest, LongPromptSplitAcrossPassesEqualsStepping) {
   auto m = LoadOrDie(GetParam(), 2);
   ASSERT_NE(m, nullptr);
   const int V = m->config().vocab_size;
-  const auto tokens = Tokens(1100, 3, V);  // longer than one pass (1024 rows)
+  const auto tokens = Tokens(1100, 3, V);  // longer than one pass (1024 rows by default)
   std::vector<float> seq;
   ForwardRequest r{1, tokens, false};
   ASSERT_TRUE(m->Forward({&r, 1}, &seq).ok());

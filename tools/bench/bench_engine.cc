@@ -22,7 +22,7 @@
 //
 // Prefill (--prefill T1,T2,...): one fresh session (slot reset) fed a
 // T-token prompt in one Model::Forward, as a server would feed a whole prompt
-// (the model splits it into passes of <= 1024 rows), with the last token's
+// (the model splits it into passes of <= --pass-rows rows), with the last token's
 // logits downloaded; host clock, 2 untimed runs (the second captures the
 // passes' CUDA graphs) then --prefill-reps timed ones. Reported against
 // issue 5's flop count, 2 * matmul params * T, over the measured peak.

@@ -42,7 +42,7 @@ logits download on the host) and compares each with the
 floor max((weight bytes + B * 2 * state bytes) / copy bandwidth, 2 * params * B / peak),
 both ceilings measured on the same device in the same process.
 With --prefill, times instead (or also, if --batch is given) one fresh session fed a
-T-token prompt in one forward (passes of <= 1024 rows), last token's logits downloaded:
+T-token prompt in one forward (passes of <= --pass-rows rows), last token's logits downloaded:
 ms, tokens/s, TFLOP/s as 2 * params * T and its fraction of the measured matrix peak.
   --model        a model file or synthetic:SIZE (default synthetic:1.5b)
   --batch        comma-separated batch sizes, run in the order given (default 1,8,64,256,960)
