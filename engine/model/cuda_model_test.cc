@@ -528,6 +528,22 @@ TEST_P(CudaSequenceTest, Fp32SequenceModeAndLongPromptsMatchCpu) {
               GetParam().c_str(), worst, step_vs_seq, long_rel);
 }
 
+// Every state value of slots 0..n-1 of `got` within 1e-4 of the largest in
+// `want`'s slot (at least 1).
+void ExpectSlotsClose(const Model& want, const Model& got, int n) {
+  for (int slot = 0; slot < n; ++slot) {
+    std::vector<float> a(static_cast<size_t>(want.state_layout().total)), b(a.size());
+    ASSERT_TRUE(want.ReadSlot(slot, a.data()).ok());
+    ASSERT_TRUE(got.ReadSlot(slot, b.data()).ok());
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      diff = std::max(diff, static_cast<double>(std::fabs(a[i] - b[i])));
+      scale = std::max(scale, static_cast<double>(std::fabs(a[i])));
+    }
+    EXPECT_LE(diff, 1e-4 * std::max(scale, 1.0)) << "slot " << slot;
+  }
+}
+
 // Padded passes (CudaBackendOptions::pass_padding, graphs on) against eager
 // unpadded ones: rounds of the same counts (rows, sessions, logit rows,
 // longest prompt, long-kernel segments) in different arrangements, so that a
@@ -578,17 +594,7 @@ TEST_P(CudaSequenceTest, PaddedGraphReplaysMatchEagerUnpadded) {
       EXPECT_LT(rel, 1e-4) << "round " << round << " logit row " << r;
     }
   }
-  for (int slot = 0; slot < B; ++slot) {
-    std::vector<float> a(static_cast<size_t>(eager->state_layout().total)), b(a.size());
-    ASSERT_TRUE(eager->ReadSlot(slot, a.data()).ok());
-    ASSERT_TRUE(padded->ReadSlot(slot, b.data()).ok());
-    double diff = 0, scale = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-      diff = std::max(diff, static_cast<double>(std::fabs(a[i] - b[i])));
-      scale = std::max(scale, static_cast<double>(std::fabs(a[i])));
-    }
-    EXPECT_LE(diff, 1e-4 * std::max(scale, 1.0)) << "slot " << slot;
-  }
+  ExpectSlotsClose(*eager, *padded, B);
   std::printf("[ maxerr ] padded graph replays vs eager unpadded %s: max |logit diff| / std = %.3g\n",
               GetParam().c_str(), worst);
 }
@@ -640,17 +646,7 @@ TEST_P(CudaSequenceTest, WarmedUpDecodeShapesReplayAndMatchEager) {
     EXPECT_EQ(cuda->graphs_captured(), *shapes) << n << " sessions: a shape was recorded, not replayed";
     EXPECT_EQ(cuda->graph_replays(), ++replays) << n << " sessions";
   }
-  for (int slot = 0; slot < B; ++slot) {
-    std::vector<float> a(static_cast<size_t>(eager->state_layout().total)), b(a.size());
-    ASSERT_TRUE(eager->ReadSlot(slot, a.data()).ok());
-    ASSERT_TRUE(warm->ReadSlot(slot, b.data()).ok());
-    double diff = 0, scale = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-      diff = std::max(diff, static_cast<double>(std::fabs(a[i] - b[i])));
-      scale = std::max(scale, static_cast<double>(std::fabs(a[i])));
-    }
-    EXPECT_LE(diff, 1e-4 * std::max(scale, 1.0)) << "slot " << slot;
-  }
+  ExpectSlotsClose(*eager, *warm, B);
 }
 
 INSTANTIATE_TEST_SUITE_P(Synthetic, CudaSequenceTest, ::testing::Values("synthetic:tiny", "synthetic:v4-tiny"),

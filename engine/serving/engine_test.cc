@@ -145,6 +145,25 @@ class PassRecorder final : public ForwardingBackend {
   bool records = false;  // what RecordsPasses says (warm-up at Engine::Create)
 };
 
+// An engine on synthetic:tiny whose backend records its passes (and says it
+// records them when `records`, so Engine::Create warms it up).
+struct RecordedEngine {
+  std::unique_ptr<Engine> engine;
+  PassRecorder* rec = nullptr;
+};
+RecordedEngine MakeRecordedEngine(const EngineConfig& cfg, bool records = false) {
+  auto rec_owned = std::make_unique<PassRecorder>(std::make_unique<CpuBackend>(2));
+  PassRecorder* rec = rec_owned.get();
+  rec->records = records;
+  auto model = Model::Load("synthetic:tiny", std::move(rec_owned), {.progress = false});
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) return {};
+  auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  if (!engine.ok()) return {};
+  return {*std::move(engine), rec};
+}
+
 // A prompt arriving while another session decodes gets at most
 // mixed_prefill_tokens rows per step (the decoding session's step stays
 // short); a prompt with nobody decoding takes the whole step budget.
@@ -153,13 +172,10 @@ TEST(EngineTest, PromptsBesideDecodingGetMixedPrefillTokens) {
   cfg.prefill_chunk = 64;
   cfg.step_token_budget = 64;
   cfg.mixed_prefill_tokens = 5;
-  auto rec_owned = std::make_unique<PassRecorder>(std::make_unique<CpuBackend>(2));
-  PassRecorder* rec = rec_owned.get();
-  auto model = Model::Load("synthetic:tiny", std::move(rec_owned), {.progress = false});
-  ASSERT_TRUE(model.ok()) << model.status();
-  auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  Engine& e = **engine;
+  RecordedEngine made = MakeRecordedEngine(cfg);
+  ASSERT_NE(made.engine, nullptr);
+  PassRecorder* rec = made.rec;
+  Engine& e = *made.engine;
 
   std::vector<int32_t> long_prompt;
   for (int i = 0; i < 50; ++i) long_prompt.push_back((i * 13 + 5) % 256);
@@ -209,13 +225,10 @@ TEST(EngineTest, MixedPrefillRatioScalesTheCapWithTheDecodingSessions) {
   cfg.step_token_budget = 64;
   cfg.mixed_prefill_tokens = 2;
   cfg.mixed_prefill_ratio = 1.5;
-  auto rec_owned = std::make_unique<PassRecorder>(std::make_unique<CpuBackend>(2));
-  PassRecorder* rec = rec_owned.get();
-  auto model = Model::Load("synthetic:tiny", std::move(rec_owned), {.progress = false});
-  ASSERT_TRUE(model.ok()) << model.status();
-  auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  Engine& e = **engine;
+  RecordedEngine made = MakeRecordedEngine(cfg);
+  ASSERT_NE(made.engine, nullptr);
+  PassRecorder* rec = made.rec;
+  Engine& e = *made.engine;
 
   std::vector<std::shared_ptr<Collect>> decoding;
   std::vector<std::shared_ptr<RequestHandle>> handles;
@@ -316,20 +329,16 @@ TEST(EngineTest, CreateWarmsUpPassesWhereTheBackendRecordsThem) {
     EngineConfig cfg;
     cfg.max_batch = 5;
     cfg.warm_up_passes = warm;
-    auto rec_owned = std::make_unique<PassRecorder>(std::make_unique<CpuBackend>(1));
-    PassRecorder* rec = rec_owned.get();
-    rec->records = true;
-    auto model = Model::Load("synthetic:tiny", std::move(rec_owned), {.progress = false});
-    ASSERT_TRUE(model.ok()) << model.status();
-    auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
-    ASSERT_TRUE(engine.ok()) << engine.status();
+    RecordedEngine made = MakeRecordedEngine(cfg, /*records=*/true);
+    ASSERT_NE(made.engine, nullptr);
+    PassRecorder* rec = made.rec;
     // The CPU backend pads nothing: one shape per batch size, run twice.
-    EXPECT_EQ((*engine)->warm_up().shapes, warm ? 5 : 0);
+    EXPECT_EQ(made.engine->warm_up().shapes, warm ? 5 : 0);
     EXPECT_EQ(rec->Passes().size(), warm ? 10u : 0u);
     for (const auto& pass : rec->Passes()) {
       for (const Segment& seg : pass) EXPECT_LT(seg.slot, 0);
     }
-    EXPECT_EQ(RunGen(**engine, Req({1, 2}, 3, 3)).size(), 3u);
+    EXPECT_EQ(RunGen(*made.engine, Req({1, 2}, 3, 3)).size(), 3u);
   }
 }
 
@@ -341,16 +350,12 @@ TEST(EngineTest, AStepIsOnePassUpToTheStepBudget) {
     EngineConfig cfg;
     cfg.step_token_budget = budget;
     cfg.prefill_chunk = 1500;
-    auto rec_owned = std::make_unique<PassRecorder>(std::make_unique<CpuBackend>(2));
-    PassRecorder* rec = rec_owned.get();
-    auto model = Model::Load("synthetic:tiny", std::move(rec_owned), {.progress = false});
-    ASSERT_TRUE(model.ok()) << model.status();
-    auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
-    ASSERT_TRUE(engine.ok()) << engine.status();
+    RecordedEngine made = MakeRecordedEngine(cfg);
+    ASSERT_NE(made.engine, nullptr);
     std::vector<int32_t> prompt;
     for (int i = 0; i < 1500; ++i) prompt.push_back((i * 7 + 1) % 256);
-    EXPECT_EQ(RunGen(**engine, Req(prompt, 1, 1)).size(), 1u);
-    const auto passes = rec->Passes();
+    EXPECT_EQ(RunGen(*made.engine, Req(prompt, 1, 1)).size(), 1u);
+    const auto passes = made.rec->Passes();
     ASSERT_FALSE(passes.empty());
     EXPECT_EQ(passes[0].size(), 1u);
     EXPECT_EQ(passes[0][0].rows, budget == 1500 ? 1500 : 1024) << budget;
