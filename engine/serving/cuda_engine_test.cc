@@ -45,13 +45,18 @@ std::string SpecOf(const std::string& name) {
   return name.rfind("synthetic:", 0) == 0 ? name : ::rwkv::testing::TestDataPath(name);
 }
 
+// A CUDA backend with fp32 weights and embedding (the tests compare with the CPU backend).
+absl::StatusOr<std::unique_ptr<Backend>> MakeF32CudaBackend() {
+  CudaBackendOptions o;
+  o.weight_dtype = DType::kF32;
+  o.embedding_dtype = DType::kF32;
+  return MakeCudaBackend(o);
+}
+
 std::unique_ptr<Engine> MakeEngine(const std::string& spec, bool cuda, bool device_sampling, int32_t* vocab) {
   std::unique_ptr<Backend> b;
   if (cuda) {
-    CudaBackendOptions o;
-    o.weight_dtype = DType::kF32;
-    o.embedding_dtype = DType::kF32;
-    auto made = MakeCudaBackend(o);
+    auto made = MakeF32CudaBackend();
     EXPECT_TRUE(made.ok()) << made.status();
     if (!made.ok()) return nullptr;
     b = *std::move(made);
@@ -162,10 +167,7 @@ class HostBlockRecorder final : public ForwardingBackend {
 };
 
 std::unique_ptr<Engine> MakeOffloadEngine(DType state_dtype, int32_t slots, HostBlockRecorder** recorder) {
-  CudaBackendOptions o;
-  o.weight_dtype = DType::kF32;
-  o.embedding_dtype = DType::kF32;
-  auto made = MakeCudaBackend(o);
+  auto made = MakeF32CudaBackend();
   EXPECT_TRUE(made.ok()) << made.status();
   if (!made.ok()) return nullptr;
   auto wrapped = std::make_unique<HostBlockRecorder>(*std::move(made));
