@@ -320,6 +320,7 @@ CudaBackend::~CudaBackend() {
   for (auto& [p, bytes] : host_allocations_) (void)cudaFreeHost(p);
   if (act16_ != nullptr) (void)cudaFree(act16_);
   if (ffn_partial_ != nullptr) (void)cudaFree(ffn_partial_);
+  if (wkv4_scratch_ != nullptr) (void)cudaFree(wkv4_scratch_);
   if (skinny_partial_ != nullptr) (void)cudaFree(skinny_partial_);
   if (skinny_counters_ != nullptr) (void)cudaFree(skinny_counters_);
   if (blas_pointers_ != nullptr) (void)cudaFree(blas_pointers_);
@@ -1143,8 +1144,17 @@ void CudaBackend::Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const 
   if (nseg <= 0 || !Begin()) return;
   const void* dev_segs = DeviceArray(segs, static_cast<size_t>(nseg) * sizeof(Segment));
   if (dev_segs == nullptr) return;
-  Record(CudaStatus(kernels::launch_wkv4(AsDesc(dev_segs), nseg, C, aa.base, aa.slot_stride, time_first,
-                                         time_decay, k, v, y, stream_),
+  // Long prompts take the chunked scan, whose scratch grows like the others
+  // (a pass shape's first, uncaptured run sizes it).
+  const auto* host = reinterpret_cast<const kernels::SegmentDesc*>(segs);
+  const size_t scratch_floats = kernels::wkv4_scratch_floats(host, nseg, C);
+  if (scratch_floats > 0 &&
+      !EnsureScratch(&wkv4_scratch_, &wkv4_scratch_bytes_, scratch_floats * sizeof(float), "WKV-4 chunk scan")) {
+    return;
+  }
+  Record(CudaStatus(kernels::launch_wkv4(AsDesc(dev_segs), host, nseg, C, aa.base, aa.slot_stride, time_first,
+                                         time_decay, k, v, y, static_cast<float*>(wkv4_scratch_),
+                                         wkv4_scratch_bytes_ / sizeof(float), stream_),
                     "Wkv4"));
 }
 
