@@ -59,11 +59,16 @@ int CeilPow2(int n) {
 // The chunks per long segment of a pass, from its longest state-carrying
 // segment rounded to a power of two (what a CUDA graph key holds), or 0 when
 // the pass takes the sequential kernel only.
-int PassChunks(const SegmentDesc* host_segs, int nseg, const int32_t* index, int count) {
+int PassChunks(const SegmentDesc* host_segs, const int32_t* index, int count) {
   int longest = 0;
   for (int j = 0; j < count; ++j) longest = std::max(longest, host_segs[index[j]].rows);
   const int rows = CeilPow2(std::max(longest, 1));
   return count > 0 && rows >= kChunkMinRows ? (rows + kChunk - 1) / kChunk : 0;
+}
+
+// The scratch of a pass with `count` long segments of `nchunks` chunks.
+size_t ScratchFloats(int count, int nchunks, int C) {
+  return static_cast<size_t>(kPlanes) * std::min(count, kChunkMaxSegments) * nchunks * C;
 }
 
 // Whether list entry j of this group is a segment the scan takes.
@@ -235,9 +240,8 @@ size_t wkv4_scratch_floats(const SegmentDesc* host_segs, int nseg, int C) {
   if (host_segs == nullptr || nseg <= 0 || C <= 0) return 0;
   std::vector<int32_t> index(static_cast<size_t>(nseg));
   const int count = wkv7_long_segments(host_segs, nseg, index.data());
-  const int nchunks = PassChunks(host_segs, nseg, index.data(), count);
-  if (nchunks == 0) return 0;
-  return static_cast<size_t>(kPlanes) * std::min(count, kChunkMaxSegments) * nchunks * C;
+  const int nchunks = PassChunks(host_segs, index.data(), count);
+  return nchunks == 0 ? 0 : ScratchFloats(count, nchunks, C);
 }
 
 cudaError_t launch_wkv4(const SegmentDesc* segs, const SegmentDesc* host_segs, int nseg, int C, float* aa,
@@ -258,8 +262,8 @@ cudaError_t launch_wkv4(const SegmentDesc* segs, const SegmentDesc* host_segs, i
   if (host_segs != nullptr && scratch != nullptr) {
     index.resize(static_cast<size_t>(nseg));
     count = wkv7_long_segments(host_segs, nseg, index.data());
-    nchunks = PassChunks(host_segs, nseg, index.data(), count);
-    if (nchunks > 0 && scratch_floats >= wkv4_scratch_floats(host_segs, nseg, C)) long_rows = kWkv7LongRows;
+    nchunks = PassChunks(host_segs, index.data(), count);
+    if (nchunks > 0 && scratch_floats >= ScratchFloats(count, nchunks, C)) long_rows = kWkv7LongRows;
   }
   const int cblocks = (C + kBlock - 1) / kBlock;
   launch(wkv4_kernel, dim3(cblocks, nseg), kBlock, 0, stream, segs, C, long_rows, aa, slot_stride, time_first,

@@ -34,15 +34,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Model> mo
                                                    model->config().vocab_size));
   }
   if (absl::Status st = model->AllocateSlots(config.state_slots); !st.ok()) return st;
-  std::FILE* step_log = nullptr;
-  if (!config.step_log_path.empty()) {
-    step_log = std::fopen(config.step_log_path.c_str(), "a");
-    if (step_log == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("cannot open the step log '", config.step_log_path,
-                                                     "' for appending: ", std::strerror(errno)));
-    }
-    if (std::fseek(step_log, 0, SEEK_END) == 0 && std::ftell(step_log) == 0) std::fputs(kStepLogHeader, step_log);
-  }
   // A step (its decoding sessions and prompt chunks within the step budget)
   // in one pass, as the state pool's plan assumed (WorkspaceBytes).
   const int step_rows = std::min(std::max(config.step_token_budget, config.max_batch), Model::kMaxPassRowsLimit);
@@ -53,11 +44,17 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Model> mo
   if (config.warm_up_passes) {
     const absl::Time start = absl::Now();
     auto shapes = model->WarmUpPasses(config.max_batch, step_rows);
-    if (!shapes.ok()) {
-      if (step_log != nullptr) std::fclose(step_log);
-      return shapes.status();
-    }
+    if (!shapes.ok()) return shapes.status();
     warm_up = WarmUp{*shapes, absl::ToDoubleSeconds(absl::Now() - start)};
+  }
+  std::FILE* step_log = nullptr;
+  if (!config.step_log_path.empty()) {
+    step_log = std::fopen(config.step_log_path.c_str(), "a");
+    if (step_log == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot open the step log '", config.step_log_path,
+                                                     "' for appending: ", std::strerror(errno)));
+    }
+    if (std::fseek(step_log, 0, SEEK_END) == 0 && std::ftell(step_log) == 0) std::fputs(kStepLogHeader, step_log);
   }
   auto impl = std::make_unique<EngineImpl>(std::move(model), std::move(tokenizer), config, store, metrics);
   impl->step_log_ = step_log;
