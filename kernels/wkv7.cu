@@ -42,14 +42,19 @@
 //    interleaved so a row group's shared reads are 128 contiguous bytes), a
 //    head over N/16 blocks (N = 64: 4 blocks of 128 threads, 16 rows each),
 //    i.e. 4x the blocks and 8x the threads of the tiled kernel;
-//  - the per-token dot products (S kk, S r) are 8-term partial sums in two
-//    independent chains plus log2(N/8) xor shuffles, instead of a 64-term
-//    chain;
+//  - the per-token dot product S kk (on the recurrence's critical path) is
+//    8-term partial sums in two independent chains plus log2(N/8) xor
+//    shuffles, instead of a 64-term chain; S r is not on that path, so each
+//    lane keeps its partial y of 8 tokens (4 for N = 32) and one halving
+//    exchange sums them, one token per lane (7 shuffles for 8 tokens instead
+//    of 24), and the tokens of such a group are unrolled;
 //  - the token vectors arrive by cp.async into shared memory in chunks of
 //    kSeqTokens tokens, double buffered (chunk c+1 is in flight while chunk c
 //    is computed), one barrier per chunk instead of one per token, and the
 //    next token's vectors are read into registers while the current one is
-//    computed, so no load is on the recurrence's critical path.
+//    computed, so no load is on the recurrence's critical path. (The last
+//    two points took a 7.2B 4,096-token prefill from 22,677 to 24,375
+//    tokens/s on an H100, docs/PERF.md.)
 // Same arithmetic per element as the CPU reference (b = kk*a, then
 // s*w - sa*b + v*k), only the two dot products are summed in another order;
 // with fp16 state every token's new row is rounded exactly as the other
@@ -253,16 +258,23 @@ struct LongSegments {
   int32_t index[kSeqMaxSegments];
 };
 
+// A state row over N/8 lanes, 8 elements each. (4 elements over twice the
+// lanes, more warps at one more shuffle per dot product, measured slower on
+// an H100: 24,133 against 24,375 tokens/s for a 7.2B 4,096-token prefill.)
 template <int N>
 struct SeqShape {
-  static constexpr int kLanes = N / 8;                     // lanes per state row, 8 elements each
-  static constexpr int kThreads = N == 128 ? 256 : 128;    // per block
-  static constexpr int kRows = kThreads / kLanes;          // state rows per block: 32, 16, 16
-  static constexpr int kBands = N / kRows;                 // blocks per head: 1, 4, 8
-  static constexpr int kTokens = N == 128 ? 8 : 16;        // tokens per staged chunk
-  static constexpr int kVec = 5 * N + kRows;               // floats staged per token: r w k kk a | v of the band
-  static constexpr int kChunks16 = kVec / 4;               // 16-byte copies per token
+  static constexpr int kElems = 8;                          // state elements per lane
+  static constexpr int kLanes = N / kElems;                 // lanes per state row
+  static constexpr int kThreads = N == 128 ? 256 : 128;     // per block
+  static constexpr int kRows = kThreads / kLanes;           // state rows per block
+  static constexpr int kBands = N / kRows;                  // blocks per head
+  static constexpr int kTokens = N == 128 ? 8 : 16;         // tokens per staged chunk
+  static constexpr int kGroup = kLanes < 8 ? kLanes : 8;  // tokens per y reduction (unrolled, in registers)
+  static constexpr int kVec = 5 * N + kRows;                // floats staged per token: r w k kk a | v of the band
+  static constexpr int kChunks16 = kVec / 4;                // 16-byte copies per token
+  static_assert(kLanes <= 32 && kRows <= N && N % kRows == 0, "lane groups must tile the head");
   static_assert(kVec % 4 == 0 && kThreads % 32 == 0 && 32 % kLanes == 0, "lane groups must tile warps");
+  static_assert(kTokens % kGroup == 0, "y reductions must tile a staged chunk");
   static_assert(2 * kTokens * kVec * 4 <= 48 * 1024, "static shared memory");
 };
 
@@ -292,34 +304,39 @@ __device__ __forceinline__ void seq_stage(float* dst, int64_t row0, int nt, int 
   }
 }
 
-// One token's vectors as this lane needs them: its 8 columns (chunks l and
-// l + kLanes of each head vector) and its row's value.
-struct SeqToken {
-  float4 r[2], w[2], k[2], kk[2], a[2];
-  float v;
-};
-
-template <int N>
-__device__ __forceinline__ void seq_load_token(const float* p, int l, int rr, SeqToken& x) {
-  using S = SeqShape<N>;
-#pragma unroll
-  for (int m = 0; m < 2; ++m) {
-    const int q = 4 * (l + S::kLanes * m);
-    x.r[m] = *reinterpret_cast<const float4*>(p + q);
-    x.w[m] = *reinterpret_cast<const float4*>(p + N + q);
-    x.k[m] = *reinterpret_cast<const float4*>(p + 2 * N + q);
-    x.kk[m] = *reinterpret_cast<const float4*>(p + 3 * N + q);
-    x.a[m] = *reinterpret_cast<const float4*>(p + 4 * N + q);
-  }
-  x.v = p[5 * N + rr];
-}
-
 // Sum over the kLanes lanes of a row group (consecutive lanes, aligned). The
 // xor butterfly leaves the bit-identical sum in every lane of the group.
 template <int kLanes>
 __device__ __forceinline__ float group_sum(float x) {
 #pragma unroll
   for (int o = 1; o < kLanes; o <<= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// The kG per-token partial sums v[0..kG) of each lane, summed over the
+// kLanes lanes of its row group, one token per lane: halving exchanges
+// (lane l keeps the upper half of the tokens when its bit is set, sends the
+// other half to its partner) leave lane l with token l / (kLanes / kG)'s
+// partial over the lanes that differ in the high bits; a butterfly over the
+// low bits finishes it. kG - 1 + log2(kLanes / kG) shuffles for kG tokens,
+// against log2(kLanes) per token for a butterfly each, and none of them on
+// the recurrence's critical path.
+template <int kLanes, int kG>
+__device__ __forceinline__ float transpose_sum(float (&v)[kG], int l) {
+#pragma unroll
+  for (int cnt = kG / 2; cnt >= 1; cnt /= 2) {
+    const int o = cnt * (kLanes / kG);
+    const bool upper = (l & o) != 0;
+#pragma unroll
+    for (int j = 0; j < cnt; ++j) {
+      const float send = upper ? v[j] : v[j + cnt];
+      const float keep = upper ? v[j + cnt] : v[j];
+      v[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+    }
+  }
+  float x = v[0];
+#pragma unroll
+  for (int o = kLanes / kG / 2; o >= 1; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
   return x;
 }
 
@@ -334,6 +351,9 @@ __global__ void __launch_bounds__(SeqShape<N>::kThreads) wkv7_seq_kernel(
   pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   using S = SeqShape<N>;
   constexpr bool kHalf = std::is_same_v<E, __half>;
+  constexpr int kElems = S::kElems;
+  constexpr int kM = kElems / 4;  // 16-byte chunks of the row per lane
+  constexpr int kG = S::kGroup;
   __shared__ __align__(16) float stage[2][S::kTokens * S::kVec];
   const SegmentDesc g = segs[list.index[blockIdx.y]];
   // A short one rounded into the list (wkv7_long_segments) is the tiled
@@ -345,9 +365,9 @@ __global__ void __launch_bounds__(SeqShape<N>::kThreads) wkv7_seq_kernel(
   E* Si = reinterpret_cast<E*>(state + g.slot * slot_stride) + (static_cast<int64_t>(h) * N + i) * N;
 
   // s[4m + e] is column 4 (l + kLanes m) + e of row i.
-  float s[8];
+  float s[kElems];
 #pragma unroll
-  for (int m = 0; m < 2; ++m) {
+  for (int m = 0; m < kM; ++m) {
     const int q = 4 * (l + S::kLanes * m);
     if constexpr (kHalf) {
       const uint2 u = *reinterpret_cast<const uint2*>(Si + q);
@@ -376,65 +396,80 @@ __global__ void __launch_bounds__(SeqShape<N>::kThreads) wkv7_seq_kernel(
     if (c + 1 < nchunks) {
       // Its buffer was last read in chunk c - 1, which ended with a barrier.
       seq_stage<N>(stage[(c + 1) & 1], static_cast<int64_t>(g.row_begin) + t0 + S::kTokens,
-                   min(S::kTokens, g.rows - t0 - S::kTokens), C, h, band, r, w, k, v, kk, a);
+                           min(S::kTokens, g.rows - t0 - S::kTokens), C, h, band, r, w, k, v, kk, a);
     }
     __pipeline_commit();  // possibly empty, so that "all but the last group" is always chunk c
     __pipeline_wait_prior(1);
     __syncthreads();  // every thread's copies of chunk c have landed
     const float* buf = stage[c & 1];
     const int nt = min(S::kTokens, g.rows - t0);
-    SeqToken cur;
-    seq_load_token<N>(buf, l, rr, cur);
-    for (int t = 0; t < nt; ++t) {
-      SeqToken nxt;  // read ahead: independent of the state, off the critical path
-      seq_load_token<N>(buf + (t + 1 < nt ? t + 1 : t) * S::kVec, l, rr, nxt);
-      const float ws[8] = {cur.w[0].x, cur.w[0].y, cur.w[0].z, cur.w[0].w,
-                           cur.w[1].x, cur.w[1].y, cur.w[1].z, cur.w[1].w};
-      const float ks[8] = {cur.k[0].x, cur.k[0].y, cur.k[0].z, cur.k[0].w,
-                           cur.k[1].x, cur.k[1].y, cur.k[1].z, cur.k[1].w};
-      const float rs[8] = {cur.r[0].x, cur.r[0].y, cur.r[0].z, cur.r[0].w,
-                           cur.r[1].x, cur.r[1].y, cur.r[1].z, cur.r[1].w};
-      const float kks[8] = {cur.kk[0].x, cur.kk[0].y, cur.kk[0].z, cur.kk[0].w,
-                            cur.kk[1].x, cur.kk[1].y, cur.kk[1].z, cur.kk[1].w};
-      const float as[8] = {cur.a[0].x, cur.a[0].y, cur.a[0].z, cur.a[0].w,
-                           cur.a[1].x, cur.a[1].y, cur.a[1].z, cur.a[1].w};
-      // sa = (S kk)_i: two 4-term chains per lane, then the group's lanes.
-      float sa0 = 0.0f, sa1 = 0.0f;
+    for (int g0 = 0; g0 < nt; g0 += kG) {
+      // kG tokens unrolled: the loads of the next token are independent of
+      // the state and are scheduled ahead; each token leaves its y partial
+      // in yp, summed over the lanes once per group.
+      float yp[kG];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        sa0 += s[e] * kks[e];
-        sa1 += s[4 + e] * kks[4 + e];
-      }
-      const float sa = group_sum<S::kLanes>(sa0 + sa1);
-      const float vi = cur.v;
-      uint32_t key = 0;
-      if constexpr (kHalf) key = Fp16StateRowKey(h, N, i, vi);
-      float y0 = 0.0f, y1 = 0.0f;
+      for (int tt = 0; tt < kG; ++tt) {
+        yp[tt] = 0.0f;
+        if (g0 + tt < nt) {  // uniform over the block
+          const float* p = buf + (g0 + tt) * S::kVec;
+          float rs[kElems], ws[kElems], ks[kElems], kks[kElems], as[kElems];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const int j = 4 * (l + S::kLanes * (e / 4)) + e % 4;  // the element's column
-        const float b = kks[e] * as[e];
-        const float n = s[e] * ws[e] - sa * b + vi * ks[e];
-        if (e < 4) {
-          y0 += n * rs[e];
-        } else {
-          y1 += n * rs[e];
-        }
-        if constexpr (kHalf) {
-          s[e] = Fp16StateRound(n, Fp16StateDither(key, j, s[e]));
-        } else {
-          s[e] = n;
+          for (int m = 0; m < kM; ++m) {
+            const int q = 4 * (l + S::kLanes * m);
+            const float4 r4 = *reinterpret_cast<const float4*>(p + q);
+            const float4 w4 = *reinterpret_cast<const float4*>(p + N + q);
+            const float4 k4 = *reinterpret_cast<const float4*>(p + 2 * N + q);
+            const float4 kk4 = *reinterpret_cast<const float4*>(p + 3 * N + q);
+            const float4 a4 = *reinterpret_cast<const float4*>(p + 4 * N + q);
+            rs[4 * m] = r4.x, rs[4 * m + 1] = r4.y, rs[4 * m + 2] = r4.z, rs[4 * m + 3] = r4.w;
+            ws[4 * m] = w4.x, ws[4 * m + 1] = w4.y, ws[4 * m + 2] = w4.z, ws[4 * m + 3] = w4.w;
+            ks[4 * m] = k4.x, ks[4 * m + 1] = k4.y, ks[4 * m + 2] = k4.z, ks[4 * m + 3] = k4.w;
+            kks[4 * m] = kk4.x, kks[4 * m + 1] = kk4.y, kks[4 * m + 2] = kk4.z, kks[4 * m + 3] = kk4.w;
+            as[4 * m] = a4.x, as[4 * m + 1] = a4.y, as[4 * m + 2] = a4.z, as[4 * m + 3] = a4.w;
+          }
+          const float vi = p[5 * N + rr];
+          // sa = (S kk)_i: two chains per lane, then the group's lanes.
+          float sa0 = 0.0f, sa1 = 0.0f;
+#pragma unroll
+          for (int e = 0; e < kElems / 2; ++e) {
+            sa0 += s[e] * kks[e];
+            sa1 += s[kElems / 2 + e] * kks[kElems / 2 + e];
+          }
+          const float sa = group_sum<S::kLanes>(sa0 + sa1);
+          uint32_t key = 0;
+          if constexpr (kHalf) key = Fp16StateRowKey(h, N, i, vi);
+          float y0 = 0.0f, y1 = 0.0f;
+#pragma unroll
+          for (int e = 0; e < kElems; ++e) {
+            const int j = 4 * (l + S::kLanes * (e / 4)) + e % 4;  // the element's column
+            const float b = kks[e] * as[e];
+            const float n = s[e] * ws[e] - sa * b + vi * ks[e];
+            if (e < kElems / 2) {
+              y0 += n * rs[e];
+            } else {
+              y1 += n * rs[e];
+            }
+            if constexpr (kHalf) {
+              s[e] = Fp16StateRound(n, Fp16StateDither(key, j, s[e]));
+            } else {
+              s[e] = n;
+            }
+          }
+          yp[tt] = y0 + y1;
         }
       }
-      const float yi = group_sum<S::kLanes>(y0 + y1);
-      if (l == 0) y[(static_cast<int64_t>(g.row_begin) + t0 + t) * C + static_cast<int64_t>(h) * N + i] = yi;
-      cur = nxt;
+      const float yi = transpose_sum<S::kLanes, kG>(yp, l);
+      const int tau = l / (S::kLanes / kG);  // the token this lane's sum belongs to
+      if (l % (S::kLanes / kG) == 0 && g0 + tau < nt) {
+        y[(static_cast<int64_t>(g.row_begin) + t0 + g0 + tau) * C + static_cast<int64_t>(h) * N + i] = yi;
+      }
     }
     __syncthreads();  // chunk c's buffer is refilled by the next iteration's copies
   }
 
 #pragma unroll
-  for (int m = 0; m < 2; ++m) {
+  for (int m = 0; m < kM; ++m) {
     const int q = 4 * (l + S::kLanes * m);
     if constexpr (kHalf) {
       // Every value is on the fp16 grid already: the conversion is exact.
@@ -512,19 +547,13 @@ cudaError_t launch_seq(const SegmentDesc* segs, const int32_t* index, int count,
   list.count = 0;
   for (int j = 0; j < count; ++j) {
     list.index[list.count++] = index[j];
-    if (list.count == kSeqMaxSegments) {
+    if (list.count == kSeqMaxSegments || j + 1 == count) {
       const dim3 grid((C / N) * S::kBands, list.count);
       launch(wkv7_seq_kernel<N, E>, grid, S::kThreads, 0, stream, segs, list, C, state, slot_stride, r, w, k, v, kk,
-                                                               a, y);
+             a, y);
       if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
       list.count = 0;
     }
-  }
-  if (list.count > 0) {
-    const dim3 grid((C / N) * S::kBands, list.count);
-    launch(wkv7_seq_kernel<N, E>, grid, S::kThreads, 0, stream, segs, list, C, state, slot_stride, r, w, k, v, kk, a,
-                                                             y);
-    return cudaGetLastError();
   }
   return cudaSuccess;
 }
