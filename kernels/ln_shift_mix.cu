@@ -7,6 +7,9 @@
 // LayerNorm is two-pass and written as kernels/layernorm.cu writes it.
 #include "kernels/ln_shift_mix.h"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -17,8 +20,43 @@ namespace {
 
 struct MixArgs {
   const float* mixes[kMaxMixes];  // (C) each
-  float* outs[kMaxMixes];         // (n, C) each
+  float* outs[kMaxMixes];         // (n, C) each, elements of out_type
+  ElemType out_type;
 };
+
+// outs[j][i] = v in the output's element type (16-bit: rounded to nearest
+// even, as kernels/convert.cu rounds).
+__device__ __forceinline__ void store_out(const MixArgs& args, int j, int64_t i, float v) {
+  switch (args.out_type) {
+    case ElemType::kF16: reinterpret_cast<__half*>(args.outs[j])[i] = __float2half_rn(v); break;
+    case ElemType::kBF16: reinterpret_cast<__nv_bfloat16*>(args.outs[j])[i] = __float2bfloat16_rn(v); break;
+    default: args.outs[j][i] = v; break;
+  }
+}
+
+// Four consecutive outputs from element i (a multiple of 4): one 16-byte
+// store for fp32, one 8-byte store for 16-bit types.
+__device__ __forceinline__ void store_out4(const MixArgs& args, int j, int64_t i, float4 v) {
+  switch (args.out_type) {
+    case ElemType::kF16: {
+      const __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
+      uint2 u;
+      memcpy(&u.x, &a, 4);
+      memcpy(&u.y, &b, 4);
+      *reinterpret_cast<uint2*>(reinterpret_cast<__half*>(args.outs[j]) + i) = u;
+      break;
+    }
+    case ElemType::kBF16: {
+      const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+      uint2 u;
+      memcpy(&u.x, &a, 4);
+      memcpy(&u.y, &b, 4);
+      *reinterpret_cast<uint2*>(reinterpret_cast<__nv_bfloat16*>(args.outs[j]) + i) = u;
+      break;
+    }
+    default: *reinterpret_cast<float4*>(args.outs[j] + i) = v; break;
+  }
+}
 
 struct RowStats {
   float mean, inv;
@@ -75,7 +113,7 @@ __global__ void ln_shift_mix_kernel(const float* __restrict__ x,  // (n, C)
     }
     const float d = prev - xx;
 #pragma unroll
-    for (int j = 0; j < kCount; ++j) args.outs[j][static_cast<int64_t>(r) * C + c] = xx + d * args.mixes[j][c];
+    for (int j = 0; j < kCount; ++j) store_out(args, j, static_cast<int64_t>(r) * C + c, xx + d * args.mixes[j][c]);
   }
 }
 
@@ -174,8 +212,8 @@ __global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
 #pragma unroll
     for (int j = 0; j < kCount; ++j) {
       const float4 m = reinterpret_cast<const float4*>(args.mixes[j])[c4];
-      reinterpret_cast<float4*>(args.outs[j] + static_cast<int64_t>(r) * C)[c4] =
-          make_float4(xx.x + d.x * m.x, xx.y + d.y * m.y, xx.z + d.z * m.z, xx.w + d.w * m.w);
+      store_out4(args, j, static_cast<int64_t>(r) * C + 4 * c4,
+                 make_float4(xx.x + d.x * m.x, xx.y + d.y * m.y, xx.z + d.z * m.z, xx.w + d.w * m.w));
     }
   }
 }
@@ -203,8 +241,10 @@ bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 
 cudaError_t launch_ln_shift_mix(const float* x, int n, int C, const float* ln_w, const float* ln_b,
                                 const SegmentDesc* segs, int nseg, float* x_prev, int64_t slot_stride,
-                                const float* const* mixes, float* const* outs, int count, cudaStream_t stream) {
-  if (n < 0 || C <= 0 || nseg < 0 || count < 1 || count > kMaxMixes || mixes == nullptr || outs == nullptr) {
+                                const float* const* mixes, float* const* outs, int count, cudaStream_t stream,
+                                ElemType out_type) {
+  if (n < 0 || C <= 0 || nseg < 0 || count < 1 || count > kMaxMixes || mixes == nullptr || outs == nullptr ||
+      (out_type != ElemType::kF32 && out_type != ElemType::kF16 && out_type != ElemType::kBF16)) {
     return cudaErrorInvalidValue;
   }
   if (n == 0) return cudaSuccess;
@@ -212,6 +252,7 @@ cudaError_t launch_ln_shift_mix(const float* x, int n, int C, const float* ln_w,
     return cudaErrorInvalidValue;
   }
   MixArgs args{};
+  args.out_type = out_type;
   for (int j = 0; j < count; ++j) {
     if (mixes[j] == nullptr || outs[j] == nullptr) return cudaErrorInvalidValue;
     args.mixes[j] = mixes[j];

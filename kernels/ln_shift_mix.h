@@ -28,7 +28,10 @@ cudaError_t launch_ln_shift_mix(const float* x,                // (n, C)
                                 int64_t slot_stride,
                                 const float* const* mixes,     // host array of count (C) vectors
                                 float* const* outs,            // host array of count (n, C) outputs
-                                int count, cudaStream_t stream);
+                                int count, cudaStream_t stream,
+                                // the outputs' element type: fp32, or fp16/bf16 rounded to nearest
+                                // even (inputs for 16-bit matrix products, no conversion pass)
+                                ElemType out_type = ElemType::kF32);
 
 }  // namespace rwkv::kernels
 

@@ -6,6 +6,7 @@
 #include "engine/model/backend.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cstdlib>
 
 #include "absl/strings/str_format.h"
@@ -32,6 +33,7 @@ absl::StatusOr<Matrix> Backend::UploadSparseInputMatrix(const float* host, int32
 void Backend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
   for (int j = 0; j < count; ++j) {
     const MatMulJob& job = jobs[j];
+    assert(job.x_type == DType::kF32);  // MatMulInputType is kF32 here
     const int64_t in = static_cast<int64_t>(n) * job.w->cols;
     // The activation runs in place, which the op's contract allows.
     float* x = const_cast<float*>(job.x);
@@ -48,7 +50,10 @@ void Backend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool 
 
 void Backend::LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b,
                                 const Segment* segs, int nseg, StateRef x_prev, const float* const* mixes,
-                                float* const* outs, int count, float* xx, float* d) {
+                                float* const* outs, int count, float* xx, float* d, DType out_type) {
+  // This composition writes fp32 only; MatMulInputType says so by default.
+  assert(out_type == DType::kF32);
+  (void)out_type;
   LayerNorm(x, n, C, ln_w, ln_b, xx);
   TokenShift(xx, segs, nseg, C, x_prev, d);
   Mix(xx, d, n, C, mixes, outs, count);

@@ -63,6 +63,10 @@ struct MatMulJob {
   // place (the default does), so x must be scratch that no other job of
   // the call reads.
   InputAct act = InputAct::kNone;
+  // x's element type: kF32, or the 16-bit type Backend::MatMulInputType
+  // returned for this n, when LayerNormShiftMix wrote x in it (then act
+  // must be kNone and x holds [n, w->cols] elements of that type).
+  DType x_type = DType::kF32;
 };
 
 // Where a layer's state lives: state + slot * slot_stride + offset.
@@ -225,9 +229,17 @@ class Backend {
   // and d = TokenShift(xx) (as the ops above define them, x_prev updated),
   // outs[j] = xx + d * mixes[j]. xx and d ([n, C] each) are scratch a
   // backend may use. Default: LayerNorm, TokenShift, Mix.
+  // out_type: the outputs' element type, kF32 or what MatMulInputType(n)
+  // returned (then the outputs are [n, C] elements of that type, rounded to
+  // nearest even, to be read only by GroupedMatMul jobs with that x_type).
   virtual void LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b,
                                  const Segment* segs, int nseg, StateRef x_prev, const float* const* mixes,
-                                 float* const* outs, int count, float* xx, float* d);
+                                 float* const* outs, int count, float* xx, float* d, DType out_type);
+  // The element type LayerNormShiftMix may write for a pass of n rows whose
+  // outputs only products read: kF32 (the default), or the 16-bit type a
+  // backend's products of n rows take as they are, which saves a conversion
+  // pass over every such input (issue 4/5: 7% of a 7.2B prefill pass).
+  virtual DType MatMulInputType(int /*n*/) const { return DType::kF32; }
   // The RWKV-7 per-channel stage between the projections and the WKV, all
   // [n, C] in place:
   //   w = exp(-exp(-0.5) * sigmoid(w0 + w))             (V7Decay)

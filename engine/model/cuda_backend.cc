@@ -837,7 +837,14 @@ void CudaBackend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
     const MatMulJob& job = jobs[i];
     const Matrix& w = *job.w;
     const bool lora = std::min(w.rows, w.cols) <= CudaBackendOptions::kSkinnyLoraMaxDim;
-    if ((gemv || skinny || (skinny_lora && lora)) && !w.input_major && w.dtype != DType::kF32) {
+    if (job.x_type != DType::kF32 && (job.x_type != w.dtype || job.act != InputAct::kNone)) {
+      Record(absl::InvalidArgumentError(absl::StrFormat(
+          "GroupedMatMul: a %s input needs %s weights and no input activation", DTypeName(job.x_type),
+          DTypeName(job.x_type))));
+      return;
+    }
+    if (job.x_type == DType::kF32 && (gemv || skinny || (skinny_lora && lora)) && !w.input_major &&
+        w.dtype != DType::kF32) {
       const kernels::GemvJob g{w.data, job.x, job.y, w.rows, w.cols, static_cast<kernels::GemvAct>(job.act),
                                job.accumulate};
       static_assert(static_cast<int>(InputAct::kTanh) == static_cast<int>(kernels::GemvAct::kTanh));
@@ -900,6 +907,10 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
   size_t total = 0;
   for (int j = 0; j < count; ++j) {
     const MatMulJob& job = *jobs[j];
+    if (job.x_type == dtype) {  // written in this type by its producer (MatMulInputType): read as it is
+      job_conv[j] = -1;
+      continue;
+    }
     const int64_t len = static_cast<int64_t>(n) * job.w->cols;
     const kernels::ConvertOp op = job.act == InputAct::kTanh      ? kernels::ConvertOp::kTanh
                                   : job.act == InputAct::kSigmoid ? kernels::ConvertOp::kSigmoid
@@ -914,8 +925,11 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
     }
     job_conv[j] = c;
   }
-  if (!EnsureScratch(&act16_, &act16_bytes_, total, "MatMul input buffer")) return;
+  if (nconv > 0 && !EnsureScratch(&act16_, &act16_bytes_, total, "MatMul input buffer")) return;
   for (int c = 0; c < nconv; ++c) conv[c].dst = static_cast<char*>(act16_) + conv_off[c];
+  auto input_of = [&](int j) -> const void* {
+    return job_conv[j] < 0 ? static_cast<const void*>(jobs[j]->x) : conv[job_conv[j]].dst;
+  };
 
   // Products of one shape (weights' shape and layout, and beta) form one
   // cuBLAS call: r, k and v are three C x C products of one group. Their
@@ -966,12 +980,13 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
       for (int j = 0; j < count; ++j) {
         if (call_of[j] != c) continue;
         pointers[npointers++] = part == 0   ? jobs[j]->w->data
-                                : part == 1 ? static_cast<const void*>(conv[job_conv[j]].dst)
+                                : part == 1 ? input_of(j)
                                             : static_cast<const void*>(jobs[j]->y);
       }
     }
   }
-  if (!Record(CudaStatus(kernels::launch_convert_multi_from_f32(ToElem(dtype), conv, nconv, pointers, npointers,
+  if ((nconv > 0 || npointers > 0) &&
+      !Record(CudaStatus(kernels::launch_convert_multi_from_f32(ToElem(dtype), conv, nconv, pointers, npointers,
                                                                 blas_pointers_, stream_),
                          "GroupedMatMul input conversion"))) {
     return;
@@ -987,7 +1002,7 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
     const float* beta = f.accumulate ? &one : &zero;
     if (call_size[c] == 1) {
       Record(BlasStatus(cublasGemmEx(cublas_, t ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, w.rows, n, w.cols, &alpha,
-                                     w.data, type, t ? w.cols : w.rows, conv[job_conv[call_first[c]]].dst, type,
+                                     w.data, type, t ? w.cols : w.rows, input_of(call_first[c]), type,
                                      w.cols, beta, f.y, CUDA_R_32F, w.rows, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT),
                         "GroupedMatMul"));
@@ -1039,13 +1054,19 @@ void CudaBackend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, b
 
 void CudaBackend::LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b,
                                     const Segment* segs, int nseg, StateRef x_prev, const float* const* mixes,
-                                    float* const* outs, int count, float* /*xx*/, float* /*d*/) {
+                                    float* const* outs, int count, float* /*xx*/, float* /*d*/, DType out_type) {
   if (n <= 0 || nseg <= 0 || !Begin()) return;
   const void* dev_segs = DeviceArray(segs, static_cast<size_t>(nseg) * sizeof(Segment));
   if (dev_segs == nullptr) return;
   Record(CudaStatus(kernels::launch_ln_shift_mix(x, n, C, ln_w, ln_b, AsDesc(dev_segs), nseg, x_prev.base,
-                                                 x_prev.slot_stride, mixes, outs, count, stream_),
+                                                 x_prev.slot_stride, mixes, outs, count, stream_, ToElem(out_type)),
                     "LayerNormShiftMix"));
+}
+
+DType CudaBackend::MatMulInputType(int n) const {
+  const DType w = options_.weight_dtype;
+  if (w != DType::kF16 && w != DType::kBF16) return DType::kF32;
+  return n > small_rows_ && n > skinny_rows_ && n > skinny_lora_rows_ ? w : DType::kF32;
 }
 
 void CudaBackend::V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk,

@@ -238,7 +238,10 @@ class CudaBackend final : public Backend {
   void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate) override;
   void LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b, const Segment* segs,
                          int nseg, StateRef x_prev, const float* const* mixes, float* const* outs, int count,
-                         float* xx, float* d) override;
+                         float* xx, float* d, DType out_type) override;
+  // The weights' 16-bit type where products of n rows all run on cuBLAS
+  // (above the GEMV, skinny and LoRA-skinny row limits), else kF32.
+  DType MatMulInputType(int n) const override;
   void V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk, const float* k_k,
               const float* k_a, float* v, float* v_first, const float* v_gate, const float* v0, int n, int C,
               int N) override;

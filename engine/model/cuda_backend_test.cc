@@ -629,6 +629,40 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
         for (int j = 0; j < count; ++j) got[j] = Host(dy[j], y0[j].size(), b.get());
         CheckGroup(d, &cpu_, n, x, y0, got, u + 1e-4,
                    "GroupedMatMul " + std::string(DTypeName(t)) + " " + mode_name[mode] + " n=" + std::to_string(n));
+        // Where the backend takes 16-bit inputs for n rows (every product on
+        // cuBLAS), the jobs without an input activation again with x given
+        // already rounded (as LayerNormShiftMix writes it): the same
+        // products of the same values, bit for bit.
+        const bool half_inputs = b->MatMulInputType(n) == t;
+        EXPECT_EQ(half_inputs, n > (mode == 0 ? CudaBackendOptions::kMaxSkinnyRows
+                                    : mode == 1 ? CudaBackendOptions::kDefaultSkinnyRows
+                                                : 0))
+            << mode_name[mode] << " n=" << n;
+        if (half_inputs) {
+          std::vector<float*> dx16(count);
+          for (int j = 0; j < count; ++j) {
+            std::vector<float> packed((x[j].size() + 1) / 2);
+            ConvertFromF32(x[j].data(), t, packed.data(), x[j].size());
+            dx16[j] = Dev(packed, b.get());
+            const GroupSpec& sp = kGroupSpecs[j];
+            const bool poisoned = !sp.acc && std::none_of(std::begin(kGroupSpecs), std::end(kGroupSpecs),
+                                                          [&](const GroupSpec& o) { return o.y_from == j; });
+            b->Free(dy[j]);
+            dy[j] = Dev(poisoned ? std::vector<float>(y0[j].size(), kNaN) : y0[j], b.get());
+          }
+          for (int j = 0; j < count; ++j) {
+            const GroupSpec& sp = kGroupSpecs[j];
+            const int from = sp.x_from < 0 ? j : sp.x_from;
+            gjobs[j] = {sp.act == InputAct::kNone ? dx16[from] : dx[from], &d.gm[j], dy[sp.y_from < 0 ? j : sp.y_from],
+                        sp.acc, sp.act, sp.act == InputAct::kNone ? t : DType::kF32};
+          }
+          b->GroupedMatMul(n, gjobs.data(), count);
+          for (int j = 0; j < count; ++j) {
+            EXPECT_EQ(Host(dy[j], y0[j].size(), b.get()), got[j])
+                << "16-bit inputs, job " << j << " " << DTypeName(t) << " " << mode_name[mode] << " n=" << n;
+            b->Free(dx16[j]);
+          }
+        }
         for (int j = 0; j < count; ++j) {
           b->Free(dx[j]);
           b->Free(dy[j]);
@@ -948,17 +982,41 @@ TEST_F(CudaOpsTest, LayerNormShiftMixAcrossSegments) {
           houts.push_back(want[j].data());
         }
         std::vector<float> xx(x.size()), d(x.size());
+        const std::vector<float> state_before = Host(dstate, state.size());
         gpu_->LayerNormShiftMix(dx, n, C, dlw, dlb, segs->data(), nseg, {dstate + offset, stride}, dmix.data(),
-                                douts.data(), count, Poisoned(x.size()), Poisoned(x.size()));
+                                douts.data(), count, Poisoned(x.size()), Poisoned(x.size()), DType::kF32);
         cpu_.LayerNormShiftMix(x.data(), n, C, lw.data(), lb.data(), segs->data(), nseg,
-                               {state.data() + offset, stride}, hmix.data(), houts.data(), count, xx.data(), d.data());
+                               {state.data() + offset, stride}, hmix.data(), houts.data(), count, xx.data(), d.data(),
+                               DType::kF32);
+        std::vector<std::vector<float>> got(static_cast<size_t>(count));
         for (int j = 0; j < count; ++j) {
-          ExpectClose(Host(douts[j], want[j].size()), want[j], 1e-5, 1e-5,
-                      "LayerNormShiftMix out " + std::to_string(j) + tag);
+          got[j] = Host(douts[j], want[j].size());
+          ExpectClose(got[j], want[j], 1e-5, 1e-5, "LayerNormShiftMix out " + std::to_string(j) + tag);
         }
         // The state advanced once per call on both sides (the next count's
         // call starts from the new x_prev, on both).
-        ExpectClose(Host(dstate, state.size()), state, 1e-5, 1e-5, "LayerNormShiftMix x_prev" + tag);
+        const std::vector<float> state_after = Host(dstate, state.size());
+        ExpectClose(state_after, state, 1e-5, 1e-5, "LayerNormShiftMix x_prev" + tag);
+        // 16-bit outputs (inputs of 16-bit products, MatMulInputType): the
+        // same fp32 values rounded to nearest even, bit for bit what the
+        // host's conversion makes of the fp32 outputs above, from the same
+        // x_prev; the state advances as with fp32 outputs.
+        for (DType t : {DType::kF16, DType::kBF16}) {
+          float* dstate16 = Dev(state_before);
+          std::vector<float*> d16;
+          for (int j = 0; j < count; ++j) d16.push_back(Poisoned(static_cast<size_t>(n) * C));
+          gpu_->LayerNormShiftMix(dx, n, C, dlw, dlb, segs->data(), nseg, {dstate16 + offset, stride}, dmix.data(),
+                                  d16.data(), count, Poisoned(x.size()), Poisoned(x.size()), t);
+          const size_t nC = static_cast<size_t>(n) * C;
+          for (int j = 0; j < count; ++j) {
+            const std::vector<float> raw = Host(d16[j], (nC + 1) / 2);
+            std::vector<uint16_t> got16(nC), want16(nC);
+            std::memcpy(got16.data(), raw.data(), nC * sizeof(uint16_t));
+            ConvertFromF32(got[j].data(), t, want16.data(), nC);
+            EXPECT_EQ(got16, want16) << "LayerNormShiftMix " << DTypeName(t) << " out " << j << tag;
+          }
+          EXPECT_EQ(Host(dstate16, state.size()), state_after) << "LayerNormShiftMix " << DTypeName(t) << tag;
+        }
       }
     }
    }
@@ -1144,8 +1202,9 @@ TEST_F(CudaOpsTest, Wkv7Fp16StateMatchesCpuTwin) {
 }
 
 // Long segments (prompt chunks of >= 8 rows) take the long-segment kernel
-// (kernels/wkv7.cu): rows split over lanes, token vectors staged by cp.async
-// in chunks of 16 (8 for N = 128) tokens. Segments of 1000 rows (many
+// (kernels/wkv7.cu): rows split over lanes (8 elements a lane), token
+// vectors staged by cp.async in chunks of 16 (8 for N = 128) tokens, y summed
+// over the lanes 4 (N = 32) or 8 tokens at a time. Segments of 1000 rows (many
 // staging chunks, the last one partial), 7 (below the threshold: the tiled
 // kernel, in the same call), 8 (the threshold), 9, 16 and 17 (a chunk edge
 // inside and at the end), 64, and 1-row ones, in slots out of order; then 130
@@ -1172,7 +1231,9 @@ TEST(CudaPassPaddingTest, QuantumIsMonotonePowerOfTwo) {
     const int q = CudaBackend::PassQuantumFor(n);
     ASSERT_EQ(q & (q - 1), 0) << n;
     ASSERT_GE(q, last) << n;
-    if (q > 1) ASSERT_LE(q - 1, std::max(15, n / 16)) << n;  // the padding, at most q - 1 rows
+    if (q > 1) {
+      ASSERT_LE(q - 1, std::max(15, n / 16)) << n;  // the padding, at most q - 1 rows
+    }
     last = q;
   }
 }

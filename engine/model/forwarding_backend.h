@@ -110,9 +110,10 @@ class ForwardingBackend : public Backend {
   }
   void LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b, const Segment* segs,
                          int nseg, StateRef x_prev, const float* const* mixes, float* const* outs, int count,
-                         float* xx, float* d) override {
-    inner_->LayerNormShiftMix(x, n, C, ln_w, ln_b, segs, nseg, x_prev, mixes, outs, count, xx, d);
+                         float* xx, float* d, DType out_type) override {
+    inner_->LayerNormShiftMix(x, n, C, ln_w, ln_b, segs, nseg, x_prev, mixes, outs, count, xx, d, out_type);
   }
+  DType MatMulInputType(int n) const override { return inner_->MatMulInputType(n); }
   void V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk, const float* k_k,
               const float* k_a, float* v, float* v_first, const float* v_gate, const float* v0, int n, int C,
               int N) override {

@@ -513,13 +513,17 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
   float* layer_state = state_ + l * slot_.per_layer;
   const bool first = l == 0;  // layer 0 stores v_first instead of mixing it in
 
+  // The mixes feed only products: the backend may take them as 16-bit.
+  const DType mt = b.MatMulInputType(n);
+  const InputAct none = InputAct::kNone;
   b.LayerNormShiftMix(x_, n, C, L.ln1_w, L.ln1_b, segs.data(), nseg,
-                      {layer_state + slot_.att_x_prev, slot_.total}, L.x_mix, mix_, 6, xx_, d_);
+                      {layer_state + slot_.att_x_prev, slot_.total}, L.x_mix, mix_, 6, xx_, d_, mt);
   float *xr = mix_[0], *xw = mix_[1], *xk = mix_[2], *xv = mix_[3], *xa = mix_[4], *xg = mix_[5];
   float *lw = lora_[0], *la = lora_[1], *lg = lora_[2], *lv = lora_[3];
   const MatMulJob in[] = {
-      {xr, &L.att_r, r_}, {xk, &L.att_k, k_}, {xv, &L.att_v, v_}, {xw, &L.w1, lw},
-      {xa, &L.a1, la},    {xg, &L.g1, lg},    {xv, &L.v1, lv},
+      {xr, &L.att_r, r_, false, none, mt}, {xk, &L.att_k, k_, false, none, mt}, {xv, &L.att_v, v_, false, none, mt},
+      {xw, &L.w1, lw, false, none, mt},    {xa, &L.a1, la, false, none, mt},    {xg, &L.g1, lg, false, none, mt},
+      {xv, &L.v1, lv, false, none, mt},
   };
   b.GroupedMatMul(n, in, first ? 6 : 7);
   const MatMulJob out[] = {
@@ -537,8 +541,9 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
 
   const float* ffn_mix[1] = {L.ffn_x_k};
   b.LayerNormShiftMix(x_, n, C, L.ln2_w, L.ln2_b, segs.data(), nseg,
-                      {layer_state + slot_.ffn_x_prev, slot_.total}, ffn_mix, mix_, 1, xx_, d_);
-  b.MatMul(mix_[0], n, L.ffn_k, ffn_, false);
+                      {layer_state + slot_.ffn_x_prev, slot_.total}, ffn_mix, mix_, 1, xx_, d_, mt);
+  const MatMulJob key = {mix_[0], &L.ffn_k, ffn_, false, none, mt};
+  b.GroupedMatMul(n, &key, 1);
   b.ReluSquareMatMul(ffn_, n, L.ffn_v, x_, true);
 }
 
@@ -550,9 +555,14 @@ void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
   const int64_t nC = static_cast<int64_t>(n) * C;
   float* layer_state = state_ + l * slot_.per_layer;
 
+  // The mixes feed only products: the backend may take them as 16-bit.
+  const DType mt = b.MatMulInputType(n);
+  const InputAct none = InputAct::kNone;
   b.LayerNormShiftMix(x_, n, C, L.ln1_w, L.ln1_b, segs.data(), nseg,
-                      {layer_state + slot_.att_x_prev, slot_.total}, L.att_mix, mix_, 3, xx_, d_);  // k, v, r
-  const MatMulJob att[] = {{mix_[2], &L.att_r, r_}, {mix_[0], &L.att_k, k_}, {mix_[1], &L.att_v, v_}};
+                      {layer_state + slot_.att_x_prev, slot_.total}, L.att_mix, mix_, 3, xx_, d_, mt);  // k, v, r
+  const MatMulJob att[] = {{mix_[2], &L.att_r, r_, false, none, mt},
+                           {mix_[0], &L.att_k, k_, false, none, mt},
+                           {mix_[1], &L.att_v, v_, false, none, mt}};
   b.GroupedMatMul(n, att, 3);
   b.Sigmoid(r_, nC);
   b.Wkv4(segs.data(), nseg, C, {layer_state + slot_.wkv, slot_.total}, L.time_first, L.time_decay, k_, v_,
@@ -561,8 +571,8 @@ void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
   b.MatMul(y_, n, L.att_o, x_, true);
 
   b.LayerNormShiftMix(x_, n, C, L.ln2_w, L.ln2_b, segs.data(), nseg,
-                      {layer_state + slot_.ffn_x_prev, slot_.total}, L.ffn_mix, mix_, 2, xx_, d_);  // k, r
-  const MatMulJob ffn[] = {{mix_[1], &L.ffn_r, r_}, {mix_[0], &L.ffn_k, ffn_}};
+                      {layer_state + slot_.ffn_x_prev, slot_.total}, L.ffn_mix, mix_, 2, xx_, d_, mt);  // k, r
+  const MatMulJob ffn[] = {{mix_[1], &L.ffn_r, r_, false, none, mt}, {mix_[0], &L.ffn_k, ffn_, false, none, mt}};
   b.GroupedMatMul(n, ffn, 2);
   b.Sigmoid(r_, nC);
   b.ReluSquareMatMul(ffn_, n, L.ffn_v, tmp_, false);

@@ -399,7 +399,9 @@ class PaddingCpuBackend final : public ForwardingBackend {
     for (int i = 0; i < nseg; ++i) {
       padding_segments += segs[i].slot < 0;
       covered += segs[i].rows;
-      if (i > 0 && segs[i].slot >= 0) EXPECT_LE(segs[i].rows, segs[i - 1].rows) << "longest first";
+      if (i > 0 && segs[i].slot >= 0) {
+        EXPECT_LE(segs[i].rows, segs[i - 1].rows) << "longest first";
+      }
     }
     EXPECT_EQ(covered, rows);  // every row in exactly one segment
     bool all_padding = true;
