@@ -252,6 +252,7 @@ absl::Status CudaBackend::Init() {
   small_rows_ = invariant ? 0 : std::clamp(options_.small_batch_rows, 0, CudaBackendOptions::kMaxSmallBatchRows);
   skinny_rows_ = invariant ? 0 : std::clamp(options_.skinny_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   skinny_lora_rows_ = invariant ? 0 : std::clamp(options_.skinny_lora_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
+  sparse_ffn_rows_ = invariant ? 0 : std::clamp(options_.sparse_ffn_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   {
     void* p = nullptr;
     if (absl::Status s = CudaStatus(cudaMalloc(&p, kernels::kConvertMaxPointers * sizeof(void*)),
@@ -276,7 +277,7 @@ absl::Status CudaBackend::Init() {
     }
   }
   static_assert(CudaBackendOptions::kMaxSmallBatchRows <= kernels::kGemvMaxRows);
-  static_assert(CudaBackendOptions::kMaxSmallBatchRows <= kernels::kFfnSparseMaxRows);
+  static_assert(CudaBackendOptions::kMaxSkinnyRows <= kernels::kFfnSparseMaxRows);
   if (graphs_enabled_) {
     // An explicit workspace, so that captured cuBLAS calls do not each
     // allocate their own.
@@ -1032,7 +1033,7 @@ absl::StatusOr<Matrix> CudaBackend::UploadSparseInputMatrix(const float* host, i
 void CudaBackend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate) {
   if (n <= 0 || !Begin()) return;
   const int F = w.cols, C = w.rows;
-  if (n <= small_rows_ && w.input_major &&
+  if (n <= sparse_ffn_rows_ && w.input_major &&
       kernels::ffn_sparse_supported(ToElem(w.dtype), n, F, C, w.data, h)) {
     const size_t partial = kernels::ffn_sparse_partial_floats(n, F, C, sm_count_) * sizeof(float);
     if (!EnsureScratch(&ffn_partial_, &ffn_partial_bytes_, partial, "sparse FFN partial sums")) return;

@@ -154,6 +154,19 @@ struct CudaBackendOptions {
   int skinny_lora_rows = kDefaultSkinnyLoraRows;
   static constexpr int kDefaultSkinnyLoraRows = 0;
   static constexpr int kSkinnyLoraMaxDim = 512;
+  // The FFN down-projection (relu² of the key projection times ffn.value,
+  // stored input-major) of up to this many rows on the sparse kernel
+  // (kernels/ffn_sparse.h: one launch and a reduction, skipping hidden units
+  // that are zero in every row); above it, relu² + conversion and cuBLAS
+  // (three kernels). 0 = never. Measured on an H100 (docs/PERF.md,
+  // 2026-11-27), whole decode steps with the kernel up to 4 / 8 / 16 rows:
+  // 1.5B B=8 2.70 / 2.82 / 2.81 ms, B=16 3.33 / 3.33 / 3.60; 7.2B B=8 7.56 /
+  // - / 8.13. At 8 rows most hidden units are active in some row, so the
+  // skipping no longer pays for the kernel's slower stream. So 4.
+  // RWKV_CUDA_SPARSE_FFN_ROWS overrides this; values above kMaxSkinnyRows are
+  // clamped. Batch-invariant mode ignores it.
+  int sparse_ffn_rows = kDefaultSparseFfnRows;
+  static constexpr int kDefaultSparseFfnRows = 4;
 };
 
 // Devices the CUDA runtime can see; 0 where there is none or no driver.
@@ -250,6 +263,8 @@ class CudaBackend final : public Backend {
   // The largest row count that uses the skinny GEMM (0: none; row counts up
   // to small_batch_rows() use the small-batch kernels instead).
   int skinny_rows() const { return skinny_rows_; }
+  // Effective CudaBackendOptions::sparse_ffn_rows (0 in batch-invariant mode).
+  int sparse_ffn_rows() const { return sparse_ffn_rows_; }
   // kernels/sample.cu, one launch for all rows: the specs and every row's
   // adjustments go up in one staged copy, the (token, logprob) pairs come
   // back in one copy.
@@ -321,6 +336,7 @@ class CudaBackend final : public Backend {
   void* skinny_partial_ = nullptr;  // the skinny GEMM's split-K partial sums
   size_t skinny_partial_bytes_ = 0;
   int* skinny_counters_ = nullptr;  // its row-tile counters (zero between launches)
+  int sparse_ffn_rows_ = 0;  // effective sparse_ffn_rows
   int small_rows_ = 0;   // effective small_batch_rows (0 in batch-invariant mode)
   int skinny_rows_ = 0;  // effective skinny_rows (0 in batch-invariant mode)
   int skinny_lora_rows_ = 0;  // effective skinny_lora_rows (0 in batch-invariant mode)

@@ -117,14 +117,16 @@ class CudaOpsTest : public ::testing::Test {
   std::unique_ptr<CudaBackend> MakeGpu(DType dtype, bool invariant = false,
                                        int small_rows = CudaBackendOptions::kDefaultSmallBatchRows,
                                        int skinny_rows = CudaBackendOptions::kDefaultSkinnyRows,
-                                       int skinny_lora_rows = CudaBackendOptions::kDefaultSkinnyLoraRows) {
+                                       int skinny_lora_rows = CudaBackendOptions::kDefaultSkinnyLoraRows,
+                                       int sparse_ffn_rows = CudaBackendOptions::kDefaultSparseFfnRows) {
     auto b = CudaBackend::Create({.device = 0,
                                   .weight_dtype = dtype,
                                   .embedding_dtype = dtype,
                                   .small_batch_rows = small_rows,
                                   .batch_invariant = invariant,
                                   .skinny_rows = skinny_rows,
-                                  .skinny_lora_rows = skinny_lora_rows});
+                                  .skinny_lora_rows = skinny_lora_rows,
+                                  .sparse_ffn_rows = sparse_ffn_rows});
     if (!b.ok()) {
       skip_reason_ = b.status().ToString();
       return nullptr;
@@ -731,7 +733,7 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathInCapturedPasses) {
 }
 
 // The FFN down-projection: relu² of the key projection times ffn.value, the
-// latter stored input-major on the GPU. Up to small_batch_rows rows the sparse
+// latter stored input-major on the GPU. Up to sparse_ffn_rows rows the sparse
 // kernel (fp32 coefficients: 1e-4 of the magnitude against the CPU on the
 // same rounded weights), above relu² + cuBLAS (input rounded: u + 1e-4).
 // About 25% of h is positive, as in the models; one row is all negative (no
@@ -742,9 +744,15 @@ TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
     int C, F;
   };
   for (DType t : {DType::kF16, DType::kBF16}) {
-    for (bool invariant : {false, true}) {
-      auto b = MakeGpu(t, invariant);
+    // The default, the sparse kernel up to 16 rows, and batch-invariant
+    // mode (never sparse).
+    for (int mode : {0, 1, 2}) {
+      const bool invariant = mode == 2;
+      auto b = MakeGpu(t, invariant, CudaBackendOptions::kDefaultSmallBatchRows,
+                       CudaBackendOptions::kDefaultSkinnyRows, CudaBackendOptions::kDefaultSkinnyLoraRows,
+                       mode == 1 ? 16 : CudaBackendOptions::kDefaultSparseFfnRows);
       ASSERT_NE(b, nullptr);
+      EXPECT_EQ(b->sparse_ffn_rows(), invariant ? 0 : mode == 1 ? 16 : CudaBackendOptions::kDefaultSparseFfnRows);
       const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
       for (Shape s : {Shape{136, 520}, Shape{1032, 2048}, Shape{768, 3072}}) {
         const auto w = Rand(static_cast<size_t>(s.C) * s.F, s.C + s.F);  // [C, F]: out x in
@@ -755,7 +763,7 @@ TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
         auto cw = cpu_.UploadMatrix(wr.data(), s.C, s.F);
         ASSERT_TRUE(cw.ok());
         for (int n : {1, 2, 3, 8, 16, 17, 40}) {
-          const bool sparse = n <= b->small_batch_rows();
+          const bool sparse = n <= b->sparse_ffn_rows();
           auto h = Rand(static_cast<size_t>(n) * s.F, n + 7, -3, 1);
           if (n > 1) {
             for (int f = s.F; f < 2 * s.F; ++f) h[static_cast<size_t>(f)] = -std::fabs(h[static_cast<size_t>(f)]);
@@ -765,7 +773,8 @@ TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
           cpu_.ReluSquare(relu2.data(), static_cast<int64_t>(relu2.size()));
           for (bool acc : {false, true}) {
             const std::vector<double> mag = DotMagnitude(relu2, wr, n, s.C, s.F, acc ? &y0 : nullptr);
-            const std::string tag = std::string(DTypeName(t)) + (invariant ? " invariant" : "") + " C=" +
+            const std::string tag = std::string(DTypeName(t)) + (invariant ? " invariant" : "") +
+                                    " sparse<=" + std::to_string(b->sparse_ffn_rows()) + " C=" +
                                     std::to_string(s.C) + " F=" + std::to_string(s.F) + " n=" + std::to_string(n) +
                                     (acc ? " acc" : "") + (sparse ? " (sparse)" : "");
             float* dh = Dev(h, b.get());

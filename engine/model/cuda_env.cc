@@ -48,7 +48,9 @@ absl::Status ApplyCudaEnvironment(CudaBackendOptions* options) {
                              &o.small_batch_rows),
                          Int("RWKV_CUDA_SKINNY_ROWS", CudaBackendOptions::kMaxSkinnyRows, &o.skinny_rows),
                          Int("RWKV_CUDA_SKINNY_LORA_ROWS", CudaBackendOptions::kMaxSkinnyRows,
-                             &o.skinny_lora_rows)}) {
+                             &o.skinny_lora_rows),
+                         Int("RWKV_CUDA_SPARSE_FFN_ROWS", CudaBackendOptions::kMaxSkinnyRows,
+                             &o.sparse_ffn_rows)}) {
     if (!s.ok()) return s;
   }
   *options = o;
