@@ -58,6 +58,16 @@ __device__ __forceinline__ void store_out4(const MixArgs& args, int j, int64_t i
   }
 }
 
+// The segment holding row r, searched with the block's threads strided over
+// the list: the one thread that finds it writes *seg (shared memory); the
+// caller's next barrier publishes it.
+__device__ __forceinline__ void find_segment(const SegmentDesc* __restrict__ segs, int nseg, int r, int* seg) {
+  for (int s = threadIdx.x; s < nseg; s += blockDim.x) {
+    const SegmentDesc g = segs[s];
+    if (r >= g.row_begin && r < g.row_begin + g.rows) *seg = s;
+  }
+}
+
 struct RowStats {
   float mean, inv;
 };
@@ -85,9 +95,7 @@ __global__ void ln_shift_mix_kernel(const float* __restrict__ x,  // (n, C)
   __shared__ float scratch[32];
   __shared__ int seg_of_row;
   const int r = blockIdx.x;
-  for (int s = threadIdx.x; s < nseg; s += blockDim.x) {
-    if (r >= segs[s].row_begin && r < segs[s].row_begin + segs[s].rows) seg_of_row = s;
-  }
+  find_segment(segs, nseg, r, &seg_of_row);
   __syncthreads();
   const SegmentDesc g = segs[seg_of_row];
   const int t = r - g.row_begin;
@@ -148,10 +156,7 @@ __global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
     wv[v] = in ? reinterpret_cast<const float4*>(ln_w)[c4] : zero;
     bv[v] = in ? reinterpret_cast<const float4*>(ln_b)[c4] : zero;
   }
-  for (int s = threadIdx.x; s < nseg; s += blockDim.x) {
-    const SegmentDesc g = segs[s];
-    if (r >= g.row_begin && r < g.row_begin + g.rows) seg_of_row = s;
-  }
+  find_segment(segs, nseg, r, &seg_of_row);
   auto stats = [&](const float4* v4) -> RowStats {
     float s = 0.0f;
 #pragma unroll

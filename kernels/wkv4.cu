@@ -71,6 +71,34 @@ size_t ScratchFloats(int count, int nchunks, int C) {
   return static_cast<size_t>(kPlanes) * std::min(count, kChunkMaxSegments) * nchunks * C;
 }
 
+// The running-max state of one channel.
+struct Wkv4State {
+  float aa, bb, pp;
+};
+
+// The state after one token (k, v) with decay wd: the previous state decayed,
+// plus e^k v, with the larger exponent carried in pp.
+__device__ __forceinline__ void wkv4_absorb(Wkv4State& s, float wd, float kt, float vt) {
+  const float ww = s.pp + wd;
+  const float m = fmaxf(ww, kt);
+  const float e1 = expf(ww - m), e2 = expf(kt - m);
+  s.aa = e1 * s.aa + e2 * vt;
+  s.bb = e1 * s.bb + e2;
+  s.pp = m;
+}
+
+// One token of the recurrence (the original kernel's arithmetic, which the
+// CPU reference follows): its output, with the bonus u for the token itself,
+// then the state absorbs it.
+__device__ __forceinline__ float wkv4_step(Wkv4State& s, float u, float wd, float kt, float vt) {
+  const float ww = u + kt;
+  const float m = fmaxf(s.pp, ww);
+  const float e1 = expf(s.pp - m), e2 = expf(ww - m);
+  const float y = (e1 * s.aa + e2 * vt) / (e1 * s.bb + e2);
+  wkv4_absorb(s, wd, kt, vt);
+  return y;
+}
+
 // Whether list entry j of this group is a segment the scan takes.
 __device__ __forceinline__ bool scanned(const SegmentDesc& g) { return g.slot >= 0 && g.rows >= kWkv7LongRows; }
 
@@ -89,21 +117,15 @@ __global__ void __launch_bounds__(kBlock) wkv4_chunk_sum_kernel(const SegmentDes
   if (!scanned(g) || q * kChunk >= g.rows) return;
   const int t1 = min(g.rows, (q + 1) * kChunk);
   const float wd = time_decay[c];
-  float aa = 0.0f, bb = 0.0f, pp = -1e38f;
+  Wkv4State s{0.0f, 0.0f, -1e38f};
   for (int t = q * kChunk; t < t1; ++t) {
     const int64_t o = static_cast<int64_t>(g.row_begin + t) * C + c;
-    const float kt = k[o], vt = v[o];
-    const float ww = pp + wd;
-    const float m = fmaxf(ww, kt);
-    const float e1 = expf(ww - m), e2 = expf(kt - m);
-    aa = e1 * aa + e2 * vt;
-    bb = e1 * bb + e2;
-    pp = m;
+    wkv4_absorb(s, wd, k[o], v[o]);
   }
   const int64_t i = (static_cast<int64_t>(j) * nchunks + q) * C + c;
-  scratch[i] = aa;
-  scratch[plane + i] = bb;
-  scratch[2 * plane + i] = pp;
+  scratch[i] = s.aa;
+  scratch[plane + i] = s.bb;
+  scratch[2 * plane + i] = s.pp;
 }
 
 __global__ void __launch_bounds__(kBlock) wkv4_chunk_scan_kernel(const SegmentDesc* __restrict__ segs,
@@ -157,24 +179,12 @@ __global__ void __launch_bounds__(kBlock) wkv4_chunk_out_kernel(const SegmentDes
   const SegmentDesc g = segs[list.index[j]];
   if (!scanned(g) || q * kChunk >= g.rows) return;
   const int64_t i = (static_cast<int64_t>(j) * nchunks + q) * C + c;
-  float aa = scratch[3 * plane + i], bb = scratch[4 * plane + i], pp = scratch[5 * plane + i];
+  Wkv4State s{scratch[3 * plane + i], scratch[4 * plane + i], scratch[5 * plane + i]};
   const float u = time_first[c], wd = time_decay[c];
   const int t1 = min(g.rows, (q + 1) * kChunk);
   for (int t = q * kChunk; t < t1; ++t) {
     const int64_t o = static_cast<int64_t>(g.row_begin + t) * C + c;
-    const float kt = k[o], vt = v[o];
-    float ww = u + kt;
-    float m = fmaxf(pp, ww);
-    float e1 = expf(pp - m);
-    float e2 = expf(ww - m);
-    y[o] = (e1 * aa + e2 * vt) / (e1 * bb + e2);
-    ww = pp + wd;
-    m = fmaxf(ww, kt);
-    e1 = expf(ww - m);
-    e2 = expf(kt - m);
-    aa = e1 * aa + e2 * vt;
-    bb = e1 * bb + e2;
-    pp = m;
+    y[o] = wkv4_step(s, u, wd, k[o], v[o]);
   }
 }
 
@@ -193,7 +203,7 @@ __global__ void wkv4_kernel(const SegmentDesc* __restrict__ segs,  // (nseg)
   const SegmentDesc g = segs[blockIdx.y];
   if (g.slot < 0 || g.rows == 0 || g.rows >= long_rows) return;  // padding, or the scan's
   float* st = aa_base + g.slot * slot_stride + c;
-  float aa = st[0], bb = st[C], pp = st[2 * C];
+  Wkv4State s{st[0], st[C], st[2 * C]};
   const float u = time_first[c], wd = time_decay[c];
   const int64_t o0 = static_cast<int64_t>(g.row_begin) * C + c;
   float kb[kAhead], vb[kAhead];
@@ -215,23 +225,12 @@ __global__ void wkv4_kernel(const SegmentDesc* __restrict__ segs,  // (nseg)
         kb[p] = k[o + static_cast<int64_t>(kAhead) * C];
         vb[p] = v[o + static_cast<int64_t>(kAhead) * C];
       }
-      float ww = u + kt;
-      float q = fmaxf(pp, ww);
-      float e1 = expf(pp - q);
-      float e2 = expf(ww - q);
-      y[o] = (e1 * aa + e2 * vt) / (e1 * bb + e2);
-      ww = pp + wd;
-      q = fmaxf(ww, kt);
-      e1 = expf(ww - q);
-      e2 = expf(kt - q);
-      aa = e1 * aa + e2 * vt;
-      bb = e1 * bb + e2;
-      pp = q;
+      y[o] = wkv4_step(s, u, wd, kt, vt);
     }
   }
-  st[0] = aa;
-  st[C] = bb;
-  st[2 * C] = pp;
+  st[0] = s.aa;
+  st[C] = s.bb;
+  st[2 * C] = s.pp;
 }
 
 }  // namespace
