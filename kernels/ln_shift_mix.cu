@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/kernel_util.cuh"
 
@@ -34,26 +35,29 @@ __device__ __forceinline__ void store_out(const MixArgs& args, int j, int64_t i,
   }
 }
 
+// Four values rounded to nearest even as 16-bit T, packed for one 8-byte store.
+template <typename T>
+__device__ __forceinline__ uint2 pack4(float4 v) {
+  T h[4];
+  if constexpr (std::is_same_v<T, __half>) {
+    h[0] = __float2half_rn(v.x), h[1] = __float2half_rn(v.y), h[2] = __float2half_rn(v.z), h[3] = __float2half_rn(v.w);
+  } else {
+    h[0] = __float2bfloat16_rn(v.x), h[1] = __float2bfloat16_rn(v.y), h[2] = __float2bfloat16_rn(v.z),
+    h[3] = __float2bfloat16_rn(v.w);
+  }
+  uint2 u;
+  memcpy(&u, h, sizeof(u));
+  return u;
+}
+
 // Four consecutive outputs from element i (a multiple of 4): one 16-byte
 // store for fp32, one 8-byte store for 16-bit types.
 __device__ __forceinline__ void store_out4(const MixArgs& args, int j, int64_t i, float4 v) {
   switch (args.out_type) {
-    case ElemType::kF16: {
-      const __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
-      uint2 u;
-      memcpy(&u.x, &a, 4);
-      memcpy(&u.y, &b, 4);
-      *reinterpret_cast<uint2*>(reinterpret_cast<__half*>(args.outs[j]) + i) = u;
+    case ElemType::kF16: *reinterpret_cast<uint2*>(reinterpret_cast<__half*>(args.outs[j]) + i) = pack4<__half>(v); break;
+    case ElemType::kBF16:
+      *reinterpret_cast<uint2*>(reinterpret_cast<__nv_bfloat16*>(args.outs[j]) + i) = pack4<__nv_bfloat16>(v);
       break;
-    }
-    case ElemType::kBF16: {
-      const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
-      uint2 u;
-      memcpy(&u.x, &a, 4);
-      memcpy(&u.y, &b, 4);
-      *reinterpret_cast<uint2*>(reinterpret_cast<__nv_bfloat16*>(args.outs[j]) + i) = u;
-      break;
-    }
     default: *reinterpret_cast<float4*>(args.outs[j] + i) = v; break;
   }
 }

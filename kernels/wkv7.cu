@@ -47,14 +47,14 @@
 //    shuffles, instead of a 64-term chain; S r is not on that path, so each
 //    lane keeps its partial y of 8 tokens (4 for N = 32) and one halving
 //    exchange sums them, one token per lane (7 shuffles for 8 tokens instead
-//    of 24), and the tokens of such a group are unrolled;
+//    of 24). That, with the group's tokens unrolled (so the compiler issues a
+//    token's shared-memory loads ahead of the previous token's arithmetic),
+//    took a 7.2B 4,096-token prefill from 22,677 to 24,375 tokens/s on an
+//    H100 (docs/PERF.md);
 //  - the token vectors arrive by cp.async into shared memory in chunks of
 //    kSeqTokens tokens, double buffered (chunk c+1 is in flight while chunk c
-//    is computed), one barrier per chunk instead of one per token, and the
-//    next token's vectors are read into registers while the current one is
-//    computed, so no load is on the recurrence's critical path. (The last
-//    two points took a 7.2B 4,096-token prefill from 22,677 to 24,375
-//    tokens/s on an H100, docs/PERF.md.)
+//    is computed), one barrier per chunk instead of one per token, so no
+//    global load is on the recurrence's critical path.
 // Same arithmetic per element as the CPU reference (b = kk*a, then
 // s*w - sa*b + v*k), only the two dot products are summed in another order;
 // with fp16 state every token's new row is rounded exactly as the other
@@ -396,7 +396,7 @@ __global__ void __launch_bounds__(SeqShape<N>::kThreads) wkv7_seq_kernel(
     if (c + 1 < nchunks) {
       // Its buffer was last read in chunk c - 1, which ended with a barrier.
       seq_stage<N>(stage[(c + 1) & 1], static_cast<int64_t>(g.row_begin) + t0 + S::kTokens,
-                           min(S::kTokens, g.rows - t0 - S::kTokens), C, h, band, r, w, k, v, kk, a);
+                   min(S::kTokens, g.rows - t0 - S::kTokens), C, h, band, r, w, k, v, kk, a);
     }
     __pipeline_commit();  // possibly empty, so that "all but the last group" is always chunk c
     __pipeline_wait_prior(1);

@@ -6,12 +6,22 @@
 #include "engine/model/backend.h"
 
 #include <algorithm>
-#include <cassert>
+#include <cstdio>
 #include <cstdlib>
 
 #include "absl/strings/str_format.h"
 
 namespace rwkv {
+namespace {
+
+// A backend broke the op contract (a programming error, never a request's):
+// going on would read 16-bit data as fp32.
+[[noreturn]] void AbortOnContract(const char* what) {
+  std::fprintf(stderr, "fatal: %s (Backend::MatMulInputType contract)\n", what);
+  std::abort();
+}
+
+}  // namespace
 
 absl::StatusOr<void*> Backend::AllocHost(size_t bytes) {
   // aligned_alloc wants a multiple of the alignment.
@@ -33,7 +43,9 @@ absl::StatusOr<Matrix> Backend::UploadSparseInputMatrix(const float* host, int32
 void Backend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
   for (int j = 0; j < count; ++j) {
     const MatMulJob& job = jobs[j];
-    assert(job.x_type == DType::kF32);  // MatMulInputType is kF32 here
+    // A 16-bit x comes only from a backend whose MatMulInputType said so,
+    // which must then override this op (and LayerNormShiftMix).
+    if (job.x_type != DType::kF32) AbortOnContract("GroupedMatMul: a 16-bit input reached the default composition");
     const int64_t in = static_cast<int64_t>(n) * job.w->cols;
     // The activation runs in place, which the op's contract allows.
     float* x = const_cast<float*>(job.x);
@@ -52,8 +64,7 @@ void Backend::LayerNormShiftMix(const float* x, int n, int C, const float* ln_w,
                                 const Segment* segs, int nseg, StateRef x_prev, const float* const* mixes,
                                 float* const* outs, int count, float* xx, float* d, DType out_type) {
   // This composition writes fp32 only; MatMulInputType says so by default.
-  assert(out_type == DType::kF32);
-  (void)out_type;
+  if (out_type != DType::kF32) AbortOnContract("LayerNormShiftMix: 16-bit outputs asked of the default composition");
   LayerNorm(x, n, C, ln_w, ln_b, xx);
   TokenShift(xx, segs, nseg, C, x_prev, d);
   Mix(xx, d, n, C, mixes, outs, count);

@@ -239,6 +239,9 @@ class Backend {
   // outputs only products read: kF32 (the default), or the 16-bit type a
   // backend's products of n rows take as they are, which saves a conversion
   // pass over every such input (issue 4/5: 7% of a 7.2B prefill pass).
+  // A backend that returns a 16-bit type must override GroupedMatMul and
+  // LayerNormShiftMix too: the default compositions take fp32 only and
+  // abort on anything else (a programming error, never a request's).
   virtual DType MatMulInputType(int /*n*/) const { return DType::kF32; }
   // The RWKV-7 per-channel stage between the projections and the WKV, all
   // [n, C] in place:

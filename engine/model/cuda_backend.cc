@@ -10,8 +10,8 @@
 //    fp32 and `accumulate` is beta = 1. With 16-bit weights and at most
 //    small_batch_rows rows (cuda_backend.h says why the threshold), products
 //    run on kernels/gemv.cu instead, reading the fp32 input directly, several
-//    per launch for GroupedMatMul; the FFN down-projection on
-//    kernels/ffn_sparse.cu, skipping zero hidden units. ffn.value is stored
+//    per launch for GroupedMatMul; the FFN down-projection of up to
+//    sparse_ffn_rows rows on kernels/ffn_sparse.cu, skipping zero hidden units. ffn.value is stored
 //    input-major for that kernel, so its cuBLAS product (larger batches) is
 //    the non-transposed op. Above small_batch_rows and up to skinny_rows,
 //    row-major 16-bit products run on kernels/skinny_gemm.cu (tensor cores,
@@ -19,7 +19,9 @@
 //    GEMV); its split-K workspace grows like the other scratch buffers (so a
 //    pass shape's first, uncaptured run sizes it before a graph records it),
 //    and its row-tile counters are allocated and zeroed once at Init.
-//  - GroupedMatMul's cuBLAS jobs: one conversion launch per 8 jobs
+//  - GroupedMatMul's cuBLAS jobs: one conversion launch per 8 jobs (inputs a
+//    producer already wrote in the weight type, MatMulInputType, are not
+//    converted)
 //    (kernels/convert.h, launch_convert_multi_from_f32; tanh/sigmoid applied
 //    before rounding, the same fp32 value the in-place activation left), and
 //    jobs of one product shape in one cublasGemmBatchedEx. At 17..1024 rows a
@@ -252,7 +254,7 @@ absl::Status CudaBackend::Init() {
   small_rows_ = invariant ? 0 : std::clamp(options_.small_batch_rows, 0, CudaBackendOptions::kMaxSmallBatchRows);
   skinny_rows_ = invariant ? 0 : std::clamp(options_.skinny_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   skinny_lora_rows_ = invariant ? 0 : std::clamp(options_.skinny_lora_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
-  sparse_ffn_rows_ = invariant ? 0 : std::clamp(options_.sparse_ffn_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
+  sparse_ffn_rows_ = invariant ? 0 : std::clamp(options_.sparse_ffn_rows, 0, CudaBackendOptions::kMaxSparseFfnRows);
   {
     void* p = nullptr;
     if (absl::Status s = CudaStatus(cudaMalloc(&p, kernels::kConvertMaxPointers * sizeof(void*)),
@@ -277,7 +279,7 @@ absl::Status CudaBackend::Init() {
     }
   }
   static_assert(CudaBackendOptions::kMaxSmallBatchRows <= kernels::kGemvMaxRows);
-  static_assert(CudaBackendOptions::kMaxSkinnyRows <= kernels::kFfnSparseMaxRows);
+  static_assert(CudaBackendOptions::kMaxSparseFfnRows <= kernels::kFfnSparseMaxRows);
   if (graphs_enabled_) {
     // An explicit workspace, so that captured cuBLAS calls do not each
     // allocate their own.
@@ -338,9 +340,10 @@ std::string CudaBackend::description() const {
                          programmatic_ ? ", programmatic launch" : "",
                          small_rows_ > 0 || skinny_rows_ > 0
                              ? absl::StrFormat("small-batch kernels up to %d rows, skinny GEMM up to %d rows "
-                                               "(LoRA products up to %d)",
+                                               "(LoRA products up to %d), sparse FFN up to %d rows",
                                                small_rows_, std::max(skinny_rows_, small_rows_),
-                                               std::max({skinny_lora_rows_, skinny_rows_, small_rows_}))
+                                               std::max({skinny_lora_rows_, skinny_rows_, small_rows_}),
+                                               sparse_ffn_rows_)
                              : std::string("batch-invariant (cuBLAS for every batch)"));
 }
 

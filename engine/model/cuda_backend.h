@@ -30,20 +30,23 @@
 // Matrix products: with 16-bit weights, products of up to
 // options.small_batch_rows rows (default kDefaultSmallBatchRows) run on the
 // GEMV family (kernels/gemv.h: fp32 input read directly, no conversion
-// launch, several products per launch for GroupedMatMul) and the FFN
-// down-projection on the sparse kernel (kernels/ffn_sparse.h, ffn.value stored
-// input-major); larger products, and all fp32 ones, run on cuBLAS (the input
-// rounded to the weights' type first). So a session's logits depend, within
+// launch, several products per launch for GroupedMatMul), and the FFN
+// down-projection of up to options.sparse_ffn_rows rows on the sparse kernel
+// (kernels/ffn_sparse.h, ffn.value stored input-major); larger products, and
+// all fp32 ones, run on cuBLAS (the input rounded to the weights' type first,
+// unless its producer already wrote it so: MatMulInputType). So a session's logits depend, within
 // the dtype's rounding, on whether its batch is above or below the threshold
 // (issue #4 allows this: ~1e-2 relative and the same greedy tokens).
 // Above small_batch_rows and up to options.skinny_rows rows, products with
 // 16-bit row-major weights run on the tensor-core skinny GEMM
 // (kernels/skinny_gemm.h: fp32 input read directly and rounded to the weight
 // type as it is staged, as cuBLAS sees it; grouped launches; split-K with a
-// deterministic reduction); the FFN down-projection (input-major) stays on
-// relu² + cuBLAS there. GroupedMatMul also puts LoRA-sized products on it up
-// to options.skinny_lora_rows rows. On cuBLAS, a GroupedMatMul converts all
-// its inputs (activations applied as they are rounded) in one launch and
+// deterministic reduction); the FFN down-projection (input-major) above
+// sparse_ffn_rows is on relu² + cuBLAS. GroupedMatMul also puts LoRA-sized
+// products on it up to options.skinny_lora_rows rows. On cuBLAS, a
+// GroupedMatMul converts its fp32 inputs (activations applied as they are
+// rounded; inputs already in the weight type are read as they are) in one
+// launch (none when there is nothing to convert and no pointer array) and
 // issues one call per product shape: cublasGemmBatchedEx for the jobs that
 // share one (RWKV-7's r, k and v), its pointer arrays written on the device by
 // that same conversion launch (so graphs capture them with no host upload).
@@ -56,7 +59,7 @@
 // buffer) was already run once is captured the second time and replayed from
 // then on. A decode step of B sessions has one shape per B, so a server's
 // steady decode replays; a shape seen once (most mixed prefill batches) is
-// never captured. At most 64 graphs are kept (least recently replayed goes
+// never captured. At most 512 graphs are kept (least recently replayed goes
 // first); all are dropped whenever device memory is freed or a buffer they
 // read moves.
 // Not thread-safe: one thread drives a backend (any one thread; the device is
@@ -163,10 +166,11 @@ struct CudaBackendOptions {
   // 1.5B B=8 2.70 / 2.82 / 2.81 ms, B=16 3.33 / 3.33 / 3.60; 7.2B B=8 7.56 /
   // - / 8.13. At 8 rows most hidden units are active in some row, so the
   // skipping no longer pays for the kernel's slower stream. So 4.
-  // RWKV_CUDA_SPARSE_FFN_ROWS overrides this; values above kMaxSkinnyRows are
-  // clamped. Batch-invariant mode ignores it.
+  // RWKV_CUDA_SPARSE_FFN_ROWS overrides this; values above kMaxSparseFfnRows
+  // are clamped. Batch-invariant mode ignores it.
   int sparse_ffn_rows = kDefaultSparseFfnRows;
   static constexpr int kDefaultSparseFfnRows = 4;
+  static constexpr int kMaxSparseFfnRows = 64;  // kernels::kFfnSparseMaxRows
 };
 
 // Devices the CUDA runtime can see; 0 where there is none or no driver.
@@ -294,9 +298,10 @@ class CudaBackend final : public Backend {
   // and skinny kernels, or every one in batch-invariant mode).
   void BlasGroup(int n, const MatMulJob* const* jobs, int count);
   // Up to kernels::kConvertMaxBuffers of them, all with weights of the
-  // 16-bit `dtype`: one conversion launch for all their inputs (activations
-  // applied as they are rounded), then one cuBLAS call per distinct product
-  // shape (cublasGemmBatchedEx where several share one).
+  // 16-bit `dtype`: one conversion launch for their fp32 inputs (activations
+  // applied as they are rounded; inputs already of `dtype` are used as they
+  // are), then one cuBLAS call per distinct product shape
+  // (cublasGemmBatchedEx where several share one).
   void BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, int count);
   // cuBLAS, with x rounded to the weight type first (relu² applied to it as
   // it is rounded when `relu_square_input`).

@@ -593,6 +593,14 @@ void CheckGroup(const GroupData& d, CpuBackend* cpu, int n, const std::vector<st
   }
 }
 
+// Job j's output as the GPU starts it: an output another job adds to starts
+// as y0 on both sides; one written with beta 0 is poisoned.
+std::vector<float> InitialY(int j, const std::vector<float>& y0) {
+  const bool poisoned = !kGroupSpecs[j].acc && std::none_of(std::begin(kGroupSpecs), std::end(kGroupSpecs),
+                                                            [&](const GroupSpec& o) { return o.y_from == j; });
+  return poisoned ? std::vector<float>(y0.size(), kNaN) : y0;
+}
+
 TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
   const int count = static_cast<int>(std::size(kGroupSpecs));
   for (DType t : {DType::kF16, DType::kBF16}) {
@@ -613,12 +621,8 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
           x[j] = Rand(static_cast<size_t>(n) * sp.cols, 800 + j + n, -3, 3);
           y0[j] = sp.acc ? Rand(static_cast<size_t>(n) * sp.rows, 900 + j + n)
                          : std::vector<float>(static_cast<size_t>(n) * sp.rows);
-          // An output another job adds to starts as y0 on both sides; one
-          // written with beta 0 is poisoned on the GPU.
-          const bool poisoned = !sp.acc && std::none_of(std::begin(kGroupSpecs), std::end(kGroupSpecs),
-                                                        [&](const GroupSpec& o) { return o.y_from == j; });
           dx[j] = Dev(x[j], b.get());
-          dy[j] = Dev(poisoned ? std::vector<float>(y0[j].size(), kNaN) : y0[j], b.get());
+          dy[j] = Dev(InitialY(j, y0[j]), b.get());
         }
         std::vector<MatMulJob> gjobs(count);
         for (int j = 0; j < count; ++j) {
@@ -646,11 +650,8 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
             std::vector<float> packed((x[j].size() + 1) / 2);
             ConvertFromF32(x[j].data(), t, packed.data(), x[j].size());
             dx16[j] = Dev(packed, b.get());
-            const GroupSpec& sp = kGroupSpecs[j];
-            const bool poisoned = !sp.acc && std::none_of(std::begin(kGroupSpecs), std::end(kGroupSpecs),
-                                                          [&](const GroupSpec& o) { return o.y_from == j; });
             b->Free(dy[j]);
-            dy[j] = Dev(poisoned ? std::vector<float>(y0[j].size(), kNaN) : y0[j], b.get());
+            dy[j] = Dev(InitialY(j, y0[j]), b.get());
           }
           for (int j = 0; j < count; ++j) {
             const GroupSpec& sp = kGroupSpecs[j];
@@ -671,6 +672,74 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
         }
       }
       ASSERT_TRUE(b->Sync().ok()) << b->Sync();
+    }
+  }
+}
+
+// Three products of one shape whose inputs all arrive in the weight type (the
+// shift-mixes, MatMulInputType): nothing to convert, so the launch before the
+// batched cuBLAS call only writes its pointer arrays. Bit for bit what the
+// same jobs give from fp32 inputs. Then the inputs the op refuses: a 16-bit
+// input with an input activation, or with weights of another type, are
+// INVALID_ARGUMENT errors the backend keeps (its next Sync returns it).
+TEST_F(CudaOpsTest, GroupedMatMulSixteenBitInputs) {
+  const int rows = 256, cols = 512, n = 64;
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    auto b = MakeGpu(t);
+    ASSERT_NE(b, nullptr);
+    ASSERT_EQ(b->MatMulInputType(n), t);
+    EXPECT_EQ(b->MatMulInputType(CudaBackendOptions::kDefaultSkinnyRows), DType::kF32);
+    std::vector<Matrix> w;
+    std::vector<float*> dx(3), dx16(3), dy32(3), dy16(3);
+    for (int j = 0; j < 3; ++j) {
+      auto m = b->UploadMatrix(Rand(static_cast<size_t>(rows) * cols, 40 + j).data(), rows, cols);
+      ASSERT_TRUE(m.ok()) << m.status();
+      w.push_back(*m);
+      const auto x = Rand(static_cast<size_t>(n) * cols, 50 + j, -3, 3);
+      std::vector<float> packed((x.size() + 1) / 2);
+      ConvertFromF32(x.data(), t, packed.data(), x.size());
+      dx[j] = Dev(x, b.get());
+      dx16[j] = Dev(packed, b.get());
+      dy32[j] = Dev(std::vector<float>(static_cast<size_t>(n) * rows, kNaN), b.get());
+      dy16[j] = Dev(std::vector<float>(static_cast<size_t>(n) * rows, kNaN), b.get());
+    }
+    std::vector<MatMulJob> j32, j16;
+    for (int j = 0; j < 3; ++j) {
+      j32.push_back({dx[j], &w[j], dy32[j]});
+      j16.push_back({dx16[j], &w[j], dy16[j], false, InputAct::kNone, t});
+    }
+    b->GroupedMatMul(n, j32.data(), 3);
+    b->GroupedMatMul(n, j16.data(), 3);
+    for (int j = 0; j < 3; ++j) {
+      const auto want = Host(dy32[j], static_cast<size_t>(n) * rows, b.get());
+      EXPECT_TRUE(std::all_of(want.begin(), want.end(), [](float v) { return std::isfinite(v); }));
+      EXPECT_EQ(Host(dy16[j], want.size(), b.get()), want) << DTypeName(t) << " job " << j;
+    }
+    ASSERT_TRUE(b->Sync().ok()) << b->Sync();
+    // Refused: an activation on a 16-bit input.
+    {
+      auto bad = MakeGpu(t);
+      ASSERT_NE(bad, nullptr);
+      auto m = bad->UploadMatrix(Rand(static_cast<size_t>(rows) * cols, 60).data(), rows, cols);
+      ASSERT_TRUE(m.ok());
+      const MatMulJob job{Dev(std::vector<float>(static_cast<size_t>(n) * cols / 2), bad.get()), &*m,
+                          Dev(std::vector<float>(static_cast<size_t>(n) * rows, kNaN), bad.get()), false,
+                          InputAct::kTanh, t};
+      bad->GroupedMatMul(n, &job, 1);
+      EXPECT_EQ(bad->Sync().code(), absl::StatusCode::kInvalidArgument) << bad->Sync();
+    }
+    // Refused: a 16-bit input of the other type.
+    {
+      auto bad = MakeGpu(t);
+      ASSERT_NE(bad, nullptr);
+      auto m = bad->UploadMatrix(Rand(static_cast<size_t>(rows) * cols, 61).data(), rows, cols);
+      ASSERT_TRUE(m.ok());
+      const DType other = t == DType::kF16 ? DType::kBF16 : DType::kF16;
+      const MatMulJob job{Dev(std::vector<float>(static_cast<size_t>(n) * cols / 2), bad.get()), &*m,
+                          Dev(std::vector<float>(static_cast<size_t>(n) * rows, kNaN), bad.get()), false,
+                          InputAct::kNone, other};
+      bad->GroupedMatMul(n, &job, 1);
+      EXPECT_EQ(bad->Sync().code(), absl::StatusCode::kInvalidArgument) << bad->Sync();
     }
   }
 }

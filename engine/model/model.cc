@@ -499,6 +499,16 @@ absl::Status Model::EnsureWorkspace(int rows, int logit_rows) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// A product of a shift-mix (written in the backend's MatMulInputType `t`),
+// y = x @ W^T, no input activation.
+MatMulJob MixJob(const float* x, const Matrix& w, float* y, DType t) {
+  return {x, &w, y, /*accumulate=*/false, InputAct::kNone, t};
+}
+
+}  // namespace
+
 // A layer is written on the fused ops (backend.h), so that a GPU runs about a
 // dozen launches per layer: the shift-mixes with their LayerNorm, every
 // product that reads the mixes in one grouped call, the LoRA "out" products
@@ -515,15 +525,14 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
 
   // The mixes feed only products: the backend may take them as 16-bit.
   const DType mt = b.MatMulInputType(n);
-  const InputAct none = InputAct::kNone;
   b.LayerNormShiftMix(x_, n, C, L.ln1_w, L.ln1_b, segs.data(), nseg,
                       {layer_state + slot_.att_x_prev, slot_.total}, L.x_mix, mix_, 6, xx_, d_, mt);
   float *xr = mix_[0], *xw = mix_[1], *xk = mix_[2], *xv = mix_[3], *xa = mix_[4], *xg = mix_[5];
   float *lw = lora_[0], *la = lora_[1], *lg = lora_[2], *lv = lora_[3];
   const MatMulJob in[] = {
-      {xr, &L.att_r, r_, false, none, mt}, {xk, &L.att_k, k_, false, none, mt}, {xv, &L.att_v, v_, false, none, mt},
-      {xw, &L.w1, lw, false, none, mt},    {xa, &L.a1, la, false, none, mt},    {xg, &L.g1, lg, false, none, mt},
-      {xv, &L.v1, lv, false, none, mt},
+      MixJob(xr, L.att_r, r_, mt), MixJob(xk, L.att_k, k_, mt), MixJob(xv, L.att_v, v_, mt),
+      MixJob(xw, L.w1, lw, mt),    MixJob(xa, L.a1, la, mt),    MixJob(xg, L.g1, lg, mt),
+      MixJob(xv, L.v1, lv, mt),
   };
   b.GroupedMatMul(n, in, first ? 6 : 7);
   const MatMulJob out[] = {
@@ -542,7 +551,7 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
   const float* ffn_mix[1] = {L.ffn_x_k};
   b.LayerNormShiftMix(x_, n, C, L.ln2_w, L.ln2_b, segs.data(), nseg,
                       {layer_state + slot_.ffn_x_prev, slot_.total}, ffn_mix, mix_, 1, xx_, d_, mt);
-  const MatMulJob key = {mix_[0], &L.ffn_k, ffn_, false, none, mt};
+  const MatMulJob key = MixJob(mix_[0], L.ffn_k, ffn_, mt);
   b.GroupedMatMul(n, &key, 1);
   b.ReluSquareMatMul(ffn_, n, L.ffn_v, x_, true);
 }
@@ -557,12 +566,10 @@ void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
 
   // The mixes feed only products: the backend may take them as 16-bit.
   const DType mt = b.MatMulInputType(n);
-  const InputAct none = InputAct::kNone;
   b.LayerNormShiftMix(x_, n, C, L.ln1_w, L.ln1_b, segs.data(), nseg,
                       {layer_state + slot_.att_x_prev, slot_.total}, L.att_mix, mix_, 3, xx_, d_, mt);  // k, v, r
-  const MatMulJob att[] = {{mix_[2], &L.att_r, r_, false, none, mt},
-                           {mix_[0], &L.att_k, k_, false, none, mt},
-                           {mix_[1], &L.att_v, v_, false, none, mt}};
+  const MatMulJob att[] = {MixJob(mix_[2], L.att_r, r_, mt), MixJob(mix_[0], L.att_k, k_, mt),
+                           MixJob(mix_[1], L.att_v, v_, mt)};
   b.GroupedMatMul(n, att, 3);
   b.Sigmoid(r_, nC);
   b.Wkv4(segs.data(), nseg, C, {layer_state + slot_.wkv, slot_.total}, L.time_first, L.time_decay, k_, v_,
@@ -572,7 +579,7 @@ void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
 
   b.LayerNormShiftMix(x_, n, C, L.ln2_w, L.ln2_b, segs.data(), nseg,
                       {layer_state + slot_.ffn_x_prev, slot_.total}, L.ffn_mix, mix_, 2, xx_, d_, mt);  // k, r
-  const MatMulJob ffn[] = {{mix_[1], &L.ffn_r, r_, false, none, mt}, {mix_[0], &L.ffn_k, ffn_, false, none, mt}};
+  const MatMulJob ffn[] = {MixJob(mix_[1], L.ffn_r, r_, mt), MixJob(mix_[0], L.ffn_k, ffn_, mt)};
   b.GroupedMatMul(n, ffn, 2);
   b.Sigmoid(r_, nC);
   b.ReluSquareMatMul(ffn_, n, L.ffn_v, tmp_, false);
