@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/loader/dtype.h"
 #include "engine/model/fp16_state_rounding.h"
+#include "engine/model/wkv7_chunked.h"
 
 namespace rwkv {
 namespace {
@@ -23,7 +24,8 @@ inline float SigmoidF(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 }  // namespace
 
-CpuBackend::CpuBackend(int threads, CpuGemm gemm) : pool_(std::max(1, threads)), gemm_(gemm) {
+CpuBackend::CpuBackend(int threads, CpuGemm gemm, int wkv7_chunk)
+    : pool_(std::max(1, threads)), gemm_(gemm), wkv7_chunk_(std::clamp(wkv7_chunk, 0, 64)) {
   openblas_set_num_threads(std::max(1, threads));
 }
 
@@ -232,6 +234,12 @@ void CpuBackend::Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv,
     if (g.slot < 0) return;  // padding
     const int h = static_cast<int>(item % H);
     float* S = wkv.base + g.slot * wkv.slot_stride + static_cast<int64_t>(h) * N * N;  // [N value][N key]
+    if (wkv7_chunk_ > 0 && g.rows >= kWkv7ChunkMinRows) {
+      thread_local Wkv7ChunkScratch<float> scratch;
+      const int64_t o = static_cast<int64_t>(g.row_begin) * C + static_cast<int64_t>(h) * N;
+      Wkv7Chunked<float>(S, N, g.rows, wkv7_chunk_, r + o, w + o, k + o, v + o, kk + o, a + o, C, y + o, &scratch);
+      return;
+    }
     float b[256];  // kk * a for this head (N <= 256 is checked at load)
     for (int t = 0; t < g.rows; ++t) {
       const int64_t o = static_cast<int64_t>(g.row_begin + t) * C + static_cast<int64_t>(h) * N;

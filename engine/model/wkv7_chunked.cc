@@ -1,0 +1,134 @@
+#include "engine/model/wkv7_chunked.h"
+
+#include <algorithm>
+#include <cstddef>
+
+namespace rwkv {
+namespace {
+
+// The token-by-token recurrence (CpuBackend::Wkv7's arithmetic, in Acc) over
+// tokens [t0, t1), for chunks whose decay leaves the range.
+template <typename Acc>
+void WalkTokens(float* S, int N, int t0, int t1, const float* r, const float* w, const float* k, const float* v,
+                const float* kk, const float* a, int64_t stride, float* y) {
+  for (int t = t0; t < t1; ++t) {
+    const int64_t o = static_cast<int64_t>(t) * stride;
+    for (int i = 0; i < N; ++i) {
+      float* Si = S + static_cast<int64_t>(i) * N;
+      Acc sa = 0;
+      for (int j = 0; j < N; ++j) sa += static_cast<Acc>(Si[j]) * kk[o + j];
+      Acc acc = 0;
+      for (int j = 0; j < N; ++j) {
+        const Acc b = static_cast<Acc>(kk[o + j]) * a[o + j];
+        const Acc s = static_cast<Acc>(Si[j]) * w[o + j] - sa * b + static_cast<Acc>(v[o + i]) * k[o + j];
+        Si[j] = static_cast<float>(s);
+        acc += s * r[o + j];
+      }
+      y[o + i] = static_cast<float>(acc);
+    }
+  }
+}
+
+}  // namespace
+
+template <typename Acc>
+void Wkv7Chunked(float* S, int N, int rows, int chunk, const float* r, const float* w, const float* k,
+                 const float* v, const float* kk, const float* a, int64_t stride, float* y,
+                 Wkv7ChunkScratch<Acc>* scratch) {
+  if (rows <= 0 || N <= 0) return;
+  const int L = std::clamp(chunk, 1, 64);
+  const size_t LN = static_cast<size_t>(L) * N, LL = static_cast<size_t>(L) * L;
+  // D, P, Q, Bi, Ki: [L][N]; Abk, Akk, Bbr, Bkr: [L][L]; the row's S_in and
+  // new state: [N] each; sa, y, v of the row: [L] each.
+  scratch->buf.resize(5 * LN + 4 * LL + 2 * static_cast<size_t>(N) + 3 * static_cast<size_t>(L));
+  Acc* D = scratch->buf.data();
+  Acc* P = D + LN;
+  Acc* Q = P + LN;
+  Acc* Bi = Q + LN;
+  Acc* Ki = Bi + LN;
+  Acc* Abk = Ki + LN;
+  Acc* Akk = Abk + LL;
+  Acc* Bbr = Akk + LL;
+  Acc* Bkr = Bbr + LL;
+  Acc* row = Bkr + LL;
+  Acc* out = row + N;
+  Acc* sa = out + N;
+  Acc* yr = sa + L;
+  Acc* vr = yr + L;
+
+  for (int t0 = 0; t0 < rows; t0 += L) {
+    const int n = std::min(L, rows - t0);
+    // Cumulative decays; a chunk they would take out of range is walked.
+    bool in_range = true;
+    for (int t = 0; t < n; ++t) {
+      const int64_t o = static_cast<int64_t>(t0 + t) * stride;
+      for (int j = 0; j < N; ++j) {
+        const Acc d = (t > 0 ? D[(t - 1) * N + j] : Acc{1}) * static_cast<Acc>(w[o + j]);
+        D[t * N + j] = d;
+        in_range = in_range && d >= static_cast<Acc>(kWkv7ChunkMinDecay);
+      }
+    }
+    if (!in_range) {
+      WalkTokens<Acc>(S, N, t0, t0 + n, r, w, k, v, kk, a, stride, y);
+      continue;
+    }
+    for (int t = 0; t < n; ++t) {
+      const int64_t o = static_cast<int64_t>(t0 + t) * stride;
+      for (int j = 0; j < N; ++j) {
+        const Acc d = D[t * N + j], dprev = t > 0 ? D[(t - 1) * N + j] : Acc{1};
+        const Acc inv = Acc{1} / d;
+        P[t * N + j] = static_cast<Acc>(kk[o + j]) * dprev;
+        Q[t * N + j] = static_cast<Acc>(r[o + j]) * d;
+        Bi[t * N + j] = static_cast<Acc>(kk[o + j]) * a[o + j] * inv;
+        Ki[t * N + j] = static_cast<Acc>(k[o + j]) * inv;
+      }
+    }
+    for (int t = 0; t < n; ++t) {
+      for (int u = 0; u <= t; ++u) {
+        Acc pb = 0, pk = 0, qb = 0, qk = 0;
+        for (int j = 0; j < N; ++j) {
+          pb += P[t * N + j] * Bi[u * N + j];
+          pk += P[t * N + j] * Ki[u * N + j];
+          qb += Q[t * N + j] * Bi[u * N + j];
+          qk += Q[t * N + j] * Ki[u * N + j];
+        }
+        // sa_t reads the state before token t: only u < t.
+        Abk[t * L + u] = u < t ? pb : Acc{0};
+        Akk[t * L + u] = u < t ? pk : Acc{0};
+        Bbr[t * L + u] = qb;
+        Bkr[t * L + u] = qk;
+      }
+    }
+    const Acc* Dend = D + static_cast<size_t>(n - 1) * N;
+    for (int i = 0; i < N; ++i) {
+      float* Si = S + static_cast<int64_t>(i) * N;
+      for (int j = 0; j < N; ++j) row[j] = Si[j];
+      for (int t = 0; t < n; ++t) vr[t] = v[static_cast<int64_t>(t0 + t) * stride + i];
+      for (int t = 0; t < n; ++t) {
+        Acc sp = 0, sq = 0;
+        for (int j = 0; j < N; ++j) {
+          sp += row[j] * P[t * N + j];
+          sq += row[j] * Q[t * N + j];
+        }
+        for (int u = 0; u < t; ++u) sp += Akk[t * L + u] * vr[u] - Abk[t * L + u] * sa[u];
+        sa[t] = sp;
+        for (int u = 0; u <= t; ++u) sq += Bkr[t * L + u] * vr[u] - Bbr[t * L + u] * sa[u];
+        yr[t] = sq;
+      }
+      for (int j = 0; j < N; ++j) out[j] = row[j];
+      for (int u = 0; u < n; ++u) {
+        const Acc cv = vr[u], cs = sa[u];
+        for (int j = 0; j < N; ++j) out[j] += cv * Ki[u * N + j] - cs * Bi[u * N + j];
+      }
+      for (int j = 0; j < N; ++j) Si[j] = static_cast<float>(out[j] * Dend[j]);
+      for (int t = 0; t < n; ++t) y[static_cast<int64_t>(t0 + t) * stride + i] = static_cast<float>(yr[t]);
+    }
+  }
+}
+
+template void Wkv7Chunked<float>(float*, int, int, int, const float*, const float*, const float*, const float*,
+                                 const float*, const float*, int64_t, float*, Wkv7ChunkScratch<float>*);
+template void Wkv7Chunked<double>(float*, int, int, int, const float*, const float*, const float*, const float*,
+                                  const float*, const float*, int64_t, float*, Wkv7ChunkScratch<double>*);
+
+}  // namespace rwkv
