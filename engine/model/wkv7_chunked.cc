@@ -41,20 +41,15 @@ void Wkv7Chunked(float* S, int N, int rows, int chunk, const float* r, const flo
   // D, P, Q, Bi, Ki: [L][N]; Abk, Akk, Bbr, Bkr: [L][L]; the row's S_in and
   // new state: [N] each; sa, y, v of the row: [L] each.
   scratch->buf.resize(5 * LN + 4 * LL + 2 * static_cast<size_t>(N) + 3 * static_cast<size_t>(L));
-  Acc* D = scratch->buf.data();
-  Acc* P = D + LN;
-  Acc* Q = P + LN;
-  Acc* Bi = Q + LN;
-  Acc* Ki = Bi + LN;
-  Acc* Abk = Ki + LN;
-  Acc* Akk = Abk + LL;
-  Acc* Bbr = Akk + LL;
-  Acc* Bkr = Bbr + LL;
-  Acc* row = Bkr + LL;
-  Acc* out = row + N;
-  Acc* sa = out + N;
-  Acc* yr = sa + L;
-  Acc* vr = yr + L;
+  Acc* next = scratch->buf.data();
+  auto take = [&next](size_t count) {
+    Acc* p = next;
+    next += count;
+    return p;
+  };
+  Acc *D = take(LN), *P = take(LN), *Q = take(LN), *Bi = take(LN), *Ki = take(LN);
+  Acc *Abk = take(LL), *Akk = take(LL), *Bbr = take(LL), *Bkr = take(LL);
+  Acc *row = take(N), *out = take(N), *sa = take(L), *yr = take(L), *vr = take(L);
 
   for (int t0 = 0; t0 < rows; t0 += L) {
     const int n = std::min(L, rows - t0);
