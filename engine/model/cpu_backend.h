@@ -29,12 +29,12 @@ class CpuBackend final : public Backend {
   // threads: worker threads for the matrix products and the pool (>= 1).
   // wkv7_chunk: when > 0, RWKV-7 segments of at least kWkv7ChunkMinRows rows
   // with fp32 state run the recurrence in chunks of this many tokens
-  // (engine/model/wkv7_chunked.h: the same function of the inputs up to
-  // rounding; at 8, 1.6x faster than the token-by-token loop for a
-  // 4,096-token prompt on one core). Off by default: token by token, a
-  // prompt fed in one forward gives bit for bit what stepping gives
-  // (model_test's invariance tests), which the chunked form does only up to
-  // rounding. fp16 state is always token by token (it rounds every token).
+  // (engine/model/wkv7_chunked.h, the form of the GPU's chunked kernel: the
+  // same function of the inputs up to rounding, and on a CPU core about as
+  // fast as the token walk). Off by default: token by token, a prompt fed in
+  // one forward gives bit for bit what stepping gives (model_test's
+  // invariance tests), which the chunked form does only up to rounding. fp16
+  // state is always token by token (it rounds after every token).
   explicit CpuBackend(int threads, CpuGemm gemm = CpuGemm::kBatchInvariant, int wkv7_chunk = 0);
   static constexpr int kWkv7ChunkMinRows = 8;
   ~CpuBackend() override;

@@ -38,18 +38,19 @@ void Wkv7Chunked(float* S, int N, int rows, int chunk, const float* r, const flo
   if (rows <= 0 || N <= 0) return;
   const int L = std::clamp(chunk, 1, 64);
   const size_t LN = static_cast<size_t>(L) * N, LL = static_cast<size_t>(L) * L;
-  // D, P, Q, Bi, Ki: [L][N]; Abk, Akk, Bbr, Bkr: [L][L]; the row's S_in and
-  // new state: [N] each; sa, y, v of the row: [L] each.
-  scratch->buf.resize(5 * LN + 4 * LL + 2 * static_cast<size_t>(N) + 3 * static_cast<size_t>(L));
+  // D, P, Q, Bi, Ki, B2, K2: [L][N]; Abk, Akk, Bbr, Bkr, W, G1, G2: [L][L];
+  // the row's S_in: [N]; sp, sq, v of the row: [L] each.
+  scratch->buf.resize(7 * LN + 7 * LL + static_cast<size_t>(N) + 3 * static_cast<size_t>(L));
   Acc* next = scratch->buf.data();
   auto take = [&next](size_t count) {
     Acc* p = next;
     next += count;
     return p;
   };
-  Acc *D = take(LN), *P = take(LN), *Q = take(LN), *Bi = take(LN), *Ki = take(LN);
-  Acc *Abk = take(LL), *Akk = take(LL), *Bbr = take(LL), *Bkr = take(LL);
-  Acc *row = take(N), *out = take(N), *sa = take(L), *yr = take(L), *vr = take(L);
+  Acc *D = take(LN), *P = take(LN), *Q = take(LN), *Bi = take(LN), *Ki = take(LN), *B2 = take(LN), *K2 = take(LN);
+  Acc *Abk = take(LL), *Akk = take(LL), *Bbr = take(LL), *Bkr = take(LL), *W = take(LL), *G1 = take(LL),
+      *G2 = take(LL);
+  Acc *row = take(N), *sp = take(L), *sq = take(L), *vr = take(L);
 
   for (int t0 = 0; t0 < rows; t0 += L) {
     const int n = std::min(L, rows - t0);
@@ -67,6 +68,7 @@ void Wkv7Chunked(float* S, int N, int rows, int chunk, const float* r, const flo
       WalkTokens<Acc>(S, N, t0, t0 + n, r, w, k, v, kk, a, stride, y);
       continue;
     }
+    const Acc* Dend = D + static_cast<size_t>(n - 1) * N;
     for (int t = 0; t < n; ++t) {
       const int64_t o = static_cast<int64_t>(t0 + t) * stride;
       for (int j = 0; j < N; ++j) {
@@ -78,6 +80,7 @@ void Wkv7Chunked(float* S, int N, int rows, int chunk, const float* r, const flo
         Ki[t * N + j] = static_cast<Acc>(k[o + j]) * inv;
       }
     }
+    std::fill(Abk, Abk + 4 * LL, Acc{0});  // Abk, Akk, Bbr, Bkr
     for (int t = 0; t < n; ++t) {
       for (int u = 0; u <= t; ++u) {
         Acc pb = 0, pk = 0, qb = 0, qk = 0;
@@ -94,29 +97,65 @@ void Wkv7Chunked(float* S, int N, int rows, int chunk, const float* r, const flo
         Bkr[t * L + u] = qk;
       }
     }
-    const Acc* Dend = D + static_cast<size_t>(n - 1) * N;
+    // W = (I + Abk^T)^-1, unit upper triangular: back substitution per column.
+    for (int c = 0; c < n; ++c) {
+      for (int q = n - 1; q >= 0; --q) {
+        Acc x = q == c ? Acc{1} : Acc{0};
+        for (int m = q + 1; m < n; ++m) x -= Abk[m * L + q] * W[m * L + c];
+        W[q * L + c] = x;
+      }
+    }
+    // B2 = W (Bi . D_end), K2 = Ki . D_end - Akk^T B2, G1 = -W Bbr^T,
+    // G2 = Bkr^T + Akk^T G1 (wkv7_chunked.h): what a row needs besides its
+    // own S_in, sp = S_in P^T and v.
+    for (int q = 0; q < n; ++q) {
+      for (int j = 0; j < N; ++j) {
+        Acc x = 0;
+        for (int c = q; c < n; ++c) x += W[q * L + c] * Bi[c * N + j];
+        B2[q * N + j] = x * Dend[j];
+      }
+      for (int t = 0; t < n; ++t) {
+        Acc x = 0;
+        for (int c = q; c < n; ++c) x += W[q * L + c] * Bbr[t * L + c];
+        G1[q * L + t] = -x;
+      }
+    }
+    for (int u = 0; u < n; ++u) {
+      for (int j = 0; j < N; ++j) {
+        Acc x = Ki[u * N + j] * Dend[j];
+        for (int q = u + 1; q < n; ++q) x -= Akk[q * L + u] * B2[q * N + j];
+        K2[u * N + j] = x;
+      }
+      for (int t = 0; t < n; ++t) {
+        Acc x = Bkr[t * L + u];
+        for (int q = u + 1; q < n; ++q) x += Akk[q * L + u] * G1[q * L + t];
+        G2[u * L + t] = x;
+      }
+    }
+    // Per row: sp, sq from the entering state; then y and the new state.
     for (int i = 0; i < N; ++i) {
       float* Si = S + static_cast<int64_t>(i) * N;
       for (int j = 0; j < N; ++j) row[j] = Si[j];
-      for (int t = 0; t < n; ++t) vr[t] = v[static_cast<int64_t>(t0 + t) * stride + i];
       for (int t = 0; t < n; ++t) {
-        Acc sp = 0, sq = 0;
+        vr[t] = v[static_cast<int64_t>(t0 + t) * stride + i];
+        Acc p = 0, q = 0;
         for (int j = 0; j < N; ++j) {
-          sp += row[j] * P[t * N + j];
-          sq += row[j] * Q[t * N + j];
+          p += row[j] * P[t * N + j];
+          q += row[j] * Q[t * N + j];
         }
-        for (int u = 0; u < t; ++u) sp += Akk[t * L + u] * vr[u] - Abk[t * L + u] * sa[u];
-        sa[t] = sp;
-        for (int u = 0; u <= t; ++u) sq += Bkr[t * L + u] * vr[u] - Bbr[t * L + u] * sa[u];
-        yr[t] = sq;
+        sp[t] = p;
+        sq[t] = q;
       }
-      for (int j = 0; j < N; ++j) out[j] = row[j];
-      for (int u = 0; u < n; ++u) {
-        const Acc cv = vr[u], cs = sa[u];
-        for (int j = 0; j < N; ++j) out[j] += cv * Ki[u * N + j] - cs * Bi[u * N + j];
+      for (int t = 0; t < n; ++t) {
+        Acc x = sq[t];
+        for (int u = 0; u < n; ++u) x += sp[u] * G1[u * L + t] + vr[u] * G2[u * L + t];
+        y[static_cast<int64_t>(t0 + t) * stride + i] = static_cast<float>(x);
       }
-      for (int j = 0; j < N; ++j) Si[j] = static_cast<float>(out[j] * Dend[j]);
-      for (int t = 0; t < n; ++t) y[static_cast<int64_t>(t0 + t) * stride + i] = static_cast<float>(yr[t]);
+      for (int j = 0; j < N; ++j) {
+        Acc x = row[j] * Dend[j];
+        for (int u = 0; u < n; ++u) x += vr[u] * K2[u * N + j] - sp[u] * B2[u * N + j];
+        Si[j] = static_cast<float>(x);
+      }
     }
   }
 }

@@ -13,9 +13,15 @@
 //   y_t  = S_in Q_t + sum_{u <= t} (Bkr[t][u] v_u - Bbr[t][u] sa_u),
 //          Q_t = r_t D_t, Bkr[t][u] = Q_t . Ki_u, Bbr[t][u] = Q_t . Bi_u.
 // The L x L matrices depend on the chunk's vectors only, not on the state or
-// on v, so they are shared by all N rows; a row needs two [N] x [N, L]
-// products (S_in P, S_in Q), an L x L forward substitution for sa, and one
-// [L] x [L, N] update for its new state. Every factor D_t / D_u above has
+// on v, so they are shared by all N rows. With sp = S_in P^T and sq = S_in Q^T
+// (row vectors over the chunk's tokens), sa (I + Abk^T) = sp + v Akk^T, so
+// with W = (I + Abk^T)^-1 (unit upper triangular), per row
+//   y     = sq + sp G1 + v G2,               G1 = -W Bbr^T, G2 = Bkr^T + Akk^T G1
+//   S_out = S_in . D_end + v K2 - sp B2,     B2 = W (Bi . D_end), K2 = Ki . D_end - Akk^T B2
+// where G1, G2 (L x L) and B2, K2 (L x N) are the chunk's, shared by its
+// rows: a row is two [N] x [N, L] products, two [L] x [L, L] and two
+// [L] x [L, N] ones, with no step that waits on the previous token (the
+// form the GPU kernel needs; on a CPU core it is as fast as the token walk). Every factor D_t / D_u above has
 // u <= t, so it is at most 1 and the form is stable as long as D stays in
 // the floating-point range: RWKV-7's decay is exp(-exp(-0.5) sigmoid(.)) >=
 // 0.545, so D >= 0.545^L (1e-17 for L = 64). A chunk whose D falls below
@@ -25,8 +31,8 @@
 // Why here: the CUDA backend's long-segment kernel walks a prompt token by
 // token with only H x N x N/8 threads at batch 1 (docs/PERF.md: 0.3
 // instructions per cycle, a third of a 7.2B prefill pass). This is the
-// reference the chunked GPU kernel is built and tested against, and the CPU
-// backend's option for long prompts (CpuBackendOptions::wkv7_chunk).
+// reference the chunked GPU kernel is built and tested against; a CpuBackend
+// runs a whole model through it with its wkv7_chunk argument.
 #ifndef RWKV_ENGINE_MODEL_WKV7_CHUNKED_H_
 #define RWKV_ENGINE_MODEL_WKV7_CHUNKED_H_
 

@@ -162,7 +162,7 @@ TEST(Wkv7ChunkedTest, DecaysOutOfRangeAreWalked) {
 // would be off by O(1).
 TEST(Wkv7ChunkedTest, CpuBackendOptionMatchesTokenByTokenOnAModel) {
   std::vector<float> logits[2], state[2];
-  for (int chunk : {0, 8}) {
+  for (int chunk : {0, 16}) {
     auto m = Model::Load("synthetic:tiny", std::make_unique<CpuBackend>(2, CpuGemm::kBatchInvariant, chunk),
                          {.progress = false});
     ASSERT_TRUE(m.ok()) << m.status();
