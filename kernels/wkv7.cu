@@ -484,6 +484,322 @@ __global__ void __launch_bounds__(SeqShape<N>::kThreads) wkv7_seq_kernel(
   }
 }
 
+// ---------------------------------------------------------------- chunked (DPLR) form, fp32 state
+
+// Long segments with fp32 state, N = 64, in chunks of kChunkL tokens, as
+// engine/model/wkv7_chunked.h writes it (the CPU reference): kernel A builds
+// every chunk's matrices at once (they do not depend on the state), kernel B
+// walks a head's chunks in order per row band and does only the rows'
+// products, none of which waits on the previous token:
+//   sp, sq = S_in P^T, S_in Q^T;  y = sq + sp G1 + v G2;
+//   S_out = S_in . D_end + v K2 - sp B2.
+// A chunk whose cumulative decay leaves the float range (no model's decays
+// do: they are >= 0.545) is flagged by kernel A and walked token by token by
+// kernel B.
+constexpr int kChunkL = 16;
+constexpr int kWkv7ChunkedMinRows = 64;  // a pass's longest segment (a power of two) from which it is used
+constexpr int kChunkN = 64;
+constexpr float kChunkMinDecay = 1e-30f;
+// Per (segment, chunk, head): P, Q, B2, K2 [L][N]; G1, G2 [L][L]; D_end [N];
+// the walk flag; padded to 16 bytes.
+constexpr int kMatP = 0, kMatQ = kChunkL * kChunkN, kMatB2 = 2 * kChunkL * kChunkN, kMatK2 = 3 * kChunkL * kChunkN;
+constexpr int kMatG1 = 4 * kChunkL * kChunkN, kMatG2 = kMatG1 + kChunkL * kChunkL, kMatD = kMatG2 + kChunkL * kChunkL;
+constexpr int kMatFlag = kMatD + kChunkN;
+constexpr int kMatFloats = (kMatFlag + 1 + 3) / 4 * 4;
+// Kernel B: a block's rows, lanes per row (4 elements each over 16 lanes,
+// twice the warps, measured slower: 86,806 against 93,124 tokens/s for a
+// 1.5B 4,096-token prefill on an H100), blocks per head.
+constexpr int kChunkRows = 16, kChunkLanes = 8, kChunkBands = kChunkN / kChunkRows;
+
+__host__ __device__ inline int ChunksOf(int rows) { return (rows + kChunkL - 1) / kChunkL; }
+
+// Where list entry jl's chunks start in the scratch: the chunks of the long
+// segments before it (computed on the device from the segments, so a CUDA
+// graph of the pass stays valid for any lengths with the same key).
+__device__ __forceinline__ int chunk_base(const SegmentDesc* __restrict__ segs, const LongSegments& list, int jl) {
+  int off = 0;
+  for (int j = 0; j < jl; ++j) {
+    const SegmentDesc g = segs[list.index[j]];
+    if (g.rows >= kSeqMinRows && g.slot >= 0) off += ChunksOf(g.rows);
+  }
+  return off;
+}
+
+// Kernel A: grid (chunks, H, long segments), 256 threads.
+__global__ void __launch_bounds__(256) wkv7_chunk_mats_kernel(
+    const SegmentDesc* __restrict__ segs, const LongSegments list, int C, const float* __restrict__ r,
+    const float* __restrict__ w, const float* __restrict__ k, const float* __restrict__ kk,
+    const float* __restrict__ a, float* __restrict__ mats) {
+  pdl_wait();
+  // Shared row stride N + 4: rows stay 16-byte aligned, and the 16-byte
+  // reads of step 4 (eight rows, same columns, per quarter warp) hit
+  // distinct bank groups.
+  constexpr int L = kChunkL, N = kChunkN, LD = N + 4;
+  __shared__ __align__(16) float sv[5][L][LD];                        // r w k kk a, then P Q Bi Ki in slots 0..3
+  __shared__ __align__(16) float D[L][LD];
+  __shared__ float Abk[L][L + 1], Akk[L][L + 1], Bbr[L][L + 1], Bkr[L][L + 1], W[L][L + 1], G1[L][L + 1];
+  __shared__ int walk;
+  const int c = blockIdx.x, h = blockIdx.y, jl = blockIdx.z;
+  const SegmentDesc g = segs[list.index[jl]];
+  if (g.rows < kSeqMinRows || g.slot < 0 || c * L >= g.rows) return;  // whole block, before any barrier
+  const int n = min(L, g.rows - c * L);
+  const int tid = threadIdx.x;
+  if (tid == 0) walk = 0;
+  // 1. The chunk's vectors; tokens past n are identities (w = 1, the rest 0).
+  for (int e = tid; e < 5 * L * N / 4; e += 256) {
+    const int q = e / (L * N / 4), t = (e / (N / 4)) % L, j = 4 * (e % (N / 4));
+    const float one = q == 1 ? 1.0f : 0.0f;
+    float4 x = make_float4(one, one, one, one);
+    if (t < n) {
+      const int64_t o = static_cast<int64_t>(g.row_begin + c * L + t) * C + static_cast<int64_t>(h) * N + j;
+      const float* src = q == 0 ? r : q == 1 ? w : q == 2 ? k : q == 3 ? kk : a;
+      x = *reinterpret_cast<const float4*>(src + o);
+    }
+    *reinterpret_cast<float4*>(&sv[q][t][j]) = x;
+  }
+  __syncthreads();
+  // 2. Cumulative decays, one column per thread.
+  if (tid < N) {
+    float d = 1.0f;
+    bool low = false;
+    for (int t = 0; t < L; ++t) {
+      d *= sv[1][t][tid];
+      D[t][tid] = d;
+      low = low || d < kChunkMinDecay;
+    }
+    if (low) walk = 1;
+  }
+  __syncthreads();
+  float* out = mats + ((static_cast<int64_t>(chunk_base(segs, list, jl)) + c) * (C / N) + h) * kMatFloats;
+  if (walk) {
+    if (tid == 0) out[kMatFlag] = 1.0f;
+    return;  // uniform: every thread read the same flag after the barrier
+  }
+  // 3. P = kk D_{t-1}, Q = r D_t, Bi = kk a / D_t, Ki = k / D_t, in place.
+  constexpr int kPer = L * N / 256;  // elements per thread (the block is 256 threads)
+  float pq[kPer][4];
+#pragma unroll
+  for (int it = 0; it < kPer; ++it) {
+    const int e = tid + 256 * it, t = e / N, j = e % N;
+    const float d = D[t][j], dprev = t > 0 ? D[t - 1][j] : 1.0f, inv = 1.0f / d;
+    pq[it][0] = sv[3][t][j] * dprev;
+    pq[it][1] = sv[0][t][j] * d;
+    pq[it][2] = sv[3][t][j] * sv[4][t][j] * inv;
+    pq[it][3] = sv[2][t][j] * inv;
+  }
+  __syncthreads();
+#pragma unroll
+  for (int it = 0; it < kPer; ++it) {
+    const int e = tid + 256 * it, t = e / N, j = e % N;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) sv[q][t][j] = pq[it][q];
+  }
+  __syncthreads();
+  // 4. The four L x L matrices, one entry per thread.
+  {
+    const int t = tid / L, u = tid % L;
+    float pb = 0.0f, pk = 0.0f, qb = 0.0f, qk = 0.0f;
+#pragma unroll 4
+    for (int j = 0; j < N; j += 4) {
+      const float4 p = *reinterpret_cast<const float4*>(&sv[0][t][j]);
+      const float4 q = *reinterpret_cast<const float4*>(&sv[1][t][j]);
+      const float4 b = *reinterpret_cast<const float4*>(&sv[2][u][j]);
+      const float4 kv = *reinterpret_cast<const float4*>(&sv[3][u][j]);
+      pb += p.x * b.x + p.y * b.y + p.z * b.z + p.w * b.w;
+      pk += p.x * kv.x + p.y * kv.y + p.z * kv.z + p.w * kv.w;
+      qb += q.x * b.x + q.y * b.y + q.z * b.z + q.w * b.w;
+      qk += q.x * kv.x + q.y * kv.y + q.z * kv.z + q.w * kv.w;
+    }
+    Abk[t][u] = u < t ? pb : 0.0f;
+    Akk[t][u] = u < t ? pk : 0.0f;
+    Bbr[t][u] = u <= t ? qb : 0.0f;
+    Bkr[t][u] = u <= t ? qk : 0.0f;
+  }
+  __syncthreads();
+  // 5. W = (I + Abk^T)^-1 by back substitution, one column per thread.
+  if (tid < L) {
+    const int col = tid;
+    for (int q = L - 1; q >= 0; --q) {
+      float x = q == col ? 1.0f : 0.0f;
+      for (int m = q + 1; m < L; ++m) x -= Abk[m][q] * W[m][col];
+      W[q][col] = x;
+    }
+  }
+  __syncthreads();
+  // 6. B2 = W (Bi . D_end) (into the Bi slot's output), G1 = -W Bbr^T.
+  for (int e = tid; e < L * N; e += blockDim.x) {
+    const int q = e / N, j = e % N;
+    float x = 0.0f;
+    for (int m = q; m < L; ++m) x += W[q][m] * sv[2][m][j];
+    out[kMatB2 + e] = x * D[L - 1][j];
+    sv[4][q][j] = x * D[L - 1][j];  // kept for K2 (slot 4, the raw a, is free now)
+  }
+  {
+    const int q = tid / L, t = tid % L;
+    float x = 0.0f;
+    for (int m = q; m < L; ++m) x += W[q][m] * Bbr[t][m];
+    G1[q][t] = -x;
+    out[kMatG1 + q * L + t] = -x;
+  }
+  __syncthreads();
+  // 7. K2 = Ki . D_end - Akk^T B2, G2 = Bkr^T + Akk^T G1; P, Q, D_end out.
+  for (int e = tid; e < L * N; e += blockDim.x) {
+    const int u = e / N, j = e % N;
+    float x = sv[3][u][j] * D[L - 1][j];
+    for (int q = u + 1; q < L; ++q) x -= Akk[q][u] * sv[4][q][j];
+    out[kMatK2 + e] = x;
+    out[kMatP + e] = sv[0][u][j];
+    out[kMatQ + e] = sv[1][u][j];
+  }
+  {
+    const int u = tid / L, t = tid % L;
+    float x = Bkr[t][u];
+    for (int q = u + 1; q < L; ++q) x += Akk[q][u] * G1[q][t];
+    out[kMatG2 + u * L + t] = x;
+  }
+  if (tid < N) out[kMatD + tid] = D[L - 1][tid];
+  if (tid == 0) out[kMatFlag] = 0.0f;
+}
+
+// Kernel B: grid (H x kChunkBands, long segments), kChunkRows x kLanes threads:
+// lane l of row group rr holds columns 4 (l + 8 m) + e of state row i.
+__global__ void __launch_bounds__(kChunkRows * kChunkLanes) wkv7_chunk_rows_kernel(
+    const SegmentDesc* __restrict__ segs, const LongSegments list, int C, float* __restrict__ state,
+    int64_t slot_stride, const float* __restrict__ r, const float* __restrict__ w, const float* __restrict__ k,
+    const float* __restrict__ v, const float* __restrict__ kk, const float* __restrict__ a, float* __restrict__ y,
+    const float* __restrict__ mats) {
+  pdl_wait();
+  constexpr int L = kChunkL, N = kChunkN, kLanes = kChunkLanes, kThreads = kChunkRows * kLanes;
+  constexpr int E = N / kLanes, kM = E / 4, kHalves = L / kLanes;  // elements per lane, their float4s, y tokens per lane
+  static_assert(E % 4 == 0 && L % kLanes == 0, "lanes must tile a row and a chunk's tokens");
+  // Chunk c + 1's matrices and values are copied (cp.async) while chunk c
+  // is computed: the copies do not depend on the state.
+  __shared__ __align__(16) float smb[2][kMatFloats];
+  __shared__ __align__(16) float svb[2][L][kChunkRows];
+  const SegmentDesc g = segs[list.index[blockIdx.y]];
+  if (g.rows < kSeqMinRows || g.slot < 0) return;
+  const int h = blockIdx.x / kChunkBands, band = blockIdx.x % kChunkBands;
+  const int l = threadIdx.x % kLanes, rr = threadIdx.x / kLanes;
+  const int i = band * kChunkRows + rr;
+  float* Si = state + g.slot * slot_stride + (static_cast<int64_t>(h) * N + i) * N;
+  float s[E];
+#pragma unroll
+  for (int m = 0; m < kM; ++m) {
+    const float4 f = *reinterpret_cast<const float4*>(Si + 4 * (l + kLanes * m));
+    s[4 * m] = f.x, s[4 * m + 1] = f.y, s[4 * m + 2] = f.z, s[4 * m + 3] = f.w;
+  }
+  const int H = C / N;
+  const int base = chunk_base(segs, list, blockIdx.y);
+  const int nchunks = ChunksOf(g.rows);
+  auto stage = [&](int c, int b) {
+    const int n = min(L, g.rows - c * L);
+    const float* mat = mats + ((static_cast<int64_t>(base) + c) * H + h) * kMatFloats;
+    for (int e = threadIdx.x; e < kMatFloats / 4; e += kThreads) {
+      __pipeline_memcpy_async(&smb[b][4 * e], mat + 4 * e, 16);
+    }
+    constexpr int kQ = kChunkRows / 4;  // 16-byte copies per token of the band's values
+    for (int e = threadIdx.x; e < L * kQ; e += kThreads) {
+      const int t = e / kQ, q = e % kQ;
+      if (t < n) {
+        __pipeline_memcpy_async(&svb[b][t][4 * q],
+                                v + static_cast<int64_t>(g.row_begin + c * L + t) * C +
+                                    static_cast<int64_t>(h) * N + band * kChunkRows + 4 * q,
+                                16);
+      } else {
+        *reinterpret_cast<float4*>(&svb[b][t][4 * q]) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+    }
+    __pipeline_commit();
+  };
+  stage(0, 0);
+  for (int c = 0; c < nchunks; ++c) {
+    const int n = min(L, g.rows - c * L);
+    const float* sm = smb[c & 1];
+    float(*sv)[kChunkRows] = svb[c & 1];
+    if (c + 1 < nchunks) {
+      stage(c + 1, (c + 1) & 1);  // its buffer's reads (chunk c - 1) ended at the barrier below
+      __pipeline_wait_prior(1);
+    } else {
+      __pipeline_wait_prior(0);
+    }
+    __syncthreads();  // chunk c's copies, every thread's, are visible
+    const int64_t y0 = static_cast<int64_t>(g.row_begin + c * L) * C + static_cast<int64_t>(h) * N + i;
+    if (sm[kMatFlag] != 0.0f) {
+      // Token by token (the long kernel's arithmetic, reading the vectors from global memory).
+      for (int t = 0; t < n; ++t) {
+        const int64_t o = static_cast<int64_t>(g.row_begin + c * L + t) * C + static_cast<int64_t>(h) * N;
+        float sa = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; ++e) sa += s[e] * kk[o + 4 * (l + kLanes * (e / 4)) + e % 4];
+        sa = group_sum<kLanes>(sa);
+        const float vi = sv[t][rr];
+        float yp = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+          const int64_t j = o + 4 * (l + kLanes * (e / 4)) + e % 4;
+          s[e] = s[e] * w[j] - sa * (kk[j] * a[j]) + vi * k[j];
+          yp += s[e] * r[j];
+        }
+        yp = group_sum<kLanes>(yp);
+        if (l == 0) y[y0 + static_cast<int64_t>(t) * C] = yp;
+      }
+      __syncthreads();  // the buffer's reads are done before chunk c + 2 is copied into it
+      continue;
+    }
+    // sp[t] over the row (each lane its 8 columns, then the group: every
+    // lane needs all of them); sq[t] only for the lane that writes y[t], so
+    // summed by the halving exchange, tokens l + kLanes half to lane l.
+    float sp[L], sq[kHalves][kLanes];
+#pragma unroll
+    for (int t = 0; t < L; ++t) {
+      float p = 0.0f, q = 0.0f;
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        const int col = 4 * (l + kLanes * m);
+        const float4 P4 = *reinterpret_cast<const float4*>(sm + kMatP + t * N + col);
+        const float4 Q4 = *reinterpret_cast<const float4*>(sm + kMatQ + t * N + col);
+        p += s[4 * m] * P4.x + s[4 * m + 1] * P4.y + s[4 * m + 2] * P4.z + s[4 * m + 3] * P4.w;
+        q += s[4 * m] * Q4.x + s[4 * m + 1] * Q4.y + s[4 * m + 2] * Q4.z + s[4 * m + 3] * Q4.w;
+      }
+      sp[t] = group_sum<kLanes>(p);
+      sq[t / kLanes][t % kLanes] = q;
+    }
+    // y for tokens l + kLanes half of the chunk.
+#pragma unroll
+    for (int half = 0; half < kHalves; ++half) {
+      const int t = l + kLanes * half;
+      const float sqt = transpose_sum<kLanes, kLanes>(sq[half], l);
+      float x = 0.0f;
+#pragma unroll
+      for (int u = 0; u < L; ++u) x += sp[u] * sm[kMatG1 + u * L + t] + sv[u][rr] * sm[kMatG2 + u * L + t];
+      if (t < n) y[y0 + static_cast<int64_t>(t) * C] = sqt + x;
+    }
+    // The new state: S_in . D_end + v K2 - sp B2.
+#pragma unroll
+    for (int m = 0; m < kM; ++m) {
+      const int col = 4 * (l + kLanes * m);
+      const float4 D4 = *reinterpret_cast<const float4*>(sm + kMatD + col);
+      float4 acc = make_float4(s[4 * m] * D4.x, s[4 * m + 1] * D4.y, s[4 * m + 2] * D4.z, s[4 * m + 3] * D4.w);
+#pragma unroll
+      for (int u = 0; u < L; ++u) {
+        const float vu = sv[u][rr], pu = sp[u];
+        const float4 K4 = *reinterpret_cast<const float4*>(sm + kMatK2 + u * N + col);
+        const float4 B4 = *reinterpret_cast<const float4*>(sm + kMatB2 + u * N + col);
+        acc.x += vu * K4.x - pu * B4.x;
+        acc.y += vu * K4.y - pu * B4.y;
+        acc.z += vu * K4.z - pu * B4.z;
+        acc.w += vu * K4.w - pu * B4.w;
+      }
+      s[4 * m] = acc.x, s[4 * m + 1] = acc.y, s[4 * m + 2] = acc.z, s[4 * m + 3] = acc.w;
+    }
+    __syncthreads();  // the buffer's reads are done before chunk c + 2 is copied into it
+  }
+#pragma unroll
+  for (int m = 0; m < kM; ++m) {
+    *reinterpret_cast<float4*>(Si + 4 * (l + kLanes * m)) = make_float4(s[4 * m], s[4 * m + 1], s[4 * m + 2], s[4 * m + 3]);
+  }
+}
+
 __device__ __forceinline__ float load_state(const float* p) { return *p; }
 __device__ __forceinline__ float load_state(const __half* p) { return __half2float(*p); }
 
@@ -560,10 +876,55 @@ cudaError_t launch_seq(const SegmentDesc* segs, const int32_t* index, int count,
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+int CeilPow2(int n) {
+  int p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+// The longest long segment of the list, rounded up to a power of two (the
+// CUDA graph key's), or 0 when the chunked form is not used for this pass.
+int ChunkedLongest(const SegmentDesc* host_segs, const int32_t* index, int count) {
+  int longest = 0;
+  for (int j = 0; j < count; ++j) longest = std::max(longest, host_segs[index[j]].rows);
+  const int p = CeilPow2(std::max(longest, 1));
+  return count > 0 && p >= kWkv7ChunkedMinRows ? p : 0;
+}
+
+// Floats of chunk matrices for a pass of `rows` rows with `count` long
+// segments: their chunks are at most rows / L + count, a bound that depends
+// only on what the graph key holds.
+size_t ChunkedFloats(int rows, int count, int H) {
+  return (static_cast<size_t>(rows) / kChunkL + static_cast<size_t>(count)) * H * kMatFloats;
+}
+
+cudaError_t launch_chunked(const SegmentDesc* segs, const int32_t* index, int count, int longest, int C,
+                           float* state, int64_t slot_stride, const float* r, const float* w, const float* k,
+                           const float* v, const float* kk, const float* a, float* y, float* mats,
+                           cudaStream_t stream) {
+  const int H = C / kChunkN;
+  LongSegments list;
+  list.count = 0;
+  for (int j = 0; j < count; ++j) {
+    list.index[list.count++] = index[j];
+    if (list.count == kSeqMaxSegments || j + 1 == count) {
+      launch(wkv7_chunk_mats_kernel, dim3(ChunksOf(longest), H, list.count), 256, 0, stream, segs, list, C, r, w, k,
+             kk, a, mats);
+      if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+      launch(wkv7_chunk_rows_kernel, dim3(H * kChunkBands, list.count), kChunkRows * kChunkLanes, 0, stream, segs,
+             list, C, state, slot_stride, r, w, k, v, kk, a, y, mats);
+      if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+      list.count = 0;
+    }
+  }
+  return cudaSuccess;
+}
+
 template <typename E>
 cudaError_t launch_typed(const SegmentDesc* segs, const SegmentDesc* host_segs, int nseg, int C, int N,
                          float* state, int64_t slot_stride, const float* r, const float* w, const float* k,
-                         const float* v, const float* kk, const float* a, float* y, cudaStream_t stream) {
+                         const float* v, const float* kk, const float* a, float* y, float* scratch,
+                         size_t scratch_floats, cudaStream_t stream) {
   const dim3 grid(C / N, nseg);
   // Every head block starts on a 16-byte boundary when the pool and the slot
   // stride are aligned (head blocks are N*N elements, a multiple of 16 bytes).
@@ -580,7 +941,16 @@ cudaError_t launch_typed(const SegmentDesc* segs, const SegmentDesc* host_segs, 
         long_rows = kSeqMinRows;
         cudaError_t e = cudaSuccess;
         const int32_t* ix = index.data();
-        switch (N) {
+        // fp32 state, N = 64, a pass whose longest segment is long enough
+        // and scratch for its chunks: the chunked form.
+        const int longest = std::is_same_v<E, float> && N == kChunkN ? ChunkedLongest(host_segs, ix, count) : 0;
+        int rows = 0;
+        for (int s2 = 0; s2 < nseg; ++s2) rows += host_segs[s2].rows;
+        if (longest > 0 && scratch != nullptr &&
+            scratch_floats >= ChunkedFloats(rows, std::min(count, kSeqMaxSegments), C / N)) {
+          e = launch_chunked(segs, ix, count, longest, C, state, slot_stride, r, w, k, v, kk, a, y, scratch, stream);
+          if (e != cudaSuccess) return e;
+        } else switch (N) {
           case 32: e = launch_seq<32, E>(segs, ix, count, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
           case 64: e = launch_seq<64, E>(segs, ix, count, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
           default: e = launch_seq<128, E>(segs, ix, count, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
@@ -609,6 +979,17 @@ cudaError_t launch_typed(const SegmentDesc* segs, const SegmentDesc* host_segs, 
 
 }  // namespace
 
+size_t wkv7_scratch_floats(const SegmentDesc* host_segs, int nseg, int C, int N, ElemType state_type) {
+  if (host_segs == nullptr || nseg <= 0 || N != kChunkN || C % N != 0 || state_type != ElemType::kF32) return 0;
+  std::vector<int32_t> index(static_cast<size_t>(nseg));
+  const int count = wkv7_long_segments(host_segs, nseg, index.data());
+  if (ChunkedLongest(host_segs, index.data(), count) == 0) return 0;
+  int rows = 0;
+  for (int s = 0; s < nseg; ++s) rows += host_segs[s].rows;
+  // One launch group holds at most kSeqMaxSegments segments; the groups reuse the scratch in stream order.
+  return ChunkedFloats(rows, std::min(count, kSeqMaxSegments), C / N);
+}
+
 int wkv7_long_segments(const SegmentDesc* host_segs, int nseg, int32_t* index) {
   int count = 0;
   bool prefix = true;  // the long ones are segments 0 .. count-1
@@ -629,7 +1010,8 @@ int wkv7_long_segments(const SegmentDesc* host_segs, int nseg, int32_t* index) {
 cudaError_t launch_wkv7(const SegmentDesc* segs, const SegmentDesc* host_segs, int nseg, int C, int N,
                         ElemType state_type, float* state,
                         int64_t slot_stride, const float* r, const float* w, const float* k, const float* v,
-                        const float* kk, const float* a, float* y, cudaStream_t stream) {
+                        const float* kk, const float* a, float* y, float* scratch, size_t scratch_floats,
+                        cudaStream_t stream) {
   if (nseg < 0 || nseg > 65535 || C <= 0 || N <= 0 || N > 1024 || C % N != 0 || slot_stride < 0 ||
       (state_type != ElemType::kF32 && state_type != ElemType::kF16)) {
     return cudaErrorInvalidValue;
@@ -640,9 +1022,11 @@ cudaError_t launch_wkv7(const SegmentDesc* segs, const SegmentDesc* host_segs, i
     return cudaErrorInvalidValue;
   }
   if (state_type == ElemType::kF16) {
-    return launch_typed<__half>(segs, host_segs, nseg, C, N, state, slot_stride, r, w, k, v, kk, a, y, stream);
+    return launch_typed<__half>(segs, host_segs, nseg, C, N, state, slot_stride, r, w, k, v, kk, a, y, scratch,
+                                scratch_floats, stream);
   }
-  return launch_typed<float>(segs, host_segs, nseg, C, N, state, slot_stride, r, w, k, v, kk, a, y, stream);
+  return launch_typed<float>(segs, host_segs, nseg, C, N, state, slot_stride, r, w, k, v, kk, a, y, scratch,
+                             scratch_floats, stream);
 }
 
 }  // namespace rwkv::kernels

@@ -51,7 +51,17 @@ cudaError_t launch_wkv7(const SegmentDesc* segs,       // (nseg) device
                         const float* kk,          // (n, C) normalised key
                         const float* a,           // (n, C) in-context learning rate
                         float* y,                 // (n, C)
+                        float* scratch,           // wkv7_scratch_floats(...) floats, or null
+                        size_t scratch_floats,
                         cudaStream_t stream);
+
+// Scratch for the chunked (DPLR) form of long segments (fp32 state, N = 64,
+// a pass whose longest segment rounds up to 64 rows or more): floats of
+// per-chunk matrices (engine/model/wkv7_chunked.h), 0 when the pass does not
+// use it. Without that much scratch launch_wkv7 takes the token-by-token long
+// kernel. Depends only on the pass's row count, its long segments' count and
+// its longest segment rounded to a power of two (a CUDA graph key's).
+size_t wkv7_scratch_floats(const SegmentDesc* host_segs, int nseg, int C, int N, ElemType state_type);
 
 }  // namespace rwkv::kernels
 

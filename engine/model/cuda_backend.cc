@@ -324,6 +324,7 @@ CudaBackend::~CudaBackend() {
   if (act16_ != nullptr) (void)cudaFree(act16_);
   if (ffn_partial_ != nullptr) (void)cudaFree(ffn_partial_);
   if (wkv4_scratch_ != nullptr) (void)cudaFree(wkv4_scratch_);
+  if (wkv7_scratch_ != nullptr) (void)cudaFree(wkv7_scratch_);
   if (skinny_partial_ != nullptr) (void)cudaFree(skinny_partial_);
   if (skinny_counters_ != nullptr) (void)cudaFree(skinny_counters_);
   if (blas_pointers_ != nullptr) (void)cudaFree(blas_pointers_);
@@ -1151,9 +1152,15 @@ void CudaBackend::Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv
   if (nseg <= 0 || !Begin()) return;
   const void* dev_segs = DeviceArray(segs, static_cast<size_t>(nseg) * sizeof(Segment));
   if (dev_segs == nullptr) return;
-  Record(CudaStatus(kernels::launch_wkv7(AsDesc(dev_segs), reinterpret_cast<const kernels::SegmentDesc*>(segs), nseg,
-                                         C, N, ToElem(wkv.dtype), wkv.base, wkv.slot_stride, r, w, k, v, kk, a, y,
-                                         stream_),
+  const auto* host = reinterpret_cast<const kernels::SegmentDesc*>(segs);
+  const size_t scratch_floats = kernels::wkv7_scratch_floats(host, nseg, C, N, ToElem(wkv.dtype));
+  if (scratch_floats > 0 &&
+      !EnsureScratch(&wkv7_scratch_, &wkv7_scratch_bytes_, scratch_floats * sizeof(float), "WKV-7 chunk matrices")) {
+    return;
+  }
+  Record(CudaStatus(kernels::launch_wkv7(AsDesc(dev_segs), host, nseg, C, N, ToElem(wkv.dtype), wkv.base,
+                                         wkv.slot_stride, r, w, k, v, kk, a, y, static_cast<float*>(wkv7_scratch_),
+                                         wkv7_scratch_bytes_ / sizeof(float), stream_),
                     "Wkv7"));
 }
 

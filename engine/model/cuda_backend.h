@@ -338,6 +338,8 @@ class CudaBackend final : public Backend {
   size_t ffn_partial_bytes_ = 0;
   void* wkv4_scratch_ = nullptr;  // the RWKV-4 chunked scan's sums and entering states
   size_t wkv4_scratch_bytes_ = 0;
+  void* wkv7_scratch_ = nullptr;  // WKV-7 chunk matrices (kernels/wkv7.h, wkv7_scratch_floats)
+  size_t wkv7_scratch_bytes_ = 0;
   void* skinny_partial_ = nullptr;  // the skinny GEMM's split-K partial sums
   size_t skinny_partial_bytes_ = 0;
   int* skinny_counters_ = nullptr;  // its row-tile counters (zero between launches)

@@ -1370,6 +1370,51 @@ TEST_F(CudaOpsTest, Wkv7LongSegmentsMatchCpu) {
   }
 }
 
+// The chunked (DPLR) form of long segments (kernels/wkv7.cu: fp32 state, N =
+// 64, a pass whose longest segment rounds up to 64 rows or more), against the
+// CPU's token walk: every chunk position (a 1000-row segment: 62 full chunks
+// and a partial one; 64, 17 and 9 rows; 1-row segments in the same pass, which
+// the tiled kernel takes), then decays no model makes (w = 1e-6 for ten
+// tokens of the 1000-row segment: their chunk's cumulative decay leaves the
+// float range, so it is walked token by token). y within 2e-5 (1 + |y|) and
+// the state within 2e-5 (1 + |s|): the CPU reference of the same form
+// (engine/model/wkv7_chunked.h) is within 2.2e-6 of an exact walk.
+TEST_F(CudaOpsTest, Wkv7ChunkedFormMatchesCpu) {
+  const std::vector<Segment> segs = {{3, 0, 1000}, {0, 1000, 1}, {5, 1001, 64}, {1, 1065, 17},
+                                     {6, 1082, 9},  {2, 1091, 1}};
+  const int N = 64, H = 2, C = H * N, rows = 1092, slots = 8;
+  ASSERT_GT(kernels::wkv7_scratch_floats(reinterpret_cast<const kernels::SegmentDesc*>(segs.data()),
+                                         static_cast<int>(segs.size()), C, N, kernels::ElemType::kF32),
+            0u);
+  EXPECT_EQ(kernels::wkv7_scratch_floats(reinterpret_cast<const kernels::SegmentDesc*>(segs.data()),
+                                         static_cast<int>(segs.size()), C, N, kernels::ElemType::kF16),
+            0u);
+  for (bool out_of_range : {false, true}) {
+    const int64_t offset = 2 * C, stride = offset + static_cast<int64_t>(H) * N * N + 4;
+    const size_t nC = static_cast<size_t>(rows) * C;
+    auto r = Rand(nC, 71), k = Rand(nC, 72), v = Rand(nC, 73), a = Rand(nC, 74, 0, 1), w = Rand(nC, 75, 0.545f, 1.0f),
+         kk = Rand(nC, 76);
+    NormaliseHeads(kk, N);
+    if (out_of_range) {
+      for (size_t i = static_cast<size_t>(500) * C; i < static_cast<size_t>(510) * C; ++i) w[i] = 1e-6f;
+    }
+    auto state = Rand(static_cast<size_t>(slots) * stride, 77, -0.5f, 0.5f);
+    float* dstate = Dev(state);
+    float* dy = Poisoned(nC);
+    gpu_->Wkv7(segs.data(), static_cast<int>(segs.size()), C, N, {dstate + offset, stride}, Dev(r), Dev(w), Dev(k),
+               Dev(v), Dev(kk), Dev(a), dy);
+    std::vector<float> want_y(nC);
+    cpu_.Wkv7(segs.data(), static_cast<int>(segs.size()), C, N, {state.data() + offset, stride}, r.data(), w.data(),
+              k.data(), v.data(), kk.data(), a.data(), want_y.data());
+    const std::string tag = out_of_range ? " (a chunk out of range)" : "";
+    std::vector<double> scale_y(nC), scale_s(state.size());
+    for (size_t i = 0; i < nC; ++i) scale_y[i] = 1 + std::fabs(want_y[i]);
+    for (size_t i = 0; i < state.size(); ++i) scale_s[i] = 1 + std::fabs(state[i]);
+    ExpectClose(Host(dy, nC), want_y, 2e-5, 0, "Wkv7 chunked y" + tag, &scale_y);
+    ExpectClose(Host(dstate, state.size()), state, 2e-5, 0, "Wkv7 chunked state" + tag, &scale_s);
+  }
+}
+
 // The long-segment kernel with fp16 state rounds at the same points with the
 // same keys as the CPU twin (after every token). The first row of each
 // segment starts from identical fp16 states, so its y is within the fp32
