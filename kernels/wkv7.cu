@@ -60,13 +60,23 @@
 // with fp16 state every token's new row is rounded exactly as the other
 // kernels round it (same key, same column index, same old value), so the
 // rounding points, and the result's independence of how a prompt is split,
-// are unchanged. A chunked (DPLR, tensor-core) form would round once per
-// chunk instead; see kernels/README.md for why it is not used.
+// are unchanged. That is why fp16 state keeps this kernel: a chunked form
+// would round once per chunk instead.
+//
+// With fp32 state and N = 64, a pass whose longest segment rounds up to 64
+// rows or more takes the chunked (DPLR) form instead (the section "chunked
+// form" below; engine/model/wkv7_chunked.h is its CPU reference): kernel A
+// builds every 16-token chunk's matrices at once, kernel B walks a head's
+// chunks per band of 16 rows with row products only, so nothing waits on the
+// previous token. A 1.5B 4,096-token prefill: 69,464 -> 93,124 tokens/s on
+// an H100 (docs/PERF.md). Its results differ from a token walk's by float
+// rounding only (the op test holds it within 2e-5 (1 + |x|) of the CPU's).
 #include "kernels/wkv7.h"
 
 #include <cuda_fp16.h>
 #include <cuda_pipeline.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <type_traits>
@@ -496,6 +506,17 @@ __global__ void __launch_bounds__(SeqShape<N>::kThreads) wkv7_seq_kernel(
 // A chunk whose cumulative decay leaves the float range (no model's decays
 // do: they are >= 0.545) is flagged by kernel A and walked token by token by
 // kernel B.
+// Measured (ncu, H100, 1.5B layer at T = 4,096): A 220 us, B 642 us, against
+// 1.62 ms for the long kernel's token walk. B is bound by latency (one
+// 4-warp block per SM at 1.5B); what moved it was double buffering its
+// chunk copies (cp.async), 1.93 -> 0.64 ms: the copies had been serialised
+// global round trips before each chunk. Tried and dropped, slower on the
+// same card: 16 lanes a row (twice the warps, more shuffles), 86,806 against
+// 93,124 tokens/s for the 1.5B prefill; A as a persistent kernel that lets
+// B start beside it (programmatic launch, per-chunk ready counters), 88,158;
+// B on the tensor cores (mma.sync TF32 split three ways, one warp a band,
+// matrices in fragment order): B 896 us, 79,877 (one warp per SM cannot keep
+// a tensor core busy through the chunk's dependent mma chain).
 constexpr int kChunkL = 16;
 constexpr int kWkv7ChunkedMinRows = 64;  // a pass's longest segment (a power of two) from which it is used
 constexpr int kChunkN = 64;
@@ -988,6 +1009,16 @@ size_t wkv7_scratch_floats(const SegmentDesc* host_segs, int nseg, int C, int N,
   for (int s = 0; s < nseg; ++s) rows += host_segs[s].rows;
   // One launch group holds at most kSeqMaxSegments segments; the groups reuse the scratch in stream order.
   return ChunkedFloats(rows, std::min(count, kSeqMaxSegments), C / N);
+}
+
+size_t wkv7_scratch_bound_floats(int rows, int C, int N, ElemType state_type) {
+  // The form takes passes whose longest segment rounds up to kWkv7ChunkedMinRows.
+  if (CeilPow2(std::max(rows, 1)) < kWkv7ChunkedMinRows || N != kChunkN || C % N != 0 ||
+      state_type != ElemType::kF32) {
+    return 0;
+  }
+  // A launch group's long segments number at most min(segments, kSeqMaxSegments), segments <= rows.
+  return ChunkedFloats(rows, std::min(rows, kSeqMaxSegments), C / N);
 }
 
 int wkv7_long_segments(const SegmentDesc* host_segs, int nseg, int32_t* index) {

@@ -63,6 +63,9 @@ cudaError_t launch_wkv7(const SegmentDesc* segs,       // (nseg) device
 // its longest segment rounded to a power of two (a CUDA graph key's).
 size_t wkv7_scratch_floats(const SegmentDesc* host_segs, int nseg, int C, int N, ElemType state_type);
 
+// The most wkv7_scratch_floats returns for any pass of at most `rows` rows.
+size_t wkv7_scratch_bound_floats(int rows, int C, int N, ElemType state_type);
+
 }  // namespace rwkv::kernels
 
 #endif  // RWKV_KERNELS_WKV7_H_

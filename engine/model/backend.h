@@ -143,6 +143,11 @@ class Backend {
   // graphs) then sees a few shapes instead of one per mix of decoding and
   // prompt rows, and replays instead of recording at every new mix.
   virtual int PassRowQuantum(int /*count*/) const { return 1; }
+  // Bytes the backend allocates by itself for Wkv7 in passes of up to `rows`
+  // rows (C channels, head size N, state in state_dtype), at most: counted by
+  // Model::WorkspaceBytes, so a server sizing its state pool from the free
+  // memory leaves room for them. Default: none.
+  virtual int64_t Wkv7ScratchBytes(int /*rows*/, int /*C*/, int /*N*/, DType /*state_dtype*/) const { return 0; }
   // Whether the backend records a pass per shape (CUDA graphs) and so gains
   // from seeing the shapes a server will run before it serves
   // (Model::WarmUpPasses). Default: no.

@@ -124,6 +124,7 @@ constexpr size_t kStagingAlign = 256;
 constexpr size_t kUploadChunkFloats = size_t{4} << 20;  // 16 MiB of fp32 per conversion chunk
 constexpr size_t kPassBufferBytes = size_t{64} << 10;   // a pass's host arrays, grown on demand
 constexpr size_t kBlasWorkspaceBytes = size_t{32} << 20;  // cuBLAS workspace when capturing graphs
+constexpr size_t kMinScratchBytes = size_t{1} << 20;      // EnsureScratch's smallest allocation
 constexpr size_t kMaxGraphs = 512;                       // captured pass shapes kept at once
 constexpr size_t kMaxShapesSeen = 4096;                  // shapes remembered while waiting for a 2nd run
 // Row-tile counters of the skinny GEMM's split-K reduction: one per 64 output
@@ -554,7 +555,7 @@ bool CudaBackend::EnsureScratch(void** buf, size_t* capacity, size_t bytes, cons
     *buf = nullptr;
     *capacity = 0;
   }
-  const size_t want = std::max(bytes, size_t{1} << 20);
+  const size_t want = std::max(bytes, kMinScratchBytes);
   if (cudaMalloc(buf, want) != cudaSuccess) {
     (void)cudaGetLastError();
     *buf = nullptr;
@@ -702,6 +703,12 @@ int CudaBackend::PassQuantumFor(int count) {
 }
 
 int CudaBackend::PassRowQuantum(int count) const { return pass_padding_ ? PassQuantumFor(count) : 1; }
+
+int64_t CudaBackend::Wkv7ScratchBytes(int rows, int C, int N, DType state_dtype) const {
+  const size_t floats = kernels::wkv7_scratch_bound_floats(rows, C, N, ToElem(state_dtype));
+  if (floats == 0) return 0;
+  return static_cast<int64_t>(std::max(floats * sizeof(float), kMinScratchBytes));
+}
 
 void CudaBackend::EndPass() {
   if (!in_pass_) return;

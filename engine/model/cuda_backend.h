@@ -215,6 +215,8 @@ class CudaBackend final : public Backend {
   // Whether passes are captured as CUDA graphs (options or environment).
   bool graphs_enabled() const { return graphs_enabled_; }
   int PassRowQuantum(int count) const override;
+  // The chunked WKV-7 form's matrices (kernels/wkv7.h, wkv7_scratch_bound_floats).
+  int64_t Wkv7ScratchBytes(int rows, int C, int N, DType state_dtype) const override;
   bool RecordsPasses() const override { return graphs_enabled_; }
   // The granule with pass padding on: 1 up to 16, then 16 up to 511, 32, 64,
   // and 128 from 2048. A power of two that never falls as count grows, which

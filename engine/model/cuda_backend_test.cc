@@ -1370,6 +1370,37 @@ TEST_F(CudaOpsTest, Wkv7LongSegmentsMatchCpu) {
   }
 }
 
+// The chunked WKV-7 form's scratch bound (host code; CudaBackend's
+// Wkv7ScratchBytes, so Model::WorkspaceBytes): at least what any pass of at
+// most that many rows asks for (here: one segment of every length up to 256,
+// alone or in a pass twice as long, and 201 long segments in one pass),
+// and nothing where the form is never used (fp16 state, other head sizes,
+// passes too short for it).
+TEST(Wkv7Scratch, BoundCoversEveryPass) {
+  const int C = 256, N = 64;
+  const auto F32 = kernels::ElemType::kF32;
+  auto floats = [&](const std::vector<Segment>& segs) {
+    return kernels::wkv7_scratch_floats(reinterpret_cast<const kernels::SegmentDesc*>(segs.data()),
+                                        static_cast<int>(segs.size()), C, N, F32);
+  };
+  for (int len = 1; len <= 256; ++len) {
+    const std::vector<Segment> one = {{0, 0, len}};
+    for (int rows : {len, 2 * len}) EXPECT_GE(kernels::wkv7_scratch_bound_floats(rows, C, N, F32), floats(one)) << len;
+  }
+  // More long segments than a launch group holds (kernels::kWkv7LongRows rows each), after a 64-row one.
+  std::vector<Segment> many = {{0, 0, 64}};
+  int rows = 64;
+  for (int i = 0; i < 200; ++i, rows += kernels::kWkv7LongRows) many.push_back({i + 1, rows, kernels::kWkv7LongRows});
+  EXPECT_GT(floats(many), 0u);
+  EXPECT_GE(kernels::wkv7_scratch_bound_floats(rows, C, N, F32), floats(many));
+  EXPECT_EQ(floats({{0, 0, 32}}), 0u);  // rounds up to 32 rows: the long kernel's
+  EXPECT_GT(floats({{0, 0, 33}}), 0u);  // rounds up to 64: the chunked form's
+  EXPECT_EQ(kernels::wkv7_scratch_bound_floats(32, C, N, F32), 0u);
+  EXPECT_EQ(kernels::wkv7_scratch_bound_floats(4096, C, N, kernels::ElemType::kF16), 0u);
+  EXPECT_EQ(kernels::wkv7_scratch_bound_floats(4096, C, 32, F32), 0u);
+  EXPECT_EQ(kernels::wkv7_scratch_bound_floats(4096, 4 * 128, 128, F32), 0u);
+}
+
 // The chunked (DPLR) form of long segments (kernels/wkv7.cu: fp32 state, N =
 // 64, a pass whose longest segment rounds up to 64 rows or more), against the
 // CPU's token walk: every chunk position (a 1000-row segment: 62 full chunks

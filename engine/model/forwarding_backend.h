@@ -52,6 +52,9 @@ class ForwardingBackend : public Backend {
   }
   void EndPass() override { inner_->EndPass(); }
   int PassRowQuantum(int count) const override { return inner_->PassRowQuantum(count); }
+  int64_t Wkv7ScratchBytes(int rows, int C, int N, DType state_dtype) const override {
+    return inner_->Wkv7ScratchBytes(rows, C, N, state_dtype);
+  }
   bool RecordsPasses() const override { return inner_->RecordsPasses(); }
 
   void Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) override {

@@ -474,7 +474,11 @@ int64_t Model::WorkspaceBytes(int rows, int logit_rows) const {
   logit_rows = padded(logit_rows);
   int64_t floats = 0;
   for (size_t n : WorkspaceFloats(config_, rows, logit_rows)) floats += static_cast<int64_t>(std::max<size_t>(n, 1));
-  return floats * static_cast<int64_t>(sizeof(float));
+  int64_t scratch = 0;
+  if (config_.arch == Arch::kV7) {
+    scratch = backend_->Wkv7ScratchBytes(rows, config_.n_embd, config_.head_size, slot_.wkv_dtype);
+  }
+  return floats * static_cast<int64_t>(sizeof(float)) + scratch;
 }
 
 absl::Status Model::EnsureWorkspace(int rows, int logit_rows) {

@@ -550,6 +550,51 @@ TEST_P(InvarianceTest, MaxPassRowsSetsThePassesNotTheResults) {
   EXPECT_EQ(m->max_pass_rows(), 300);
 }
 
+// A backend that says it allocates scratch for Wkv7 (as the CUDA backend does
+// for its chunked form) and records what it was asked.
+class Wkv7ScratchCpuBackend final : public ForwardingBackend {
+ public:
+  Wkv7ScratchCpuBackend() : ForwardingBackend(std::make_unique<CpuBackend>(1)) {}
+  int64_t Wkv7ScratchBytes(int rows, int C, int N, DType state_dtype) const override {
+    asked.push_back({rows, C, N, state_dtype});
+    return 1000 * static_cast<int64_t>(rows) + 7;
+  }
+  struct Ask {
+    int rows, C, N;
+    DType state_dtype;
+  };
+  mutable std::vector<Ask> asked;
+};
+
+// Model::WorkspaceBytes (what a server leaves free beside its state pool)
+// counts the backend's Wkv7 scratch for RWKV-7, asked with the model's
+// dimensions and state type, and none for RWKV-4, which has no Wkv7.
+TEST_P(InvarianceTest, WorkspaceBytesCountsTheWkv7Scratch) {
+  auto plain = LoadOrDie(GetParam(), 1);
+  ASSERT_NE(plain, nullptr);
+  auto backend = std::make_unique<Wkv7ScratchCpuBackend>();
+  Wkv7ScratchCpuBackend* scratch = backend.get();
+  auto with_or = Model::Load(GetParam(), std::move(backend), {.progress = false});
+  ASSERT_TRUE(with_or.ok()) << with_or.status();
+  const std::unique_ptr<Model> with = *std::move(with_or);
+  const ModelConfig& c = with->config();
+  for (int rows : {1, 64, 4096}) {
+    scratch->asked.clear();
+    const int64_t extra = with->WorkspaceBytes(rows, 1) - plain->WorkspaceBytes(rows, 1);
+    if (c.arch == Arch::kV7) {
+      EXPECT_EQ(extra, 1000 * static_cast<int64_t>(rows) + 7) << rows;
+      ASSERT_EQ(scratch->asked.size(), 1u);
+      EXPECT_EQ(scratch->asked[0].rows, rows);
+      EXPECT_EQ(scratch->asked[0].C, c.n_embd);
+      EXPECT_EQ(scratch->asked[0].N, c.head_size);
+      EXPECT_EQ(scratch->asked[0].state_dtype, DType::kF32);
+    } else {
+      EXPECT_EQ(extra, 0) << rows;
+      EXPECT_TRUE(scratch->asked.empty());
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Synthetic, InvarianceTest, ::testing::Values("synthetic:tiny", "synthetic:v4-tiny"),
                          [](const auto& p) { return p.param == "synthetic:tiny" ? "v7" : "v4"; });
 

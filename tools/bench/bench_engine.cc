@@ -291,9 +291,8 @@ int Run(const BenchFlags& f) {
     sessions_fit = static_cast<int64_t>(free_after_load / state_bytes);
     memory_line = absl::StrFormat(
         "state pool: %.1f GiB of %.1f GiB free after the weights -> %d sessions of %s state "
-        "(= --state-memory-mb %d; the forward workspace, ~rows x (19 C + 4C) floats + B x vocab logits, "
-        "comes "
-        "out of the same memory)",
+        "(= --state-memory-mb %d; the forward workspace, ~rows x (19 C + 4C) floats + B x vocab logits "
+        "(+ ~4.6 rows x C floats of WKV-7 chunk matrices with fp32 state), comes out of the same memory)",
         free_after_load / 1073741824.0, static_cast<double>(mem->total_bytes) / 1073741824.0, sessions_fit,
         f.state_dtype, static_cast<int64_t>(free_after_load) >> 20);
   }
