@@ -268,6 +268,22 @@ struct LongSegments {
   int32_t index[kSeqMaxSegments];
 };
 
+// Calls launch_group(list) for the long segments index[0, count) in lists of
+// at most kSeqMaxSegments; stops at the first error.
+template <typename F>
+cudaError_t for_each_long_group(const int32_t* index, int count, F&& launch_group) {
+  LongSegments list;
+  list.count = 0;
+  for (int j = 0; j < count; ++j) {
+    list.index[list.count++] = index[j];
+    if (list.count == kSeqMaxSegments || j + 1 == count) {
+      if (cudaError_t e = launch_group(list); e != cudaSuccess) return e;
+      list.count = 0;
+    }
+  }
+  return cudaSuccess;
+}
+
 // A state row over N/8 lanes, 8 elements each. (4 elements over twice the
 // lanes, more warps at one more shuffle per dot product, measured slower on
 // an H100: 24,133 against 24,375 tokens/s for a 7.2B 4,096-token prefill.)
@@ -880,19 +896,12 @@ cudaError_t launch_seq(const SegmentDesc* segs, const int32_t* index, int count,
                        int64_t slot_stride, const float* r, const float* w, const float* k, const float* v,
                        const float* kk, const float* a, float* y, cudaStream_t stream) {
   using S = SeqShape<N>;
-  LongSegments list;
-  list.count = 0;
-  for (int j = 0; j < count; ++j) {
-    list.index[list.count++] = index[j];
-    if (list.count == kSeqMaxSegments || j + 1 == count) {
-      const dim3 grid((C / N) * S::kBands, list.count);
-      launch(wkv7_seq_kernel<N, E>, grid, S::kThreads, 0, stream, segs, list, C, state, slot_stride, r, w, k, v, kk,
-             a, y);
-      if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-      list.count = 0;
-    }
-  }
-  return cudaSuccess;
+  return for_each_long_group(index, count, [&](const LongSegments& list) {
+    const dim3 grid((C / N) * S::kBands, list.count);
+    launch(wkv7_seq_kernel<N, E>, grid, S::kThreads, 0, stream, segs, list, C, state, slot_stride, r, w, k, v, kk, a,
+           y);
+    return cudaGetLastError();
+  });
 }
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -919,26 +928,32 @@ size_t ChunkedFloats(int rows, int count, int H) {
   return (static_cast<size_t>(rows) / kChunkL + static_cast<size_t>(count)) * H * kMatFloats;
 }
 
+// The scratch floats the chunked form needs for this pass (its long segments
+// index[0, count)), or 0 when it does not take the pass. One launch group
+// holds at most kSeqMaxSegments segments; the groups reuse the scratch in
+// stream order.
+size_t ChunkedNeed(const SegmentDesc* host_segs, int nseg, const int32_t* index, int count, int C, int N,
+                   ElemType state_type) {
+  if (N != kChunkN || C % N != 0 || state_type != ElemType::kF32) return 0;
+  if (ChunkedLongest(host_segs, index, count) == 0) return 0;
+  int rows = 0;
+  for (int s = 0; s < nseg; ++s) rows += host_segs[s].rows;
+  return ChunkedFloats(rows, std::min(count, kSeqMaxSegments), C / N);
+}
+
 cudaError_t launch_chunked(const SegmentDesc* segs, const int32_t* index, int count, int longest, int C,
                            float* state, int64_t slot_stride, const float* r, const float* w, const float* k,
                            const float* v, const float* kk, const float* a, float* y, float* mats,
                            cudaStream_t stream) {
   const int H = C / kChunkN;
-  LongSegments list;
-  list.count = 0;
-  for (int j = 0; j < count; ++j) {
-    list.index[list.count++] = index[j];
-    if (list.count == kSeqMaxSegments || j + 1 == count) {
-      launch(wkv7_chunk_mats_kernel, dim3(ChunksOf(longest), H, list.count), 256, 0, stream, segs, list, C, r, w, k,
-             kk, a, mats);
-      if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-      launch(wkv7_chunk_rows_kernel, dim3(H * kChunkBands, list.count), kChunkRows * kChunkLanes, 0, stream, segs,
-             list, C, state, slot_stride, r, w, k, v, kk, a, y, mats);
-      if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-      list.count = 0;
-    }
-  }
-  return cudaSuccess;
+  return for_each_long_group(index, count, [&](const LongSegments& list) {
+    launch(wkv7_chunk_mats_kernel, dim3(ChunksOf(longest), H, list.count), 256, 0, stream, segs, list, C, r, w, k, kk,
+           a, mats);
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+    launch(wkv7_chunk_rows_kernel, dim3(H * kChunkBands, list.count), kChunkRows * kChunkLanes, 0, stream, segs, list,
+           C, state, slot_stride, r, w, k, v, kk, a, y, mats);
+    return cudaGetLastError();
+  });
 }
 
 template <typename E>
@@ -964,12 +979,11 @@ cudaError_t launch_typed(const SegmentDesc* segs, const SegmentDesc* host_segs, 
         const int32_t* ix = index.data();
         // fp32 state, N = 64, a pass whose longest segment is long enough
         // and scratch for its chunks: the chunked form.
-        const int longest = std::is_same_v<E, float> && N == kChunkN ? ChunkedLongest(host_segs, ix, count) : 0;
-        int rows = 0;
-        for (int s2 = 0; s2 < nseg; ++s2) rows += host_segs[s2].rows;
-        if (longest > 0 && scratch != nullptr &&
-            scratch_floats >= ChunkedFloats(rows, std::min(count, kSeqMaxSegments), C / N)) {
-          e = launch_chunked(segs, ix, count, longest, C, state, slot_stride, r, w, k, v, kk, a, y, scratch, stream);
+        const size_t need =
+            ChunkedNeed(host_segs, nseg, ix, count, C, N, std::is_same_v<E, float> ? ElemType::kF32 : ElemType::kF16);
+        if (need > 0 && scratch != nullptr && scratch_floats >= need) {
+          e = launch_chunked(segs, ix, count, ChunkedLongest(host_segs, ix, count), C, state, slot_stride, r, w, k, v,
+                             kk, a, y, scratch, stream);
           if (e != cudaSuccess) return e;
         } else switch (N) {
           case 32: e = launch_seq<32, E>(segs, ix, count, C, state, slot_stride, r, w, k, v, kk, a, y, stream); break;
@@ -1004,11 +1018,7 @@ size_t wkv7_scratch_floats(const SegmentDesc* host_segs, int nseg, int C, int N,
   if (host_segs == nullptr || nseg <= 0 || N != kChunkN || C % N != 0 || state_type != ElemType::kF32) return 0;
   std::vector<int32_t> index(static_cast<size_t>(nseg));
   const int count = wkv7_long_segments(host_segs, nseg, index.data());
-  if (ChunkedLongest(host_segs, index.data(), count) == 0) return 0;
-  int rows = 0;
-  for (int s = 0; s < nseg; ++s) rows += host_segs[s].rows;
-  // One launch group holds at most kSeqMaxSegments segments; the groups reuse the scratch in stream order.
-  return ChunkedFloats(rows, std::min(count, kSeqMaxSegments), C / N);
+  return ChunkedNeed(host_segs, nseg, index.data(), count, C, N, state_type);
 }
 
 size_t wkv7_scratch_bound_floats(int rows, int C, int N, ElemType state_type) {
