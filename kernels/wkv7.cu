@@ -78,6 +78,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -522,16 +523,17 @@ __global__ void __launch_bounds__(SeqShape<N>::kThreads) wkv7_seq_kernel(
 // A chunk whose cumulative decay leaves the float range (no model's decays
 // do: they are >= 0.545) is flagged by kernel A and walked token by token by
 // kernel B.
-// Measured (ncu, H100, 1.5B layer at T = 4,096): A 220 us, B 642 us, against
+// Measured (ncu, H100, 1.5B layer at T = 4,096): A 230 us, B 475 us, against
 // 1.62 ms for the long kernel's token walk. B is bound by latency (one
-// 4-warp block per SM at 1.5B); what moved it was double buffering its
-// chunk copies (cp.async), 1.93 -> 0.64 ms: the copies had been serialised
-// global round trips before each chunk. Tried and dropped, slower on the
-// same card: 16 lanes a row (twice the warps, more shuffles), 86,806 against
-// 93,124 tokens/s for the 1.5B prefill; A as a persistent kernel that lets
-// B start beside it (programmatic launch, per-chunk ready counters), 88,158;
-// B on the tensor cores (mma.sync TF32 split three ways, one warp a band,
-// matrices in fragment order): B 896 us, 79,877 (one warp per SM cannot keep
+// 4-warp block per SM at 1.5B). What moved it: double buffering its chunk
+// copies (cp.async), 1.93 -> 0.64 ms (the copies had been serialised global
+// round trips before each chunk); then its products on the tensor cores
+// with four warps a band, 660 -> 475 us (1.5B prefill 92,136 -> 101,031
+// tokens/s, 7.2B 27,285 -> 29,552). Tried and dropped, slower on the same
+// card: B on CUDA cores with 16 lanes a row, 86,806 against 93,124 tokens/s
+// for the 1.5B prefill; A as a persistent kernel that lets B start beside it
+// (programmatic launch, per-chunk ready counters), 88,158; B on the tensor
+// cores with one warp a band: B 896 us, 79,877 (one warp per SM cannot keep
 // a tensor core busy through the chunk's dependent mma chain).
 constexpr int kChunkL = 16;
 constexpr int kWkv7ChunkedMinRows = 64;  // a pass's longest segment (a power of two) from which it is used
@@ -543,10 +545,10 @@ constexpr int kMatP = 0, kMatQ = kChunkL * kChunkN, kMatB2 = 2 * kChunkL * kChun
 constexpr int kMatG1 = 4 * kChunkL * kChunkN, kMatG2 = kMatG1 + kChunkL * kChunkL, kMatD = kMatG2 + kChunkL * kChunkL;
 constexpr int kMatFlag = kMatD + kChunkN;
 constexpr int kMatFloats = (kMatFlag + 1 + 3) / 4 * 4;
-// Kernel B: a block's rows, lanes per row (4 elements each over 16 lanes,
-// twice the warps, measured slower: 86,806 against 93,124 tokens/s for a
-// 1.5B 4,096-token prefill on an H100), blocks per head.
-constexpr int kChunkRows = 16, kChunkLanes = 8, kChunkBands = kChunkN / kChunkRows;
+// Kernel B: 16-row bands per head, warps per band (2 warps measured 98,149
+// against 4 warps' 101,031 tokens/s for the 1.5B 4,096-token prefill, the
+// same for 7.2B: 29,634 against 29,552; H100).
+constexpr int kChunkBands = kChunkN / 16, kBandWarps = 4;
 
 __host__ __device__ inline int ChunksOf(int rows) { return (rows + kChunkL - 1) / kChunkL; }
 
@@ -562,7 +564,32 @@ __device__ __forceinline__ int chunk_base(const SegmentDesc* __restrict__ segs, 
   return off;
 }
 
-// Kernel A: grid (chunks, H, long segments), 256 threads.
+// Where the tensor-core kernel B finds an element of a chunk matrix it uses
+// as an mma B operand Bop (K x Nn, k the summed index): in the order the
+// warp's lanes load them, one 16-byte read per lane for two k-steps of an
+// n-tile. For k-step ks and n-tile nt, lane (g, t) = (lane / 4, lane % 4)
+// holds b0 = Bop[8 ks + 2 t][8 nt + g] and b1 = Bop[8 ks + 2 t + 1][8 nt + g]:
+// the k index runs through a k-step as 0, 2, 4, 6, 1, 3, 5, 7 instead of
+// 0..7, the same permutation the A operands take, under which an m16n8
+// accumulator (columns 2t, 2t + 1 in lane t) is already an A fragment.
+template <int K, int Nn>
+__host__ __device__ constexpr int frag_index(int kidx, int n) {
+  const int nt = n >> 3, g = n & 7, ks = kidx >> 3, r = kidx & 7;
+  const int lane = 4 * g + (r >> 1);
+  return ((nt * (K / 16) + (ks >> 1)) * 32 + lane) * 4 + ((ks & 1) << 1) + (r & 1);
+}
+
+// frag_index's inverse: the (k, n) stored at f.
+template <int K>
+__device__ __forceinline__ void frag_element(int f, int& kidx, int& n) {
+  const int sub = f & 3, lane = (f >> 2) & 31, blk = f >> 7;
+  const int ks = 2 * (blk % (K / 16)) + (sub >> 1);
+  kidx = 8 * ks + 2 * (lane & 3) + (sub & 1);
+  n = 8 * (blk / (K / 16)) + (lane >> 2);
+}
+
+// Kernel A: grid (chunks, H, long segments), 256 threads. P, Q, B2, K2, G1
+// and G2 go out in fragment order (frag_index) for kernel B's mma operands.
 __global__ void __launch_bounds__(256) wkv7_chunk_mats_kernel(
     const SegmentDesc* __restrict__ segs, const LongSegments list, int C, const float* __restrict__ r,
     const float* __restrict__ w, const float* __restrict__ k, const float* __restrict__ kk,
@@ -653,14 +680,22 @@ __global__ void __launch_bounds__(256) wkv7_chunk_mats_kernel(
     Bkr[t][u] = u <= t ? qk : 0.0f;
   }
   __syncthreads();
-  // 5. W = (I + Abk^T)^-1 by back substitution, one column per thread.
-  if (tid < L) {
-    const int col = tid;
-    for (int q = L - 1; q >= 0; --q) {
-      float x = q == col ? 1.0f : 0.0f;
-      for (int m = q + 1; m < L; ++m) x -= Abk[m][q] * W[m][col];
-      W[q][col] = x;
+  // 5. W = (I + Abk^T)^-1 by back substitution, an element per thread:
+  // thread (q, col) (a half warp per column) holds W[q][col]'s running value;
+  // at step m (from the last row up) row m is final, is broadcast over the
+  // half warp, and every row above it subtracts its share. 16 steps of a
+  // shuffle and an FMA, instead of one thread per column walking ~136
+  // dependent shared-memory steps while the block waits.
+  static_assert(L * L == 256 && L == 16, "a thread per element of W, a half warp per column");
+  {
+    const int q = tid % L, col = tid / L, half = threadIdx.x & 16;
+    float x = q == col ? 1.0f : 0.0f;
+#pragma unroll
+    for (int m = L - 1; m >= 0; --m) {
+      const float wm = __shfl_sync(0xffffffffu, x, half | m);
+      if (q < m) x -= Abk[m][q] * wm;
     }
+    W[q][col] = x;
   }
   __syncthreads();
   // 6. B2 = W (Bi . D_end) (into the Bi slot's output), G1 = -W Bbr^T.
@@ -668,7 +703,6 @@ __global__ void __launch_bounds__(256) wkv7_chunk_mats_kernel(
     const int q = e / N, j = e % N;
     float x = 0.0f;
     for (int m = q; m < L; ++m) x += W[q][m] * sv[2][m][j];
-    out[kMatB2 + e] = x * D[L - 1][j];
     sv[4][q][j] = x * D[L - 1][j];  // kept for K2 (slot 4, the raw a, is free now)
   }
   {
@@ -676,7 +710,7 @@ __global__ void __launch_bounds__(256) wkv7_chunk_mats_kernel(
     float x = 0.0f;
     for (int m = q; m < L; ++m) x += W[q][m] * Bbr[t][m];
     G1[q][t] = -x;
-    out[kMatG1 + q * L + t] = -x;
+    out[kMatG1 + frag_index<L, L>(q, t)] = -x;
   }
   __syncthreads();
   // 7. K2 = Ki . D_end - Akk^T B2, G2 = Bkr^T + Akk^T G1; P, Q, D_end out.
@@ -684,75 +718,138 @@ __global__ void __launch_bounds__(256) wkv7_chunk_mats_kernel(
     const int u = e / N, j = e % N;
     float x = sv[3][u][j] * D[L - 1][j];
     for (int q = u + 1; q < L; ++q) x -= Akk[q][u] * sv[4][q][j];
-    out[kMatK2 + e] = x;
-    out[kMatP + e] = sv[0][u][j];
-    out[kMatQ + e] = sv[1][u][j];
+    sv[2][u][j] = x;  // slot 2 (Bi) was last read in step 6
   }
   {
     const int u = tid / L, t = tid % L;
     float x = Bkr[t][u];
     for (int q = u + 1; q < L; ++q) x += Akk[q][u] * G1[q][t];
-    out[kMatG2 + u * L + t] = x;
+    out[kMatG2 + frag_index<L, L>(u, t)] = x;
+  }
+  // 8. The L x N matrices out in fragment order, coalesced: P, Q (Bop = P^T,
+  // k = column) from slots 0, 1; B2, K2 (k = token) from slots 4, 2.
+  __syncthreads();
+  for (int f = tid; f < L * N; f += 256) {
+    int kidx, n;
+    frag_element<N>(f, kidx, n);
+    out[kMatP + f] = sv[0][n][kidx];
+    out[kMatQ + f] = sv[1][n][kidx];
+    frag_element<L>(f, kidx, n);
+    out[kMatB2 + f] = sv[4][kidx][n];
+    out[kMatK2 + f] = sv[2][kidx][n];
   }
   if (tid < N) out[kMatD + tid] = D[L - 1][tid];
   if (tid == 0) out[kMatFlag] = 0.0f;
 }
 
-// Kernel B: grid (H x kChunkBands, long segments), kChunkRows x kLanes threads:
-// lane l of row group rr holds columns 4 (l + 8 m) + e of state row i.
-__global__ void __launch_bounds__(kChunkRows * kChunkLanes) wkv7_chunk_rows_kernel(
+// Kernel B, on the tensor cores: grid (H x kChunkBands, long segments), a
+// 16-row band per block of kMmaWarps warps, warp w holding the band's state
+// columns [64 w / kMmaWarps, 64 (w + 1) / kMmaWarps) as m16n8 accumulators. mma.sync m16n8k8 in TF32 split three
+// ways (a = a_hi + a_lo with a_hi a rounded to TF32 and a_lo the exact rest;
+// a b ~ a_lo b_hi + a_hi b_lo + a_hi b_hi, accumulated in fp32: about fp32's
+// precision). Per chunk:
+//   1. each warp: its k-slice (its columns) of sp = S P^T and sq = S Q^T;
+//      the partial sums meet in shared memory;
+//   2. y = sq + sp G1 + V G2, tokens 8 nt .. 8 nt + 7 by warp nt % kMmaWarps;
+//   3. each warp: its columns of S = S . D_end + V K2 - sp B2.
+// The k index of every product is permuted within each k-step (frag_index),
+// so S and sp serve as A operands where they lie, with no exchange.
+
+__device__ __forceinline__ void split_tf32(float x, uint32_t& hi, uint32_t& lo) {
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(hi) : "f"(x));
+  lo = __float_as_uint(x - __uint_as_float(hi));  // exact; the mma reads its top 19 bits
+}
+
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// An A operand (16 x 8) in three-way TF32.
+struct AFrag {
+  uint32_t hi[4], lo[4];
+  // From an m16n8 accumulator (c0, c1, c2, c3) = rows (g, g, g+8, g+8),
+  // columns (2t, 2t+1, 2t, 2t+1): a = (c0, c2, c1, c3), k permuted.
+  __device__ __forceinline__ void from_acc(const float (&c)[4], float sign = 1.0f) {
+    split_tf32(sign * c[0], hi[0], lo[0]);
+    split_tf32(sign * c[2], hi[1], lo[1]);
+    split_tf32(sign * c[1], hi[2], lo[2]);
+    split_tf32(sign * c[3], hi[3], lo[3]);
+  }
+};
+
+// d += A Bop for one k-step and n-tile; (b0, b1) Bop's pair in fp32.
+__device__ __forceinline__ void mma3(float (&d)[4], const AFrag& A, float b0, float b1) {
+  uint32_t bh0, bl0, bh1, bl1;
+  split_tf32(b0, bh0, bl0);
+  split_tf32(b1, bh1, bl1);
+  mma_tf32(d, A.lo, bh0, bh1);
+  mma_tf32(d, A.hi, bl0, bl1);
+  mma_tf32(d, A.hi, bh0, bh1);
+}
+
+__global__ void __launch_bounds__(32 * kBandWarps) wkv7_chunk_rows_kernel(
     const SegmentDesc* __restrict__ segs, const LongSegments list, int C, float* __restrict__ state,
     int64_t slot_stride, const float* __restrict__ r, const float* __restrict__ w, const float* __restrict__ k,
     const float* __restrict__ v, const float* __restrict__ kk, const float* __restrict__ a, float* __restrict__ y,
     const float* __restrict__ mats) {
   pdl_wait();
-  constexpr int L = kChunkL, N = kChunkN, kLanes = kChunkLanes, kThreads = kChunkRows * kLanes;
-  constexpr int E = N / kLanes, kM = E / 4, kHalves = L / kLanes;  // elements per lane, their float4s, y tokens per lane
-  static_assert(E % 4 == 0 && L % kLanes == 0, "lanes must tile a row and a chunk's tokens");
-  // Chunk c + 1's matrices and values are copied (cp.async) while chunk c
-  // is computed: the copies do not depend on the state.
+  constexpr int L = kChunkL, N = kChunkN, kMmaWarps = kBandWarps, kThreads = 32 * kMmaWarps, kRows = 16;
+  constexpr int kQ = 8 / kMmaWarps;  // the warp's state n-tiles (8 columns each)
+  static_assert(kMmaWarps == 1 || kMmaWarps == 2 || kMmaWarps == 4, "warps must split 8 n-tiles evenly in pairs");
+  constexpr int kBands = N / kRows;
+  // The values' rows padded to 20 floats: the A-fragment reads (tokens 2t and
+  // 2t + 1, rows g) hit distinct banks.
+  constexpr int LDV = kRows + 4;
   __shared__ __align__(16) float smb[2][kMatFloats];
-  __shared__ __align__(16) float svb[2][L][kChunkRows];
-  const SegmentDesc g = segs[list.index[blockIdx.y]];
-  if (g.rows < kSeqMinRows || g.slot < 0) return;
-  const int h = blockIdx.x / kChunkBands, band = blockIdx.x % kChunkBands;
-  const int l = threadIdx.x % kLanes, rr = threadIdx.x / kLanes;
-  const int i = band * kChunkRows + rr;
-  float* Si = state + g.slot * slot_stride + (static_cast<int64_t>(h) * N + i) * N;
-  float s[E];
+  __shared__ __align__(16) float svb[2][L][LDV];
+  __shared__ __align__(16) float red[kMmaWarps][2][2][32][4];  // [warp][sp, sq][n-tile][lane][4]: partial sums
+  __shared__ float walk_sum[kMmaWarps][2][kRows];                // the token walk's cross-warp sums
+  const SegmentDesc seg = segs[list.index[blockIdx.y]];
+  if (seg.rows < kSeqMinRows || seg.slot < 0) return;
+  const int h = blockIdx.x / kBands, row0 = (blockIdx.x % kBands) * kRows;
+  const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int i0 = row0 + g, i1 = i0 + 8;  // the lane's two state rows
+  float* S0 = state + seg.slot * slot_stride + (static_cast<int64_t>(h) * N + i0) * N;
+  float* S1 = S0 + 8 * N;
+  // S[q]: state columns 8 (kQ wp + q) + 2t (+1) of rows i0 (c0, c1) and i1 (c2, c3).
+  float S[kQ][4];
 #pragma unroll
-  for (int m = 0; m < kM; ++m) {
-    const float4 f = *reinterpret_cast<const float4*>(Si + 4 * (l + kLanes * m));
-    s[4 * m] = f.x, s[4 * m + 1] = f.y, s[4 * m + 2] = f.z, s[4 * m + 3] = f.w;
+  for (int q = 0; q < kQ; ++q) {
+    const int col = 8 * (kQ * wp + q) + 2 * t;
+    const float2 x0 = *reinterpret_cast<const float2*>(S0 + col);
+    const float2 x1 = *reinterpret_cast<const float2*>(S1 + col);
+    S[q][0] = x0.x, S[q][1] = x0.y, S[q][2] = x1.x, S[q][3] = x1.y;
   }
   const int H = C / N;
   const int base = chunk_base(segs, list, blockIdx.y);
-  const int nchunks = ChunksOf(g.rows);
+  const int nchunks = ChunksOf(seg.rows);
   auto stage = [&](int c, int b) {
-    const int n = min(L, g.rows - c * L);
+    const int n = min(L, seg.rows - c * L);
     const float* mat = mats + ((static_cast<int64_t>(base) + c) * H + h) * kMatFloats;
-    for (int e = threadIdx.x; e < kMatFloats / 4; e += kThreads) {
-      __pipeline_memcpy_async(&smb[b][4 * e], mat + 4 * e, 16);
-    }
-    constexpr int kQ = kChunkRows / 4;  // 16-byte copies per token of the band's values
-    for (int e = threadIdx.x; e < L * kQ; e += kThreads) {
-      const int t = e / kQ, q = e % kQ;
-      if (t < n) {
-        __pipeline_memcpy_async(&svb[b][t][4 * q],
-                                v + static_cast<int64_t>(g.row_begin + c * L + t) * C +
-                                    static_cast<int64_t>(h) * N + band * kChunkRows + 4 * q,
+    for (int e = threadIdx.x; e < kMatFloats / 4; e += kThreads) __pipeline_memcpy_async(&smb[b][4 * e], mat + 4 * e, 16);
+    constexpr int kV4 = kRows / 4;
+    for (int e = threadIdx.x; e < L * kV4; e += kThreads) {
+      const int tok = e / kV4, q = e % kV4;
+      if (tok < n) {
+        __pipeline_memcpy_async(&svb[b][tok][4 * q],
+                                v + static_cast<int64_t>(seg.row_begin + c * L + tok) * C +
+                                    static_cast<int64_t>(h) * N + row0 + 4 * q,
                                 16);
       } else {
-        *reinterpret_cast<float4*>(&svb[b][t][4 * q]) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        *reinterpret_cast<float4*>(&svb[b][tok][4 * q]) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
     }
     __pipeline_commit();
   };
   stage(0, 0);
   for (int c = 0; c < nchunks; ++c) {
-    const int n = min(L, g.rows - c * L);
+    const int n = min(L, seg.rows - c * L);
     const float* sm = smb[c & 1];
-    float(*sv)[kChunkRows] = svb[c & 1];
+    const float(*sv)[LDV] = svb[c & 1];
     if (c + 1 < nchunks) {
       stage(c + 1, (c + 1) & 1);  // its buffer's reads (chunk c - 1) ended at the barrier below
       __pipeline_wait_prior(1);
@@ -760,80 +857,154 @@ __global__ void __launch_bounds__(kChunkRows * kChunkLanes) wkv7_chunk_rows_kern
       __pipeline_wait_prior(0);
     }
     __syncthreads();  // chunk c's copies, every thread's, are visible
-    const int64_t y0 = static_cast<int64_t>(g.row_begin + c * L) * C + static_cast<int64_t>(h) * N + i;
+    const int64_t tok0 = seg.row_begin + static_cast<int64_t>(c) * L;
     if (sm[kMatFlag] != 0.0f) {
-      // Token by token (the long kernel's arithmetic, reading the vectors from global memory).
-      for (int t = 0; t < n; ++t) {
-        const int64_t o = static_cast<int64_t>(g.row_begin + c * L + t) * C + static_cast<int64_t>(h) * N;
-        float sa = 0.0f;
+      // Token by token; a row's dot products summed over the quad, then the warps.
+      for (int tk = 0; tk < n; ++tk) {
+        const int64_t o = (tok0 + tk) * C + static_cast<int64_t>(h) * N;
+        float sa0 = 0.0f, sa1 = 0.0f;
 #pragma unroll
-        for (int e = 0; e < E; ++e) sa += s[e] * kk[o + 4 * (l + kLanes * (e / 4)) + e % 4];
-        sa = group_sum<kLanes>(sa);
-        const float vi = sv[t][rr];
-        float yp = 0.0f;
-#pragma unroll
-        for (int e = 0; e < E; ++e) {
-          const int64_t j = o + 4 * (l + kLanes * (e / 4)) + e % 4;
-          s[e] = s[e] * w[j] - sa * (kk[j] * a[j]) + vi * k[j];
-          yp += s[e] * r[j];
+        for (int q = 0; q < kQ; ++q) {
+          const int64_t j = o + 8 * (kQ * wp + q) + 2 * t;
+          sa0 += S[q][0] * kk[j] + S[q][1] * kk[j + 1];
+          sa1 += S[q][2] * kk[j] + S[q][3] * kk[j + 1];
         }
-        yp = group_sum<kLanes>(yp);
-        if (l == 0) y[y0 + static_cast<int64_t>(t) * C] = yp;
+        sa0 += __shfl_xor_sync(0xffffffffu, sa0, 1);
+        sa0 += __shfl_xor_sync(0xffffffffu, sa0, 2);
+        sa1 += __shfl_xor_sync(0xffffffffu, sa1, 1);
+        sa1 += __shfl_xor_sync(0xffffffffu, sa1, 2);
+        if (t == 0) walk_sum[wp][0][g] = sa0, walk_sum[wp][0][g + 8] = sa1;
+        __syncthreads();
+        sa0 = sa1 = 0.0f;
+#pragma unroll
+        for (int u = 0; u < kMmaWarps; ++u) sa0 += walk_sum[u][0][g], sa1 += walk_sum[u][0][g + 8];
+        const float v0 = sv[tk][g], v1 = sv[tk][g + 8];
+        float y0 = 0.0f, y1 = 0.0f;
+#pragma unroll
+        for (int q = 0; q < kQ; ++q) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int64_t j = o + 8 * (kQ * wp + q) + 2 * t + e;
+            const float b = kk[j] * a[j];
+            S[q][e] = S[q][e] * w[j] - sa0 * b + v0 * k[j];
+            S[q][2 + e] = S[q][2 + e] * w[j] - sa1 * b + v1 * k[j];
+            y0 += S[q][e] * r[j];
+            y1 += S[q][2 + e] * r[j];
+          }
+        }
+        y0 += __shfl_xor_sync(0xffffffffu, y0, 1);
+        y0 += __shfl_xor_sync(0xffffffffu, y0, 2);
+        y1 += __shfl_xor_sync(0xffffffffu, y1, 1);
+        y1 += __shfl_xor_sync(0xffffffffu, y1, 2);
+        if (t == 0) walk_sum[wp][1][g] = y0, walk_sum[wp][1][g + 8] = y1;
+        __syncthreads();
+        if (wp == 0 && t == 0) {
+          y0 = y1 = 0.0f;
+#pragma unroll
+          for (int u = 0; u < kMmaWarps; ++u) y0 += walk_sum[u][1][g], y1 += walk_sum[u][1][g + 8];
+          y[o + i0] = y0;
+          y[o + i1] = y1;
+        }
+        __syncthreads();  // walk_sum is rewritten by the next token
       }
-      __syncthreads();  // the buffer's reads are done before chunk c + 2 is copied into it
-      continue;
+      continue;  // the barrier above ends this buffer's reads
     }
-    // sp[t] over the row (each lane its 8 columns, then the group: every
-    // lane needs all of them); sq[t] only for the lane that writes y[t], so
-    // summed by the halving exchange, tokens l + kLanes half to lane l.
-    float sp[L], sq[kHalves][kLanes];
+    // 1. This warp's k-slice of sp and sq: k-steps kQ wp + q (its S
+    // accumulators); a 16-byte read of P and of Q per n-tile holds two.
+    float sp[2][4] = {}, sq[2][4] = {};
 #pragma unroll
-    for (int t = 0; t < L; ++t) {
-      float p = 0.0f, q = 0.0f;
+    for (int q = 0; q < kQ; ++q) {
+      const int ks = kQ * wp + q;
+      AFrag A;
+      A.from_acc(S[q]);
 #pragma unroll
-      for (int m = 0; m < kM; ++m) {
-        const int col = 4 * (l + kLanes * m);
-        const float4 P4 = *reinterpret_cast<const float4*>(sm + kMatP + t * N + col);
-        const float4 Q4 = *reinterpret_cast<const float4*>(sm + kMatQ + t * N + col);
-        p += s[4 * m] * P4.x + s[4 * m + 1] * P4.y + s[4 * m + 2] * P4.z + s[4 * m + 3] * P4.w;
-        q += s[4 * m] * Q4.x + s[4 * m + 1] * Q4.y + s[4 * m + 2] * Q4.z + s[4 * m + 3] * Q4.w;
+      for (int nt = 0; nt < 2; ++nt) {
+        const int f = ((nt * 4 + (ks >> 1)) * 32 + lane) * 4;
+        const float4 P4 = *reinterpret_cast<const float4*>(sm + kMatP + f);
+        const float4 Q4 = *reinterpret_cast<const float4*>(sm + kMatQ + f);
+        const bool odd = (q & 1) != 0;  // ks's parity (kQ is even)
+        mma3(sp[nt], A, odd ? P4.z : P4.x, odd ? P4.w : P4.y);
+        mma3(sq[nt], A, odd ? Q4.z : Q4.x, odd ? Q4.w : Q4.y);
       }
-      sp[t] = group_sum<kLanes>(p);
-      sq[t / kLanes][t % kLanes] = q;
     }
-    // y for tokens l + kLanes half of the chunk.
 #pragma unroll
-    for (int half = 0; half < kHalves; ++half) {
-      const int t = l + kLanes * half;
-      const float sqt = transpose_sum<kLanes, kLanes>(sq[half], l);
-      float x = 0.0f;
-#pragma unroll
-      for (int u = 0; u < L; ++u) x += sp[u] * sm[kMatG1 + u * L + t] + sv[u][rr] * sm[kMatG2 + u * L + t];
-      if (t < n) y[y0 + static_cast<int64_t>(t) * C] = sqt + x;
+    for (int nt = 0; nt < 2; ++nt) {
+      *reinterpret_cast<float4*>(red[wp][0][nt][lane]) = make_float4(sp[nt][0], sp[nt][1], sp[nt][2], sp[nt][3]);
+      *reinterpret_cast<float4*>(red[wp][1][nt][lane]) = make_float4(sq[nt][0], sq[nt][1], sq[nt][2], sq[nt][3]);
     }
-    // The new state: S_in . D_end + v K2 - sp B2.
+    __syncthreads();
+    // The whole sp (every warp needs it), in the warps' order.
 #pragma unroll
-    for (int m = 0; m < kM; ++m) {
-      const int col = 4 * (l + kLanes * m);
-      const float4 D4 = *reinterpret_cast<const float4*>(sm + kMatD + col);
-      float4 acc = make_float4(s[4 * m] * D4.x, s[4 * m + 1] * D4.y, s[4 * m + 2] * D4.z, s[4 * m + 3] * D4.w);
+    for (int nt = 0; nt < 2; ++nt) {
+      float4 x = *reinterpret_cast<const float4*>(red[0][0][nt][lane]);
 #pragma unroll
-      for (int u = 0; u < L; ++u) {
-        const float vu = sv[u][rr], pu = sp[u];
-        const float4 K4 = *reinterpret_cast<const float4*>(sm + kMatK2 + u * N + col);
-        const float4 B4 = *reinterpret_cast<const float4*>(sm + kMatB2 + u * N + col);
-        acc.x += vu * K4.x - pu * B4.x;
-        acc.y += vu * K4.y - pu * B4.y;
-        acc.z += vu * K4.z - pu * B4.z;
-        acc.w += vu * K4.w - pu * B4.w;
+      for (int u = 1; u < kMmaWarps; ++u) {
+        const float4 p = *reinterpret_cast<const float4*>(red[u][0][nt][lane]);
+        x.x += p.x, x.y += p.y, x.z += p.z, x.w += p.w;
       }
-      s[4 * m] = acc.x, s[4 * m + 1] = acc.y, s[4 * m + 2] = acc.z, s[4 * m + 3] = acc.w;
+      sp[nt][0] = x.x, sp[nt][1] = x.y, sp[nt][2] = x.z, sp[nt][3] = x.w;
     }
-    __syncthreads();  // the buffer's reads are done before chunk c + 2 is copied into it
+    // A fragments over the chunk's tokens (k = u): sp, -sp and V.
+    AFrag Asp[2], Anp[2], Av[2];
+#pragma unroll
+    for (int ku = 0; ku < 2; ++ku) {
+      Asp[ku].from_acc(sp[ku]);
+      Anp[ku].from_acc(sp[ku], -1.0f);
+      const float va[4] = {sv[8 * ku + 2 * t][g], sv[8 * ku + 2 * t][g + 8], sv[8 * ku + 2 * t + 1][g],
+                           sv[8 * ku + 2 * t + 1][g + 8]};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) split_tf32(va[e], Av[ku].hi[e], Av[ku].lo[e]);
+    }
+    // 2. y = sq + sp G1 + V G2 for tokens 8 nt + 2t (+1), rows i0 and i1:
+    // token n-tile nt by warp nt % kMmaWarps.
+#pragma unroll
+    for (int nt = wp; nt < 2; nt += kMmaWarps) {
+      float yc[4];
+      {
+        float4 x = *reinterpret_cast<const float4*>(red[0][1][nt][lane]);
+#pragma unroll
+        for (int u = 1; u < kMmaWarps; ++u) {
+          const float4 p = *reinterpret_cast<const float4*>(red[u][1][nt][lane]);
+          x.x += p.x, x.y += p.y, x.z += p.z, x.w += p.w;
+        }
+        yc[0] = x.x, yc[1] = x.y, yc[2] = x.z, yc[3] = x.w;
+      }
+      const float4 G1 = *reinterpret_cast<const float4*>(sm + kMatG1 + (nt * 32 + lane) * 4);
+      const float4 G2 = *reinterpret_cast<const float4*>(sm + kMatG2 + (nt * 32 + lane) * 4);
+      mma3(yc, Asp[0], G1.x, G1.y);
+      mma3(yc, Asp[1], G1.z, G1.w);
+      mma3(yc, Av[0], G2.x, G2.y);
+      mma3(yc, Av[1], G2.z, G2.w);
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int tk = 8 * nt + 2 * t + e;
+        if (tk < n) {
+          const int64_t o = (tok0 + tk) * C + static_cast<int64_t>(h) * N;
+          y[o + i0] = yc[e];
+          y[o + i1] = yc[2 + e];
+        }
+      }
+    }
+    // 3. This warp's columns of S = S . D_end + V K2 - sp B2.
+#pragma unroll
+    for (int q = 0; q < kQ; ++q) {
+      const int nt = kQ * wp + q;
+      const float2 D2 = *reinterpret_cast<const float2*>(sm + kMatD + 8 * nt + 2 * t);
+      S[q][0] *= D2.x, S[q][1] *= D2.y, S[q][2] *= D2.x, S[q][3] *= D2.y;
+      const float4 K4 = *reinterpret_cast<const float4*>(sm + kMatK2 + (nt * 32 + lane) * 4);
+      const float4 B4 = *reinterpret_cast<const float4*>(sm + kMatB2 + (nt * 32 + lane) * 4);
+      mma3(S[q], Av[0], K4.x, K4.y);
+      mma3(S[q], Av[1], K4.z, K4.w);
+      mma3(S[q], Anp[0], B4.x, B4.y);
+      mma3(S[q], Anp[1], B4.z, B4.w);
+    }
+    __syncthreads();  // this buffer's and red's reads are done before they are rewritten
   }
 #pragma unroll
-  for (int m = 0; m < kM; ++m) {
-    *reinterpret_cast<float4*>(Si + 4 * (l + kLanes * m)) = make_float4(s[4 * m], s[4 * m + 1], s[4 * m + 2], s[4 * m + 3]);
+  for (int q = 0; q < kQ; ++q) {
+    const int col = 8 * (kQ * wp + q) + 2 * t;
+    *reinterpret_cast<float2*>(S0 + col) = make_float2(S[q][0], S[q][1]);
+    *reinterpret_cast<float2*>(S1 + col) = make_float2(S[q][2], S[q][3]);
   }
 }
 
@@ -950,8 +1121,8 @@ cudaError_t launch_chunked(const SegmentDesc* segs, const int32_t* index, int co
     launch(wkv7_chunk_mats_kernel, dim3(ChunksOf(longest), H, list.count), 256, 0, stream, segs, list, C, r, w, k, kk,
            a, mats);
     if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-    launch(wkv7_chunk_rows_kernel, dim3(H * kChunkBands, list.count), kChunkRows * kChunkLanes, 0, stream, segs, list,
-           C, state, slot_stride, r, w, k, v, kk, a, y, mats);
+    launch(wkv7_chunk_rows_kernel, dim3(H * kChunkBands, list.count), 32 * kBandWarps, 0, stream, segs, list, C, state,
+           slot_stride, r, w, k, v, kk, a, y, mats);
     return cudaGetLastError();
   });
 }
