@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <utility>
 
 #include "kernels/launch.h"
@@ -77,6 +78,45 @@ cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
     cfg.numAttrs = 1;
   }
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+// V consecutive floats (V = 1, 2 or 4) moved as one 4-, 8- or 16-byte access;
+// the address must be aligned to V floats (aligned_floats checks it on the
+// host).
+template <int V>
+struct FloatVec;
+template <>
+struct FloatVec<1> {
+  __device__ __forceinline__ static void load(float (&d)[1], const float* p) { d[0] = *p; }
+  __device__ __forceinline__ static void store(float* p, const float (&d)[1]) { *p = d[0]; }
+};
+template <>
+struct FloatVec<2> {
+  __device__ __forceinline__ static void load(float (&d)[2], const float* p) {
+    const float2 x = *reinterpret_cast<const float2*>(p);
+    d[0] = x.x, d[1] = x.y;
+  }
+  __device__ __forceinline__ static void store(float* p, const float (&d)[2]) {
+    *reinterpret_cast<float2*>(p) = make_float2(d[0], d[1]);
+  }
+};
+template <>
+struct FloatVec<4> {
+  __device__ __forceinline__ static void load(float (&d)[4], const float* p) {
+    const float4 x = *reinterpret_cast<const float4*>(p);
+    d[0] = x.x, d[1] = x.y, d[2] = x.z, d[3] = x.w;
+  }
+  __device__ __forceinline__ static void store(float* p, const float (&d)[4]) {
+    *reinterpret_cast<float4*>(p) = make_float4(d[0], d[1], d[2], d[3]);
+  }
+};
+
+// Whether every non-null pointer is aligned to v floats.
+inline bool aligned_floats(int v, std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs) {
+    if (p != nullptr && reinterpret_cast<uintptr_t>(p) % (sizeof(float) * static_cast<size_t>(v)) != 0) return false;
+  }
+  return true;
 }
 
 // Blocks for a grid-stride loop over n elements.

@@ -49,6 +49,59 @@ __global__ void v7_output_kernel(float* __restrict__ y,          // (n, C)
   }
 }
 
+
+// N = 32 V: lane holds channels [V lane, V lane + V) in registers; each input
+// read once with V-wide loads, all issued before the reductions (the any-N
+// kernel above reads y three times with scalar loads).
+template <int V>
+__global__ void v7_output_vec_kernel(float* __restrict__ y, const float* __restrict__ r,
+                                     const float* __restrict__ k, const float* __restrict__ v,
+                                     const float* __restrict__ g, const float* __restrict__ r_k,
+                                     const float* __restrict__ lnw, const float* __restrict__ lnb, int64_t items,
+                                     int C) {
+  pdl_wait();
+  constexpr int N = 32 * V;
+  using Vec = FloatVec<V>;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (item >= items) return;
+  const int H = C / N;
+  const int lane = threadIdx.x & 31;
+  const int h = static_cast<int>(item % H);
+  const int c0 = h * N + V * lane;
+  const int64_t e = (item / H) * C + c0;
+  float yv[V], rv[V], kv[V], vv[V], gv[V], prk[V];
+  Vec::load(yv, y + e);
+  Vec::load(rv, r + e);
+  Vec::load(kv, k + e);
+  Vec::load(vv, v + e);
+  Vec::load(gv, g + e);
+  Vec::load(prk, r_k + c0);
+  float sum = 0.0f, bonus = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    sum += yv[i];
+    bonus += rv[i] * kv[i] * prk[i];
+  }
+  const float mean = warp_sum(sum) / N;
+  bonus = warp_sum(bonus);
+  float q = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const float d = yv[i] - mean;
+    q += d * d;
+  }
+  const float inv = 1.0f / sqrtf(warp_sum(q) / N + 64e-5f);
+  float pw[V], pb[V];
+  Vec::load(pw, lnw + c0);
+  Vec::load(pb, lnb + c0);
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const float norm = (yv[i] - mean) * inv * pw[i] + pb[i];
+    yv[i] = (norm + bonus * vv[i]) * gv[i];
+  }
+  Vec::store(y + e, yv);
+}
+
 }  // namespace
 
 cudaError_t launch_v7_output(float* y, const float* r, const float* k, const float* v, const float* g,
@@ -63,8 +116,17 @@ cudaError_t launch_v7_output(float* y, const float* r, const float* k, const flo
   const int64_t items = static_cast<int64_t>(n) * (C / N);
   const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  launch(v7_output_kernel, static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream, y, r, k, v, g, r_k, lnw,
-                                                                                       lnb, items, C, N);
+  const unsigned grid = static_cast<unsigned>(blocks), block = 32 * kWarpsPerBlock;
+  // The vector kernel reads a lane's V channels as one access: C is a multiple of N, so every head is aligned to
+  // V floats when the buffers are.
+  const bool vec = (N == 64 || N == 128) && aligned_floats(N / 32, {y, r, k, v, g, r_k, lnw, lnb});
+  if (vec && N == 64) {
+    launch(v7_output_vec_kernel<2>, grid, block, 0, stream, y, r, k, v, g, r_k, lnw, lnb, items, C);
+  } else if (vec) {
+    launch(v7_output_vec_kernel<4>, grid, block, 0, stream, y, r, k, v, g, r_k, lnw, lnb, items, C);
+  } else {
+    launch(v7_output_kernel, grid, block, 0, stream, y, r, k, v, g, r_k, lnw, lnb, items, C, N);
+  }
   return cudaGetLastError();
 }
 

@@ -143,6 +143,12 @@ class CudaOpsTest : public ::testing::Test {
     return *p;
   }
   float* Poisoned(size_t n) { return Dev(std::vector<float>(n, kNaN)); }
+  // h on the device starting `off` floats past an allocation's (aligned) start.
+  float* DevAt(const std::vector<float>& h, int off) {
+    std::vector<float> padded(static_cast<size_t>(off), 0.0f);
+    padded.insert(padded.end(), h.begin(), h.end());
+    return Dev(padded) + off;
+  }
   std::vector<float> Host(const float* d, size_t n, CudaBackend* b = nullptr) {
     if (b == nullptr) b = gpu_.get();
     std::vector<float> h(n);
@@ -1105,16 +1111,21 @@ TEST_F(CudaOpsTest, LayerNormShiftMixAcrossSegments) {
 // prep, value residual), for a later layer (v0 given) and layer 0 (v_first =
 // v).
 TEST_F(CudaOpsTest, V7PrepMatchesComposedOps) {
+  // off = 1: every buffer one float past an aligned address, which sends N = 64 and 128 (vector kernels) to
+  // the any-N kernel.
   struct Dims {
-    int N, C;
+    int N, C, off;
   };
-  for (Dims dm : {Dims{64, 64}, Dims{64, 2048}, Dims{32, 96}, Dims{16, 48}}) {
+  for (Dims dm : {Dims{64, 64, 0}, Dims{64, 2048, 0}, Dims{128, 256, 0}, Dims{32, 96, 0}, Dims{16, 48, 0},
+                  Dims{64, 128, 1}, Dims{128, 256, 1}}) {
     const int N = dm.N, C = dm.C;
+    auto Dev = [&](const std::vector<float>& h) { return DevAt(h, dm.off); };
+    auto Poisoned = [&](size_t n) { return DevAt(std::vector<float>(n, kNaN), dm.off); };
     for (int n : {1, 3, 17}) {
       for (bool layer0 : {false, true}) {
         const size_t nC = static_cast<size_t>(n) * C;
         const std::string tag = " N=" + std::to_string(N) + " C=" + std::to_string(C) + " n=" + std::to_string(n) +
-                                (layer0 ? " layer 0" : "");
+                                (layer0 ? " layer 0" : "") + (dm.off ? " unaligned" : "");
         const auto w = Rand(nC, 1, -5, 5), w0 = Rand(C, 2, -2, 2), a = Rand(nC, 3, -4, 4), a0 = Rand(C, 4),
                    k = Rand(nC, 5, -3, 3), k_k = Rand(C, 6, 0.5f, 1.5f), k_a = Rand(C, 7, 0.5f, 1.5f),
                    v = Rand(nC, 8), vf = Rand(nC, 9), gate = Rand(nC, 10, -4, 4), v0 = Rand(C, 11);
@@ -1137,10 +1148,13 @@ TEST_F(CudaOpsTest, V7PrepMatchesComposedOps) {
 }
 
 TEST_F(CudaOpsTest, V7Output) {
+  // off = 1: every buffer one float past an aligned address (the any-N kernel for N = 64 and 128).
   struct Dims {
-    int N, C;
+    int N, C, off;
   };
-  for (Dims dm : {Dims{64, 128}, Dims{64, 768}, Dims{32, 96}, Dims{16, 48}}) {
+  for (Dims dm : {Dims{64, 128, 0}, Dims{64, 768, 0}, Dims{128, 256, 0}, Dims{32, 96, 0}, Dims{16, 48, 0},
+                  Dims{64, 128, 1}, Dims{128, 384, 1}}) {
+    auto Dev = [&](const std::vector<float>& h) { return DevAt(h, dm.off); };
     for (int n : {1, 5}) {
       const int N = dm.N, C = dm.C;
       const size_t nC = static_cast<size_t>(n) * C;
@@ -1152,7 +1166,8 @@ TEST_F(CudaOpsTest, V7Output) {
       cpu_.V7Output(want.data(), r.data(), k.data(), v.data(), g.data(), r_k.data(), lnw.data(), lnb.data(), n, C,
                     N);
       ExpectClose(Host(dy, nC), want, 1e-5, 1e-5,
-                  "V7Output N=" + std::to_string(N) + " C=" + std::to_string(C) + " n=" + std::to_string(n));
+                  "V7Output N=" + std::to_string(N) + " C=" + std::to_string(C) + " n=" + std::to_string(n) +
+                      (dm.off ? " unaligned" : ""));
     }
   }
 }
