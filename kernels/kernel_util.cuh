@@ -42,6 +42,21 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return t;
 }
 
+// block_sum of a pair: two sums for the barriers of one. `scratch` holds 32
+// float2.
+__device__ __forceinline__ float2 block_sum2(float2 v, float2* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v.x = warp_sum(v.x);
+  v.y = warp_sum(v.y);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float2 t = lane < warps ? scratch[lane] : make_float2(0.0f, 0.0f);
+  t.x = warp_sum(t.x);
+  t.y = warp_sum(t.y);
+  __syncthreads();
+  return t;
+}
+
 // Programmatic dependent launch (Hopper and later). A kernel launched by
 // `launch` below with it on may be scheduled while the kernel before it in
 // the stream is still running; its blocks then wait in pdl_wait(), which

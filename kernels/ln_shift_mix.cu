@@ -143,15 +143,21 @@ __global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
                                         int C, const float* __restrict__ ln_w, const float* __restrict__ ln_b,
                                         const SegmentDesc* __restrict__ segs, int nseg,
                                         float* __restrict__ x_prev,  // (slots, slot_stride)
-                                        int64_t slot_stride, MixArgs args) {
+                                        int64_t slot_stride, MixArgs args, bool prefetch_prev_row) {
   pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
-  __shared__ float scratch[32];
+  __shared__ float2 scratch[32];
   __shared__ int seg_of_row;
   const int r = blockIdx.x;
   const int C4 = C >> 2;
   const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-  float4 xv[kV], wv[kV], bv[kV];
+  float4 xv[kV], wv[kV], bv[kV], ov[kV];
   const float4* x4 = reinterpret_cast<const float4*>(x + static_cast<int64_t>(r) * C);
+  // Prompts (rows of a segment after its first): the previous row is the
+  // other row to normalise; its load goes out with this row's, before the
+  // segment is known (it is not needed, and not read, for a segment's first
+  // row). Decode passes (a row per segment) skip it.
+  const bool spec = prefetch_prev_row && r > 0;
+  const float4* p4 = reinterpret_cast<const float4*>(x + static_cast<int64_t>(r - 1) * C);
 #pragma unroll
   for (int v = 0; v < kV; ++v) {
     const int c4 = threadIdx.x + v * blockDim.x;
@@ -159,44 +165,55 @@ __global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
     xv[v] = in ? x4[c4] : zero;
     wv[v] = in ? reinterpret_cast<const float4*>(ln_w)[c4] : zero;
     bv[v] = in ? reinterpret_cast<const float4*>(ln_b)[c4] : zero;
+    ov[v] = in && spec ? p4[c4] : zero;
   }
   find_segment(segs, nseg, r, &seg_of_row);
-  auto stats = [&](const float4* v4) -> RowStats {
-    float s = 0.0f;
-#pragma unroll
-    for (int v = 0; v < kV; ++v) s += (v4[v].x + v4[v].y) + (v4[v].z + v4[v].w);
-    const float mean = block_sum(s, scratch) / C;  // its barrier also publishes seg_of_row
-    float q = 0.0f;
-#pragma unroll
-    for (int v = 0; v < kV; ++v) {
-      if (threadIdx.x + v * blockDim.x < C4) {
-        const float a = v4[v].x - mean, b = v4[v].y - mean, c = v4[v].z - mean, d = v4[v].w - mean;
-        q += (a * a + b * b) + (c * c + d * d);
-      }
-    }
-    const float var = block_sum(q, scratch) / C;
-    return {mean, 1.0f / sqrtf(var + 1e-5f)};
-  };
-  const RowStats cur = stats(xv);
+  __syncthreads();
   const SegmentDesc g = segs[seg_of_row];
   const int t = r - g.row_begin;
   const int other_row = t > 0 ? r - 1 : g.row_begin + g.rows - 1;
-  float4 ov[kV];
-  RowStats other = cur;
-  if (other_row != r) {
+  const bool has_state = g.slot >= 0;  // a padding segment has none: its rows are never read
+  const bool from_state = t == 0 && has_state;
+  float4* state4 = reinterpret_cast<float4*>(x_prev + g.slot * slot_stride);
+  if (other_row == r) {
+#pragma unroll
+    for (int v = 0; v < kV; ++v) ov[v] = xv[v];
+  } else if (other_row != r - 1 || !spec) {  // uniform over the block
     const float4* o4 = reinterpret_cast<const float4*>(x + static_cast<int64_t>(other_row) * C);
 #pragma unroll
     for (int v = 0; v < kV; ++v) {
       const int c4 = threadIdx.x + v * blockDim.x;
       ov[v] = c4 < C4 ? o4[c4] : zero;
     }
-    other = stats(ov);
-  } else {
-#pragma unroll
-    for (int v = 0; v < kV; ++v) ov[v] = xv[v];
   }
-  float4* state4 = reinterpret_cast<float4*>(x_prev + g.slot * slot_stride);
-  const bool has_state = g.slot >= 0;  // a padding segment has none: its rows are never read
+  // A segment's first row: the old x_prev, read before the statistics.
+  float4 pv[1] = {zero};
+  if constexpr (kV == 1) {
+    if (from_state && threadIdx.x < C4) pv[0] = state4[threadIdx.x];
+  }
+  // Both rows' statistics in two reductions (sums, then squared deviations:
+  // two-pass, as kernels/layernorm.cu), each of a pair.
+  float2 s = make_float2(0.0f, 0.0f);
+#pragma unroll
+  for (int v = 0; v < kV; ++v) {
+    s.x += (xv[v].x + xv[v].y) + (xv[v].z + xv[v].w);
+    s.y += (ov[v].x + ov[v].y) + (ov[v].z + ov[v].w);
+  }
+  s = block_sum2(s, scratch);
+  const float mean = s.x / C, omean = s.y / C;
+  float2 q = make_float2(0.0f, 0.0f);
+#pragma unroll
+  for (int v = 0; v < kV; ++v) {
+    if (threadIdx.x + v * blockDim.x < C4) {
+      float a = xv[v].x - mean, b = xv[v].y - mean, c = xv[v].z - mean, d = xv[v].w - mean;
+      q.x += (a * a + b * b) + (c * c + d * d);
+      a = ov[v].x - omean, b = ov[v].y - omean, c = ov[v].z - omean, d = ov[v].w - omean;
+      q.y += (a * a + b * b) + (c * c + d * d);
+    }
+  }
+  q = block_sum2(q, scratch);
+  const RowStats cur{mean, 1.0f / sqrtf(q.x / C + 1e-5f)};
+  const RowStats other{omean, 1.0f / sqrtf(q.y / C + 1e-5f)};
 #pragma unroll
   for (int v = 0; v < kV; ++v) {
     const int c4 = threadIdx.x + v * blockDim.x;
@@ -211,10 +228,14 @@ __global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
     xo.z = (ov[v].z - other.mean) * other.inv * wv[v].z + bv[v].z;
     xo.w = (ov[v].w - other.mean) * other.inv * wv[v].w + bv[v].w;
     float4 prev;
-    if (t > 0 || !has_state) {
+    if (!from_state) {
       prev = xo;
     } else {
-      prev = state4[c4];
+      if constexpr (kV == 1) {
+        prev = pv[0];
+      } else {
+        prev = state4[c4];
+      }
       state4[c4] = xo;
     }
     const float4 d = make_float4(prev.x - xx.x, prev.y - xx.y, prev.z - xx.z, prev.w - xx.w);
@@ -230,9 +251,10 @@ __global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
 template <int kV>
 void launch_vec(int count, unsigned grid, int block, cudaStream_t stream, const float* x, int C,
                 const float* ln_w, const float* ln_b, const SegmentDesc* segs, int nseg, float* x_prev,
-                int64_t slot_stride, const MixArgs& args) {
-#define RWKV_LSM_VEC(K) \
-  launch(ln_shift_mix_vec_kernel<K, kV>, grid, block, 0, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args)
+                int64_t slot_stride, const MixArgs& args, bool prefetch_prev_row) {
+#define RWKV_LSM_VEC(K)                                                                                          \
+  launch(ln_shift_mix_vec_kernel<K, kV>, grid, block, 0, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, \
+         args, prefetch_prev_row)
   switch (count) {
     case 1: RWKV_LSM_VEC(1); break;
     case 2: RWKV_LSM_VEC(2); break;
@@ -275,12 +297,15 @@ cudaError_t launch_ln_shift_mix(const float* x, int n, int C, const float* ln_w,
     // One float4 per thread up to C = 4096 (a block of up to 1024 threads);
     // beyond, 512 threads with up to 4 each (84 registers: 1024 threads of
     // that would not fit an SM's register file).
+    // A pass with more rows than segments has prompts in it: prefetch each
+    // row's predecessor (kernel comment).
     const int C4 = C / 4;
+    const bool prefetch = n > nseg;
     if (C4 <= 1024) {
       launch_vec<1>(count, grid, (C4 + 31) / 32 * 32, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride,
-                    args);
+                    args, prefetch);
     } else {
-      launch_vec<4>(count, grid, 512, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args);
+      launch_vec<4>(count, grid, 512, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args, prefetch);
     }
     return cudaGetLastError();
   }

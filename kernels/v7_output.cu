@@ -4,6 +4,9 @@
 // shuffles, and y is read and written once.
 #include "kernels/v7_output.h"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cstdint>
 
 #include "kernels/kernel_util.cuh"
@@ -13,7 +16,46 @@ namespace {
 
 constexpr int kWarpsPerBlock = 4;
 
-__global__ void v7_output_kernel(float* __restrict__ y,          // (n, C)
+// out[i] = x in the output type (16-bit: rounded to nearest even, as
+// kernels/convert.cu rounds).
+__device__ __forceinline__ void store_one(void* out, ElemType t, int64_t i, float x) {
+  switch (t) {
+    case ElemType::kF16: static_cast<__half*>(out)[i] = __float2half_rn(x); break;
+    case ElemType::kBF16: static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(x); break;
+    default: static_cast<float*>(out)[i] = x; break;
+  }
+}
+
+// V consecutive outputs from element i (a multiple of V): one access.
+template <int V>
+__device__ __forceinline__ void store_vec(void* out, ElemType t, int64_t i, const float (&x)[V]) {
+  if (t == ElemType::kF32) {
+    FloatVec<V>::store(static_cast<float*>(out) + i, x);
+    return;
+  }
+  if constexpr (V == 1) {
+    store_one(out, t, i, x[0]);
+  } else {
+    uint32_t u[V / 2];
+#pragma unroll
+    for (int p = 0; p < V / 2; ++p) {
+      if (t == ElemType::kF16) {
+        const __half2 h = __floats2half2_rn(x[2 * p], x[2 * p + 1]);
+        memcpy(&u[p], &h, 4);
+      } else {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(x[2 * p], x[2 * p + 1]);
+        memcpy(&u[p], &h, 4);
+      }
+    }
+    if constexpr (V == 2) {
+      static_cast<uint32_t*>(out)[i / 2] = u[0];
+    } else {
+      reinterpret_cast<uint2*>(out)[i / 4] = make_uint2(u[0], u[1]);
+    }
+  }
+}
+
+__global__ void v7_output_kernel(const float* __restrict__ y,    // (n, C)
                                  const float* __restrict__ r,    // (n, C)
                                  const float* __restrict__ k,    // (n, C)
                                  const float* __restrict__ v,    // (n, C)
@@ -21,7 +63,9 @@ __global__ void v7_output_kernel(float* __restrict__ y,          // (n, C)
                                  const float* __restrict__ r_k,  // (C)
                                  const float* __restrict__ lnw,  // (C)
                                  const float* __restrict__ lnb,  // (C)
-                                 int64_t items, int C, int N) {
+                                 int64_t items, int C, int N,
+                                 void* out,  // (n, C) of out_type; may be y (kF32)
+                                 ElemType out_type) {
   pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (item >= items) return;
@@ -45,7 +89,7 @@ __global__ void v7_output_kernel(float* __restrict__ y,          // (n, C)
   for (int j = lane; j < N; j += 32) {
     const int c = h * N + j;
     const float norm = (y[o + j] - mean) * inv * lnw[c] + lnb[c];
-    y[o + j] = (norm + bonus * v[o + j]) * g[o + j];
+    store_one(out, out_type, o + j, (norm + bonus * v[o + j]) * g[o + j]);
   }
 }
 
@@ -54,11 +98,11 @@ __global__ void v7_output_kernel(float* __restrict__ y,          // (n, C)
 // read once with V-wide loads, all issued before the reductions (the any-N
 // kernel above reads y three times with scalar loads).
 template <int V>
-__global__ void v7_output_vec_kernel(float* __restrict__ y, const float* __restrict__ r,
+__global__ void v7_output_vec_kernel(const float* __restrict__ y, const float* __restrict__ r,
                                      const float* __restrict__ k, const float* __restrict__ v,
                                      const float* __restrict__ g, const float* __restrict__ r_k,
                                      const float* __restrict__ lnw, const float* __restrict__ lnb, int64_t items,
-                                     int C) {
+                                     int C, void* out, ElemType out_type) {
   pdl_wait();
   constexpr int N = 32 * V;
   using Vec = FloatVec<V>;
@@ -99,33 +143,40 @@ __global__ void v7_output_vec_kernel(float* __restrict__ y, const float* __restr
     const float norm = (yv[i] - mean) * inv * pw[i] + pb[i];
     yv[i] = (norm + bonus * vv[i]) * gv[i];
   }
-  Vec::store(y + e, yv);
+  store_vec<V>(out, out_type, e, yv);
 }
 
 }  // namespace
 
-cudaError_t launch_v7_output(float* y, const float* r, const float* k, const float* v, const float* g,
-                             const float* r_k, const float* lnw, const float* lnb, int n, int C, int N,
-                             cudaStream_t stream) {
-  if (n < 0 || C <= 0 || N <= 0 || C % N != 0) return cudaErrorInvalidValue;
+cudaError_t launch_v7_output(const float* y, const float* r, const float* k, const float* v, const float* g,
+                             const float* r_k, const float* lnw, const float* lnb, int n, int C, int N, float* out,
+                             ElemType out_type, cudaStream_t stream) {
+  if (n < 0 || C <= 0 || N <= 0 || C % N != 0 ||
+      (out_type != ElemType::kF32 && out_type != ElemType::kF16 && out_type != ElemType::kBF16)) {
+    return cudaErrorInvalidValue;
+  }
   if (n == 0) return cudaSuccess;
   if (y == nullptr || r == nullptr || k == nullptr || v == nullptr || g == nullptr || r_k == nullptr ||
-      lnw == nullptr || lnb == nullptr) {
+      lnw == nullptr || lnb == nullptr || out == nullptr) {
     return cudaErrorInvalidValue;
   }
   const int64_t items = static_cast<int64_t>(n) * (C / N);
   const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
   const unsigned grid = static_cast<unsigned>(blocks), block = 32 * kWarpsPerBlock;
-  // The vector kernel reads a lane's V channels as one access: C is a multiple of N, so every head is aligned to
-  // V floats when the buffers are.
-  const bool vec = (N == 64 || N == 128) && aligned_floats(N / 32, {y, r, k, v, g, r_k, lnw, lnb});
+  // The vector kernel reads a lane's V channels as one access (and writes them as one): C is a multiple of N,
+  // so every head is aligned to V elements when the buffers are.
+  const int V = N / 32;
+  const bool vec = (N == 64 || N == 128) && aligned_floats(V, {y, r, k, v, g, r_k, lnw, lnb, out});
   if (vec && N == 64) {
-    launch(v7_output_vec_kernel<2>, grid, block, 0, stream, y, r, k, v, g, r_k, lnw, lnb, items, C);
+    launch(v7_output_vec_kernel<2>, grid, block, 0, stream, y, r, k, v, g, r_k, lnw, lnb, items, C,
+           static_cast<void*>(out), out_type);
   } else if (vec) {
-    launch(v7_output_vec_kernel<4>, grid, block, 0, stream, y, r, k, v, g, r_k, lnw, lnb, items, C);
+    launch(v7_output_vec_kernel<4>, grid, block, 0, stream, y, r, k, v, g, r_k, lnw, lnb, items, C,
+           static_cast<void*>(out), out_type);
   } else {
-    launch(v7_output_kernel, grid, block, 0, stream, y, r, k, v, g, r_k, lnw, lnb, items, C, N);
+    launch(v7_output_kernel, grid, block, 0, stream, y, r, k, v, g, r_k, lnw, lnb, items, C, N,
+           static_cast<void*>(out), out_type);
   }
   return cudaGetLastError();
 }

@@ -4,11 +4,16 @@
 
 #include <cuda_runtime_api.h>
 
+#include "kernels/types.h"
+
 namespace rwkv::kernels {
 
 // Per row and head h (N values):
-//   y = (GroupNorm(y) * lnw + lnb + sum_head(r * k * r_k) * v) * g, eps 64e-5.
-cudaError_t launch_v7_output(float* y,           // (n, C) in/out: the WKV output
+//   out = (GroupNorm(y) * lnw + lnb + sum_head(r * k * r_k) * v) * g, eps 64e-5.
+// out_type kF32: out may be y (in place); kF16 / kBF16: out holds n x C
+// elements of that type (rounded to nearest even), for a product's input,
+// and must not overlap y.
+cudaError_t launch_v7_output(const float* y,     // (n, C) the WKV output
                              const float* r,     // (n, C)
                              const float* k,     // (n, C) gated key
                              const float* v,     // (n, C)
@@ -16,7 +21,9 @@ cudaError_t launch_v7_output(float* y,           // (n, C) in/out: the WKV outpu
                              const float* r_k,   // (H, N) = (C)
                              const float* lnw,   // (C) ln_x weight
                              const float* lnb,   // (C) ln_x bias
-                             int n, int C, int N, cudaStream_t stream);
+                             int n, int C, int N,
+                             float* out,         // (n, C) of out_type
+                             ElemType out_type, cudaStream_t stream);
 
 }  // namespace rwkv::kernels
 

@@ -64,7 +64,7 @@ struct MatMulJob {
   // the call reads.
   InputAct act = InputAct::kNone;
   // x's element type: kF32, or the 16-bit type Backend::MatMulInputType
-  // returned for this n, when LayerNormShiftMix wrote x in it (then act
+  // returned for this n, when LayerNormShiftMix or V7Output wrote x in it (then act
   // must be kNone and x holds [n, w->cols] elements of that type).
   DType x_type = DType::kF32;
 };
@@ -203,9 +203,14 @@ class Backend {
   virtual void Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv, const float* r,
                     const float* w, const float* k, const float* v, const float* kk, const float* a,
                     float* y) = 0;
-  // y = (GroupNorm_H(y) * lnw + lnb + sum_head(r * k * r_k) * v) * g, eps 64e-5.
+  // out = (GroupNorm_H(y) * lnw + lnb + sum_head(r * k * r_k) * v) * g, eps 64e-5.
+  // out_type kF32: out is [n, C] floats and may be y (in place). Otherwise
+  // what MatMulInputType(n) returned: out holds [n, C] elements of that type
+  // (rounded to nearest even), to be read only by a GroupedMatMul job with
+  // that x_type, and must not overlap y.
   virtual void V7Output(float* y, const float* r, const float* k, const float* v, const float* g,
-                        const float* r_k, const float* lnw, const float* lnb, int n, int C, int N) = 0;
+                        const float* r_k, const float* lnw, const float* lnb, int n, int C, int N, float* out,
+                        DType out_type) = 0;
 
   // ---- RWKV-4 ----
   // The WKV recurrence with the running-max form; `aa` points at the layer's

@@ -72,7 +72,7 @@ class CpuBackend final : public Backend {
   void Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv, const float* r, const float* w,
             const float* k, const float* v, const float* kk, const float* a, float* y) override;
   void V7Output(float* y, const float* r, const float* k, const float* v, const float* g, const float* r_k,
-                const float* lnw, const float* lnb, int n, int C, int N) override;
+                const float* lnw, const float* lnb, int n, int C, int N, float* out, DType out_type) override;
   void Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
             const float* time_decay, const float* k, const float* v, float* y) override;
 

@@ -1172,10 +1172,12 @@ void CudaBackend::Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv
 }
 
 void CudaBackend::V7Output(float* y, const float* r, const float* k, const float* v, const float* g,
-                           const float* r_k, const float* lnw, const float* lnb, int n, int C, int N) {
-  if (Begin()) {
-    Record(CudaStatus(kernels::launch_v7_output(y, r, k, v, g, r_k, lnw, lnb, n, C, N, stream_), "V7Output"));
-  }
+                           const float* r_k, const float* lnw, const float* lnb, int n, int C, int N, float* out,
+                           DType out_type) {
+  if (!Begin()) return;
+  Record(CudaStatus(
+      kernels::launch_v7_output(y, r, k, v, g, r_k, lnw, lnb, n, C, N, out, ToElem(out_type), stream_),
+      "V7Output"));
 }
 
 void CudaBackend::Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,

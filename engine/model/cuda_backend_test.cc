@@ -1158,16 +1158,32 @@ TEST_F(CudaOpsTest, V7Output) {
     for (int n : {1, 5}) {
       const int N = dm.N, C = dm.C;
       const size_t nC = static_cast<size_t>(n) * C;
+      const std::string tag = " N=" + std::to_string(N) + " C=" + std::to_string(C) + " n=" + std::to_string(n) +
+                              (dm.off ? " unaligned" : "");
       const auto y = Rand(nC, 1, -3, 3), r = Rand(nC, 2), k = Rand(nC, 3), v = Rand(nC, 4), g = Rand(nC, 5),
                  r_k = Rand(C, 6), lnw = Rand(C, 7, 0.5f, 1.5f), lnb = Rand(C, 8);
-      float* dy = Dev(y);
-      gpu_->V7Output(dy, Dev(r), Dev(k), Dev(v), Dev(g), Dev(r_k), Dev(lnw), Dev(lnb), n, C, N);
       std::vector<float> want = y;
       cpu_.V7Output(want.data(), r.data(), k.data(), v.data(), g.data(), r_k.data(), lnw.data(), lnb.data(), n, C,
-                    N);
-      ExpectClose(Host(dy, nC), want, 1e-5, 1e-5,
-                  "V7Output N=" + std::to_string(N) + " C=" + std::to_string(C) + " n=" + std::to_string(n) +
-                      (dm.off ? " unaligned" : ""));
+                    N, want.data(), DType::kF32);
+      float *dr = Dev(r), *dk = Dev(k), *dv = Dev(v), *dg = Dev(g), *drk = Dev(r_k), *dw = Dev(lnw),
+            *db = Dev(lnb);
+      // In place, fp32.
+      float* dy = Dev(y);
+      gpu_->V7Output(dy, dr, dk, dv, dg, drk, dw, db, n, C, N, dy, DType::kF32);
+      ExpectClose(Host(dy, nC), want, 1e-5, 1e-5, "V7Output" + tag);
+      // Into another buffer, in each 16-bit type (the o-projection's input):
+      // the fp32 result rounded once, y left as it was.
+      for (DType t : {DType::kF16, DType::kBF16}) {
+        const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
+        float* dy2 = Dev(y);
+        float* out = Dev(std::vector<float>((nC + 1) / 2, kNaN));
+        gpu_->V7Output(dy2, dr, dk, dv, dg, drk, dw, db, n, C, N, out, t);
+        const std::vector<float> packed = Host(out, (nC + 1) / 2);
+        std::vector<float> got(nC);
+        ConvertToF32(t, packed.data(), got.data(), nC);
+        ExpectClose(got, want, u + 1e-5, 1e-5, "V7Output " + std::string(DTypeName(t)) + tag);
+        ExpectExact(Host(dy2, nC), y, "V7Output input kept " + std::string(DTypeName(t)) + tag);
+      }
     }
   }
 }

@@ -770,8 +770,8 @@ class RoundingCpuBackend final : public Backend {
     cpu_.Wkv7(s, ns, C, N, st, r, w, k, v, kk, a, y);
   }
   void V7Output(float* y, const float* r, const float* k, const float* v, const float* g, const float* r_k,
-                const float* lnw, const float* lnb, int n, int C, int N) override {
-    cpu_.V7Output(y, r, k, v, g, r_k, lnw, lnb, n, C, N);
+                const float* lnw, const float* lnb, int n, int C, int N, float* out, DType out_type) override {
+    cpu_.V7Output(y, r, k, v, g, r_k, lnw, lnb, n, C, N, out, out_type);
   }
   void Wkv4(const Segment* s, int ns, int C, StateRef st, const float* u, const float* w, const float* k,
             const float* v, float* y) override {

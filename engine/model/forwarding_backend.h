@@ -96,8 +96,8 @@ class ForwardingBackend : public Backend {
     inner_->Wkv7(segs, nseg, C, N, wkv, r, w, k, v, kk, a, y);
   }
   void V7Output(float* y, const float* r, const float* k, const float* v, const float* g, const float* r_k,
-                const float* lnw, const float* lnb, int n, int C, int N) override {
-    inner_->V7Output(y, r, k, v, g, r_k, lnw, lnb, n, C, N);
+                const float* lnw, const float* lnb, int n, int C, int N, float* out, DType out_type) override {
+    inner_->V7Output(y, r, k, v, g, r_k, lnw, lnb, n, C, N, out, out_type);
   }
   void Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
             const float* time_decay, const float* k, const float* v, float* y) override {
