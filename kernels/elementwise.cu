@@ -5,6 +5,11 @@
 // invisible next to the matrix products.
 #include "kernels/elementwise.h"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <type_traits>
+
 #include "kernels/kernel_util.cuh"
 
 namespace rwkv::kernels {
@@ -63,6 +68,64 @@ cudaError_t launch_tanh(float* x, int64_t n, cudaStream_t stream) { return launc
 
 cudaError_t launch_relu_square(float* x, int64_t n, cudaStream_t stream) {
   return launch(x, n, ReluSquareOp{}, stream);
+}
+
+namespace {
+
+template <typename T>
+__device__ __forceinline__ float widen(T v) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return __half2float(v);
+  } else {
+    return __bfloat162float(v);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ T narrow(float v) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return __float2half_rn(v);
+  } else {
+    return __float2bfloat16_rn(v);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ T relu_square_16(T v) {
+  const float x = fmaxf(widen(v), 0.0f);
+  return narrow<T>(x * x);
+}
+
+// Eight elements (16 bytes) per thread per iteration; the tail (n % 8) by
+// the first threads.
+template <typename T>
+__global__ void relu_square_16_kernel(T* __restrict__ x, int64_t n) {
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t n8 = n / 8;
+  for (int64_t e = first; e < n8; e += stride) {
+    uint4 u = reinterpret_cast<const uint4*>(x)[e];
+    T* h = reinterpret_cast<T*>(&u);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) h[i] = relu_square_16(h[i]);
+    reinterpret_cast<uint4*>(x)[e] = u;
+  }
+  for (int64_t e = 8 * n8 + first; e < n; e += stride) x[e] = relu_square_16(x[e]);
+}
+
+}  // namespace
+
+cudaError_t launch_relu_square_16(void* x, int64_t n, ElemType t, cudaStream_t stream) {
+  if (n < 0 || (t != ElemType::kF16 && t != ElemType::kBF16)) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  if (x == nullptr || (reinterpret_cast<uintptr_t>(x) & 15u) != 0) return cudaErrorInvalidValue;
+  const unsigned grid = grid_for((n + 7) / 8, 256);
+  if (t == ElemType::kF16) {
+    relu_square_16_kernel<__half><<<grid, 256, 0, stream>>>(static_cast<__half*>(x), n);
+  } else {
+    relu_square_16_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(static_cast<__nv_bfloat16*>(x), n);
+  }
+  return cudaGetLastError();
 }
 
 cudaError_t launch_mul(float* x, const float* a, int64_t n, cudaStream_t stream) {

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "kernels/types.h"
+
 namespace rwkv::kernels {
 
 // x = 1 / (1 + exp(-x))
@@ -14,6 +16,9 @@ cudaError_t launch_sigmoid(float* x /* (n) */, int64_t n, cudaStream_t stream);
 cudaError_t launch_tanh(float* x /* (n) */, int64_t n, cudaStream_t stream);
 // x = max(x, 0)^2
 cudaError_t launch_relu_square(float* x /* (n) */, int64_t n, cudaStream_t stream);
+// The same on n 16-bit elements of type t (kF16 or kBF16) in place: each
+// value widened, squared in fp32, rounded back to nearest even.
+cudaError_t launch_relu_square_16(void* x /* (n) of t */, int64_t n, ElemType t, cudaStream_t stream);
 // x *= a
 cudaError_t launch_mul(float* x /* (n) */, const float* a /* (n) */, int64_t n, cudaStream_t stream);
 // x += a * b

@@ -46,6 +46,7 @@ void Backend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
     // A 16-bit x comes only from a backend whose MatMulInputType said so,
     // which must then override this op (and LayerNormShiftMix).
     if (job.x_type != DType::kF32) AbortOnContract("GroupedMatMul: a 16-bit input reached the default composition");
+    if (job.y_type != DType::kF32) AbortOnContract("GroupedMatMul: a 16-bit output asked of the default composition");
     const int64_t in = static_cast<int64_t>(n) * job.w->cols;
     // The activation runs in place, which the op's contract allows.
     float* x = const_cast<float*>(job.x);
@@ -55,7 +56,9 @@ void Backend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
   }
 }
 
-void Backend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate) {
+void Backend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate, DType h_type) {
+  // This composition takes fp32 only; FfnHiddenType says so by default.
+  if (h_type != DType::kF32) AbortOnContract("ReluSquareMatMul: a 16-bit hidden given to the default composition");
   ReluSquare(h, static_cast<int64_t>(n) * w.cols);
   MatMul(h, n, w, y, accumulate);
 }

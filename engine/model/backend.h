@@ -67,6 +67,11 @@ struct MatMulJob {
   // returned for this n, when LayerNormShiftMix or V7Output wrote x in it (then act
   // must be kNone and x holds [n, w->cols] elements of that type).
   DType x_type = DType::kF32;
+  // y's element type: kF32, or the 16-bit type FfnHiddenType returned for
+  // this n (then accumulate must be false, x_type that type too, and y
+  // receives [n, w->rows] elements of it, the fp32 sums rounded to nearest
+  // even, to be read only by ReluSquareMatMul with that h_type).
+  DType y_type = DType::kF32;
 };
 
 // Where a layer's state lives: state + slot * slot_stride + offset.
@@ -233,8 +238,11 @@ class Backend {
   virtual void GroupedMatMul(int n, const MatMulJob* jobs, int count);
   // y (= or +=) relu(h)² @ W^T, h [n, W.cols] (the FFN's key projection),
   // y [n, W.rows]. h is scratch: it may be left holding relu(h)².
-  // Default: ReluSquare(h) and MatMul.
-  virtual void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate);
+  // h_type: kF32, or what FfnHiddenType(n) returned (h then holds [n, W.cols]
+  // elements of that type, as a GroupedMatMul job with that y_type wrote
+  // them; relu² is computed in fp32 from each and rounded back).
+  // Default: ReluSquare(h) and MatMul (kF32 only).
+  virtual void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate, DType h_type);
   // LayerNorm, token shift and mixes of one sub-block: with xx = LayerNorm(x)
   // and d = TokenShift(xx) (as the ops above define them, x_prev updated),
   // outs[j] = xx + d * mixes[j]. xx and d ([n, C] each) are scratch a
@@ -253,6 +261,13 @@ class Backend {
   // LayerNormShiftMix too: the default compositions take fp32 only and
   // abort on anything else (a programming error, never a request's).
   virtual DType MatMulInputType(int /*n*/) const { return DType::kF32; }
+  // The element type in which the FFN's key projection may write its output
+  // (the hidden [n, F]) for a pass of n rows: kF32 (the default) or the
+  // 16-bit MatMulInputType(n), which halves the largest activation's
+  // traffic (written by the product, read and written by relu², read by
+  // the down-projection). A backend that returns a 16-bit type must take it
+  // in GroupedMatMul (MatMulJob::y_type) and ReluSquareMatMul.
+  virtual DType FfnHiddenType(int /*n*/) const { return DType::kF32; }
   // The RWKV-7 per-channel stage between the projections and the WKV, all
   // [n, C] in place:
   //   w = exp(-exp(-0.5) * sigmoid(w0 + w))             (V7Decay)

@@ -234,7 +234,7 @@ TEST(CpuBackendTest, FusedOpDefaultsEqualTheUnfusedOps) {
   // relu² and the down-projection.
   auto h = Rand(static_cast<size_t>(n) * F, 7, -3, 1), hr = h;
   std::vector<float> yf(static_cast<size_t>(n) * C), want_f(yf.size());
-  b.ReluSquareMatMul(h.data(), n, *wf, yf.data(), false);
+  b.ReluSquareMatMul(h.data(), n, *wf, yf.data(), false, DType::kF32);
   b.ReluSquare(hr.data(), static_cast<int64_t>(hr.size()));
   b.MatMul(hr.data(), n, *wf, want_f.data(), false);
   EXPECT_EQ(yf, want_f);

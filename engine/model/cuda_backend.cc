@@ -855,6 +855,12 @@ void CudaBackend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
           DTypeName(job.x_type))));
       return;
     }
+    if (job.y_type != DType::kF32 && (job.y_type != job.x_type || job.accumulate)) {
+      Record(absl::InvalidArgumentError(absl::StrFormat(
+          "GroupedMatMul: a %s output needs a %s input and no accumulation", DTypeName(job.y_type),
+          DTypeName(job.y_type))));
+      return;
+    }
     if (job.x_type == DType::kF32 && (gemv || skinny || (skinny_lora && lora)) && !w.input_major &&
         w.dtype != DType::kF32) {
       const kernels::GemvJob g{w.data, job.x, job.y, w.rows, w.cols, static_cast<kernels::GemvAct>(job.act),
@@ -956,7 +962,7 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
     while (c < ncalls) {
       const MatMulJob& f = *jobs[call_first[c]];
       if (f.w->rows == w.rows && f.w->cols == w.cols && f.w->input_major == w.input_major &&
-          f.accumulate == jobs[j]->accumulate) {
+          f.accumulate == jobs[j]->accumulate && f.y_type == jobs[j]->y_type) {
         break;
       }
       ++c;
@@ -1012,10 +1018,11 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
     // Column-major view as in BlasMatMul.
     const bool t = !w.input_major;
     const float* beta = f.accumulate ? &one : &zero;
+    const cudaDataType ytype = f.y_type == DType::kF32 ? CUDA_R_32F : ToCudaType(f.y_type);
     if (call_size[c] == 1) {
       Record(BlasStatus(cublasGemmEx(cublas_, t ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, w.rows, n, w.cols, &alpha,
                                      w.data, type, t ? w.cols : w.rows, input_of(call_first[c]), type,
-                                     w.cols, beta, f.y, CUDA_R_32F, w.rows, CUBLAS_COMPUTE_32F,
+                                     w.cols, beta, f.y, ytype, w.rows, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT),
                         "GroupedMatMul"));
       continue;
@@ -1024,7 +1031,7 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
     void** arrays = blas_pointers_ + call_ptr[c];
     Record(BlasStatus(cublasGemmBatchedEx(cublas_, t ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, w.rows, n, w.cols,
                                           &alpha, arrays, type, t ? w.cols : w.rows, arrays + b, type, w.cols, beta,
-                                          arrays + 2 * b, CUDA_R_32F, w.rows, b, CUBLAS_COMPUTE_32F,
+                                          arrays + 2 * b, ytype, w.rows, b, CUBLAS_COMPUTE_32F,
                                           CUBLAS_GEMM_DEFAULT),
                       "GroupedMatMul (batched)"));
   }
@@ -1041,9 +1048,30 @@ absl::StatusOr<Matrix> CudaBackend::UploadSparseInputMatrix(const float* host, i
   return Matrix{m->data, rows, cols, m->dtype, /*input_major=*/true};
 }
 
-void CudaBackend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate) {
+void CudaBackend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate, DType h_type) {
   if (n <= 0 || !Begin()) return;
   const int F = w.cols, C = w.rows;
+  if (h_type != DType::kF32) {
+    // h is 16-bit already (the key product wrote it so): relu² in place,
+    // then cuBLAS reads it as it is.
+    if (h_type != w.dtype) {
+      Record(absl::InvalidArgumentError(absl::StrFormat("ReluSquareMatMul: a %s hidden needs %s weights",
+                                                        DTypeName(h_type), DTypeName(h_type))));
+      return;
+    }
+    if (!Record(CudaStatus(kernels::launch_relu_square_16(h, static_cast<int64_t>(n) * F, ToElem(h_type), stream_),
+                           "ReluSquareMatMul relu² (16-bit)"))) {
+      return;
+    }
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    const cudaDataType type = ToCudaType(w.dtype);
+    const bool t = !w.input_major;  // column-major view as in BlasMatMul
+    Record(BlasStatus(cublasGemmEx(cublas_, t ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, w.rows, n, w.cols, &alpha,
+                                   w.data, type, t ? w.cols : w.rows, h, type, w.cols, &beta, y, CUDA_R_32F, w.rows,
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                      "ReluSquareMatMul"));
+    return;
+  }
   if (n <= sparse_ffn_rows_ && w.input_major &&
       kernels::ffn_sparse_supported(ToElem(w.dtype), n, F, C, w.data, h)) {
     const size_t partial = kernels::ffn_sparse_partial_floats(n, F, C, sm_count_) * sizeof(float);
@@ -1079,6 +1107,10 @@ DType CudaBackend::MatMulInputType(int n) const {
   const DType w = options_.weight_dtype;
   if (w != DType::kF16 && w != DType::kBF16) return DType::kF32;
   return n > small_rows_ && n > skinny_rows_ && n > skinny_lora_rows_ ? w : DType::kF32;
+}
+
+DType CudaBackend::FfnHiddenType(int n) const {
+  return MatMulInputType(n) == DType::kF16 && n > sparse_ffn_rows_ ? DType::kF16 : DType::kF32;
 }
 
 void CudaBackend::V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk,

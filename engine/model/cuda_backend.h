@@ -254,13 +254,16 @@ class CudaBackend final : public Backend {
   // Stored input-major (transposed), for the sparse FFN kernel.
   absl::StatusOr<Matrix> UploadSparseInputMatrix(const float* host, int32_t rows, int32_t cols) override;
   void GroupedMatMul(int n, const MatMulJob* jobs, int count) override;
-  void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate) override;
+  void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate, DType h_type) override;
   void LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b, const Segment* segs,
                          int nseg, StateRef x_prev, const float* const* mixes, float* const* outs, int count,
                          float* xx, float* d, DType out_type) override;
   // The weights' 16-bit type where products of n rows all run on cuBLAS
   // (above the GEMV, skinny and LoRA-skinny row limits), else kF32.
   DType MatMulInputType(int n) const override;
+  // fp16 where MatMulInputType(n) is fp16 (bf16 keeps the fp32 hidden: its
+  // 8-bit mantissa would round the hidden twice as coarsely), else fp32.
+  DType FfnHiddenType(int n) const override;
   void V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk, const float* k_k,
               const float* k_a, float* v, float* v_first, const float* v_gate, const float* v0, int n, int C,
               int N) override;

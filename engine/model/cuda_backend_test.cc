@@ -854,10 +854,10 @@ TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
                                     (acc ? " acc" : "") + (sparse ? " (sparse)" : "");
             float* dh = Dev(h, b.get());
             float* dy = Dev(acc ? y0 : std::vector<float>(y0.size(), kNaN), b.get());
-            b->ReluSquareMatMul(dh, n, *gw, dy, acc);
+            b->ReluSquareMatMul(dh, n, *gw, dy, acc, DType::kF32);
             const auto got = Host(dy, y0.size(), b.get());
             std::vector<float> want = acc ? y0 : std::vector<float>(y0.size()), hc = h;
-            cpu_.ReluSquareMatMul(hc.data(), n, *cw, want.data(), acc);
+            cpu_.ReluSquareMatMul(hc.data(), n, *cw, want.data(), acc, DType::kF32);
             ExpectClose(got, want, sparse ? 1e-4 : u + 1e-4, 0, "ReluSquareMatMul " + tag, &mag);
             if (n > 1 && sparse) {
               ExpectExact(std::vector<float>(got.begin() + s.C, got.begin() + 2 * s.C),
@@ -879,6 +879,76 @@ TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
                           " n=" + std::to_string(n),
                       &mag);
         }
+      }
+    }
+  }
+}
+
+// The FFN with its hidden in fp16 (FfnHiddenType): the key product writes
+// [n, F] fp16 from 16-bit inputs (as LayerNormShiftMix writes them), relu²
+// runs in place on it, the down-projection reads it. The hidden against the
+// CPU's product of the same rounded inputs, rounded (u + 1e-4 of the dot
+// magnitudes); the output against the CPU's down-projection of relu² of the
+// GPU's own hidden, rounded as the kernel rounds it (1e-4: the same products
+// in another order). bf16 weights and small passes keep an fp32 hidden.
+TEST_F(CudaOpsTest, FfnHiddenIn16BitsAgainstCpu) {
+  auto b16 = MakeGpu(DType::kBF16);
+  ASSERT_NE(b16, nullptr);
+  EXPECT_EQ(b16->FfnHiddenType(300), DType::kF32);
+  auto b = MakeGpu(DType::kF16);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->FfnHiddenType(1), DType::kF32);
+  EXPECT_EQ(b->FfnHiddenType(CudaBackendOptions::kDefaultSkinnyRows), DType::kF32);
+  const DType t = DType::kF16;
+  const double u = 1.0 / 2048;
+  struct Shape {
+    int C, F;
+  };
+  for (Shape s : {Shape{136, 520}, Shape{256, 1032}}) {
+    const auto wk = Rand(static_cast<size_t>(s.F) * s.C, 3 * s.F + s.C, -1, 1);  // key [F, C]
+    const auto wv = Rand(static_cast<size_t>(s.C) * s.F, s.F + 5 * s.C);        // value [C, F]
+    const auto wkr = Rounded(wk, t), wvr = Rounded(wv, t);
+    auto gk = b->UploadMatrix(wk.data(), s.F, s.C);
+    auto gv = b->UploadSparseInputMatrix(wv.data(), s.C, s.F);
+    auto ck = cpu_.UploadMatrix(wkr.data(), s.F, s.C);
+    auto cv = cpu_.UploadMatrix(wvr.data(), s.C, s.F);
+    ASSERT_TRUE(gk.ok() && gv.ok() && ck.ok() && cv.ok());
+    for (int n : {17, 64, 300}) {
+      ASSERT_EQ(b->FfnHiddenType(n), t) << n;
+      ASSERT_EQ(b->MatMulInputType(n), t) << n;
+      const std::string tag = " C=" + std::to_string(s.C) + " F=" + std::to_string(s.F) + " n=" + std::to_string(n);
+      const auto xr = Rounded(Rand(static_cast<size_t>(n) * s.C, 40 + n, -2, 2), t);
+      std::vector<float> x16((xr.size() + 1) / 2);
+      ConvertFromF32(xr.data(), t, x16.data(), xr.size());
+      const size_t nF = static_cast<size_t>(n) * s.F;
+      float* dh = Dev(std::vector<float>((nF + 1) / 2, kNaN), b.get());
+      MatMulJob key = {Dev(x16, b.get()), &*gk, dh, false, InputAct::kNone, t};
+      key.y_type = t;
+      b->GroupedMatMul(n, &key, 1);
+      std::vector<float> h(nF), want_h(nF);
+      ConvertToF32(t, Host(dh, (nF + 1) / 2, b.get()).data(), h.data(), nF);
+      cpu_.MatMul(xr.data(), n, *ck, want_h.data(), false);
+      const std::vector<double> hmag = DotMagnitude(xr, wkr, n, s.F, s.C, nullptr);
+      ExpectClose(h, want_h, u + 1e-4, 0, "FFN hidden fp16" + tag, &hmag);
+      // relu² as the kernel computes it: widen, square in fp32, round.
+      std::vector<float> relu2(nF);
+      for (size_t e = 0; e < nF; ++e) relu2[e] = h[e] > 0.0f ? h[e] * h[e] : 0.0f;
+      relu2 = Rounded(relu2, t);
+      for (bool acc : {false, true}) {
+        const auto y0 = Rand(static_cast<size_t>(n) * s.C, n + 60);
+        float* dy = Dev(acc ? y0 : std::vector<float>(y0.size(), kNaN), b.get());
+        if (acc) {
+          // dh holds relu² after the first call: rebuild the hidden.
+          std::vector<float> h16((nF + 1) / 2);
+          ConvertFromF32(h.data(), t, h16.data(), nF);
+          ASSERT_TRUE(b->Upload(h16.data(), dh, h16.size()).ok());
+        }
+        b->ReluSquareMatMul(dh, n, *gv, dy, acc, t);
+        std::vector<float> want = acc ? y0 : std::vector<float>(y0.size());
+        cpu_.MatMul(relu2.data(), n, *cv, want.data(), acc);
+        const std::vector<double> mag = DotMagnitude(relu2, wvr, n, s.C, s.F, acc ? &y0 : nullptr);
+        ExpectClose(Host(dy, y0.size(), b.get()), want, 1e-4, 0,
+                    "FFN down-projection of an fp16 hidden" + tag + (acc ? " acc" : ""), &mag);
       }
     }
   }
@@ -1732,7 +1802,7 @@ TEST_F(CudaOpsTest, DISABLED_SmallBatchCrossover) {
         us[0] = time_us(*gemv, [&] {
           // The sparse kernel leaves its input as it was, so calls repeat the same work.
           if (sh.ffn_down) {
-            gemv->ReluSquareMatMul(xs[0], n, mats[0], ys[0], false);
+            gemv->ReluSquareMatMul(xs[0], n, mats[0], ys[0], false, DType::kF32);
           } else {
             gemv->MatMul(xs[0], n, mats[0], ys[0], false);
           }

@@ -108,8 +108,8 @@ class ForwardingBackend : public Backend {
     return inner_->UploadSparseInputMatrix(host, rows, cols);
   }
   void GroupedMatMul(int n, const MatMulJob* jobs, int count) override { inner_->GroupedMatMul(n, jobs, count); }
-  void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate) override {
-    inner_->ReluSquareMatMul(h, n, w, y, accumulate);
+  void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate, DType h_type) override {
+    inner_->ReluSquareMatMul(h, n, w, y, accumulate, h_type);
   }
   void LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b, const Segment* segs,
                          int nseg, StateRef x_prev, const float* const* mixes, float* const* outs, int count,
@@ -117,6 +117,7 @@ class ForwardingBackend : public Backend {
     inner_->LayerNormShiftMix(x, n, C, ln_w, ln_b, segs, nseg, x_prev, mixes, outs, count, xx, d, out_type);
   }
   DType MatMulInputType(int n) const override { return inner_->MatMulInputType(n); }
+  DType FfnHiddenType(int n) const override { return inner_->FfnHiddenType(n); }
   void V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk, const float* k_k,
               const float* k_a, float* v, float* v_first, const float* v_gate, const float* v0, int n, int C,
               int N) override {

@@ -563,9 +563,12 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
   const float* ffn_mix[1] = {L.ffn_x_k};
   b.LayerNormShiftMix(x_, n, C, L.ln2_w, L.ln2_b, segs.data(), nseg,
                       {layer_state + slot_.ffn_x_prev, slot_.total}, ffn_mix, mix_, 1, xx_, d_, mt);
-  const MatMulJob key = MixJob(mix_[0], L.ffn_k, ffn_, mt);
+  // The hidden may come out of the key product in 16 bits (FfnHiddenType).
+  const DType ht = b.FfnHiddenType(n);
+  MatMulJob key = MixJob(mix_[0], L.ffn_k, ffn_, mt);
+  key.y_type = ht;
   b.GroupedMatMul(n, &key, 1);
-  b.ReluSquareMatMul(ffn_, n, L.ffn_v, x_, true);
+  b.ReluSquareMatMul(ffn_, n, L.ffn_v, x_, true, ht);
 }
 
 void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
@@ -594,7 +597,7 @@ void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
   const MatMulJob ffn[] = {MixJob(mix_[1], L.ffn_r, r_, mt), MixJob(mix_[0], L.ffn_k, ffn_, mt)};
   b.GroupedMatMul(n, ffn, 2);
   b.Sigmoid(r_, nC);
-  b.ReluSquareMatMul(ffn_, n, L.ffn_v, tmp_, false);
+  b.ReluSquareMatMul(ffn_, n, L.ffn_v, tmp_, false, DType::kF32);
   b.MulAdd(x_, r_, tmp_, nC);
 }
 

@@ -62,13 +62,15 @@ class ReluCountingBackend final : public ForwardingBackend {
   void ReluSquare(float* x, int64_t n) override;
   // While counting, the FFN's fused relu² runs as its unfused default, which
   // calls ReluSquare above; otherwise the inner backend's own kernel runs.
-  void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate) override {
+  void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate, DType h_type) override {
     if (counting_) {
-      Backend::ReluSquareMatMul(h, n, w, y, accumulate);
+      Backend::ReluSquareMatMul(h, n, w, y, accumulate, h_type);
     } else {
-      inner_->ReluSquareMatMul(h, n, w, y, accumulate);
+      inner_->ReluSquareMatMul(h, n, w, y, accumulate, h_type);
     }
   }
+  // While counting, the hidden stays fp32 (ReluSquare above reads it).
+  DType FfnHiddenType(int n) const override { return counting_ ? DType::kF32 : inner_->FfnHiddenType(n); }
 
  private:
   bool counting_ = false;
