@@ -705,6 +705,42 @@ TEST_P(CudaPrefillTest, PromptInOneForwardMatchesSingleStepsAndCpu) {
   }
 }
 
+// The same with fp16 weights: a prompt's passes (above the small-batch row
+// counts) take 16-bit inputs written by their producers (the mixes, the
+// RWKV-7 output stage, the FFN hidden: MatMulInputType, FfnHiddenType),
+// while single steps take fp32 inputs on the small-batch kernels. The last
+// logits within 1e-2 of their std and the state within 1e-2 (1 + |s|): the
+// fp16 bound of the batch tests.
+TEST_P(CudaPrefillTest, F16WeightsPromptInOneForwardMatchesSingleSteps) {
+  RWKV_REQUIRE_GPU();
+  auto gpu = LoadGpu(GetParam(), DType::kF16, 2);
+  ASSERT_NE(gpu, nullptr);
+  const int V = gpu->config().vocab_size;
+  const size_t S = static_cast<size_t>(gpu->state_layout().total);
+  for (int T : {7, 64, 1000, 4096}) {
+    for (int slot : {0, 1}) ASSERT_TRUE(gpu->ResetSlot(slot).ok());
+    const auto prompt = Tokens(T, 31 + static_cast<uint32_t>(T), V);
+    const std::vector<float> pre = Forward(*gpu, 0, prompt, false);
+    std::vector<float> step;
+    for (int32_t t : prompt) step = Forward(*gpu, 1, {t}, false);
+    ASSERT_EQ(pre.size(), static_cast<size_t>(V));
+    ASSERT_EQ(step.size(), pre.size());
+    const double vs_step = MaxAbsDiff(pre.data(), step.data(), V) / Std(step.data(), V);
+    std::vector<float> s_pre(S), s_step(S);
+    ASSERT_TRUE(gpu->ReadSlot(0, s_pre.data()).ok());
+    ASSERT_TRUE(gpu->ReadSlot(1, s_step.data()).ok());
+    double st_step = 0;
+    for (size_t i = 0; i < S; ++i) {
+      const double a = std::fabs(static_cast<double>(s_pre[i]) - s_step[i]) / (1 + std::fabs(s_step[i]));
+      st_step = std::isnan(a) ? INFINITY : std::max(st_step, a);
+    }
+    EXPECT_LT(vs_step, 1e-2) << "T=" << T;
+    EXPECT_LT(st_step, 1e-2) << "T=" << T;
+    std::printf("[ maxerr ] %s f16 prefill T=%d: logits vs steps %.3g of std; state vs steps %.3g\n",
+                GetParam().c_str(), T, vs_step, st_step);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Synthetic, CudaPrefillTest, ::testing::Values("synthetic:tiny", "synthetic:v4-tiny"),
                          [](const auto& p) { return Sanitise(p.param); });
 
