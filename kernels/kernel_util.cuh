@@ -126,6 +126,22 @@ struct FloatVec<4> {
   }
 };
 
+// Warp-per-(row, head) kernels with a head of N = 32 V channels, lane l
+// holding channels [V l, V l + V) of it: the warp's item (row * H + head) of
+// `items`, kWarps warps a block. Sets the lane's first channel within the
+// row (c0, for per-channel parameters) and its offset in an [n, C] array
+// (e); false past the last item.
+template <int kWarps, int V>
+__device__ __forceinline__ bool head_lane(int64_t items, int C, int* c0, int64_t* e) {
+  constexpr int N = 32 * V;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (item >= items) return false;
+  const int H = C / N;
+  *c0 = static_cast<int>(item % H) * N + V * static_cast<int>(threadIdx.x & 31);
+  *e = (item / H) * C + *c0;
+  return true;
+}
+
 // Whether every non-null pointer is aligned to v floats.
 inline bool aligned_floats(int v, std::initializer_list<const void*> ptrs) {
   for (const void* p : ptrs) {

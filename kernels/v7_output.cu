@@ -106,13 +106,9 @@ __global__ void v7_output_vec_kernel(const float* __restrict__ y, const float* _
   pdl_wait();
   constexpr int N = 32 * V;
   using Vec = FloatVec<V>;
-  const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (item >= items) return;
-  const int H = C / N;
-  const int lane = threadIdx.x & 31;
-  const int h = static_cast<int>(item % H);
-  const int c0 = h * N + V * lane;
-  const int64_t e = (item / H) * C + c0;
+  int c0;
+  int64_t e;
+  if (!head_lane<kWarpsPerBlock, V>(items, C, &c0, &e)) return;
   float yv[V], rv[V], kv[V], vv[V], gv[V], prk[V];
   Vec::load(yv, y + e);
   Vec::load(rv, r + e);

@@ -65,15 +65,10 @@ __global__ void v7_prep_vec_kernel(float* __restrict__ w, const float* __restric
                                    const float* __restrict__ v_gate, const float* __restrict__ v0, int64_t items,
                                    int C, float scale) {
   pdl_wait();
-  constexpr int N = 32 * V;
   using Vec = FloatVec<V>;
-  const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (item >= items) return;
-  const int H = C / N;
-  const int lane = threadIdx.x & 31;
-  const int h = static_cast<int>(item % H);
-  const int c0 = h * N + V * lane;
-  const int64_t e = (item / H) * C + c0;
+  int c0;
+  int64_t e;
+  if (!head_lane<kWarpsPerBlock, V>(items, C, &c0, &e)) return;
   float wv[V], av[V], kv[V], vv[V], vf[V], gv[V];
   Vec::load(wv, w + e);
   Vec::load(av, a + e);

@@ -755,6 +755,14 @@ __global__ void __launch_bounds__(256) wkv7_chunk_mats_kernel(
 // The k index of every product is permuted within each k-step (frag_index),
 // so S and sp serve as A operands where they lie, with no exchange.
 
+// a and b each summed over the four lanes of a quad (an mma row's lanes).
+__device__ __forceinline__ void quad_sum2(float& a, float& b) {
+  a += __shfl_xor_sync(0xffffffffu, a, 1);
+  a += __shfl_xor_sync(0xffffffffu, a, 2);
+  b += __shfl_xor_sync(0xffffffffu, b, 1);
+  b += __shfl_xor_sync(0xffffffffu, b, 2);
+}
+
 __device__ __forceinline__ void split_tf32(float x, uint32_t& hi, uint32_t& lo) {
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(hi) : "f"(x));
   lo = __float_as_uint(x - __uint_as_float(hi));  // exact; the mma reads its top 19 bits
@@ -869,10 +877,7 @@ __global__ void __launch_bounds__(32 * kBandWarps) wkv7_chunk_rows_kernel(
           sa0 += S[q][0] * kk[j] + S[q][1] * kk[j + 1];
           sa1 += S[q][2] * kk[j] + S[q][3] * kk[j + 1];
         }
-        sa0 += __shfl_xor_sync(0xffffffffu, sa0, 1);
-        sa0 += __shfl_xor_sync(0xffffffffu, sa0, 2);
-        sa1 += __shfl_xor_sync(0xffffffffu, sa1, 1);
-        sa1 += __shfl_xor_sync(0xffffffffu, sa1, 2);
+        quad_sum2(sa0, sa1);
         if (t == 0) walk_sum[wp][0][g] = sa0, walk_sum[wp][0][g + 8] = sa1;
         __syncthreads();
         sa0 = sa1 = 0.0f;
@@ -892,10 +897,7 @@ __global__ void __launch_bounds__(32 * kBandWarps) wkv7_chunk_rows_kernel(
             y1 += S[q][2 + e] * r[j];
           }
         }
-        y0 += __shfl_xor_sync(0xffffffffu, y0, 1);
-        y0 += __shfl_xor_sync(0xffffffffu, y0, 2);
-        y1 += __shfl_xor_sync(0xffffffffu, y1, 1);
-        y1 += __shfl_xor_sync(0xffffffffu, y1, 2);
+        quad_sum2(y0, y1);
         if (t == 0) walk_sum[wp][1][g] = y0, walk_sum[wp][1][g + 8] = y1;
         __syncthreads();
         if (wp == 0 && t == 0) {
