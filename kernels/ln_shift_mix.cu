@@ -157,7 +157,7 @@ __global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
   // segment is known (it is not needed, and not read, for a segment's first
   // row). Decode passes (a row per segment) skip it.
   const bool spec = prefetch_prev_row && r > 0;
-  const float4* p4 = reinterpret_cast<const float4*>(x + static_cast<int64_t>(r - 1) * C);
+  const float4* p4 = reinterpret_cast<const float4*>(x + static_cast<int64_t>(spec ? r - 1 : r) * C);
 #pragma unroll
   for (int v = 0; v < kV; ++v) {
     const int c4 = threadIdx.x + v * blockDim.x;

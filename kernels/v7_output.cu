@@ -55,7 +55,9 @@ __device__ __forceinline__ void store_vec(void* out, ElemType t, int64_t i, cons
   }
 }
 
-__global__ void v7_output_kernel(const float* __restrict__ y,    // (n, C)
+// y is not __restrict__: out may be y (fp32, in place); each element is read
+// by the lane that writes it, before it writes it.
+__global__ void v7_output_kernel(const float* y,                 // (n, C)
                                  const float* __restrict__ r,    // (n, C)
                                  const float* __restrict__ k,    // (n, C)
                                  const float* __restrict__ v,    // (n, C)
@@ -98,7 +100,7 @@ __global__ void v7_output_kernel(const float* __restrict__ y,    // (n, C)
 // read once with V-wide loads, all issued before the reductions (the any-N
 // kernel above reads y three times with scalar loads).
 template <int V>
-__global__ void v7_output_vec_kernel(const float* __restrict__ y, const float* __restrict__ r,
+__global__ void v7_output_vec_kernel(const float* y, const float* __restrict__ r,
                                      const float* __restrict__ k, const float* __restrict__ v,
                                      const float* __restrict__ g, const float* __restrict__ r_k,
                                      const float* __restrict__ lnw, const float* __restrict__ lnb, int64_t items,

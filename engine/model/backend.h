@@ -257,9 +257,11 @@ class Backend {
   // outputs only products read: kF32 (the default), or the 16-bit type a
   // backend's products of n rows take as they are, which saves a conversion
   // pass over every such input (issue 4/5: 7% of a 7.2B prefill pass).
-  // A backend that returns a 16-bit type must override GroupedMatMul and
-  // LayerNormShiftMix too: the default compositions take fp32 only and
-  // abort on anything else (a programming error, never a request's).
+  // A backend that returns a 16-bit type must override GroupedMatMul,
+  // LayerNormShiftMix and V7Output too (the RWKV-7 output stage writes the
+  // o-projection's input in it): the default compositions and the CPU
+  // backend take fp32 only and abort on anything else (a programming error,
+  // never a request's).
   virtual DType MatMulInputType(int /*n*/) const { return DType::kF32; }
   // The element type in which the FFN's key projection may write its output
   // (the hidden [n, F]) for a pass of n rows: kF32 (the default) or the

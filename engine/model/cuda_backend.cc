@@ -1018,7 +1018,7 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
     // Column-major view as in BlasMatMul.
     const bool t = !w.input_major;
     const float* beta = f.accumulate ? &one : &zero;
-    const cudaDataType ytype = f.y_type == DType::kF32 ? CUDA_R_32F : ToCudaType(f.y_type);
+    const cudaDataType ytype = ToCudaType(f.y_type);
     if (call_size[c] == 1) {
       Record(BlasStatus(cublasGemmEx(cublas_, t ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, w.rows, n, w.cols, &alpha,
                                      w.data, type, t ? w.cols : w.rows, input_of(call_first[c]), type,

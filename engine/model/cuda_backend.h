@@ -261,8 +261,9 @@ class CudaBackend final : public Backend {
   // The weights' 16-bit type where products of n rows all run on cuBLAS
   // (above the GEMV, skinny and LoRA-skinny row limits), else kF32.
   DType MatMulInputType(int n) const override;
-  // fp16 where MatMulInputType(n) is fp16 (bf16 keeps the fp32 hidden: its
-  // 8-bit mantissa would round the hidden twice as coarsely), else fp32.
+  // fp16 where MatMulInputType(n) is fp16 and n is above sparse_ffn_rows
+  // (the sparse FFN reads an fp32 hidden); bf16 keeps the fp32 hidden (its
+  // 8-bit mantissa would round the hidden twice as coarsely); else fp32.
   DType FfnHiddenType(int n) const override;
   void V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk, const float* k_k,
               const float* k_a, float* v, float* v_first, const float* v_gate, const float* v0, int n, int C,

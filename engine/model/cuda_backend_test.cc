@@ -54,6 +54,15 @@ std::vector<float> Rand(size_t n, uint32_t seed, float lo = -1, float hi = 1) {
   return v;
 }
 
+// Host buffer of n 16-bit elements (packed two to a float), each a NaN in
+// fp16 and in bf16 (0x7FC0), to catch an element a kernel leaves unwritten.
+std::vector<float> Poisoned16(size_t n) {
+  const uint32_t pair = 0x7FC07FC0u;
+  float f;
+  std::memcpy(&f, &pair, sizeof(f));
+  return std::vector<float>((n + 1) / 2, f);
+}
+
 // Rounds every value to `t` and back (what the GPU stores for 16-bit weights).
 std::vector<float> Rounded(const std::vector<float>& v, DType t) {
   std::vector<uint16_t> tmp(v.size());
@@ -921,7 +930,7 @@ TEST_F(CudaOpsTest, FfnHiddenIn16BitsAgainstCpu) {
       std::vector<float> x16((xr.size() + 1) / 2);
       ConvertFromF32(xr.data(), t, x16.data(), xr.size());
       const size_t nF = static_cast<size_t>(n) * s.F;
-      float* dh = Dev(std::vector<float>((nF + 1) / 2, kNaN), b.get());
+      float* dh = Dev(Poisoned16(nF), b.get());
       MatMulJob key = {Dev(x16, b.get()), &*gk, dh, false, InputAct::kNone, t};
       key.y_type = t;
       b->GroupedMatMul(n, &key, 1);
@@ -1246,7 +1255,7 @@ TEST_F(CudaOpsTest, V7Output) {
       for (DType t : {DType::kF16, DType::kBF16}) {
         const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
         float* dy2 = Dev(y);
-        float* out = Dev(std::vector<float>((nC + 1) / 2, kNaN));
+        float* out = Dev(Poisoned16(nC));
         gpu_->V7Output(dy2, dr, dk, dv, dg, drk, dw, db, n, C, N, out, t);
         const std::vector<float> packed = Host(out, (nC + 1) / 2);
         std::vector<float> got(nC);

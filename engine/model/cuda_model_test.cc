@@ -715,6 +715,11 @@ TEST_P(CudaPrefillTest, F16WeightsPromptInOneForwardMatchesSingleSteps) {
   RWKV_REQUIRE_GPU();
   auto gpu = LoadGpu(GetParam(), DType::kF16, 2);
   ASSERT_NE(gpu, nullptr);
+  // Passes of 64 rows and more take the 16-bit inputs and hidden (T = 7 the
+  // fp32 small-batch kernels), unless an environment override moved the
+  // thresholds.
+  ASSERT_EQ(gpu->backend().MatMulInputType(64), DType::kF16);
+  ASSERT_EQ(gpu->backend().FfnHiddenType(64), DType::kF16);
   const int V = gpu->config().vocab_size;
   const size_t S = static_cast<size_t>(gpu->state_layout().total);
   for (int T : {7, 64, 1000, 4096}) {
