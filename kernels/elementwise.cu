@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "kernels/kernel_util.cuh"
+#include "kernels/weights.cuh"
 
 namespace rwkv::kernels {
 namespace {
@@ -73,27 +74,9 @@ cudaError_t launch_relu_square(float* x, int64_t n, cudaStream_t stream) {
 namespace {
 
 template <typename T>
-__device__ __forceinline__ float widen(T v) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __half2float(v);
-  } else {
-    return __bfloat162float(v);
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ T narrow(float v) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __float2half_rn(v);
-  } else {
-    return __float2bfloat16_rn(v);
-  }
-}
-
-template <typename T>
 __device__ __forceinline__ T relu_square_16(T v) {
-  const float x = fmaxf(widen(v), 0.0f);
-  return narrow<T>(x * x);
+  const float x = fmaxf(to_f32(v), 0.0f);
+  return from_f32(x * x, T());
 }
 
 // Eight elements (16 bytes) per thread per iteration; the tail (n % 8) by

@@ -8,13 +8,10 @@
 #include <cuda_fp16.h>
 
 #include "kernels/kernel_util.cuh"
+#include "kernels/weights.cuh"
 
 namespace rwkv::kernels {
 namespace {
-
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 template <typename T>
 __global__ void embedding_kernel(const T* __restrict__ table,     // (vocab, C)

@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "kernels/kernel_util.cuh"
+#include "kernels/weights.cuh"
 
 namespace rwkv::kernels {
 namespace {
@@ -28,26 +29,13 @@ struct MixArgs {
 // outs[j][i] = v in the output's element type (16-bit: rounded to nearest
 // even, as kernels/convert.cu rounds).
 __device__ __forceinline__ void store_out(const MixArgs& args, int j, int64_t i, float v) {
-  switch (args.out_type) {
-    case ElemType::kF16: reinterpret_cast<__half*>(args.outs[j])[i] = __float2half_rn(v); break;
-    case ElemType::kBF16: reinterpret_cast<__nv_bfloat16*>(args.outs[j])[i] = __float2bfloat16_rn(v); break;
-    default: args.outs[j][i] = v; break;
-  }
+  store_elem(args.outs[j], args.out_type, i, v);
 }
 
 // Four values rounded to nearest even as 16-bit T, packed for one 8-byte store.
 template <typename T>
 __device__ __forceinline__ uint2 pack4(float4 v) {
-  T h[4];
-  if constexpr (std::is_same_v<T, __half>) {
-    h[0] = __float2half_rn(v.x), h[1] = __float2half_rn(v.y), h[2] = __float2half_rn(v.z), h[3] = __float2half_rn(v.w);
-  } else {
-    h[0] = __float2bfloat16_rn(v.x), h[1] = __float2bfloat16_rn(v.y), h[2] = __float2bfloat16_rn(v.z),
-    h[3] = __float2bfloat16_rn(v.w);
-  }
-  uint2 u;
-  memcpy(&u, h, sizeof(u));
-  return u;
+  return make_uint2(pack2(v.x, v.y, T()), pack2(v.z, v.w, T()));
 }
 
 // Four consecutive outputs from element i (a multiple of 4): one 16-byte

@@ -122,20 +122,6 @@ __device__ __forceinline__ float activate(float v, int act) {
   return v;
 }
 
-// Two fp32 values rounded to nearest even and packed as the MMA's 16-bit pair.
-__device__ __forceinline__ uint32_t pack2(float lo, float hi, __half) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  uint32_t u;
-  memcpy(&u, &h, sizeof(u));
-  return u;
-}
-__device__ __forceinline__ uint32_t pack2(float lo, float hi, __nv_bfloat16) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-  uint32_t u;
-  memcpy(&u, &h, sizeof(u));
-  return u;
-}
-
 // d += A (16 x 16, row) * B (16 x 8, col), fp32 accumulators.
 __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                     uint32_t b1, __half) {

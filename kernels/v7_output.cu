@@ -10,21 +10,12 @@
 #include <cstdint>
 
 #include "kernels/kernel_util.cuh"
+#include "kernels/weights.cuh"
 
 namespace rwkv::kernels {
 namespace {
 
 constexpr int kWarpsPerBlock = 4;
-
-// out[i] = x in the output type (16-bit: rounded to nearest even, as
-// kernels/convert.cu rounds).
-__device__ __forceinline__ void store_one(void* out, ElemType t, int64_t i, float x) {
-  switch (t) {
-    case ElemType::kF16: static_cast<__half*>(out)[i] = __float2half_rn(x); break;
-    case ElemType::kBF16: static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(x); break;
-    default: static_cast<float*>(out)[i] = x; break;
-  }
-}
 
 // V consecutive outputs from element i (a multiple of V): one access.
 template <int V>
@@ -34,18 +25,12 @@ __device__ __forceinline__ void store_vec(void* out, ElemType t, int64_t i, cons
     return;
   }
   if constexpr (V == 1) {
-    store_one(out, t, i, x[0]);
+    store_elem(out, t, i, x[0]);
   } else {
     uint32_t u[V / 2];
 #pragma unroll
     for (int p = 0; p < V / 2; ++p) {
-      if (t == ElemType::kF16) {
-        const __half2 h = __floats2half2_rn(x[2 * p], x[2 * p + 1]);
-        memcpy(&u[p], &h, 4);
-      } else {
-        const __nv_bfloat162 h = __floats2bfloat162_rn(x[2 * p], x[2 * p + 1]);
-        memcpy(&u[p], &h, 4);
-      }
+      u[p] = t == ElemType::kF16 ? pack2(x[2 * p], x[2 * p + 1], __half()) : pack2(x[2 * p], x[2 * p + 1], __nv_bfloat16());
     }
     if constexpr (V == 2) {
       static_cast<uint32_t*>(out)[i / 2] = u[0];
@@ -91,7 +76,7 @@ __global__ void v7_output_kernel(const float* y,                 // (n, C)
   for (int j = lane; j < N; j += 32) {
     const int c = h * N + j;
     const float norm = (y[o + j] - mean) * inv * lnw[c] + lnb[c];
-    store_one(out, out_type, o + j, (norm + bonus * v[o + j]) * g[o + j]);
+    store_elem(out, out_type, o + j, (norm + bonus * v[o + j]) * g[o + j]);
   }
 }
 

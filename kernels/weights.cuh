@@ -1,10 +1,12 @@
-// Device helpers for kernels that stream 16-bit weights (included only by
-// .cu files): a 16-byte load that bypasses L1, and the half2/bfloat162 ->
-// float2 widening.
+// Device helpers for kernels that read or write 16-bit values (included only
+// by .cu files): a 16-byte load that bypasses L1, fp16/bf16 <-> fp32
+// conversions (rounding to nearest even), and stores in a runtime-chosen
+// element type.
 //
 // Why: a weight is read once per call, so caching it in L1 would only evict
 // the activations that are reused; the GEMV and the sparse FFN read weights
-// the same way, so it is written once.
+// the same way, so it is written once. The conversions are the ones every
+// kernel with 16-bit inputs or outputs needs, written once.
 #ifndef RWKV_KERNELS_WEIGHTS_CUH_
 #define RWKV_KERNELS_WEIGHTS_CUH_
 
@@ -13,6 +15,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+
+#include "kernels/types.h"
 
 namespace rwkv::kernels {
 
@@ -33,6 +37,37 @@ __device__ __forceinline__ float2 to_float2(uint32_t u, __nv_bfloat16) {
   __nv_bfloat162 h;
   memcpy(&h, &u, sizeof(h));
   return __bfloat1622float2(h);
+}
+
+// Two fp32 values rounded to nearest even and packed as a 16-bit pair (the
+// inverse of to_float2).
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, __half) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  uint32_t u;
+  memcpy(&u, &h, sizeof(u));
+  return u;
+}
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, __nv_bfloat16) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  uint32_t u;
+  memcpy(&u, &h, sizeof(u));
+  return u;
+}
+
+// One value widened, and one rounded to nearest even.
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ __half from_f32(float v, __half) { return __float2half_rn(v); }
+__device__ __forceinline__ __nv_bfloat16 from_f32(float v, __nv_bfloat16) { return __float2bfloat16_rn(v); }
+
+// out[i] = x, out an array of t (kF32, kF16 or kBF16).
+__device__ __forceinline__ void store_elem(void* out, ElemType t, int64_t i, float x) {
+  switch (t) {
+    case ElemType::kF16: static_cast<__half*>(out)[i] = __float2half_rn(x); break;
+    case ElemType::kBF16: static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(x); break;
+    default: static_cast<float*>(out)[i] = x; break;
+  }
 }
 
 // The 8 weights of a 16-byte load, widened to fp32.

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "kernels/kernel_util.cuh"
+#include "kernels/segment_groups.h"
 #include "kernels/wkv7.h"
 
 namespace rwkv::kernels {
@@ -45,16 +46,7 @@ constexpr int kChunkMinRows = 128;   // a pass's longest segment (a power of two
 constexpr int kChunkMaxSegments = 32;  // long segments per launch group
 constexpr int kPlanes = 6;            // chunk sums (aa, bb, pp) and entering states (aa, bb, pp)
 
-struct ChunkList {
-  int32_t count;
-  int32_t index[kChunkMaxSegments];
-};
-
-int CeilPow2(int n) {
-  int p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
+using ChunkList = SegmentGroup<kChunkMaxSegments>;
 
 // The chunks per long segment of a pass, from its longest state-carrying
 // segment rounded to a power of two (what a CUDA graph key holds), or 0 when
@@ -269,19 +261,15 @@ cudaError_t launch_wkv4(const SegmentDesc* segs, const SegmentDesc* host_segs, i
          time_decay, k, v, y);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess || long_rows == INT_MAX) return e;
   const int64_t plane = static_cast<int64_t>(std::min(count, kChunkMaxSegments)) * nchunks * C;
-  for (int first = 0; first < count; first += kChunkMaxSegments) {
-    ChunkList list;
-    list.count = std::min(kChunkMaxSegments, count - first);
-    for (int j = 0; j < list.count; ++j) list.index[j] = index[static_cast<size_t>(first + j)];
+  return for_each_segment_group<kChunkMaxSegments>(index.data(), count, [&](const ChunkList& list) {
     launch(wkv4_chunk_sum_kernel, dim3(cblocks, nchunks, list.count), kBlock, 0, stream, segs, list, C, time_decay,
            k, v, scratch, nchunks, plane);
     launch(wkv4_chunk_scan_kernel, dim3(cblocks, list.count), kBlock, 0, stream, segs, list, C, aa, slot_stride,
            time_decay, scratch, nchunks, plane);
     launch(wkv4_chunk_out_kernel, dim3(cblocks, nchunks, list.count), kBlock, 0, stream, segs, list, C, time_first,
            time_decay, k, v, y, scratch, nchunks, plane);
-    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-  }
-  return cudaSuccess;
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace rwkv::kernels

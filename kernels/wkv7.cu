@@ -85,6 +85,7 @@
 
 #include "engine/model/fp16_state_rounding.h"
 #include "kernels/kernel_util.cuh"
+#include "kernels/segment_groups.h"
 
 namespace rwkv::kernels {
 namespace {
@@ -264,26 +265,8 @@ constexpr int kSeqMinRows = kWkv7LongRows;
 // by value: the host knows the segment lengths, and a CUDA graph of the pass
 // (keyed by which segments are long) replays the same list.
 constexpr int kSeqMaxSegments = 128;
-struct LongSegments {
-  int32_t count;
-  int32_t index[kSeqMaxSegments];
-};
+using LongSegments = SegmentGroup<kSeqMaxSegments>;
 
-// Calls launch_group(list) for the long segments index[0, count) in lists of
-// at most kSeqMaxSegments; stops at the first error.
-template <typename F>
-cudaError_t for_each_long_group(const int32_t* index, int count, F&& launch_group) {
-  LongSegments list;
-  list.count = 0;
-  for (int j = 0; j < count; ++j) {
-    list.index[list.count++] = index[j];
-    if (list.count == kSeqMaxSegments || j + 1 == count) {
-      if (cudaError_t e = launch_group(list); e != cudaSuccess) return e;
-      list.count = 0;
-    }
-  }
-  return cudaSuccess;
-}
 
 // A state row over N/8 lanes, 8 elements each. (4 elements over twice the
 // lanes, more warps at one more shuffle per dot product, measured slower on
@@ -1069,7 +1052,7 @@ cudaError_t launch_seq(const SegmentDesc* segs, const int32_t* index, int count,
                        int64_t slot_stride, const float* r, const float* w, const float* k, const float* v,
                        const float* kk, const float* a, float* y, cudaStream_t stream) {
   using S = SeqShape<N>;
-  return for_each_long_group(index, count, [&](const LongSegments& list) {
+  return for_each_segment_group<kSeqMaxSegments>(index, count, [&](const LongSegments& list) {
     const dim3 grid((C / N) * S::kBands, list.count);
     launch(wkv7_seq_kernel<N, E>, grid, S::kThreads, 0, stream, segs, list, C, state, slot_stride, r, w, k, v, kk, a,
            y);
@@ -1078,12 +1061,6 @@ cudaError_t launch_seq(const SegmentDesc* segs, const int32_t* index, int count,
 }
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-int CeilPow2(int n) {
-  int p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
 
 // The longest long segment of the list, rounded up to a power of two (the
 // CUDA graph key's), or 0 when the chunked form is not used for this pass.
@@ -1119,7 +1096,7 @@ cudaError_t launch_chunked(const SegmentDesc* segs, const int32_t* index, int co
                            const float* v, const float* kk, const float* a, float* y, float* mats,
                            cudaStream_t stream) {
   const int H = C / kChunkN;
-  return for_each_long_group(index, count, [&](const LongSegments& list) {
+  return for_each_segment_group<kSeqMaxSegments>(index, count, [&](const LongSegments& list) {
     launch(wkv7_chunk_mats_kernel, dim3(ChunksOf(longest), H, list.count), 256, 0, stream, segs, list, C, r, w, k, kk,
            a, mats);
     if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
