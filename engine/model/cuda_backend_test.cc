@@ -39,6 +39,8 @@
 #include "engine/loader/dtype.h"
 #include "engine/model/cpu_backend.h"
 #include "gtest/gtest.h"
+#include "kernels/elementwise.h"
+#include "kernels/v7_output.h"
 #include "kernels/wkv7.h"
 
 namespace rwkv {
@@ -961,6 +963,30 @@ TEST_F(CudaOpsTest, FfnHiddenIn16BitsAgainstCpu) {
       }
     }
   }
+  // Refused, each on a fresh backend (errors are sticky): a 16-bit output
+  // from an fp32 input, a 16-bit output added to (accumulate), a hidden of
+  // the other 16-bit type than the weights.
+  const int n = 64, Cx = 136, Fx = 520;
+  for (int c = 0; c < 3; ++c) {
+    auto bad = MakeGpu(DType::kF16);
+    ASSERT_NE(bad, nullptr);
+    const std::string what = c == 0 ? "fp32 input" : c == 1 ? "accumulate" : "bf16 hidden";
+    if (c < 2) {
+      auto m = bad->UploadMatrix(Rand(static_cast<size_t>(Fx) * Cx, 70).data(), Fx, Cx);
+      ASSERT_TRUE(m.ok());
+      MatMulJob job = {Dev(std::vector<float>(static_cast<size_t>(n) * Cx), bad.get()), &*m,
+                       Dev(std::vector<float>(static_cast<size_t>(n) * Fx), bad.get()), c == 1, InputAct::kNone,
+                       c == 0 ? DType::kF32 : DType::kF16};
+      job.y_type = DType::kF16;
+      bad->GroupedMatMul(n, &job, 1);
+    } else {
+      auto m = bad->UploadSparseInputMatrix(Rand(static_cast<size_t>(Cx) * Fx, 71).data(), Cx, Fx);
+      ASSERT_TRUE(m.ok());
+      bad->ReluSquareMatMul(Dev(std::vector<float>(static_cast<size_t>(n) * Fx / 2), bad.get()), n, *m,
+                            Dev(std::vector<float>(static_cast<size_t>(n) * Cx), bad.get()), false, DType::kBF16);
+    }
+    EXPECT_EQ(bad->Sync().code(), absl::StatusCode::kInvalidArgument) << what << ": " << bad->Sync();
+  }
 }
 
 TEST_F(CudaOpsTest, GatherRowsAndStaging) {
@@ -1509,6 +1535,26 @@ TEST(Wkv7Scratch, BoundCoversEveryPass) {
   EXPECT_EQ(kernels::wkv7_scratch_bound_floats(4096, C, N, kernels::ElemType::kF16), 0u);
   EXPECT_EQ(kernels::wkv7_scratch_bound_floats(4096, C, 32, F32), 0u);
   EXPECT_EQ(kernels::wkv7_scratch_bound_floats(4096, 4 * 128, 128, F32), 0u);
+}
+
+// The launchers added for 16-bit activations refuse bad arguments before
+// touching the device (so this runs without a GPU): an element type they do
+// not write, a negative count, a missing or misaligned buffer.
+TEST(KernelLaunchers, SixteenBitLaunchersRefuseBadArguments) {
+  const auto bad = cudaErrorInvalidValue;
+  alignas(16) static uint16_t h[16];
+  EXPECT_EQ(kernels::launch_relu_square_16(h, 16, kernels::ElemType::kF32, nullptr), bad);
+  EXPECT_EQ(kernels::launch_relu_square_16(h, -1, kernels::ElemType::kF16, nullptr), bad);
+  EXPECT_EQ(kernels::launch_relu_square_16(nullptr, 16, kernels::ElemType::kF16, nullptr), bad);
+  EXPECT_EQ(kernels::launch_relu_square_16(h + 1, 8, kernels::ElemType::kBF16, nullptr), bad);
+  EXPECT_EQ(kernels::launch_relu_square_16(h, 0, kernels::ElemType::kF16, nullptr), cudaSuccess);  // nothing to do
+  alignas(16) static float f[64];
+  const auto odd = static_cast<kernels::ElemType>(7);
+  EXPECT_EQ(kernels::launch_v7_output(f, f, f, f, f, f, f, f, 1, 64, 64, f, odd, nullptr), bad);
+  EXPECT_EQ(kernels::launch_v7_output(f, f, f, f, f, f, f, f, 1, 64, 64, nullptr, kernels::ElemType::kF16, nullptr),
+            bad);
+  EXPECT_EQ(kernels::launch_v7_output(f, f, f, f, f, f, f, f, -1, 64, 64, f, kernels::ElemType::kF32, nullptr), bad);
+  EXPECT_EQ(kernels::launch_v7_output(f, f, f, f, f, f, f, f, 1, 64, 48, f, kernels::ElemType::kF32, nullptr), bad);
 }
 
 // The chunked (DPLR) form of long segments (kernels/wkv7.cu: fp32 state, N =
