@@ -10,35 +10,13 @@
 #include <cstdint>
 
 #include "kernels/kernel_util.cuh"
+#include "kernels/v7_output.cuh"
 #include "kernels/weights.cuh"
 
 namespace rwkv::kernels {
 namespace {
 
 constexpr int kWarpsPerBlock = 4;
-
-// V consecutive outputs from element i (a multiple of V): one access.
-template <int V>
-__device__ __forceinline__ void store_vec(void* out, ElemType t, int64_t i, const float (&x)[V]) {
-  if (t == ElemType::kF32) {
-    FloatVec<V>::store(static_cast<float*>(out) + i, x);
-    return;
-  }
-  if constexpr (V == 1) {
-    store_elem(out, t, i, x[0]);
-  } else {
-    uint32_t u[V / 2];
-#pragma unroll
-    for (int p = 0; p < V / 2; ++p) {
-      u[p] = t == ElemType::kF16 ? pack2(x[2 * p], x[2 * p + 1], __half()) : pack2(x[2 * p], x[2 * p + 1], __nv_bfloat16());
-    }
-    if constexpr (V == 2) {
-      static_cast<uint32_t*>(out)[i / 2] = u[0];
-    } else {
-      reinterpret_cast<uint2*>(out)[i / 4] = make_uint2(u[0], u[1]);
-    }
-  }
-}
 
 // y is not __restrict__: out may be y (fp32, in place); each element is read
 // by the lane that writes it, before it writes it.
@@ -103,30 +81,11 @@ __global__ void v7_output_vec_kernel(const float* y, const float* __restrict__ r
   Vec::load(vv, v + e);
   Vec::load(gv, g + e);
   Vec::load(prk, r_k + c0);
-  float sum = 0.0f, bonus = 0.0f;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    sum += yv[i];
-    bonus += rv[i] * kv[i] * prk[i];
-  }
-  const float mean = warp_sum(sum) / N;
-  bonus = warp_sum(bonus);
-  float q = 0.0f;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const float d = yv[i] - mean;
-    q += d * d;
-  }
-  const float inv = 1.0f / sqrtf(warp_sum(q) / N + 64e-5f);
   float pw[V], pb[V];
   Vec::load(pw, lnw + c0);
   Vec::load(pb, lnb + c0);
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const float norm = (yv[i] - mean) * inv * pw[i] + pb[i];
-    yv[i] = (norm + bonus * vv[i]) * gv[i];
-  }
-  store_vec<V>(out, out_type, e, yv);
+  v7_output_head<V>(yv, rv, kv, vv, gv, prk, pw, pb);
+  v7_store_vec<V>(out, out_type, e, yv);
 }
 
 }  // namespace

@@ -73,6 +73,7 @@
 // rounding only (the op test holds it within 2e-5 (1 + |x|) of the CPU's).
 #include "kernels/wkv7.h"
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_pipeline.h>
 
@@ -86,6 +87,7 @@
 #include "engine/model/fp16_state_rounding.h"
 #include "kernels/kernel_util.cuh"
 #include "kernels/segment_groups.h"
+#include "kernels/v7_output.cuh"
 
 namespace rwkv::kernels {
 namespace {
@@ -145,56 +147,21 @@ __device__ __forceinline__ uint4 pack_chunk(const float* in) {
 template <int N>
 constexpr int kTiledMinBlocks = N == 128 ? 2 : 8;
 
-template <int N, typename E>
-__global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const SegmentDesc* __restrict__ segs,  // (nseg)
-                                                       int C,
-                                                       float* __restrict__ state,  // (slots, stride)
-                                                       int64_t slot_stride,
-                                                       const float* __restrict__ r,   // (n, C)
-                                                       const float* __restrict__ w,   // (n, C)
-                                                       const float* __restrict__ k,   // (n, C)
-                                                       const float* __restrict__ v,   // (n, C)
-                                                       const float* __restrict__ kk,  // (n, C)
-                                                       const float* __restrict__ a,   // (n, C)
-                                                       float* __restrict__ y,         // (n, C)
-                                                       int long_rows) {
-  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)  // segments this long: not ours
+// Thread i's state row s (fp32 in registers) through the segment's tokens:
+// y[t, i] and the new row, fp16 state rounded after each token. sv: a
+// block's shared [5][N] for a token's r, w, k, kk and kk * a. Every thread of
+// the block (N) calls it; it ends with a barrier.
+// With kOut (N = 64 or 128), the output stage (Wkv7OutputStage) replaces the
+// write of y; sv then has a sixth row, the token's y.
+template <int N, typename E, bool kOut>
+__device__ __forceinline__ void wkv7_row_tokens(const SegmentDesc& g, int h, int C, float (&s)[N],
+                                                const float* __restrict__ r, const float* __restrict__ w,
+                                                const float* __restrict__ k, const float* __restrict__ v,
+                                                const float* __restrict__ kk, const float* __restrict__ a,
+                                                float* __restrict__ y, float (*sv)[N], const Wkv7OutputStage& os) {
   constexpr bool kHalf = std::is_same_v<E, __half>;
-  constexpr int kPerChunk = 16 / static_cast<int>(sizeof(E));  // elements per 16-byte chunk
-  constexpr int kChunks = N / kPerChunk;                       // chunks per row
-  constexpr int kRowBytes = N * static_cast<int>(sizeof(E));
-  constexpr int kTileRows = N * kRowBytes <= kTileBytes ? N : kTileBytes / kRowBytes;
-  static_assert(kChunks == 4 || kChunks % 8 == 0, "swizzle needs 4 or a multiple of 8 chunks per row");
-  static_assert(N % kTileRows == 0 && kTileRows % 8 == 0, "row bands must tile the head");
-  __shared__ uint4 tile[kTileRows * kChunks];
-  __shared__ __align__(16) float sr[N];
-  __shared__ __align__(16) float sw[N];
-  __shared__ __align__(16) float sk[N];
-  __shared__ __align__(16) float skk[N];
-  __shared__ __align__(16) float sb[N];
-  const SegmentDesc g = segs[blockIdx.y];
-  // The long kernel's, or padding (whole block, before any barrier).
-  if (g.rows >= long_rows || g.slot < 0 || g.rows == 0) return;
-  const int h = blockIdx.x;
   const int i = threadIdx.x;
-  // The head's (N, N) block as 16-byte chunks, row after row.
-  uint4* S = reinterpret_cast<uint4*>(state + g.slot * slot_stride) + static_cast<int64_t>(h) * N * kChunks;
-
-  float s[N];  // row i of S (fp32 whatever the storage: fp16 is widened on load)
-  for (int r0 = 0; r0 < N; r0 += kTileRows) {
-    for (int idx = i; idx < kTileRows * kChunks; idx += N) {
-      const int row = idx / kChunks, q = idx % kChunks;
-      tile[row * kChunks + swizzle<kChunks>(q, row)] = S[static_cast<int64_t>(r0) * kChunks + idx];
-    }
-    __syncthreads();
-    if (i >= r0 && i < r0 + kTileRows) {
-      const int row = i - r0;
-#pragma unroll
-      for (int q = 0; q < kChunks; ++q) unpack_chunk<kHalf>(tile[row * kChunks + swizzle<kChunks>(q, row)], s + q * kPerChunk);
-    }
-    __syncthreads();
-  }
-
+  float *sr = sv[0], *sw = sv[1], *sk = sv[2], *skk = sv[3], *sb = sv[4];
   for (int t = 0; t < g.rows; ++t) {
     const int64_t o = static_cast<int64_t>(g.row_begin + t) * C + static_cast<int64_t>(h) * N;
     sr[i] = r[o + i];
@@ -235,9 +202,81 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
         }
       }
     }
-    y[o + i] = acc;
+    if constexpr (kOut) {
+      // kernels/v7_output.cu's vector kernel on this head, by warp 0 (lane l:
+      // channels [V l, V l + V)), from the same inputs with the same code:
+      // the same bits as Wkv7 then V7Output.
+      constexpr int V = N / 32;
+      using Vec = FloatVec<V>;
+      sv[5][i] = acc;
+      __syncthreads();
+      if (i < 32) {
+        const int j0 = V * i;
+        float yv[V], rv[V], kv[V], vv[V], gv[V], prk[V], pw[V], pb[V];
+#pragma unroll
+        for (int q = 0; q < V; ++q) yv[q] = sv[5][j0 + q], rv[q] = sr[j0 + q], kv[q] = sk[j0 + q];
+        Vec::load(vv, v + o + j0);
+        Vec::load(gv, os.g + o + j0);
+        Vec::load(prk, os.r_k + h * N + j0);
+        Vec::load(pw, os.lnw + h * N + j0);
+        Vec::load(pb, os.lnb + h * N + j0);
+        v7_output_head<V>(yv, rv, kv, vv, gv, prk, pw, pb);
+        v7_store_vec<V>(os.out, os.out_type, o + j0, yv);
+      }
+    } else {
+      y[o + i] = acc;
+    }
     __syncthreads();  // the vectors are overwritten by the next token
   }
+}
+
+template <int N, typename E, bool kOut>
+__global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const SegmentDesc* __restrict__ segs,  // (nseg)
+                                                       int C,
+                                                       float* __restrict__ state,  // (slots, stride)
+                                                       int64_t slot_stride,
+                                                       const float* __restrict__ r,   // (n, C)
+                                                       const float* __restrict__ w,   // (n, C)
+                                                       const float* __restrict__ k,   // (n, C)
+                                                       const float* __restrict__ v,   // (n, C)
+                                                       const float* __restrict__ kk,  // (n, C)
+                                                       const float* __restrict__ a,   // (n, C)
+                                                       float* __restrict__ y,         // (n, C)
+                                                       int long_rows, Wkv7OutputStage os) {
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)  // segments this long: not ours
+  constexpr bool kHalf = std::is_same_v<E, __half>;
+  constexpr int kPerChunk = 16 / static_cast<int>(sizeof(E));  // elements per 16-byte chunk
+  constexpr int kChunks = N / kPerChunk;                       // chunks per row
+  constexpr int kRowBytes = N * static_cast<int>(sizeof(E));
+  constexpr int kTileRows = N * kRowBytes <= kTileBytes ? N : kTileBytes / kRowBytes;
+  static_assert(kChunks == 4 || kChunks % 8 == 0, "swizzle needs 4 or a multiple of 8 chunks per row");
+  static_assert(N % kTileRows == 0 && kTileRows % 8 == 0, "row bands must tile the head");
+  __shared__ uint4 tile[kTileRows * kChunks];
+  __shared__ __align__(16) float sv[kOut ? 6 : 5][N];  // a token's r, w, k, kk, kk * a (and y)
+  const SegmentDesc g = segs[blockIdx.y];
+  // The long kernel's, or padding (whole block, before any barrier).
+  if (g.rows >= long_rows || g.slot < 0 || g.rows == 0) return;
+  const int h = blockIdx.x;
+  const int i = threadIdx.x;
+  // The head's (N, N) block as 16-byte chunks, row after row.
+  uint4* S = reinterpret_cast<uint4*>(state + g.slot * slot_stride) + static_cast<int64_t>(h) * N * kChunks;
+
+  float s[N];  // row i of S (fp32 whatever the storage: fp16 is widened on load)
+  for (int r0 = 0; r0 < N; r0 += kTileRows) {
+    for (int idx = i; idx < kTileRows * kChunks; idx += N) {
+      const int row = idx / kChunks, q = idx % kChunks;
+      tile[row * kChunks + swizzle<kChunks>(q, row)] = S[static_cast<int64_t>(r0) * kChunks + idx];
+    }
+    __syncthreads();
+    if (i >= r0 && i < r0 + kTileRows) {
+      const int row = i - r0;
+#pragma unroll
+      for (int q = 0; q < kChunks; ++q) unpack_chunk<kHalf>(tile[row * kChunks + swizzle<kChunks>(q, row)], s + q * kPerChunk);
+    }
+    __syncthreads();
+  }
+
+  wkv7_row_tokens<N, E, kOut>(g, h, C, s, r, w, k, v, kk, a, y, sv, os);
 
   for (int r0 = 0; r0 < N; r0 += kTileRows) {
     if (i >= r0 && i < r0 + kTileRows) {
@@ -1106,11 +1145,32 @@ cudaError_t launch_chunked(const SegmentDesc* segs, const int32_t* index, int co
   });
 }
 
+// The short segments' launch (the tiled kernel), with or without the output
+// stage.
+template <int N, typename E>
+cudaError_t launch_short(bool with_output, dim3 grid, const SegmentDesc* segs, int C, float* state,
+                         int64_t slot_stride, const float* r, const float* w, const float* k, const float* v,
+                         const float* kk, const float* a, float* y, int long_rows, const Wkv7OutputStage& os,
+                         cudaStream_t stream) {
+  if constexpr (N == 64 || N == 128) {
+    if (with_output) {
+      launch(wkv7_tiled_kernel<N, E, true>, grid, N, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a, y,
+             long_rows, os);
+      return cudaGetLastError();
+    }
+  } else if (with_output) {
+    return cudaErrorInvalidValue;  // wkv7_output_fusable said no
+  }
+  launch(wkv7_tiled_kernel<N, E, false>, grid, N, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a, y,
+         long_rows, os);
+  return cudaGetLastError();
+}
+
 template <typename E>
 cudaError_t launch_typed(const SegmentDesc* segs, const SegmentDesc* host_segs, int nseg, int C, int N,
                          float* state, int64_t slot_stride, const float* r, const float* w, const float* k,
                          const float* v, const float* kk, const float* a, float* y, float* scratch,
-                         size_t scratch_floats, cudaStream_t stream) {
+                         size_t scratch_floats, cudaStream_t stream, const Wkv7OutputStage* output_stage) {
   const dim3 grid(C / N, nseg);
   // Every head block starts on a 16-byte boundary when the pool and the slot
   // stride are aligned (head blocks are N*N elements, a multiple of 16 bytes).
@@ -1145,18 +1205,14 @@ cudaError_t launch_typed(const SegmentDesc* segs, const SegmentDesc* host_segs, 
     }
     // The short segments (all of them without a long kernel launch); blocks
     // of long segments return at once.
+    const Wkv7OutputStage os = output_stage != nullptr ? *output_stage : Wkv7OutputStage{};
     switch (N) {
-      case 32:
-        launch(wkv7_tiled_kernel<32, E>, grid, 32, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows);
-        return cudaGetLastError();
-      case 64:
-        launch(wkv7_tiled_kernel<64, E>, grid, 64, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows);
-        return cudaGetLastError();
-      default:
-        launch(wkv7_tiled_kernel<128, E>, grid, 128, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows);
-        return cudaGetLastError();
+      case 32: return launch_short<32, E>(output_stage != nullptr, grid, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows, os, stream);
+      case 64: return launch_short<64, E>(output_stage != nullptr, grid, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows, os, stream);
+      default: return launch_short<128, E>(output_stage != nullptr, grid, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows, os, stream);
     }
   }
+  if (output_stage != nullptr) return cudaErrorInvalidValue;  // wkv7_output_fusable said no
   launch(wkv7_generic_kernel<E>, grid, N, 5 * N * sizeof(float), stream, segs, C, N, state, slot_stride, r, w, k, v,
                                                                      kk, a, y);
   return cudaGetLastError();
@@ -1202,7 +1258,7 @@ cudaError_t launch_wkv7(const SegmentDesc* segs, const SegmentDesc* host_segs, i
                         ElemType state_type, float* state,
                         int64_t slot_stride, const float* r, const float* w, const float* k, const float* v,
                         const float* kk, const float* a, float* y, float* scratch, size_t scratch_floats,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, const Wkv7OutputStage* output_stage) {
   if (nseg < 0 || nseg > 65535 || C <= 0 || N <= 0 || N > 1024 || C % N != 0 || slot_stride < 0 ||
       (state_type != ElemType::kF32 && state_type != ElemType::kF16)) {
     return cudaErrorInvalidValue;
@@ -1212,12 +1268,34 @@ cudaError_t launch_wkv7(const SegmentDesc* segs, const SegmentDesc* host_segs, i
       kk == nullptr || a == nullptr || y == nullptr) {
     return cudaErrorInvalidValue;
   }
+  if (output_stage != nullptr &&
+      (output_stage->g == nullptr || output_stage->r_k == nullptr || output_stage->lnw == nullptr ||
+       output_stage->lnb == nullptr || output_stage->out == nullptr ||
+       (output_stage->out_type != ElemType::kF32 && output_stage->out_type != ElemType::kF16 &&
+        output_stage->out_type != ElemType::kBF16) ||
+       !wkv7_output_fusable(host_segs, nseg, N, state, slot_stride, y, r, k, v, *output_stage))) {
+    return cudaErrorInvalidValue;
+  }
   if (state_type == ElemType::kF16) {
     return launch_typed<__half>(segs, host_segs, nseg, C, N, state, slot_stride, r, w, k, v, kk, a, y, scratch,
-                                scratch_floats, stream);
+                                scratch_floats, stream, output_stage);
   }
   return launch_typed<float>(segs, host_segs, nseg, C, N, state, slot_stride, r, w, k, v, kk, a, y, scratch,
-                             scratch_floats, stream);
+                             scratch_floats, stream, output_stage);
+}
+
+bool wkv7_output_fusable(const SegmentDesc* host_segs, int nseg, int N, const float* state, int64_t slot_stride,
+                         const float* y, const float* r, const float* k, const float* v, const Wkv7OutputStage& os) {
+  // Where launch_v7_output takes its vector kernel (whose code the fused
+  // stage runs) and the tiled kernel its aligned path.
+  if (host_segs == nullptr || nseg <= 0 || (N != 64 && N != 128) || !Aligned16(state) || slot_stride % 4 != 0 ||
+      !aligned_floats(N / 32, {y, r, k, v, os.g, os.r_k, os.lnw, os.lnb, os.out})) {
+    return false;
+  }
+  for (int j = 0; j < nseg; ++j) {
+    if (host_segs[j].rows >= kSeqMinRows && host_segs[j].slot >= 0) return false;
+  }
+  return true;
 }
 
 }  // namespace rwkv::kernels

@@ -38,6 +38,30 @@ constexpr int kWkv7LongRows = 8;
 // of the pass.
 int wkv7_long_segments(const SegmentDesc* host_segs, int nseg, int32_t* index);
 
+// The RWKV-7 output stage (kernels/v7_output.h) applied by the WKV kernel
+// as it finishes each token of a head, instead of writing y:
+//   out = (GroupNorm(y) * lnw + lnb + sum_head(r * k * r_k) * v) * g.
+// out holds (n, C) elements of out_type (kF32: it may be y; fp16/bf16:
+// rounded to nearest even, not overlapping y). Decode passes: see
+// wkv7_output_fusable.
+struct Wkv7OutputStage {
+  const float* g;    // (n, C)
+  const float* r_k;  // (C)
+  const float* lnw;  // (C)
+  const float* lnb;  // (C)
+  void* out;
+  ElemType out_type;
+};
+
+// Whether launch_wkv7 applies an output stage for these arguments: no
+// segment long (kWkv7LongRows; a decode pass), N = 64 or 128, the state
+// 16-byte aligned and its slot stride a multiple of 4, and y, r, k, v and
+// the stage's buffers aligned to N / 32 floats (where launch_v7_output
+// takes its vector kernel). The fused stage runs that kernel's code on the
+// same inputs, so out gets the same bits as Wkv7 then V7Output.
+bool wkv7_output_fusable(const SegmentDesc* host_segs, int nseg, int N, const float* state, int64_t slot_stride,
+                         const float* y, const float* r, const float* k, const float* v, const Wkv7OutputStage& os);
+
 cudaError_t launch_wkv7(const SegmentDesc* segs,       // (nseg) device
                         const SegmentDesc* host_segs,  // (nseg) host copy, or null
                         int nseg, int C, int N,
@@ -53,7 +77,10 @@ cudaError_t launch_wkv7(const SegmentDesc* segs,       // (nseg) device
                         float* y,                 // (n, C)
                         float* scratch,           // wkv7_scratch_floats(...) floats, or null
                         size_t scratch_floats,
-                        cudaStream_t stream);
+                        cudaStream_t stream,
+                        // null, or the output stage to apply instead of writing y (only where
+                        // wkv7_output_fusable; cudaErrorInvalidValue otherwise)
+                        const Wkv7OutputStage* output_stage = nullptr);
 
 // Scratch for the chunked (DPLR) form of long segments (fp32 state, N = 64,
 // a pass whose longest segment rounds up to 64 rows or more): floats of

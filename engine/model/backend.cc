@@ -56,6 +56,14 @@ void Backend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
   }
 }
 
+void Backend::Wkv7WithOutput(const Segment* segs, int nseg, int n, int C, int N, StateRef wkv, const float* r,
+                             const float* w, const float* k, const float* v, const float* kk, const float* a, float* y,
+                             const float* g, const float* r_k, const float* lnw, const float* lnb, float* out,
+                             DType out_type) {
+  Wkv7(segs, nseg, C, N, wkv, r, w, k, v, kk, a, y);
+  V7Output(y, r, k, v, g, r_k, lnw, lnb, n, C, N, out, out_type);
+}
+
 void Backend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate, DType h_type) {
   // This composition takes fp32 only; FfnHiddenType says so by default.
   if (h_type != DType::kF32) AbortOnContract("ReluSquareMatMul: a 16-bit hidden given to the default composition");

@@ -216,6 +216,14 @@ class Backend {
   virtual void V7Output(float* y, const float* r, const float* k, const float* v, const float* g,
                         const float* r_k, const float* lnw, const float* lnb, int n, int C, int N, float* out,
                         DType out_type) = 0;
+  // Wkv7 then V7Output over the pass's n rows, as one op: a backend may
+  // apply the output stage inside the WKV step (the CUDA backend does for
+  // decode passes, one launch fewer per layer) and then leaves y unwritten
+  // (y is scratch). Default: the two ops.
+  virtual void Wkv7WithOutput(const Segment* segs, int nseg, int n, int C, int N, StateRef wkv, const float* r,
+                              const float* w, const float* k, const float* v, const float* kk, const float* a,
+                              float* y, const float* g, const float* r_k, const float* lnw, const float* lnb,
+                              float* out, DType out_type);
 
   // ---- RWKV-4 ----
   // The WKV recurrence with the running-max form; `aa` points at the layer's

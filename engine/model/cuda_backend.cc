@@ -1203,6 +1203,24 @@ void CudaBackend::Wkv7(const Segment* segs, int nseg, int C, int N, StateRef wkv
                     "Wkv7"));
 }
 
+void CudaBackend::Wkv7WithOutput(const Segment* segs, int nseg, int n, int C, int N, StateRef wkv, const float* r,
+                                 const float* w, const float* k, const float* v, const float* kk, const float* a,
+                                 float* y, const float* g, const float* r_k, const float* lnw, const float* lnb,
+                                 float* out, DType out_type) {
+  const auto* host = reinterpret_cast<const kernels::SegmentDesc*>(segs);
+  const kernels::Wkv7OutputStage stage{g, r_k, lnw, lnb, out, ToElem(out_type)};
+  if (nseg <= 0 || !kernels::wkv7_output_fusable(host, nseg, N, wkv.base, wkv.slot_stride, y, r, k, v, stage)) {
+    Backend::Wkv7WithOutput(segs, nseg, n, C, N, wkv, r, w, k, v, kk, a, y, g, r_k, lnw, lnb, out, out_type);
+    return;
+  }
+  if (!Begin()) return;
+  const void* dev_segs = DeviceArray(segs, static_cast<size_t>(nseg) * sizeof(Segment));
+  if (dev_segs == nullptr) return;
+  Record(CudaStatus(kernels::launch_wkv7(AsDesc(dev_segs), host, nseg, C, N, ToElem(wkv.dtype), wkv.base,
+                                         wkv.slot_stride, r, w, k, v, kk, a, y, nullptr, 0, stream_, &stage),
+                    "Wkv7WithOutput"));
+}
+
 void CudaBackend::V7Output(float* y, const float* r, const float* k, const float* v, const float* g,
                            const float* r_k, const float* lnw, const float* lnb, int n, int C, int N, float* out,
                            DType out_type) {

@@ -248,6 +248,12 @@ class CudaBackend final : public Backend {
             const float* k, const float* v, const float* kk, const float* a, float* y) override;
   void V7Output(float* y, const float* r, const float* k, const float* v, const float* g, const float* r_k,
                 const float* lnw, const float* lnb, int n, int C, int N, float* out, DType out_type) override;
+  // Decode passes (no long segment; kernels::wkv7_output_fusable): the
+  // output stage inside the WKV kernel. Otherwise Wkv7 and V7Output.
+  void Wkv7WithOutput(const Segment* segs, int nseg, int n, int C, int N, StateRef wkv, const float* r,
+                      const float* w, const float* k, const float* v, const float* kk, const float* a, float* y,
+                      const float* g, const float* r_k, const float* lnw, const float* lnb, float* out,
+                      DType out_type) override;
   void Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
             const float* time_decay, const float* k, const float* v, float* y) override;
 

@@ -1415,6 +1415,91 @@ TEST_F(CudaOpsTest, Wkv7Fp16StateMatchesCpuTwin) {
   }
 }
 
+// Decode passes apply the RWKV-7 output stage inside the WKV kernel
+// (Wkv7WithOutput, kernels::wkv7_output_fusable) with V7Output's own code on
+// the same inputs, so against Wkv7 then V7Output on the same GPU both the
+// state and the output must be equal bit for bit (batch-invariant mode relies
+// on it: whether a pass fuses depends on the other sessions' segments). N = 64
+// and 128, fp32 and fp16 state, fp32 output in place and fp16/bf16 into
+// another buffer; 5 and 160 one- and two-row segments (fused), a pass with a
+// 20-row segment and one with the output buffer off its vector alignment
+// (both the two ops). The two-op run is also held to the CPU ops.
+TEST_F(CudaOpsTest, Wkv7WithOutputMatchesWkv7ThenV7Output) {
+  struct Case {
+    int N, nseg;
+    bool long_segment, misaligned;
+  };
+  for (const Case cs : {Case{64, 5, false, false}, Case{64, 160, false, false}, Case{128, 7, false, false},
+                        Case{64, 3, true, false}, Case{64, 6, false, true}}) {
+    const int N = cs.N, H = 2048 / N, C = H * N, nseg = cs.nseg;
+    std::vector<Segment> segs;
+    int n = 0;
+    for (int j = 0; j < nseg; ++j) {
+      const int len = cs.long_segment && j == 1 ? 20 : 1 + (j % 7 == 2);
+      segs.push_back({(j * 37) % nseg, n, len});
+      n += len;
+    }
+    const size_t nC = static_cast<size_t>(n) * C;
+    const auto r = Rand(nC, 31), k = Rand(nC, 32), v = Rand(nC, 33), a = Rand(nC, 34, 0, 1),
+               w = Rand(nC, 35, 0.545f, 1.0f), g = Rand(nC, 36), r_k = Rand(C, 37), lnw = Rand(C, 38, 0.5f, 1.5f),
+               lnb = Rand(C, 39);
+    auto kk = Rand(nC, 40);
+    NormaliseHeads(kk, N);
+    float *dr = Dev(r), *dw = Dev(w), *dk = Dev(k), *dv = Dev(v), *dkk = Dev(kk), *da = Dev(a), *dg = Dev(g),
+          *drk = Dev(r_k), *dlw = Dev(lnw), *dlb = Dev(lnb);
+    for (DType st : {DType::kF32, DType::kF16}) {
+      const int64_t per_slot = static_cast<int64_t>(H) * N * N;
+      const int64_t stride = st == DType::kF16 ? per_slot / 2 + 4 : per_slot + 4;
+      // fp32 slots: the values; fp16: the values rounded, two to a float.
+      const auto values = Rand(static_cast<size_t>(nseg * per_slot), 41, -1, 1);
+      std::vector<float> pool(static_cast<size_t>(nseg * stride), 0.0f);
+      for (int sl = 0; sl < nseg; ++sl) {
+        if (st == DType::kF16) {
+          ConvertFromF32(values.data() + sl * per_slot, DType::kF16, pool.data() + sl * stride,
+                         static_cast<size_t>(per_slot));
+        } else {
+          std::copy_n(values.begin() + sl * per_slot, per_slot, pool.begin() + sl * stride);
+        }
+      }
+      for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+        const std::string tag = " N=" + std::to_string(N) + " nseg=" + std::to_string(nseg) +
+                                (cs.long_segment ? " long" : "") + (cs.misaligned ? " misaligned" : "") + " state " +
+                                std::string(DTypeName(st)) + " out " + std::string(DTypeName(t));
+        const size_t words = t == DType::kF32 ? nC : (nC + 1) / 2;
+        const size_t off = cs.misaligned ? 1 : 0;  // one float (two 16-bit values) off the vector alignment
+        float *fused = Dev(pool), *apart = Dev(pool);
+        float *y1 = Poisoned(nC + off), *y2 = Poisoned(nC + off);
+        float* out1 = t == DType::kF32 ? y1 : Dev(Poisoned16(nC + 2 * off));
+        float* out2 = t == DType::kF32 ? y2 : Dev(Poisoned16(nC + 2 * off));
+        const kernels::Wkv7OutputStage stage{dg, drk, dlw, dlb, out1 + off, kernels::ElemType::kF32};
+        const bool want_fused = !cs.long_segment && !cs.misaligned;
+        EXPECT_EQ(want_fused, kernels::wkv7_output_fusable(reinterpret_cast<const kernels::SegmentDesc*>(segs.data()),
+                                                           nseg, N, fused, stride, y1 + off, dr, dk, dv, stage))
+            << tag;
+        gpu_->Wkv7WithOutput(segs.data(), nseg, n, C, N, {fused, stride, st}, dr, dw, dk, dv, dkk, da, y1 + off, dg,
+                             drk, dlw, dlb, out1 + off, t);
+        gpu_->Wkv7(segs.data(), nseg, C, N, {apart, stride, st}, dr, dw, dk, dv, dkk, da, y2 + off);
+        gpu_->V7Output(y2 + off, dr, dk, dv, dg, drk, dlw, dlb, n, C, N, out2 + off, t);
+        const std::vector<float> sf = Host(fused, pool.size()), sa = Host(apart, pool.size());
+        EXPECT_EQ(0, std::memcmp(sf.data(), sa.data(), sf.size() * sizeof(float))) << "state" << tag;
+        const std::vector<float> got = Host(out1 + off, words), want = Host(out2 + off, words);
+        EXPECT_EQ(0, std::memcmp(got.data(), want.data(), words * sizeof(float))) << "output" << tag;
+        if (st == DType::kF32 && t == DType::kF32) {
+          // The CPU ops, for the two-op run (and so the fused one).
+          std::vector<float> cpu_state = pool, cpu_y(nC), cpu_out(nC);
+          cpu_.Wkv7(segs.data(), nseg, C, N, {cpu_state.data(), stride}, r.data(), w.data(), k.data(), v.data(),
+                    kk.data(), a.data(), cpu_y.data());
+          cpu_.V7Output(cpu_y.data(), r.data(), k.data(), v.data(), g.data(), r_k.data(), lnw.data(), lnb.data(), n,
+                        C, N, cpu_out.data(), DType::kF32);
+          std::vector<double> scale(nC);
+          for (size_t i = 0; i < nC; ++i) scale[i] = 1 + std::fabs(cpu_out[i]);
+          ExpectClose(got, cpu_out, 1e-4, 0, "Wkv7WithOutput vs CPU" + tag, &scale);
+        }
+      }
+    }
+  }
+}
+
 // Long segments (prompt chunks of >= 8 rows) take the long-segment kernel
 // (kernels/wkv7.cu): rows split over lanes (8 elements a lane), token
 // vectors staged by cp.async in chunks of 16 (8 for N = 128) tokens, y summed

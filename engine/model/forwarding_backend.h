@@ -99,6 +99,12 @@ class ForwardingBackend : public Backend {
                 const float* lnw, const float* lnb, int n, int C, int N, float* out, DType out_type) override {
     inner_->V7Output(y, r, k, v, g, r_k, lnw, lnb, n, C, N, out, out_type);
   }
+  void Wkv7WithOutput(const Segment* segs, int nseg, int n, int C, int N, StateRef wkv, const float* r,
+                      const float* w, const float* k, const float* v, const float* kk, const float* a, float* y,
+                      const float* g, const float* r_k, const float* lnw, const float* lnb, float* out,
+                      DType out_type) override {
+    inner_->Wkv7WithOutput(segs, nseg, n, C, N, wkv, r, w, k, v, kk, a, y, g, r_k, lnw, lnb, out, out_type);
+  }
   void Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
             const float* time_decay, const float* k, const float* v, float* y) override {
     inner_->Wkv4(segs, nseg, C, aa, time_first, time_decay, k, v, y);

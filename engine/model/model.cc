@@ -548,14 +548,16 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
   b.GroupedMatMul(n, out, first ? 3 : 4);
   b.V7Prep(w_, L.w0, a_, L.a0, k_, kk_, L.k_k, L.k_a, v_, vfirst_, first ? nullptr : tmp_,
            first ? nullptr : L.v0, n, C, N);
-  b.Wkv7(segs.data(), nseg, C, N, {layer_state + slot_.wkv, slot_.total, slot_.wkv_dtype}, r_, w_, k_, v_, kk_, a_, y_);
+  // The output feeds only the o-projection: with 16-bit product inputs it is
+  // written in that type into tmp_ (free since V7Prep read it), no
+  // conversion pass.
+  const StateRef wkv = {layer_state + slot_.wkv, slot_.total, slot_.wkv_dtype};
+  float* att_out = mt == DType::kF32 ? y_ : tmp_;
+  b.Wkv7WithOutput(segs.data(), nseg, n, C, N, wkv, r_, w_, k_, v_, kk_, a_, y_, g_, L.r_k, L.lnx_w, L.lnx_b, att_out,
+                   mt);
   if (mt == DType::kF32) {
-    b.V7Output(y_, r_, k_, v_, g_, L.r_k, L.lnx_w, L.lnx_b, n, C, N, y_, DType::kF32);
     b.MatMul(y_, n, L.att_o, x_, true);
   } else {
-    // The output feeds only the o-projection: written in its input type into
-    // tmp_ (free since V7Prep read it), no conversion pass.
-    b.V7Output(y_, r_, k_, v_, g_, L.r_k, L.lnx_w, L.lnx_b, n, C, N, tmp_, mt);
     const MatMulJob o = {tmp_, &L.att_o, x_, /*accumulate=*/true, InputAct::kNone, mt};
     b.GroupedMatMul(n, &o, 1);
   }
