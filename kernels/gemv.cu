@@ -90,7 +90,6 @@ __device__ __forceinline__ void chunk_fma(const uint4 (&wv)[kR], const float4* _
 
 template <typename T, int NR>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ Params p) {
-  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   __shared__ __align__(16) float xs_raw[kSmemFloats];
   constexpr int KT = kSmemFloats / NR;  // K values staged per slice (a multiple of 8 * 32)
   int j = 0;
@@ -121,16 +120,22 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
     for (int r = 0; r < NR; ++r) acc[rr][r] = 0.0f;
   }
 
+  // A slice's first weights do not depend on x: their loads are issued
+  // before the staging barrier, so the two latencies overlap; the first
+  // slice's before pdl_wait(), while the kernel before still runs (no kernel
+  // of a pass writes weights).
+  uint4 cur[kU][kR];
+  load_chunks<T>(wrow, live, 0, sub, G, min(KT, cols) / 8, cur);
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   for (int k0 = 0; k0 < cols; k0 += KT) {
     const int kt = min(KT, cols - k0);  // a multiple of 8
     const int kt4 = kt / 4;             // float4s per staged row
     const int nq = kt / 8;              // chunks in the slice
-    // The slice's first weights do not depend on x: their loads are issued
-    // before the staging barrier, so the two latencies overlap.
     int q = sub;
-    uint4 cur[kU][kR];
-    load_chunks<T>(wrow, live, k0, q, G, nq, cur);
-    if (k0 > 0) __syncthreads();  // every lane is done with the previous slice
+    if (k0 > 0) {
+      load_chunks<T>(wrow, live, k0, q, G, nq, cur);
+      __syncthreads();  // every lane is done with the previous slice
+    }
     for (int e = threadIdx.x; e < NR * kt4; e += kThreads) {
       const int r = e / kt4, q4 = e - r * kt4;
       float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);  // rows past the batch: never written out

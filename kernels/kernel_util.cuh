@@ -59,23 +59,31 @@ __device__ __forceinline__ float2 block_sum2(float2 v, float2* scratch) {
 
 // Programmatic dependent launch (Hopper and later). A kernel launched by
 // `launch` below with it on may be scheduled while the kernel before it in
-// the stream is still running; its blocks then wait in pdl_wait(), which
-// every such kernel calls first, until that kernel has finished and its
-// writes are visible. So the results are those of plain stream order; what
-// changes is that the launch and block scheduling of a kernel overlap the
-// tail of the one before, which at batch 1 (a dozen short kernels per layer)
-// is a sizeable part of the step. Off below sm_90. Process-wide: the CUDA
-// backend sets it at Init (CudaBackendOptions::programmatic_launch;
-// kernels/launch.h).
+// the stream is still running; its blocks then wait in pdl_wait() until that
+// kernel has finished and its writes are visible. pdl_wait() then triggers
+// the next kernel's launch (griddepcontrol.launch_dependents): it takes
+// effect once every block of this kernel has passed that point, so the next
+// kernel's blocks are scheduled (on what this one leaves free) while this one
+// runs, and whatever they do before their own pdl_wait() overlaps it. Only
+// reads of what no kernel of a pass writes (weights) may come before
+// pdl_wait(): the GEMV and skinny GEMM issue their first weight loads there.
+// Every kernel calls pdl_wait() on every path before it reads its inputs or
+// exits, so a kernel's completion implies its predecessors', and results
+// are those of plain stream order. At batch 1 (a dozen short kernels per
+// layer) this overlap is a sizeable part of the step. Off below sm_90.
+// Process-wide: the CUDA backend sets it at Init
+// (CudaBackendOptions::programmatic_launch; kernels/launch.h).
 
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...), with programmatic
-// dependent launch when it is on. The kernel must begin with pdl_wait().
+// dependent launch when it is on. The kernel must call pdl_wait() before it
+// reads anything but weights.
 // Errors are also left for cudaGetLastError, as a <<<>>> launch leaves them.
 template <typename... KArgs, typename... Args>
 cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,

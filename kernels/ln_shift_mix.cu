@@ -126,19 +126,37 @@ __global__ void ln_shift_mix_kernel(const float* __restrict__ x,  // (n, C)
 // first, the statistics come from registers, and x_prev is read once: on an
 // H100 the scalar kernel took ~13 us per call for one row of 2048 and ~120
 // us for 960 rows (ncu, docs/PERF.md).
+// The weights (LayerNorm parameters; with kV = 1 also the mix vectors) are
+// loaded before pdl_wait(), while the kernel before still runs.
 template <int kCount, int kV>
-__global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
-                                        int C, const float* __restrict__ ln_w, const float* __restrict__ ln_b,
-                                        const SegmentDesc* __restrict__ segs, int nseg,
-                                        float* __restrict__ x_prev,  // (slots, slot_stride)
-                                        int64_t slot_stride, MixArgs args, bool prefetch_prev_row) {
-  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
+__global__ void __launch_bounds__(kV == 1 ? 1024 : 512)
+    ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
+                            int C, const float* __restrict__ ln_w, const float* __restrict__ ln_b,
+                            const SegmentDesc* __restrict__ segs, int nseg,
+                            float* __restrict__ x_prev,  // (slots, slot_stride)
+                            int64_t slot_stride, MixArgs args, bool prefetch_prev_row) {
   __shared__ float2 scratch[32];
   __shared__ int seg_of_row;
   const int r = blockIdx.x;
   const int C4 = C >> 2;
   const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
   float4 xv[kV], wv[kV], bv[kV], ov[kV];
+  constexpr int kMixRegs = kV == 1 ? kCount : 1;
+  float4 mv[kMixRegs];
+#pragma unroll
+  for (int v = 0; v < kV; ++v) {
+    const int c4 = threadIdx.x + v * blockDim.x;
+    const bool in = c4 < C4;
+    wv[v] = in ? reinterpret_cast<const float4*>(ln_w)[c4] : zero;
+    bv[v] = in ? reinterpret_cast<const float4*>(ln_b)[c4] : zero;
+  }
+  if constexpr (kV == 1) {
+#pragma unroll
+    for (int j = 0; j < kCount; ++j) {
+      mv[j] = threadIdx.x < C4 ? reinterpret_cast<const float4*>(args.mixes[j])[threadIdx.x] : zero;
+    }
+  }
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   const float4* x4 = reinterpret_cast<const float4*>(x + static_cast<int64_t>(r) * C);
   // Prompts (rows of a segment after its first): the previous row is the
   // other row to normalise; its load goes out with this row's, before the
@@ -151,8 +169,6 @@ __global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
     const int c4 = threadIdx.x + v * blockDim.x;
     const bool in = c4 < C4;
     xv[v] = in ? x4[c4] : zero;
-    wv[v] = in ? reinterpret_cast<const float4*>(ln_w)[c4] : zero;
-    bv[v] = in ? reinterpret_cast<const float4*>(ln_b)[c4] : zero;
     ov[v] = in && spec ? p4[c4] : zero;
   }
   find_segment(segs, nseg, r, &seg_of_row);
@@ -229,7 +245,7 @@ __global__ void ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
     const float4 d = make_float4(prev.x - xx.x, prev.y - xx.y, prev.z - xx.z, prev.w - xx.w);
 #pragma unroll
     for (int j = 0; j < kCount; ++j) {
-      const float4 m = reinterpret_cast<const float4*>(args.mixes[j])[c4];
+      const float4 m = kV == 1 ? mv[kV == 1 ? j : 0] : reinterpret_cast<const float4*>(args.mixes[j])[c4];
       store_out4(args, j, static_cast<int64_t>(r) * C + 4 * c4,
                  make_float4(xx.x + d.x * m.x, xx.y + d.y * m.y, xx.z + d.z * m.z, xx.w + d.w * m.w));
     }

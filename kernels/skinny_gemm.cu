@@ -140,7 +140,6 @@ __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uin
 
 template <typename T, int NT>
 __global__ void __launch_bounds__(kThreads) skinny_kernel(const __grid_constant__ Params p) {
-  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   constexpr int KS = Slice<NT>::kK;
   constexpr int kStride = KS + kPad;
   constexpr int kSliceChunks = KS / kChunk;
@@ -173,6 +172,9 @@ __global__ void __launch_bounds__(kThreads) skinny_kernel(const __grid_constant_
     lo[u] = ok ? load_stream(w_lo + u * kChunk) : make_uint4(0, 0, 0, 0);
     hi[u] = ok ? load_stream(w_hi + u * kChunk) : make_uint4(0, 0, 0, 0);
   }
+  // The first weights are in flight while the kernel before still runs (no
+  // kernel of a pass writes weights); x, the split-K workspace and y after.
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   float acc[NT][4];
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {

@@ -69,7 +69,6 @@ __global__ void v7_output_vec_kernel(const float* y, const float* __restrict__ r
                                      const float* __restrict__ lnw, const float* __restrict__ lnb, int64_t items,
                                      int C, void* out, ElemType out_type) {
   pdl_wait();
-  constexpr int N = 32 * V;
   using Vec = FloatVec<V>;
   int c0;
   int64_t e;

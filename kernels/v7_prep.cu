@@ -64,11 +64,21 @@ __global__ void v7_prep_vec_kernel(float* __restrict__ w, const float* __restric
                                    float* __restrict__ v, float* __restrict__ v_first,
                                    const float* __restrict__ v_gate, const float* __restrict__ v0, int64_t items,
                                    int C, float scale) {
-  pdl_wait();
   using Vec = FloatVec<V>;
   int c0;
   int64_t e;
-  if (!head_lane<kWarpsPerBlock, V>(items, C, &c0, &e)) return;
+  // The parameters (weights) are loaded before pdl_wait(), while the kernel
+  // before still runs; every thread waits before it returns.
+  const bool live = head_lane<kWarpsPerBlock, V>(items, C, &c0, &e);
+  float pw0[V], pa0[V], pkk[V], pka[V];
+  if (live) {
+    Vec::load(pw0, w0 + c0);
+    Vec::load(pa0, a0 + c0);
+    Vec::load(pkk, k_k + c0);
+    Vec::load(pka, k_a + c0);
+  }
+  pdl_wait();
+  if (!live) return;
   float wv[V], av[V], kv[V], vv[V], vf[V], gv[V];
   Vec::load(wv, w + e);
   Vec::load(av, a + e);
@@ -78,11 +88,6 @@ __global__ void v7_prep_vec_kernel(float* __restrict__ w, const float* __restric
     Vec::load(vf, v_first + e);
     Vec::load(gv, v_gate + e);
   }
-  float pw0[V], pa0[V], pkk[V], pka[V];
-  Vec::load(pw0, w0 + c0);
-  Vec::load(pa0, a0 + c0);
-  Vec::load(pkk, k_k + c0);
-  Vec::load(pka, k_a + c0);
   float ss = 0.0f;
 #pragma unroll
   for (int i = 0; i < V; ++i) {
