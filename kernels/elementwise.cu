@@ -121,6 +121,90 @@ cudaError_t launch_muladd(float* x, const float* a, const float* b, int64_t n, c
   return launch(x, n, MulAddOp{a, b}, stream);
 }
 
+namespace {
+
+// Four elements (one float4 of each input) per thread per iteration where
+// every buffer is 16-byte aligned, else one; the tail (n % 4) by the first
+// threads. Programmatic launch (kernel_util.cuh).
+template <typename Out>
+__device__ __forceinline__ void gate_store4(void* out, int64_t e4, float4 v, ElemType t) {
+  if constexpr (std::is_same_v<Out, float>) {
+    reinterpret_cast<float4*>(out)[e4] = v;
+  } else {
+    reinterpret_cast<uint2*>(out)[e4] = make_uint2(pack2(v.x, v.y, Out()), pack2(v.z, v.w, Out()));
+  }
+}
+
+template <typename Out>
+__global__ void sigmoid_gate_kernel(const float* __restrict__ r, const float* y, int64_t n, void* out, bool vec) {
+  pdl_wait();
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t n4 = vec ? n / 4 : 0;
+  const ElemType t = std::is_same_v<Out, float> ? ElemType::kF32
+                     : std::is_same_v<Out, __half> ? ElemType::kF16 : ElemType::kBF16;
+  for (int64_t e = first; e < n4; e += stride) {
+    const float4 a = reinterpret_cast<const float4*>(r)[e], b = reinterpret_cast<const float4*>(y)[e];
+    gate_store4<Out>(out, e, make_float4(b.x * sigmoid_f(a.x), b.y * sigmoid_f(a.y), b.z * sigmoid_f(a.z),
+                                         b.w * sigmoid_f(a.w)), t);
+  }
+  for (int64_t e = 4 * n4 + first; e < n; e += stride) store_elem(out, t, e, y[e] * sigmoid_f(r[e]));
+}
+
+__global__ void sigmoid_muladd_kernel(float* __restrict__ x, const float* __restrict__ r,
+                                      const float* __restrict__ t, int64_t n, bool vec) {
+  pdl_wait();
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t n4 = vec ? n / 4 : 0;
+  for (int64_t e = first; e < n4; e += stride) {
+    const float4 a = reinterpret_cast<const float4*>(r)[e], b = reinterpret_cast<const float4*>(t)[e];
+    float4 v = reinterpret_cast<const float4*>(x)[e];
+    v.x = v.x + sigmoid_f(a.x) * b.x;
+    v.y = v.y + sigmoid_f(a.y) * b.y;
+    v.z = v.z + sigmoid_f(a.z) * b.z;
+    v.w = v.w + sigmoid_f(a.w) * b.w;
+    reinterpret_cast<float4*>(x)[e] = v;
+  }
+  for (int64_t e = 4 * n4 + first; e < n; e += stride) x[e] = x[e] + sigmoid_f(r[e]) * t[e];
+}
+
+bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+}  // namespace
+
+cudaError_t launch_sigmoid_gate(const float* r, const float* y, int64_t n, void* out, ElemType out_type,
+                                cudaStream_t stream) {
+  if (n < 0 || (out_type != ElemType::kF32 && out_type != ElemType::kF16 && out_type != ElemType::kBF16)) {
+    return cudaErrorInvalidValue;
+  }
+  if (n == 0) return cudaSuccess;
+  if (r == nullptr || y == nullptr || out == nullptr) return cudaErrorInvalidValue;
+  // fp32: out is y or a buffer of its own; 16-bit: a buffer of its own.
+  if (out == static_cast<const void*>(r) || (out_type != ElemType::kF32 && out == static_cast<const void*>(y))) {
+    return cudaErrorInvalidValue;
+  }
+  // 16-byte loads of r and y; 16 bytes (fp32) or 8 (16-bit) stores.
+  const bool vec = Aligned16(r) && Aligned16(y) &&
+                   (reinterpret_cast<uintptr_t>(out) % (out_type == ElemType::kF32 ? 16u : 8u)) == 0;
+  const unsigned grid = grid_for(vec ? (n + 3) / 4 : n, 256);
+  switch (out_type) {
+    case ElemType::kF16: launch(sigmoid_gate_kernel<__half>, grid, 256, 0, stream, r, y, n, out, vec); break;
+    case ElemType::kBF16: launch(sigmoid_gate_kernel<__nv_bfloat16>, grid, 256, 0, stream, r, y, n, out, vec); break;
+    default: launch(sigmoid_gate_kernel<float>, grid, 256, 0, stream, r, y, n, out, vec); break;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t launch_sigmoid_muladd(float* x, const float* r, const float* t, int64_t n, cudaStream_t stream) {
+  if (n < 0) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  if (x == nullptr || r == nullptr || t == nullptr) return cudaErrorInvalidValue;
+  const bool vec = Aligned16(x) && Aligned16(r) && Aligned16(t);
+  launch(sigmoid_muladd_kernel, grid_for(vec ? (n + 3) / 4 : n, 256), 256, 0, stream, x, r, t, n, vec);
+  return cudaGetLastError();
+}
+
 cudaError_t launch_sigmoid_bias(float* x, const float* bias, int n, int C, cudaStream_t stream) {
   if (C <= 0 || n < 0 || (n > 0 && bias == nullptr)) return cudaErrorInvalidValue;
   return launch(x, static_cast<int64_t>(n) * C, SigmoidBiasOp{bias, C}, stream);

@@ -24,6 +24,16 @@ cudaError_t launch_mul(float* x /* (n) */, const float* a /* (n) */, int64_t n, 
 // x += a * b
 cudaError_t launch_muladd(float* x /* (n) */, const float* a /* (n) */, const float* b /* (n) */, int64_t n,
                           cudaStream_t stream);
+// The RWKV-4 gates, each one launch instead of a sigmoid pass and a product
+// pass, with the same per-element arithmetic (so the same bits):
+// out = sigmoid(r) * y, out = y (kF32, in place), another fp32 buffer, or
+// n elements of out_type (kF16/kBF16, rounded to nearest even, not
+// overlapping y); never overlapping r;
+cudaError_t launch_sigmoid_gate(const float* r /* (n) */, const float* y /* (n) */, int64_t n,
+                                void* out /* (n) of out_type */, ElemType out_type, cudaStream_t stream);
+// x += sigmoid(r) * t.
+cudaError_t launch_sigmoid_muladd(float* x /* (n) */, const float* r /* (n) */, const float* t /* (n) */, int64_t n,
+                                  cudaStream_t stream);
 // x = sigmoid(x + bias[col])
 cudaError_t launch_sigmoid_bias(float* x,           // (n, C)
                                 const float* bias,  // (C)

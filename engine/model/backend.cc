@@ -56,6 +56,17 @@ void Backend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
   }
 }
 
+void Backend::SigmoidGate(float* y, float* r, int64_t n, float* out, DType out_type) {
+  if (out_type != DType::kF32 || out != y) AbortOnContract("SigmoidGate: the default composition writes fp32 into y");
+  Sigmoid(r, n);
+  Mul(y, r, n);
+}
+
+void Backend::SigmoidMulAdd(float* x, float* r, const float* t, int64_t n) {
+  Sigmoid(r, n);
+  MulAdd(x, r, t, n);
+}
+
 void Backend::Wkv7WithOutput(const Segment* segs, int nseg, int n, int C, int N, StateRef wkv, const float* r,
                              const float* w, const float* k, const float* v, const float* kk, const float* a, float* y,
                              const float* g, const float* r_k, const float* lnw, const float* lnb, float* out,

@@ -187,6 +187,15 @@ class Backend {
   virtual void MulAdd(float* x, const float* a, const float* b, int64_t n) = 0;
   // x = sigmoid(x + bias[col]) for x [n, C]
   virtual void SigmoidBias(float* x, const float* bias, int n, int C) = 0;
+  // The RWKV-4 gates as single ops (the CUDA backend: one launch each, the
+  // same bits as the compositions). r is scratch: the default compositions
+  // overwrite it with sigmoid(r).
+  // out = sigmoid(r) * y: out is y (kF32), or, with out_type what
+  // MatMulInputType returned, n elements of that type in a buffer of its own
+  // (it feeds a product). Default: Sigmoid(r), Mul(y, r); kF32 into y only.
+  virtual void SigmoidGate(float* y, float* r, int64_t n, float* out, DType out_type);
+  // x += sigmoid(r) * t. Default: Sigmoid(r), MulAdd(x, r, t).
+  virtual void SigmoidMulAdd(float* x, float* r, const float* t, int64_t n);
 
   // ---- RWKV-7 ----
   // w = exp(-exp(-0.5) * sigmoid(w0 + w)) in place, w [n, C].

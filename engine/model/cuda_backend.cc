@@ -1166,6 +1166,16 @@ void CudaBackend::MulAdd(float* x, const float* a, const float* b, int64_t n) {
   if (Begin()) Record(CudaStatus(kernels::launch_muladd(x, a, b, n, stream_), "MulAdd"));
 }
 
+void CudaBackend::SigmoidGate(float* y, float* r, int64_t n, float* out, DType out_type) {
+  if (Begin()) {
+    Record(CudaStatus(kernels::launch_sigmoid_gate(r, y, n, out, ToElem(out_type), stream_), "SigmoidGate"));
+  }
+}
+
+void CudaBackend::SigmoidMulAdd(float* x, float* r, const float* t, int64_t n) {
+  if (Begin()) Record(CudaStatus(kernels::launch_sigmoid_muladd(x, r, t, n, stream_), "SigmoidMulAdd"));
+}
+
 void CudaBackend::SigmoidBias(float* x, const float* bias, int n, int C) {
   if (Begin()) Record(CudaStatus(kernels::launch_sigmoid_bias(x, bias, n, C, stream_), "SigmoidBias"));
 }

@@ -239,6 +239,9 @@ class CudaBackend final : public Backend {
   void Mul(float* x, const float* a, int64_t n) override;
   void MulAdd(float* x, const float* a, const float* b, int64_t n) override;
   void SigmoidBias(float* x, const float* bias, int n, int C) override;
+  // One launch each (kernels/elementwise.cu); r is left as it was.
+  void SigmoidGate(float* y, float* r, int64_t n, float* out, DType out_type) override;
+  void SigmoidMulAdd(float* x, float* r, const float* t, int64_t n) override;
   void V7Decay(float* w, const float* w0, int n, int C) override;
   void V7KeyPrep(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int n, int C,
                  int N) override;

@@ -895,6 +895,68 @@ TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
   }
 }
 
+// The RWKV-4 gates in one launch each (SigmoidGate: out = sigmoid(r) * y,
+// SigmoidMulAdd: x += sigmoid(r) * t) against the two-op compositions on the
+// same GPU, bit for bit (the same per-element arithmetic), and against the
+// CPU within 1e-6 (1 + |x|) (expf differs by an ulp or so). Counts that do
+// and do not divide into float4s, buffers off the 16-byte alignment (the
+// scalar path), fp32 output in place and fp16/bf16 output into another
+// buffer (the composition's result rounded on the host to nearest even).
+TEST_F(CudaOpsTest, SigmoidGatesMatchCompositionsAndCpu) {
+  for (const int64_t n : {int64_t{4096}, int64_t{100003}}) {
+    for (const size_t off : {size_t{0}, size_t{1}}) {
+      const std::string tag = " n=" + std::to_string(n) + (off ? " unaligned" : "");
+      const size_t m = static_cast<size_t>(n) + off;
+      const auto r = Rand(m, 51, -6, 6), y = Rand(m, 52, -3, 3), t = Rand(m, 53, -3, 3), x = Rand(m, 54, -3, 3);
+      // SigmoidGate, fp32 in place, against Sigmoid then Mul.
+      float *dr1 = Dev(r), *dy1 = Dev(y), *dr2 = Dev(r), *dy2 = Dev(y);
+      gpu_->SigmoidGate(dy1 + off, dr1 + off, n, dy1 + off, DType::kF32);
+      gpu_->Sigmoid(dr2 + off, n);
+      gpu_->Mul(dy2 + off, dr2 + off, n);
+      const std::vector<float> got = Host(dy1 + off, static_cast<size_t>(n)),
+                               want = Host(dy2 + off, static_cast<size_t>(n));
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << "SigmoidGate fp32" << tag;
+      EXPECT_EQ(0, std::memcmp(Host(dr1 + off, static_cast<size_t>(n)).data(), r.data() + off, n * sizeof(float)))
+          << "SigmoidGate leaves r" << tag;
+      std::vector<float> cpu_r(r.begin() + off, r.end()), cpu_y(y.begin() + off, y.end());
+      cpu_.SigmoidGate(cpu_y.data(), cpu_r.data(), n, cpu_y.data(), DType::kF32);
+      std::vector<double> scale(static_cast<size_t>(n));
+      for (size_t i = 0; i < scale.size(); ++i) scale[i] = 1 + std::fabs(cpu_y[i]);
+      ExpectClose(got, cpu_y, 1e-6, 0, "SigmoidGate vs CPU" + tag, &scale);
+      // 16-bit output into its own buffer: the fp32 result rounded.
+      for (DType ot : {DType::kF16, DType::kBF16}) {
+        float* dy3 = Dev(y);
+        float* o16 = Dev(Poisoned16(m + 2));
+        gpu_->SigmoidGate(dy3 + off, dr1 + off, n, o16 + off, ot);
+        std::vector<float> want16((static_cast<size_t>(n) + 1) / 2, 0.0f);
+        ConvertFromF32(want.data(), ot, want16.data(), static_cast<size_t>(n));
+        std::vector<float> got16 = Host(o16 + off, want16.size());
+        if (n % 2 == 1) {  // the last word's upper half is not ours
+          uint32_t* a = reinterpret_cast<uint32_t*>(&got16.back());
+          uint32_t* b = reinterpret_cast<uint32_t*>(&want16.back());
+          *a &= 0xFFFFu;
+          *b &= 0xFFFFu;
+        }
+        EXPECT_EQ(0, std::memcmp(got16.data(), want16.data(), want16.size() * sizeof(float)))
+            << "SigmoidGate " << DTypeName(ot) << tag;
+        EXPECT_EQ(0, std::memcmp(Host(dy3 + off, static_cast<size_t>(n)).data(), y.data() + off, n * sizeof(float)))
+            << "SigmoidGate into another buffer leaves y" << tag;
+      }
+      // SigmoidMulAdd against Sigmoid then MulAdd.
+      float *dx1 = Dev(x), *dx2 = Dev(x), *dr3 = Dev(r), *dr4 = Dev(r), *dt = Dev(t);
+      gpu_->SigmoidMulAdd(dx1 + off, dr3 + off, dt + off, n);
+      gpu_->Sigmoid(dr4 + off, n);
+      gpu_->MulAdd(dx2 + off, dr4 + off, dt + off, n);
+      const std::vector<float> gx = Host(dx1 + off, static_cast<size_t>(n)), wx = Host(dx2 + off, static_cast<size_t>(n));
+      EXPECT_EQ(0, std::memcmp(gx.data(), wx.data(), gx.size() * sizeof(float))) << "SigmoidMulAdd" << tag;
+      std::vector<float> cpu_x(x.begin() + off, x.end()), cpu_r2(r.begin() + off, r.end());
+      cpu_.SigmoidMulAdd(cpu_x.data(), cpu_r2.data(), t.data() + off, n);
+      for (size_t i = 0; i < scale.size(); ++i) scale[i] = 1 + std::fabs(cpu_x[i]);
+      ExpectClose(gx, cpu_x, 1e-6, 0, "SigmoidMulAdd vs CPU" + tag, &scale);
+    }
+  }
+}
+
 // The FFN with its hidden in fp16 (FfnHiddenType): the key product writes
 // [n, F] fp16 from 16-bit inputs (as LayerNormShiftMix writes them), relu²
 // runs in place on it, the down-projection reads it. The hidden against the
@@ -1640,6 +1702,19 @@ TEST(KernelLaunchers, SixteenBitLaunchersRefuseBadArguments) {
             bad);
   EXPECT_EQ(kernels::launch_v7_output(f, f, f, f, f, f, f, f, -1, 64, 64, f, kernels::ElemType::kF32, nullptr), bad);
   EXPECT_EQ(kernels::launch_v7_output(f, f, f, f, f, f, f, f, 1, 64, 48, f, kernels::ElemType::kF32, nullptr), bad);
+  // The RWKV-4 gates: a bad output type, negative count, null buffers, an
+  // output over r, a 16-bit output over y.
+  float* g = f + 32;
+  EXPECT_EQ(kernels::launch_sigmoid_gate(f, g, 16, g, odd, nullptr), bad);
+  EXPECT_EQ(kernels::launch_sigmoid_gate(f, g, -1, g, kernels::ElemType::kF32, nullptr), bad);
+  EXPECT_EQ(kernels::launch_sigmoid_gate(nullptr, g, 16, g, kernels::ElemType::kF32, nullptr), bad);
+  EXPECT_EQ(kernels::launch_sigmoid_gate(f, g, 16, nullptr, kernels::ElemType::kF16, nullptr), bad);
+  EXPECT_EQ(kernels::launch_sigmoid_gate(f, g, 16, f, kernels::ElemType::kF32, nullptr), bad);
+  EXPECT_EQ(kernels::launch_sigmoid_gate(f, g, 16, g, kernels::ElemType::kBF16, nullptr), bad);
+  EXPECT_EQ(kernels::launch_sigmoid_gate(f, g, 0, g, kernels::ElemType::kF32, nullptr), cudaSuccess);
+  EXPECT_EQ(kernels::launch_sigmoid_muladd(f, g, f, -1, nullptr), bad);
+  EXPECT_EQ(kernels::launch_sigmoid_muladd(nullptr, g, f, 16, nullptr), bad);
+  EXPECT_EQ(kernels::launch_sigmoid_muladd(f, g, nullptr, 16, nullptr), bad);
 }
 
 // The chunked (DPLR) form of long segments (kernels/wkv7.cu: fp32 state, N =

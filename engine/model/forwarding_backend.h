@@ -81,6 +81,10 @@ class ForwardingBackend : public Backend {
   void ReluSquare(float* x, int64_t n) override { inner_->ReluSquare(x, n); }
   void Mul(float* x, const float* a, int64_t n) override { inner_->Mul(x, a, n); }
   void MulAdd(float* x, const float* a, const float* b, int64_t n) override { inner_->MulAdd(x, a, b, n); }
+  void SigmoidGate(float* y, float* r, int64_t n, float* out, DType out_type) override {
+    inner_->SigmoidGate(y, r, n, out, out_type);
+  }
+  void SigmoidMulAdd(float* x, float* r, const float* t, int64_t n) override { inner_->SigmoidMulAdd(x, r, t, n); }
   void SigmoidBias(float* x, const float* bias, int n, int C) override { inner_->SigmoidBias(x, bias, n, C); }
   void V7Decay(float* w, const float* w0, int n, int C) override { inner_->V7Decay(w, w0, n, C); }
   void V7KeyPrep(float* k, float* kk, const float* a, const float* k_k, const float* k_a, int n, int C,

@@ -588,19 +588,30 @@ void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
   const MatMulJob att[] = {MixJob(mix_[2], L.att_r, r_, mt), MixJob(mix_[0], L.att_k, k_, mt),
                            MixJob(mix_[1], L.att_v, v_, mt)};
   b.GroupedMatMul(n, att, 3);
-  b.Sigmoid(r_, nC);
   b.Wkv4(segs.data(), nseg, C, {layer_state + slot_.wkv, slot_.total}, L.time_first, L.time_decay, k_, v_,
          y_);
-  b.Mul(y_, r_, nC);
-  b.MatMul(y_, n, L.att_o, x_, true);
+  // sigmoid(r) * wkv feeds only the o-projection: with 16-bit product inputs
+  // it is written in that type into tmp_ (free until the FFN), no
+  // conversion pass.
+  if (mt == DType::kF32) {
+    b.SigmoidGate(y_, r_, nC, y_, DType::kF32);
+    b.MatMul(y_, n, L.att_o, x_, true);
+  } else {
+    b.SigmoidGate(y_, r_, nC, tmp_, mt);
+    const MatMulJob o = {tmp_, &L.att_o, x_, /*accumulate=*/true, InputAct::kNone, mt};
+    b.GroupedMatMul(n, &o, 1);
+  }
 
   b.LayerNormShiftMix(x_, n, C, L.ln2_w, L.ln2_b, segs.data(), nseg,
                       {layer_state + slot_.ffn_x_prev, slot_.total}, L.ffn_mix, mix_, 2, xx_, d_, mt);  // k, r
-  const MatMulJob ffn[] = {MixJob(mix_[1], L.ffn_r, r_, mt), MixJob(mix_[0], L.ffn_k, ffn_, mt)};
+  // The hidden may come out of the key product in 16 bits (FfnHiddenType).
+  const DType ht = b.FfnHiddenType(n);
+  MatMulJob key = MixJob(mix_[0], L.ffn_k, ffn_, mt);
+  key.y_type = ht;
+  const MatMulJob ffn[] = {MixJob(mix_[1], L.ffn_r, r_, mt), key};
   b.GroupedMatMul(n, ffn, 2);
-  b.Sigmoid(r_, nC);
-  b.ReluSquareMatMul(ffn_, n, L.ffn_v, tmp_, false, DType::kF32);
-  b.MulAdd(x_, r_, tmp_, nC);
+  b.ReluSquareMatMul(ffn_, n, L.ffn_v, tmp_, false, ht);
+  b.SigmoidMulAdd(x_, r_, tmp_, nC);
 }
 
 absl::Status Model::Forward(absl::Span<const ForwardRequest> requests, std::vector<float>* logits) {
