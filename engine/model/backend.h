@@ -64,7 +64,8 @@ struct MatMulJob {
   // the call reads.
   InputAct act = InputAct::kNone;
   // x's element type: kF32, or the 16-bit type Backend::MatMulInputType
-  // returned for this n, when LayerNormShiftMix or V7Output wrote x in it (then act
+  // returned for this n, when LayerNormShiftMix, V7Output (Wkv7WithOutput)
+  // or SigmoidGate wrote x in it (then act
   // must be kNone and x holds [n, w->cols] elements of that type).
   DType x_type = DType::kF32;
   // y's element type: kF32, or the 16-bit type FfnHiddenType returned for
