@@ -242,8 +242,9 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
                                                        const float* __restrict__ kk,  // (n, C)
                                                        const float* __restrict__ a,   // (n, C)
                                                        float* __restrict__ y,         // (n, C)
-                                                       int long_rows, Wkv7OutputStage os) {
-  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)  // segments this long: not ours
+                                                       int long_rows,  // segments this long: not ours
+                                                       Wkv7OutputStage os) {  // kOut: the output stage
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   constexpr bool kHalf = std::is_same_v<E, __half>;
   constexpr int kPerChunk = 16 / static_cast<int>(sizeof(E));  // elements per 16-byte chunk
   constexpr int kChunks = N / kPerChunk;                       // chunks per row

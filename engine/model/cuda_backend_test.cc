@@ -1717,6 +1717,48 @@ TEST(KernelLaunchers, SixteenBitLaunchersRefuseBadArguments) {
   EXPECT_EQ(kernels::launch_sigmoid_muladd(f, g, nullptr, 16, nullptr), bad);
 }
 
+// Where the decode WKV kernel may apply the output stage itself (runs
+// without a GPU: a host function). Fused only where launch_v7_output would
+// take its vector kernel, so each buffer off its N / 32-float alignment, on
+// its own, must say no; so must a long segment with a state (a padding one
+// does not count), a head size other than 64/128, and a misaligned state or
+// slot stride.
+TEST(KernelLaunchers, Wkv7OutputFusableNeedsEveryConditionOnItsOwn) {
+  alignas(16) static float buf[10][64];
+  const kernels::SegmentDesc decode[] = {{0, 0, 1}, {1, 1, 2}, {-1, 3, 20}};
+  const kernels::SegmentDesc prompt[] = {{0, 0, 1}, {1, 1, 20}};
+  for (const int N : {64, 128}) {
+    float *state = buf[0], *y = buf[1], *r = buf[2], *k = buf[3], *v = buf[4];
+    kernels::Wkv7OutputStage os{buf[5], buf[6], buf[7], buf[8], buf[9], kernels::ElemType::kF32};
+    auto fusable = [&] { return kernels::wkv7_output_fusable(decode, 3, N, state, 4096 + 4, y, r, k, v, os); };
+    EXPECT_TRUE(fusable()) << N;
+    EXPECT_FALSE(kernels::wkv7_output_fusable(prompt, 2, N, state, 4096 + 4, y, r, k, v, os)) << N;
+    EXPECT_FALSE(kernels::wkv7_output_fusable(decode, 0, N, state, 4096 + 4, y, r, k, v, os)) << N;
+    EXPECT_FALSE(kernels::wkv7_output_fusable(decode, 3, 32, state, 4096 + 4, y, r, k, v, os));
+    EXPECT_FALSE(kernels::wkv7_output_fusable(decode, 3, N, state + 1, 4096 + 4, y, r, k, v, os)) << N;
+    EXPECT_FALSE(kernels::wkv7_output_fusable(decode, 3, N, state, 4096 + 2, y, r, k, v, os)) << N;
+    // One float off: misaligned for both V = 2 (8 bytes) and V = 4 (16).
+    int which = 0;
+    for (float** p : {&y, &r, &k, &v}) {
+      float* const keep = *p;
+      *p = keep + 1;
+      EXPECT_FALSE(fusable()) << N << " y, r, k, v: " << which++;
+      *p = keep;
+    }
+    which = 0;
+    for (const float** p : {&os.g, &os.r_k, &os.lnw, &os.lnb}) {
+      const float* const keep = *p;
+      *p = keep + 1;
+      EXPECT_FALSE(fusable()) << N << " g, r_k, lnw, lnb: " << which++;
+      *p = keep;
+    }
+    os.out = buf[9] + 1;
+    EXPECT_FALSE(fusable()) << N << " out";
+    os.out = buf[9];
+    EXPECT_TRUE(fusable()) << N;
+  }
+}
+
 // The chunked (DPLR) form of long segments (kernels/wkv7.cu: fp32 state, N =
 // 64, a pass whose longest segment rounds up to 64 rows or more), against the
 // CPU's token walk: every chunk position (a 1000-row segment: 62 full chunks
