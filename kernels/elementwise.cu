@@ -127,15 +127,6 @@ namespace {
 // every buffer is 16-byte aligned, else one; the tail (n % 4) by the first
 // threads. Programmatic launch (kernel_util.cuh).
 template <typename Out>
-__device__ __forceinline__ void gate_store4(void* out, int64_t e4, float4 v, ElemType t) {
-  if constexpr (std::is_same_v<Out, float>) {
-    reinterpret_cast<float4*>(out)[e4] = v;
-  } else {
-    reinterpret_cast<uint2*>(out)[e4] = make_uint2(pack2(v.x, v.y, Out()), pack2(v.z, v.w, Out()));
-  }
-}
-
-template <typename Out>
 __global__ void sigmoid_gate_kernel(const float* __restrict__ r, const float* y, int64_t n, void* out, bool vec) {
   pdl_wait();
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -145,8 +136,8 @@ __global__ void sigmoid_gate_kernel(const float* __restrict__ r, const float* y,
                      : std::is_same_v<Out, __half> ? ElemType::kF16 : ElemType::kBF16;
   for (int64_t e = first; e < n4; e += stride) {
     const float4 a = reinterpret_cast<const float4*>(r)[e], b = reinterpret_cast<const float4*>(y)[e];
-    gate_store4<Out>(out, e, make_float4(b.x * sigmoid_f(a.x), b.y * sigmoid_f(a.y), b.z * sigmoid_f(a.z),
-                                         b.w * sigmoid_f(a.w)), t);
+    const float g[4] = {b.x * sigmoid_f(a.x), b.y * sigmoid_f(a.y), b.z * sigmoid_f(a.z), b.w * sigmoid_f(a.w)};
+    store_vec<4>(out, t, 4 * e, g);
   }
   for (int64_t e = 4 * n4 + first; e < n; e += stride) store_elem(out, t, e, y[e] * sigmoid_f(r[e]));
 }
@@ -168,8 +159,6 @@ __global__ void sigmoid_muladd_kernel(float* __restrict__ x, const float* __rest
   }
   for (int64_t e = 4 * n4 + first; e < n; e += stride) x[e] = x[e] + sigmoid_f(r[e]) * t[e];
 }
-
-bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 }  // namespace
 

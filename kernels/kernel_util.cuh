@@ -150,6 +150,9 @@ __device__ __forceinline__ bool head_lane(int64_t items, int C, int* c0, int64_t
   return true;
 }
 
+// Whether p is 16-byte aligned (host side: a vector path's precondition).
+inline bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
 // Whether every non-null pointer is aligned to v floats.
 inline bool aligned_floats(int v, std::initializer_list<const void*> ptrs) {
   for (const void* p : ptrs) {

@@ -270,8 +270,6 @@ void launch_vec(int count, unsigned grid, int block, cudaStream_t stream, const 
 #undef RWKV_LSM_VEC
 }
 
-bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 }  // namespace
 
 cudaError_t launch_ln_shift_mix(const float* x, int n, int C, const float* ln_w, const float* ln_b,

@@ -84,7 +84,7 @@ __global__ void v7_output_vec_kernel(const float* y, const float* __restrict__ r
   Vec::load(pw, lnw + c0);
   Vec::load(pb, lnb + c0);
   v7_output_head<V>(yv, rv, kv, vv, gv, prk, pw, pb);
-  v7_store_vec<V>(out, out_type, e, yv);
+  store_vec<V>(out, out_type, e, yv);
 }
 
 }  // namespace

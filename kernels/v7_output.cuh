@@ -16,29 +16,6 @@
 
 namespace rwkv::kernels {
 
-// V consecutive outputs from element i (a multiple of V): one access.
-template <int V>
-__device__ __forceinline__ void v7_store_vec(void* out, ElemType t, int64_t i, const float (&x)[V]) {
-  if (t == ElemType::kF32) {
-    FloatVec<V>::store(static_cast<float*>(out) + i, x);
-    return;
-  }
-  if constexpr (V == 1) {
-    store_elem(out, t, i, x[0]);
-  } else {
-    uint32_t u[V / 2];
-#pragma unroll
-    for (int p = 0; p < V / 2; ++p) {
-      u[p] = t == ElemType::kF16 ? pack2(x[2 * p], x[2 * p + 1], __half()) : pack2(x[2 * p], x[2 * p + 1], __nv_bfloat16());
-    }
-    if constexpr (V == 2) {
-      static_cast<uint32_t*>(out)[i / 2] = u[0];
-    } else {
-      reinterpret_cast<uint2*>(out)[i / 4] = make_uint2(u[0], u[1]);
-    }
-  }
-}
-
 // One head of N = 32 V channels, a warp's lane holding channels [V lane,
 // V lane + V): yv becomes the output stage of y
 //   (GroupNorm(y) * lnw + lnb + sum_head(r * k * r_k) * v) * g

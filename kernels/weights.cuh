@@ -16,6 +16,7 @@
 
 #include <cstdint>
 
+#include "kernels/kernel_util.cuh"
 #include "kernels/types.h"
 
 namespace rwkv::kernels {
@@ -67,6 +68,31 @@ __device__ __forceinline__ void store_elem(void* out, ElemType t, int64_t i, flo
     case ElemType::kF16: static_cast<__half*>(out)[i] = __float2half_rn(x); break;
     case ElemType::kBF16: static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(x); break;
     default: static_cast<float*>(out)[i] = x; break;
+  }
+}
+
+// V consecutive outputs x (V = 1, 2 or 4) from element i (a multiple of V)
+// of an array of t: one 4/8/16-byte access (the address aligned to V
+// elements of t).
+template <int V>
+__device__ __forceinline__ void store_vec(void* out, ElemType t, int64_t i, const float (&x)[V]) {
+  if (t == ElemType::kF32) {
+    FloatVec<V>::store(static_cast<float*>(out) + i, x);
+    return;
+  }
+  if constexpr (V == 1) {
+    store_elem(out, t, i, x[0]);
+  } else {
+    uint32_t u[V / 2];
+#pragma unroll
+    for (int p = 0; p < V / 2; ++p) {
+      u[p] = t == ElemType::kF16 ? pack2(x[2 * p], x[2 * p + 1], __half()) : pack2(x[2 * p], x[2 * p + 1], __nv_bfloat16());
+    }
+    if constexpr (V == 2) {
+      static_cast<uint32_t*>(out)[i / 2] = u[0];
+    } else {
+      reinterpret_cast<uint2*>(out)[i / 4] = make_uint2(u[0], u[1]);
+    }
   }
 }
 

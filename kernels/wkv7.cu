@@ -221,7 +221,7 @@ __device__ __forceinline__ void wkv7_row_tokens(const SegmentDesc& g, int h, int
         Vec::load(pw, os.lnw + h * N + j0);
         Vec::load(pb, os.lnb + h * N + j0);
         v7_output_head<V>(yv, rv, kv, vv, gv, prk, pw, pb);
-        v7_store_vec<V>(os.out, os.out_type, o + j0, yv);
+        store_vec<V>(os.out, os.out_type, o + j0, yv);
       }
     } else {
       y[o + i] = acc;
@@ -1099,8 +1099,6 @@ cudaError_t launch_seq(const SegmentDesc* segs, const int32_t* index, int count,
     return cudaGetLastError();
   });
 }
-
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // The longest long segment of the list, rounded up to a power of two (the
 // CUDA graph key's), or 0 when the chunked form is not used for this pass.

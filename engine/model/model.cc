@@ -511,6 +511,17 @@ MatMulJob MixJob(const float* x, const Matrix& w, float* y, DType t) {
   return {x, &w, y, /*accumulate=*/false, InputAct::kNone, t};
 }
 
+// x += in @ W^T, in holding [n, W.cols] elements of t: fp32, or the 16-bit
+// MatMulInputType(n) (the output stage wrote it so; no conversion pass).
+void AccumulateProduct(Backend& b, const float* in, int n, const Matrix& w, float* x, DType t) {
+  if (t == DType::kF32) {
+    b.MatMul(in, n, w, x, true);
+    return;
+  }
+  const MatMulJob job = {in, &w, x, /*accumulate=*/true, InputAct::kNone, t};
+  b.GroupedMatMul(n, &job, 1);
+}
+
 }  // namespace
 
 // A layer is written on the fused ops (backend.h), so that a GPU runs about a
@@ -555,12 +566,7 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
   float* att_out = mt == DType::kF32 ? y_ : tmp_;
   b.Wkv7WithOutput(segs.data(), nseg, n, C, N, wkv, r_, w_, k_, v_, kk_, a_, y_, g_, L.r_k, L.lnx_w, L.lnx_b, att_out,
                    mt);
-  if (mt == DType::kF32) {
-    b.MatMul(y_, n, L.att_o, x_, true);
-  } else {
-    const MatMulJob o = {tmp_, &L.att_o, x_, /*accumulate=*/true, InputAct::kNone, mt};
-    b.GroupedMatMul(n, &o, 1);
-  }
+  AccumulateProduct(b, att_out, n, L.att_o, x_, mt);
 
   const float* ffn_mix[1] = {L.ffn_x_k};
   b.LayerNormShiftMix(x_, n, C, L.ln2_w, L.ln2_b, segs.data(), nseg,
@@ -593,14 +599,9 @@ void Model::LayerV4(int l, int n, const std::vector<Segment>& segs) {
   // sigmoid(r) * wkv feeds only the o-projection: with 16-bit product inputs
   // it is written in that type into tmp_ (free until the FFN), no
   // conversion pass.
-  if (mt == DType::kF32) {
-    b.SigmoidGate(y_, r_, nC, y_, DType::kF32);
-    b.MatMul(y_, n, L.att_o, x_, true);
-  } else {
-    b.SigmoidGate(y_, r_, nC, tmp_, mt);
-    const MatMulJob o = {tmp_, &L.att_o, x_, /*accumulate=*/true, InputAct::kNone, mt};
-    b.GroupedMatMul(n, &o, 1);
-  }
+  float* att_out = mt == DType::kF32 ? y_ : tmp_;
+  b.SigmoidGate(y_, r_, nC, att_out, mt);
+  AccumulateProduct(b, att_out, n, L.att_o, x_, mt);
 
   b.LayerNormShiftMix(x_, n, C, L.ln2_w, L.ln2_b, segs.data(), nseg,
                       {layer_state + slot_.ffn_x_prev, slot_.total}, L.ffn_mix, mix_, 2, xx_, d_, mt);  // k, r
