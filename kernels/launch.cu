@@ -1,4 +1,4 @@
-// The process-wide programmatic-launch switch (kernel_util.cuh).
+// The programmatic-launch switches (kernel_util.cuh, launch.h).
 #include <atomic>
 
 #include "kernels/launch.h"
@@ -6,9 +6,11 @@
 namespace rwkv::kernels {
 namespace {
 std::atomic<bool> g_programmatic{false};
+thread_local bool t_pass_programmatic = true;
 }  // namespace
 
 void set_programmatic_launch(bool on) { g_programmatic.store(on, std::memory_order_relaxed); }
-bool programmatic_launch() { return g_programmatic.load(std::memory_order_relaxed); }
+void set_pass_programmatic_launch(bool on) { t_pass_programmatic = on; }
+bool programmatic_launch() { return t_pass_programmatic && g_programmatic.load(std::memory_order_relaxed); }
 
 }  // namespace rwkv::kernels

@@ -600,6 +600,8 @@ void CudaBackend::BeginPass(const Segment* segs, int nseg, const int32_t* tokens
   if (!Begin()) return;
   nseg = segs == nullptr ? 0 : std::max(nseg, 0);
   rows = tokens == nullptr ? 0 : std::max(rows, 0);
+  // This thread's launches until EndPass (captured into the pass's graph too).
+  kernels::set_pass_programmatic_launch(rows <= CudaBackendOptions::kProgrammaticLaunchMaxRows);
   nlogit = logit_rows == nullptr ? 0 : std::max(nlogit, 0);
   const size_t seg_bytes = static_cast<size_t>(nseg) * sizeof(Segment);
   const size_t tok_bytes = static_cast<size_t>(rows) * sizeof(int32_t);
@@ -711,6 +713,7 @@ int64_t CudaBackend::Wkv7ScratchBytes(int rows, int C, int N, DType state_dtype)
 }
 
 void CudaBackend::EndPass() {
+  kernels::set_pass_programmatic_launch(true);
   if (!in_pass_) return;
   in_pass_ = false;
   replaying_ = false;

@@ -123,8 +123,16 @@ struct CudaBackendOptions {
   // Launch our kernels with programmatic dependent launch on sm_90 and later
   // (kernels/kernel_util.cuh): each kernel's launch overlaps the end of the
   // one before, same results. Process-wide (the last backend made decides).
-  // RWKV_CUDA_PDL (0 or 1) overrides this.
+  // RWKV_CUDA_PDL (0 or 1) overrides this. Passes of more than
+  // kProgrammaticLaunchMaxRows rows launch without it.
   bool programmatic_launch = true;
+  // The early trigger (pdl_wait) lets the next kernel's blocks take SM slots
+  // while this one's last wave runs: worth it for a decode step's short
+  // kernels, a loss for prompt passes of many-wave kernels. H100 (docs/PERF.md,
+  // session 9): a 1.5B 4,096-row prefill 103,178 tokens/s with it, 107,183
+  // without; decode at 256 and 960 sessions the same either way (51.1-51.5k,
+  // 70.8-72.1k); at 64 sessions and below it pays (session 8).
+  static constexpr int kProgrammaticLaunchMaxRows = 256;
 
   // Where the GEMV stops paying. At n rows it does n fp32 FMAs per weight on
   // CUDA cores (plus a 16-bit widening), while cuBLAS on tensor cores does
@@ -142,8 +150,12 @@ struct CudaBackendOptions {
   // The kernel reads each weight once for up to 64 rows, on tensor cores.
   // Whole 1.5B decode steps on an H100 (docs/PERF.md, 2026-11-26), skinny
   // against cuBLAS above 4 rows: B=8 2.84 / 3.70 ms, B=16 3.49 / 3.84,
-  // B=32 5.10 / 4.13, B=64 7.68 / 4.59. So it stops at 16 rows.
-  static constexpr int kDefaultSkinnyRows = 16;
+  // B=32 5.10 / 4.13, B=64 7.68 / 4.59. So it stopped at 16 rows. Since the
+  // early launch trigger (session 9, H100, skinny up to 16 / 10 rows):
+  // 1.5B fp32 state B=10 3,904 / 3,906 tokens/s, B=12 4,462 / 4,606, B=16
+  // 5,365 / 6,012; 7.2B fp16 state B=10 1,360 / 1,362, B=12 1,580 / 1,671,
+  // B=16 1,998 / 2,216. So it stops at 10 rows.
+  static constexpr int kDefaultSkinnyRows = 10;
   static constexpr int kMaxSkinnyRows = 64;
   // Above skinny_rows and up to this many rows, GroupedMatMul still puts the
   // LoRA-sized products (a side of at most kSkinnyLoraMaxDim) on the skinny

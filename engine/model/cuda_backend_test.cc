@@ -34,12 +34,14 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/loader/dtype.h"
 #include "engine/model/cpu_backend.h"
 #include "gtest/gtest.h"
 #include "kernels/elementwise.h"
+#include "kernels/launch.h"
 #include "kernels/v7_output.h"
 #include "kernels/wkv7.h"
 
@@ -197,6 +199,26 @@ TEST_F(CudaOpsTest, AllocReportsOutOfMemoryAndStaysUsable) {
   auto small = gpu_->Alloc(16);
   EXPECT_TRUE(small.ok()) << small.status();
   EXPECT_TRUE(gpu_->Sync().ok());
+}
+
+// Programmatic launch is on for passes of up to kProgrammaticLaunchMaxRows
+// rows and off above (a prompt pass), back to the process-wide switch after
+// EndPass; a pass's results do not depend on it (the model tests run both).
+TEST_F(CudaOpsTest, ProgrammaticLaunchOnlyForPassesUpToTheRowLimit) {
+  const bool process_wide = kernels::programmatic_launch();
+  const int limit = CudaBackendOptions::kProgrammaticLaunchMaxRows;
+  const std::vector<int32_t> tokens(static_cast<size_t>(limit) + 1, 0);
+  float* x = Dev(std::vector<float>(static_cast<size_t>(limit + 1) * 64, 1.0f));
+  float* w = Dev(std::vector<float>(64, 1.0f));
+  for (const int rows : {1, limit, limit + 1, 2}) {
+    const Segment seg{0, 0, rows};
+    gpu_->BeginPass(&seg, 1, tokens.data(), rows, nullptr, 0);
+    EXPECT_EQ(kernels::programmatic_launch(), process_wide && rows <= limit) << rows << " rows";
+    gpu_->LayerNorm(x, rows, 64, w, w, x);  // a launch inside the pass
+    gpu_->EndPass();
+    EXPECT_EQ(kernels::programmatic_launch(), process_wide) << "after a pass of " << rows << " rows";
+  }
+  EXPECT_TRUE(gpu_->Sync().ok()) << gpu_->Sync();
 }
 
 TEST_F(CudaOpsTest, LaunchErrorsSurfaceThroughSyncAndStick) {
@@ -1723,6 +1745,24 @@ TEST(KernelLaunchers, SixteenBitLaunchersRefuseBadArguments) {
 // its own, must say no; so must a long segment with a state (a padding one
 // does not count), a head size other than 64/128, and a misaligned state or
 // slot stride.
+// The per-thread pass veto: it turns programmatic launch off for this
+// thread only, and never turns it on where the process-wide switch is off.
+TEST(KernelLaunchers, PassVetoOfProgrammaticLaunchIsPerThread) {
+  const bool saved = kernels::programmatic_launch();
+  kernels::set_programmatic_launch(true);
+  EXPECT_TRUE(kernels::programmatic_launch());
+  kernels::set_pass_programmatic_launch(false);
+  EXPECT_FALSE(kernels::programmatic_launch());
+  bool other_thread = false;
+  std::thread([&] { other_thread = kernels::programmatic_launch(); }).join();
+  EXPECT_TRUE(other_thread);
+  kernels::set_pass_programmatic_launch(true);
+  EXPECT_TRUE(kernels::programmatic_launch());
+  kernels::set_programmatic_launch(false);
+  EXPECT_FALSE(kernels::programmatic_launch());
+  kernels::set_programmatic_launch(saved);
+}
+
 TEST(KernelLaunchers, Wkv7OutputFusableNeedsEveryConditionOnItsOwn) {
   alignas(16) static float buf[10][64];
   const kernels::SegmentDesc decode[] = {{0, 0, 1}, {1, 1, 2}, {-1, 3, 20}};
