@@ -27,12 +27,14 @@
 // passes' CUDA graphs) then --prefill-reps timed ones. Reported against
 // issue 5's flop count, 2 * matmul params * T, over the measured peak.
 #include <algorithm>
+#include <barrier>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -97,8 +99,84 @@ absl::Status Prefill(Model& model, int32_t n, int32_t per_session, TokenStream& 
   return model.Forward(reqs, &logits);
 }
 
-BatchResult RunBatch(Model& model, const BenchFlags& f, int32_t batch, const FloorInputs& floor_in,
-                     bool device_sampling) {
+// One model's share of a decode step: `batch` sessions (slots 0..batch-1),
+// each with its sampler, as the engine keeps them.
+class DecodeLane {
+ public:
+  DecodeLane(Model* model, int32_t batch, uint64_t seed, bool device_sampling)
+      : model_(model), batch_(batch), device_sampling_(device_sampling),
+        tokens_(seed, model->config().vocab_size) {}
+
+  // Slots, the context tokens, the samplers and the first step's tokens.
+  absl::Status Setup(int32_t context) {
+    if (absl::Status s = model_->AllocateSlots(batch_); !s.ok()) return s;
+    if (absl::Status s = Prefill(*model_, batch_, context, tokens_); !s.ok()) return s;
+    const size_t n = static_cast<size_t>(batch_);
+    ids_.assign(n, 0);
+    reqs_.assign(n, {});
+    rows_.assign(n, 0);
+    specs_.assign(n, {});
+    picked_.assign(n, {});
+    samplers_.clear();
+    const int32_t V = model_->config().vocab_size;
+    for (int32_t s = 0; s < batch_; ++s) {
+      reqs_[s] = {s, absl::Span<const int32_t>(&ids_[s], 1), false};
+      rows_[s] = s;
+      // One sampler per session, as the engine has (temperature 1, seeded).
+      SamplingParams p;
+      p.seed = static_cast<uint64_t>(s);
+      auto made = Sampler::Create(p, V);
+      if (!made.ok()) return made.status();
+      samplers_.push_back(*std::move(made));
+    }
+    for (int32_t& id : ids_) id = tokens_.Next();
+    return absl::OkStatus();
+  }
+
+  // One forward of the lane's sessions and their next tokens picked.
+  absl::Status Step() {
+    const int32_t V = model_->config().vocab_size;
+    if (device_sampling_) {
+      if (absl::Status s = model_->ForwardKeepLogits(reqs_); !s.ok()) return s;
+      for (int32_t s = 0; s < batch_; ++s) samplers_[s].PrepareDeviceSample(&specs_[s]);
+      if (absl::Status s = model_->SampleKeptLogits(rows_, specs_, absl::MakeSpan(picked_)); !s.ok()) return s;
+      for (int32_t s = 0; s < batch_; ++s) {
+        samplers_[s].FinishDeviceSample(picked_[s]);
+        ids_[s] = picked_[s].token;
+      }
+    } else {
+      if (absl::Status s = model_->Forward(reqs_, &logits_); !s.ok()) return s;
+      for (int32_t s = 0; s < batch_; ++s) {
+        ids_[s] = samplers_[s].Sample(
+            absl::MakeConstSpan(logits_.data() + static_cast<size_t>(s) * V, static_cast<size_t>(V)));
+      }
+    }
+    for (int32_t s = 0; s < batch_; ++s) samplers_[s].Accept(ids_[s]);
+    return absl::OkStatus();
+  }
+
+ private:
+  Model* model_;
+  int32_t batch_;
+  bool device_sampling_;
+  TokenStream tokens_;
+  std::vector<int32_t> ids_;
+  std::vector<ForwardRequest> reqs_;
+  std::vector<Sampler> samplers_;
+  std::vector<float> logits_;
+  std::vector<int32_t> rows_;
+  std::vector<SampleSpec> specs_;
+  std::vector<SampledToken> picked_;
+};
+
+// A decode step of `batch` sessions split over the models (--lanes): lane i
+// takes batch / lanes sessions (the first batch % lanes one more). With one
+// lane, the engine's step. With several, each model (its own backend and
+// stream) steps its share on its own thread, all starting together; a step
+// ends when the last lane's does. Setup and warm-up (which captures the
+// graphs) run one lane at a time.
+BatchResult RunBatch(const std::vector<Model*>& models, const BenchFlags& f, int32_t batch,
+                     const FloorInputs& floor_in, bool device_sampling) {
   BatchResult r;
   r.batch = batch;
   r.floor = StepFloor(floor_in, batch);
@@ -107,54 +185,55 @@ BatchResult RunBatch(Model& model, const BenchFlags& f, int32_t batch, const Flo
     r.error = std::string(s.message());
     return r;
   };
-  if (absl::Status s = model.AllocateSlots(batch); !s.ok()) return fail(s);
-  TokenStream tokens(1000 + static_cast<uint64_t>(batch), model.config().vocab_size);
+  const int32_t nl = std::min<int32_t>(static_cast<int32_t>(models.size()), batch);
+  std::vector<std::unique_ptr<DecodeLane>> lanes;
   const auto p0 = Clock::now();
-  if (absl::Status s = Prefill(model, batch, f.context, tokens); !s.ok()) return fail(s);
+  for (int32_t i = 0; i < nl; ++i) {
+    const int32_t share = batch / nl + (i < batch % nl ? 1 : 0);
+    lanes.push_back(std::make_unique<DecodeLane>(models[static_cast<size_t>(i)], share,
+                                                 1000 + static_cast<uint64_t>(batch) + 7919 * static_cast<uint64_t>(i),
+                                                 device_sampling));
+    if (absl::Status s = lanes.back()->Setup(f.context); !s.ok()) return fail(s);
+  }
   r.context_ms = Ms(Clock::now() - p0);
-
-  std::vector<int32_t> ids(static_cast<size_t>(batch));
-  std::vector<ForwardRequest> reqs(static_cast<size_t>(batch));
-  for (int32_t s = 0; s < batch; ++s) {
-    reqs[static_cast<size_t>(s)] = {s, absl::Span<const int32_t>(&ids[static_cast<size_t>(s)], 1), false};
-  }
-  // One sampler per session, as the engine has (temperature 1, seeded).
-  const int32_t V = model.config().vocab_size;
-  std::vector<Sampler> samplers;
-  for (int32_t s = 0; s < batch; ++s) {
-    SamplingParams p;
-    p.seed = static_cast<uint64_t>(s);
-    auto made = Sampler::Create(p, V);
-    if (!made.ok()) return fail(made.status());
-    samplers.push_back(*std::move(made));
-  }
-  for (int32_t& id : ids) id = tokens.Next();
-  std::vector<float> logits;
-  std::vector<int32_t> rows(static_cast<size_t>(batch));
-  std::vector<SampleSpec> specs(static_cast<size_t>(batch));
-  std::vector<SampledToken> picked(static_cast<size_t>(batch));
-  for (int32_t s = 0; s < batch; ++s) rows[static_cast<size_t>(s)] = s;
-  std::vector<double> times;
-  for (int32_t step = 0; step < f.warmup + f.steps; ++step) {
-    const auto t0 = Clock::now();
-    if (device_sampling) {
-      if (absl::Status s = model.ForwardKeepLogits(reqs); !s.ok()) return fail(s);
-      for (int32_t s = 0; s < batch; ++s) samplers[static_cast<size_t>(s)].PrepareDeviceSample(&specs[s]);
-      if (absl::Status s = model.SampleKeptLogits(rows, specs, absl::MakeSpan(picked)); !s.ok()) return fail(s);
-      for (int32_t s = 0; s < batch; ++s) {
-        samplers[static_cast<size_t>(s)].FinishDeviceSample(picked[s]);
-        ids[static_cast<size_t>(s)] = picked[s].token;
-      }
-    } else {
-      if (absl::Status s = model.Forward(reqs, &logits); !s.ok()) return fail(s);
-      for (int32_t s = 0; s < batch; ++s) {
-        ids[static_cast<size_t>(s)] = samplers[static_cast<size_t>(s)].Sample(
-            absl::MakeConstSpan(logits.data() + static_cast<size_t>(s) * V, static_cast<size_t>(V)));
-      }
+  for (int32_t step = 0; step < f.warmup; ++step) {
+    for (auto& lane : lanes) {
+      if (absl::Status s = lane->Step(); !s.ok()) return fail(s);
     }
-    for (int32_t s = 0; s < batch; ++s) samplers[static_cast<size_t>(s)].Accept(ids[static_cast<size_t>(s)]);
-    const double ms = Ms(Clock::now() - t0);
-    if (step >= f.warmup) times.push_back(ms);
+  }
+  std::vector<double> times;
+  if (nl == 1) {
+    for (int32_t step = 0; step < f.steps; ++step) {
+      const auto t0 = Clock::now();
+      if (absl::Status s = lanes[0]->Step(); !s.ok()) return fail(s);
+      times.push_back(Ms(Clock::now() - t0));
+    }
+  } else {
+    // Lanes 1.. on their own threads, lane 0 on this one; two barrier phases a
+    // step: all start, all done.
+    std::barrier sync(nl);
+    std::vector<absl::Status> status(static_cast<size_t>(nl));
+    std::vector<std::thread> threads;
+    for (int32_t i = 1; i < nl; ++i) {
+      threads.emplace_back([&, i] {
+        for (int32_t step = 0; step < f.steps; ++step) {
+          sync.arrive_and_wait();
+          if (status[i].ok()) status[i] = lanes[i]->Step();
+          sync.arrive_and_wait();
+        }
+      });
+    }
+    for (int32_t step = 0; step < f.steps; ++step) {
+      sync.arrive_and_wait();
+      const auto t0 = Clock::now();
+      if (status[0].ok()) status[0] = lanes[0]->Step();
+      sync.arrive_and_wait();
+      times.push_back(Ms(Clock::now() - t0));
+    }
+    for (std::thread& t : threads) t.join();
+    for (const absl::Status& s : status) {
+      if (!s.ok()) return fail(s);
+    }
   }
   double sum = 0;
   for (double t : times) sum += t;
@@ -384,6 +463,22 @@ int Run(const BenchFlags& f) {
   const std::vector<int32_t> decode_batches =
       f.prefill.empty() || f.batches_given ? f.batches : std::vector<int32_t>{};
 
+  // --lanes N: N - 1 more copies of the model, each on its own backend (its
+  // own stream on a GPU), for decode steps split across them.
+  std::vector<std::unique_ptr<Model>> extra_lanes;
+  std::vector<Model*> lane_models = {&model};
+  if (!decode_batches.empty()) {
+    for (int32_t i = 1; i < f.lanes; ++i) {
+      auto backend = MakeBackend({f.backend, threads, *dtype}, nullptr);
+      if (!backend.ok()) return Fail(backend.status());
+      auto lane = Model::Load(f.model, *std::move(backend), {.state_dtype = *state_dtype});
+      if (!lane.ok()) return Fail(lane.status());
+      if (absl::Status s = (*lane)->SetMaxPassRows(f.pass_rows); !s.ok()) return Fail(s);
+      lane_models.push_back(lane->get());
+      extra_lanes.push_back(*std::move(lane));
+    }
+  }
+
   const std::string step_what =
       device_sampling
           ? "one forward of B sessions x 1 token, logits kept on the backend, B tokens sampled there "
@@ -399,7 +494,15 @@ int Run(const BenchFlags& f) {
         step_what.c_str(), f.steps, f.warmup, f.context);
     std::printf(
         "floor = max((weight bytes + B*2*state bytes) / copy bw, 2*params*B / matrix peak); "
-        "'of floor' = floor / measured\n\n");
+        "'of floor' = floor / measured\n");
+    if (f.lanes > 1) {
+      std::printf(
+          "lanes: %d copies of the model, each on its own backend and thread, B split across them and stepped "
+          "at once (a step ends with the last lane's); the weights are read once per lane, the floor counts "
+          "them once\n",
+          f.lanes);
+    }
+    std::printf("\n");
     std::string header = absl::StrFormat("%5s %9s %9s %10s %9s %4s %8s", "B", "ms/step", "median", "tokens/s",
                                          "floor ms", "by", "of floor");
     if (peer) {
@@ -412,7 +515,7 @@ int Run(const BenchFlags& f) {
 
   std::vector<BatchResult> results;
   for (int32_t batch : decode_batches) {
-    BatchResult r = RunBatch(model, f, batch, floor_in, device_sampling);
+    BatchResult r = RunBatch(lane_models, f, batch, floor_in, device_sampling);
     if (!r.error.empty()) {
       std::printf("%5d  failed: %s\n", batch, r.error.c_str());
     } else {
@@ -438,6 +541,7 @@ int Run(const BenchFlags& f) {
   if (!f.json.empty()) {
     std::string j = "{\n";
     absl::StrAppend(&j, "  \"sampling\": ", JsonString(device_sampling ? "device" : "host"), ",\n");
+    absl::StrAppend(&j, "  \"lanes\": ", f.lanes, ",\n");
     absl::StrAppend(&j, "  \"model\": ", JsonString(f.model), ",\n  \"config\": ", JsonString(cfg.ToString()),
                     ",\n  \"backend\": ", JsonString(backend_note),
                     ",\n  \"device\": ", JsonString(device_name), ",\n");

@@ -29,6 +29,7 @@ TEST(BenchFlagsTest, Defaults) {
   EXPECT_FALSE(f->batches_given);
   EXPECT_EQ(f->prefill_reps, 3);
   EXPECT_EQ(f->pass_rows, 1024);
+  EXPECT_EQ(f->lanes, 1);
 }
 
 TEST(BenchFlagsTest, ParsesEverything) {
@@ -66,7 +67,9 @@ TEST(BenchFlagsTest, ParsesEverything) {
                             "--gemm-n",
                             "1024",
                             "--sampling",
-                            "host"});
+                            "host",
+                            "--lanes",
+                            "2"});
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->model, "synthetic:7.2b");
   EXPECT_EQ(f->batches, (std::vector<int32_t>{1, 2, 3}));
@@ -87,6 +90,7 @@ TEST(BenchFlagsTest, ParsesEverything) {
   EXPECT_EQ(f->copy_mib, 64);
   EXPECT_EQ(f->gemm_n, 1024);
   EXPECT_EQ(f->sampling, "host");
+  EXPECT_EQ(f->lanes, 2);
 }
 
 TEST(BenchFlagsTest, RejectsBadValues) {
@@ -104,7 +108,7 @@ TEST(BenchFlagsTest, RejectsBadValues) {
                                                                                     {"--context", "0"},
                                                                                     {"--prefill", "512,0"},
                                                                                     {"--prefill", ","},
-                                                                                    {"--prefill-reps", "0"}, {"--pass-rows", "0"}, {"--pass-rows", "70000"},
+                                                                                    {"--prefill-reps", "0"}, {"--pass-rows", "0"}, {"--pass-rows", "70000"}, {"--lanes", "0"}, {"--lanes", "17"},
                                                                                     {"--help=1"}}) {
     auto f = ParseBenchFlags(args);
     EXPECT_FALSE(f.ok()) << args[0];

@@ -34,7 +34,7 @@ std::string BenchUsage() {
                          [--weight-dtype f16|bf16|f32] [--state-dtype fp32|fp16] [--threads N]
                          [--peer albatross]
                          [--json FILE] [--ffn-tokens N] [--copy-mib N] [--gemm-n N]
-                         [--sampling device|host|auto]
+                         [--sampling device|host|auto] [--lanes N]
 
 Times decode steps of B sessions at once as the server runs them (one forward of B
 requests of one token each, then B tokens picked: on the device, or after the
@@ -70,6 +70,10 @@ ms, tokens/s, TFLOP/s as 2 * params * T and its fraction of the measured matrix 
                  backend that can, e.g. cuda); host: the B x vocab logits are downloaded
                  and each session's Sampler picks on the host; auto (default): device
                  where the backend can, else host. Sessions sample at temperature 1.
+  --lanes        decode with N copies of the model (default 1), each on its own backend (on a
+                 GPU: its own stream) and host thread, a batch's sessions split across them and
+                 stepped at once; measures what running independent work side by side on one
+                 device gains. Each copy loads its own weights
 )";
 }
 
@@ -154,6 +158,8 @@ absl::StatusOr<BenchFlags> ParseBenchFlags(const std::vector<std::string>& args)
     } else if (name == "--sampling") {
       if (v != "device" && v != "host" && v != "auto") return Bad(name, v, "device, host or auto");
       f.sampling = v;
+    } else if (name == "--lanes") {
+      st = ParseInt(name, v, 1, 16, &f.lanes);
     } else if (name == "--gemm-n") {
       st = ParseInt(name, v, 256, 32768, &f.gemm_n);
     } else {

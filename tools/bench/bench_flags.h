@@ -34,6 +34,7 @@ struct BenchFlags {
   int32_t copy_mib = 0;                                 // --copy-mib N (0: 2048 on a GPU, 512 on the host)
   int32_t gemm_n = 8192;                                // --gemm-n N: size of the square peak GEMM
   std::string sampling = "auto";                        // --sampling device|host|auto: where a step picks tokens
+  int32_t lanes = 1;                                    // --lanes N: decode batches split over N model copies
   bool help = false;
 };
 
