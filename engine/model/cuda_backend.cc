@@ -273,8 +273,15 @@ absl::Status CudaBackend::Init() {
       return s;
     }
     skinny_counters_ = static_cast<int*>(counters);
-    // The kernel leaves them zero after every launch.
-    if (absl::Status s = CudaStatus(cudaMemset(counters, 0, kSkinnyCounters * sizeof(int)), "cudaMemset (skinny counters)");
+    // The kernel leaves them zero after every launch. Zeroed on this stream
+    // (cudaMemset would use the legacy default stream, which a non-blocking
+    // stream does not wait for) and waited for.
+    if (absl::Status s = CudaStatus(cudaMemsetAsync(counters, 0, kSkinnyCounters * sizeof(int), stream_),
+                                    "cudaMemsetAsync (skinny counters)");
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CudaStatus(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (skinny counters)");
         !s.ok()) {
       return s;
     }
