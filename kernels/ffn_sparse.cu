@@ -15,6 +15,7 @@ constexpr int kThreads = 128;
 constexpr int kCols = 8 * kThreads;  // output columns per block
 constexpr int kTile = 8;             // batch rows per block
 constexpr int kPass = 512;           // hidden units compacted per pass (shared-memory list)
+static_assert(kPass % kThreads == 0, "a pass is whole compaction rounds");
 constexpr int kUnroll = 8;           // unit rows in flight per thread
 constexpr size_t kMaxPartialFloats = size_t{1} << 21;  // 8 MB of partial sums at most
 
@@ -67,20 +68,30 @@ __global__ void __launch_bounds__(kThreads) ffn_sparse_kernel(const float* __res
 
   for (int pass = f_begin; pass < f_end; pass += kPass) {
     const int pass_end = min(f_end, pass + kPass);
-    // Compaction: units with a nonzero coefficient for some row of the tile,
-    // in ascending order (ballot bit order within a warp, warps in order).
-    int count = 0;
-    for (int base = pass; base < pass_end; base += kThreads) {
-      const int f = base + threadIdx.x;
-      float cf[NR];
-      bool any = false;
+    // The pass's coefficients, every load issued before the first is used
+    // (one round trip, not one per compaction round).
+    constexpr int kRounds = kPass / kThreads;
+    float cf[kRounds][NR];
+#pragma unroll
+    for (int q = 0; q < kRounds; ++q) {
+      const int f = pass + q * kThreads + static_cast<int>(threadIdx.x);
 #pragma unroll
       for (int r = 0; r < NR; ++r) {
         float v = f < pass_end && r < nr ? h[static_cast<int64_t>(t0 + r) * F + f] : 0.0f;
         v = v > 0.0f ? v : 0.0f;
-        cf[r] = v * v;  // relu², as the CPU computes it
-        any |= cf[r] != 0.0f;
+        cf[q][r] = v * v;  // relu², as the CPU computes it
       }
+    }
+    // Compaction: units with a nonzero coefficient for some row of the tile,
+    // in ascending order (ballot bit order within a warp, warps in order).
+    int count = 0;
+#pragma unroll
+    for (int q = 0; q < kRounds; ++q) {
+      if (pass + q * kThreads >= pass_end) break;  // the same for every thread
+      const int f = pass + q * kThreads + static_cast<int>(threadIdx.x);
+      bool any = false;
+#pragma unroll
+      for (int r = 0; r < NR; ++r) any |= cf[q][r] != 0.0f;
       const unsigned ballot = __ballot_sync(0xffffffffu, any);
       if (lane == 0) warp_count[warp] = __popc(ballot);
       __syncthreads();
@@ -94,27 +105,41 @@ __global__ void __launch_bounds__(kThreads) ffn_sparse_kernel(const float* __res
         const int pos = offset + __popc(ballot & ((1u << lane) - 1u));
         list[pos] = f;
 #pragma unroll
-        for (int r = 0; r < NR; ++r) coef[r][pos] = cf[r];
+        for (int r = 0; r < NR; ++r) coef[r][pos] = cf[q][r];
       }
       count += total;
       __syncthreads();  // list complete; warp_count free for the next round
     }
     if (has_cols) {
+      // Two groups of kUnroll unit rows in flight: the next group's loads are
+      // issued before this group's products.
       int i = 0;
-      for (; i + kUnroll <= count; i += kUnroll) {
-        uint4 wv[kUnroll];
+      uint4 cur[kUnroll];
+      if (count >= kUnroll) {
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) wv[u] = load_stream(wc + static_cast<int64_t>(list[i + u]) * C);
+        for (int u = 0; u < kUnroll; ++u) cur[u] = load_stream(wc + static_cast<int64_t>(list[u]) * C);
+      }
+      for (; i + kUnroll <= count; i += kUnroll) {
+        uint4 next[kUnroll];
+        const bool more = i + 2 * kUnroll <= count;
+        if (more) {
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) next[u] = load_stream(wc + static_cast<int64_t>(list[i + kUnroll + u]) * C);
+        }
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
           float wf[8];
-          widen8<T>(wv[u], wf);
+          widen8<T>(cur[u], wf);
 #pragma unroll
           for (int r = 0; r < NR; ++r) {
             const float cr = coef[r][i + u];
 #pragma unroll
             for (int k = 0; k < 8; ++k) acc[r][k] = fmaf(cr, wf[k], acc[r][k]);
           }
+        }
+        if (more) {
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) cur[u] = next[u];
         }
       }
       for (; i < count; ++i) {
