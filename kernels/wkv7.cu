@@ -183,6 +183,12 @@ __device__ __forceinline__ void wkv7_row_tokens(const SegmentDesc& g, int h, int
     float acc = 0.0f;
     uint32_t key = 0;
     if constexpr (kHalf) key = Fp16StateRowKey(h, N, i, vi);
+    // fp16 state: Fp16StateRound in its two steps, the second (subnormals,
+    // saturation: a dozen instructions an element) only for a row that has
+    // a value outside fp16's normal range, which it leaves as it is
+    // otherwise; same bits. At large batches this kernel's instructions, not
+    // only its bytes, set its time.
+    bool abnormal = false;
 #pragma unroll
     for (int j = 0; j < N; j += 4) {
       const float4 w4 = *reinterpret_cast<const float4*>(sw + j);
@@ -196,10 +202,17 @@ __device__ __forceinline__ void wkv7_row_tokens(const SegmentDesc& g, int h, int
         const float n = s[j + e] * ws[e] - sa * bs[e] + vi * ks[e];
         acc += n * rs[e];
         if constexpr (kHalf) {
-          s[j + e] = Fp16StateRound(n, Fp16StateDither(key, j + e, s[j + e]));
+          s[j + e] = Fp16StateDitherTruncate(n, Fp16StateDither(key, j + e, s[j + e]));
+          abnormal |= !Fp16StateNormal(s[j + e]);
         } else {
           s[j + e] = n;
         }
+      }
+    }
+    if constexpr (kHalf) {
+      if (abnormal) {
+#pragma unroll
+        for (int j = 0; j < N; ++j) s[j] = Fp16StateFinish(s[j]);
       }
     }
     if constexpr (kOut) {

@@ -80,16 +80,33 @@ RWKV_HOST_DEVICE uint32_t Fp16StateDither(uint32_t row_key, int j, float old) {
   return (z * 0xC2B2AE3Du) >> 19;
 }
 
+// The rounding in two steps, so that a kernel can take the second only where
+// it changes something. Step one: the fp32 bits plus the dither, truncated
+// to fp16's significand.
+RWKV_HOST_DEVICE float Fp16StateDitherTruncate(float x, uint32_t dither) {
+  return Fp16StateBitsFloat((Fp16StateFloatBits(x) + dither) & ~0x1FFFu);
+}
+
+// Whether y lies in fp16's normal range (2^-14 <= |y| <= 65504; not zero,
+// inf or NaN), where step two leaves it as it is.
+RWKV_HOST_DEVICE bool Fp16StateNormal(float y) {
+  return (Fp16StateFloatBits(y) & 0x7FFFFFFFu) - 0x38800000u <= 0x477FE000u - 0x38800000u;
+}
+
+// Step two: below fp16's smallest normal (2^-14) its grid is 2^-24 apart:
+// round to it, nearest even (adding 0.75, whose ulp is 2^-24, does that in
+// fp32); beyond 65504 saturate.
+RWKV_HOST_DEVICE float Fp16StateFinish(float y) {
+  if (y < 0x1p-14f && y > -0x1p-14f) y = (y + 0.75f) - 0.75f;
+  // Comparisons, not fminf/fmaxf: those would turn a NaN into a finite value.
+  return y > kFp16StateMax ? kFp16StateMax : (y < -kFp16StateMax ? -kFp16StateMax : y);
+}
+
 // x stochastically rounded with `dither` (13 bits): an fp32 value on the
 // fp16 grid, so converting it to fp16 is exact and the kernel may keep it in
 // a register for the segment's next token instead of storing it.
 RWKV_HOST_DEVICE float Fp16StateRound(float x, uint32_t dither) {
-  float y = Fp16StateBitsFloat((Fp16StateFloatBits(x) + dither) & ~0x1FFFu);
-  // Below fp16's smallest normal (2^-14) its grid is 2^-24 apart: round to
-  // it, nearest even (adding 0.75, whose ulp is 2^-24, does that in fp32).
-  if (y < 0x1p-14f && y > -0x1p-14f) y = (y + 0.75f) - 0.75f;
-  // Comparisons, not fminf/fmaxf: those would turn a NaN into a finite value.
-  return y > kFp16StateMax ? kFp16StateMax : (y < -kFp16StateMax ? -kFp16StateMax : y);
+  return Fp16StateFinish(Fp16StateDitherTruncate(x, dither));
 }
 
 }  // namespace rwkv

@@ -88,6 +88,50 @@ TEST(Fp16StateRoundingTest, ExactValuesStayAndOthersRoundUpWithTheirFraction) {
   EXPECT_TRUE(std::isnan(Fp16StateRound(NAN, 5)));
 }
 
+// The kernel's two-step form (engine/model/fp16_state_rounding.h): step two
+// leaves every value in fp16's normal range as it is, and the whole rounding is
+// the two steps. Checked at the range's edges and on a walk of magnitudes from
+// 2^-30 to 2^20 with several dithers, both signs, zero, inf and NaN.
+TEST(Fp16StateRoundingTest, TwoStepsAreTheRoundingAndStepTwoKeepsNormals) {
+  auto same_bits = [](float a, float b) {
+    uint32_t x, y;
+    std::memcpy(&x, &a, 4);
+    std::memcpy(&y, &b, 4);
+    return x == y;
+  };
+  EXPECT_TRUE(Fp16StateNormal(0x1p-14f));
+  EXPECT_TRUE(Fp16StateNormal(-0x1p-14f));
+  EXPECT_FALSE(Fp16StateNormal(std::nextafter(0x1p-14f, 0.0f)));
+  EXPECT_TRUE(Fp16StateNormal(kFp16StateMax));
+  EXPECT_TRUE(Fp16StateNormal(-kFp16StateMax));
+  EXPECT_FALSE(Fp16StateNormal(std::nextafter(kFp16StateMax, INFINITY)));
+  for (float z : {0.0f, -0.0f, INFINITY, -INFINITY, NAN}) EXPECT_FALSE(Fp16StateNormal(z)) << z;
+  std::vector<float> xs = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, kFp16StateMax, 65519.0f, 65520.0f, 0x1p-14f,
+                           0x1p-24f, 0x1p-25f};
+  for (float m = 0x1p-30f; m < 0x1p20f; m *= 1.0137f) {
+    xs.push_back(m);
+    xs.push_back(-m);
+  }
+  int normal = 0;
+  for (float x : xs) {
+    for (uint32_t d : {0u, 1u, 777u, 4096u, 8191u}) {
+      const float y = Fp16StateDitherTruncate(x, d);
+      const float want = Fp16StateRound(x, d);
+      const float got = Fp16StateFinish(y);
+      if (std::isnan(want)) {
+        EXPECT_TRUE(std::isnan(got)) << x;
+        continue;
+      }
+      EXPECT_TRUE(same_bits(got, want)) << x << " dither " << d;
+      if (Fp16StateNormal(y)) {
+        ++normal;
+        EXPECT_TRUE(same_bits(y, want)) << x << " dither " << d << ": step two changed a normal value";
+      }
+    }
+  }
+  EXPECT_GT(normal, 1000);  // the walk did cover the normal range
+}
+
 TEST(Fp16StateRoundingTest, DitherDependsOnRowTokenColumnAndOldValue) {
   const uint32_t k0 = Fp16StateRowKey(1, 64, 5, 0.25f);
   EXPECT_NE(k0, Fp16StateRowKey(1, 64, 6, 0.25f));
