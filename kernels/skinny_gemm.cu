@@ -43,7 +43,7 @@ constexpr int kU = 4;                   // chunks in flight per warp
 constexpr int kPad = 32;                // 16-bit values of padding per staged row (64 bytes)
 constexpr int kMinSplitK = 256;         // shortest K range worth a CTA: two rounds of the pipeline
 // The split aims at this many CTAs per SM: one wave, since 3 fit at every
-// batch size (128-130 registers x 128 threads; ~33-37 KB of shared memory).
+// batch size (up to 168 registers x 128 threads, held by the launch bounds; ~33-37 KB of shared memory).
 constexpr int kCtasPerSm = 3;
 // x groups of 8 loaded per thread before any is stored: 4 round trips to
 // L2 for a full slice instead of 16. At 64 rows that takes 168 registers,
@@ -136,7 +136,7 @@ __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uin
 }
 
 template <typename T, int NT>
-__global__ void __launch_bounds__(kThreads) skinny_kernel(const __grid_constant__ Params p) {
+__global__ void __launch_bounds__(kThreads, kCtasPerSm) skinny_kernel(const __grid_constant__ Params p) {
   constexpr int KS = Slice<NT>::kK;
   constexpr int kStride = KS + kPad;
   constexpr int kSliceChunks = KS / kChunk;
