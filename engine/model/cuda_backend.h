@@ -139,8 +139,13 @@ struct CudaBackendOptions {
   // not pay per row. Measured on an H100 (docs/PERF.md, 2026-11-26), whole
   // 1.5B decode steps with graphs: B=1 2.09 ms (cuBLAS 3.97), B=4 3.19,
   // B=8 4.41 (cuBLAS 4.30), B=16 6.38 (cuBLAS 4.62); at 7.2B B=8 12.7 ms
-  // against 9.6 on cuBLAS. So the small-batch kernels stop at 4 rows.
-  static constexpr int kDefaultSmallBatchRows = 4;
+  // against 9.6 on cuBLAS. So the small-batch kernels stopped at 4 rows.
+  // Since the skinny GEMM stages x four groups a round (session 10, H200,
+  // per product at 4 rows: 2048x2048 GEMV 7.7 us, skinny 5.5; 4096x4096 21.3
+  // / 14.4), whole 1.5B fp16-state steps with the GEMV up to 4 / 2 rows:
+  // B=3 1,495 / 1,859 tokens/s, B=4 1,886 / 2,369; B=1-2 the same. So they
+  // stop at 2 rows.
+  static constexpr int kDefaultSmallBatchRows = 2;
   static constexpr int kMaxSmallBatchRows = 64;
   // Products of more than small_batch_rows and at most this many rows
   // (16-bit weights, row-major) on the skinny tensor-core GEMM; 0 = never.
@@ -161,13 +166,17 @@ struct CudaBackendOptions {
   // LoRA-sized products (a side of at most kSkinnyLoraMaxDim) on the skinny
   // GEMM: cuBLAS takes ~15 us per product whatever its size, the skinny GEMM
   // streams such a matrix in a few (H100, 2048x96 at 64 rows: 7.9 us against
-  // 14.7), but not the LoRA "in" ones (96x2048 at 64 rows: 65 us against
-  // 11.3). 0 = never, the default: with 64, a whole 1.5B step at B=64 took
-  // 4.87 ms against 4.26 without the LoRA rule and grouping (H200, docs/PERF.md).
-  // RWKV_CUDA_SKINNY_LORA_ROWS overrides this; values above kMaxSkinnyRows are
-  // clamped. Batch-invariant mode ignores it.
+  // 14.7), but, before session 10, not the LoRA "in" ones (96x2048 at 64
+  // rows: 65 us against 11.3), so it was off: with 64, a whole 1.5B step at
+  // B=64 took 4.87 ms against 4.26 (H200, docs/PERF.md). Since the skinny
+  // GEMM stages x four groups a round (session 10, H200): 96x2048 at 32 rows
+  // 9.3 us against 11.4 on cuBLAS, 128x4096 11.4 against 13.6, at 64 rows
+  // 15-20 us against 11-14; whole 1.5B fp16-state steps with it off / up to
+  // 32 rows: B=12 5,116 / 6,091 tokens/s, B=16 6,672 / 7,881, B=32 12,599 /
+  // 13,553. So 32. RWKV_CUDA_SKINNY_LORA_ROWS overrides this (0 = never);
+  // values above kMaxSkinnyRows are clamped. Batch-invariant mode ignores it.
   int skinny_lora_rows = kDefaultSkinnyLoraRows;
-  static constexpr int kDefaultSkinnyLoraRows = 0;
+  static constexpr int kDefaultSkinnyLoraRows = 32;
   static constexpr int kSkinnyLoraMaxDim = 512;
   // The FFN down-projection (relu² of the key projection times ffn.value,
   // stored input-major) of up to this many rows on the sparse kernel

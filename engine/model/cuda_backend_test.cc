@@ -558,7 +558,7 @@ TEST_F(CudaOpsTest, GroupedMatMulWithActivations) {
 // input-major matrix (op N); and two accumulating jobs of one shape with one
 // output (8 and 11), which must not share a batched call. Against the CPU on the same rounded weights (u +
 // 1e-4 of the magnitude), at 17, 64 and 300 rows, with the LoRA-sized jobs
-// on the skinny GEMM up to 64 rows (default), on cuBLAS (skinny_lora_rows
+// on the skinny GEMM up to 64 rows (the limit), on cuBLAS (skinny_lora_rows
 // 0), and in batch-invariant mode.
 struct GroupSpec {
   int rows, cols;
@@ -645,8 +645,8 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
   for (DType t : {DType::kF16, DType::kBF16}) {
     const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
     for (int mode = 0; mode < 3; ++mode) {
-      // The LoRA-on-skinny rule is off by default (slower overall, see
-      // cuda_backend.h) but selectable, so it is checked on its own.
+      // The LoRA-on-skinny rule (on up to 32 rows by default, see
+      // cuda_backend.h) at its limit of 64 rows and off.
       const char* mode_name[] = {"lora on skinny", "lora on cuBLAS", "invariant"};
       auto b = MakeGpu(t, mode == 2, CudaBackendOptions::kDefaultSmallBatchRows,
                        CudaBackendOptions::kDefaultSkinnyRows, mode == 0 ? CudaBackendOptions::kMaxSkinnyRows : 0);
