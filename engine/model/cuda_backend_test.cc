@@ -994,6 +994,10 @@ TEST_F(CudaOpsTest, FfnHiddenIn16BitsAgainstCpu) {
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(b->FfnHiddenType(1), DType::kF32);
   EXPECT_EQ(b->FfnHiddenType(CudaBackendOptions::kDefaultSkinnyRows), DType::kF32);
+  // The skinny GEMM's LoRA products take fp32 inputs too, so a pass's inputs
+  // are 16-bit only above both limits.
+  EXPECT_EQ(b->FfnHiddenType(CudaBackendOptions::kDefaultSkinnyLoraRows), DType::kF32);
+  const int first16 = std::max(CudaBackendOptions::kDefaultSkinnyRows, CudaBackendOptions::kDefaultSkinnyLoraRows) + 1;
   const DType t = DType::kF16;
   const double u = 1.0 / 2048;
   struct Shape {
@@ -1008,7 +1012,7 @@ TEST_F(CudaOpsTest, FfnHiddenIn16BitsAgainstCpu) {
     auto ck = cpu_.UploadMatrix(wkr.data(), s.F, s.C);
     auto cv = cpu_.UploadMatrix(wvr.data(), s.C, s.F);
     ASSERT_TRUE(gk.ok() && gv.ok() && ck.ok() && cv.ok());
-    for (int n : {17, 64, 300}) {
+    for (int n : {first16, 64, 300}) {
       ASSERT_EQ(b->FfnHiddenType(n), t) << n;
       ASSERT_EQ(b->MatMulInputType(n), t) << n;
       const std::string tag = " C=" + std::to_string(s.C) + " F=" + std::to_string(s.F) + " n=" + std::to_string(n);
