@@ -147,29 +147,55 @@ __device__ __forceinline__ uint4 pack_chunk(const float* in) {
 template <int N>
 constexpr int kTiledMinBlocks = N == 128 ? 2 : 8;
 
+// A token's vectors at thread i's channel: r, w, k, kk, a, v and, with the
+// output stage, the gate g (0 otherwise).
+struct Wkv7TokenVec {
+  float r, w, k, kk, a, v, g;
+};
+
+template <bool kOut>
+__device__ __forceinline__ Wkv7TokenVec load_token_vec(int64_t e, const float* __restrict__ r,
+                                                       const float* __restrict__ w, const float* __restrict__ k,
+                                                       const float* __restrict__ v, const float* __restrict__ kk,
+                                                       const float* __restrict__ a, const Wkv7OutputStage& os) {
+  return {r[e], w[e], k[e], kk[e], a[e], v[e], kOut ? os.g[e] : 0.0f};
+}
+
+// Rows of the tiled kernel's shared vectors: a token's r, w, k, kk, kk * a;
+// with the output stage also y, v, g and the head's parameters r_k, lnw,
+// lnb (loaded once).
+enum Wkv7Sv { kSvR, kSvW, kSvK, kSvKK, kSvB, kSvY, kSvV, kSvG, kSvRK, kSvLnW, kSvLnB, kSvRowsOut };
+
 // Thread i's state row s (fp32 in registers) through the segment's tokens:
 // y[t, i] and the new row, fp16 state rounded after each token. sv: a
-// block's shared [5][N] for a token's r, w, k, kk and kk * a. Every thread of
-// the block (N) calls it; it ends with a barrier.
+// block's shared vectors (Wkv7Sv). first: token 0's vectors, loaded by the
+// caller while the state arrived. Every thread of the block (N) calls it; it
+// ends with a barrier.
 // With kOut (N = 64 or 128), the output stage (Wkv7OutputStage) replaces the
-// write of y; sv then has a sixth row, the token's y.
+// write of y; its parameters are already in sv.
 template <int N, typename E, bool kOut>
 __device__ __forceinline__ void wkv7_row_tokens(const SegmentDesc& g, int h, int C, float (&s)[N],
                                                 const float* __restrict__ r, const float* __restrict__ w,
                                                 const float* __restrict__ k, const float* __restrict__ v,
                                                 const float* __restrict__ kk, const float* __restrict__ a,
-                                                float* __restrict__ y, float (*sv)[N], const Wkv7OutputStage& os) {
+                                                float* __restrict__ y, float (*sv)[N], const Wkv7OutputStage& os,
+                                                const Wkv7TokenVec& first) {
   constexpr bool kHalf = std::is_same_v<E, __half>;
   const int i = threadIdx.x;
-  float *sr = sv[0], *sw = sv[1], *sk = sv[2], *skk = sv[3], *sb = sv[4];
+  float *sr = sv[kSvR], *sw = sv[kSvW], *sk = sv[kSvK], *skk = sv[kSvKK], *sb = sv[kSvB];
   for (int t = 0; t < g.rows; ++t) {
     const int64_t o = static_cast<int64_t>(g.row_begin + t) * C + static_cast<int64_t>(h) * N;
-    sr[i] = r[o + i];
-    sw[i] = w[o + i];
-    sk[i] = k[o + i];
-    skk[i] = kk[o + i];
-    sb[i] = kk[o + i] * a[o + i];
-    const float vi = v[o + i];
+    const Wkv7TokenVec tv = t == 0 ? first : load_token_vec<kOut>(o + i, r, w, k, v, kk, a, os);
+    sr[i] = tv.r;
+    sw[i] = tv.w;
+    sk[i] = tv.k;
+    skk[i] = tv.kk;
+    sb[i] = tv.kk * tv.a;
+    const float vi = tv.v;
+    if constexpr (kOut) {
+      sv[kSvV][i] = vi;
+      sv[kSvG][i] = tv.g;
+    }
     __syncthreads();
     float sa = 0.0f;
 #pragma unroll
@@ -220,19 +246,17 @@ __device__ __forceinline__ void wkv7_row_tokens(const SegmentDesc& g, int h, int
       // channels [V l, V l + V)), from the same inputs with the same code:
       // the same bits as Wkv7 then V7Output.
       constexpr int V = N / 32;
-      using Vec = FloatVec<V>;
-      sv[5][i] = acc;
+      sv[kSvY][i] = acc;
       __syncthreads();
       if (i < 32) {
         const int j0 = V * i;
         float yv[V], rv[V], kv[V], vv[V], gv[V], prk[V], pw[V], pb[V];
 #pragma unroll
-        for (int q = 0; q < V; ++q) yv[q] = sv[5][j0 + q], rv[q] = sr[j0 + q], kv[q] = sk[j0 + q];
-        Vec::load(vv, v + o + j0);
-        Vec::load(gv, os.g + o + j0);
-        Vec::load(prk, os.r_k + h * N + j0);
-        Vec::load(pw, os.lnw + h * N + j0);
-        Vec::load(pb, os.lnb + h * N + j0);
+        for (int q = 0; q < V; ++q) {
+          yv[q] = sv[kSvY][j0 + q], rv[q] = sr[j0 + q], kv[q] = sk[j0 + q], vv[q] = sv[kSvV][j0 + q];
+          gv[q] = sv[kSvG][j0 + q], prk[q] = sv[kSvRK][j0 + q], pw[q] = sv[kSvLnW][j0 + q];
+          pb[q] = sv[kSvLnB][j0 + q];
+        }
         v7_output_head<V>(yv, rv, kv, vv, gv, prk, pw, pb);
         store_vec<V>(os.out, os.out_type, o + j0, yv);
       }
@@ -265,21 +289,39 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
   constexpr int kTileRows = N * kRowBytes <= kTileBytes ? N : kTileBytes / kRowBytes;
   static_assert(kChunks == 4 || kChunks % 8 == 0, "swizzle needs 4 or a multiple of 8 chunks per row");
   static_assert(N % kTileRows == 0 && kTileRows % 8 == 0, "row bands must tile the head");
+  constexpr int kFill = kTileRows * kChunks / N;               // 16-byte chunks a thread moves per band
+  static_assert(kTileRows * kChunks % N == 0, "a band is whole chunks per thread");
   __shared__ uint4 tile[kTileRows * kChunks];
-  __shared__ __align__(16) float sv[kOut ? 6 : 5][N];  // a token's r, w, k, kk, kk * a (and y)
+  __shared__ __align__(16) float sv[kOut ? kSvRowsOut : kSvY][N];  // Wkv7Sv
+  const int h = blockIdx.x;
+  const int i = threadIdx.x;
+  // The output stage's parameters (weights) before the wait.
+  if constexpr (kOut) {
+    sv[kSvRK][i] = os.r_k[h * N + i];
+    sv[kSvLnW][i] = os.lnw[h * N + i];
+    sv[kSvLnB][i] = os.lnb[h * N + i];
+  }
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   const SegmentDesc g = segs[blockIdx.y];
   // The long kernel's, or padding (whole block, before any barrier).
   if (g.rows >= long_rows || g.slot < 0 || g.rows == 0) return;
-  const int h = blockIdx.x;
-  const int i = threadIdx.x;
+  // Token 0's vectors, issued before the state's loads so that both
+  // latencies overlap (a decode step's segment has one token).
+  const Wkv7TokenVec first = load_token_vec<kOut>(
+      static_cast<int64_t>(g.row_begin) * C + static_cast<int64_t>(h) * N + i, r, w, k, v, kk, a, os);
   // The head's (N, N) block as 16-byte chunks, row after row.
-  uint4* S = reinterpret_cast<uint4*>(state + g.slot * slot_stride) + static_cast<int64_t>(h) * N * kChunks;
+  const uint4* S = reinterpret_cast<const uint4*>(state + g.slot * slot_stride) + static_cast<int64_t>(h) * N * kChunks;
 
   float s[N];  // row i of S (fp32 whatever the storage: fp16 is widened on load)
   for (int r0 = 0; r0 < N; r0 += kTileRows) {
-    for (int idx = i; idx < kTileRows * kChunks; idx += N) {
-      const int row = idx / kChunks, q = idx % kChunks;
-      tile[row * kChunks + swizzle<kChunks>(q, row)] = S[static_cast<int64_t>(r0) * kChunks + idx];
+    // A band's loads all issued before its shared stores.
+    uint4 c[kFill];
+#pragma unroll
+    for (int u = 0; u < kFill; ++u) c[u] = S[static_cast<int64_t>(r0) * kChunks + i + u * N];
+#pragma unroll
+    for (int u = 0; u < kFill; ++u) {
+      const int idx = i + u * N, row = idx / kChunks, q = idx % kChunks;
+      tile[row * kChunks + swizzle<kChunks>(q, row)] = c[u];
     }
     __syncthreads();
     if (i >= r0 && i < r0 + kTileRows) {
@@ -290,8 +332,9 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
     __syncthreads();
   }
 
-  wkv7_row_tokens<N, E, kOut>(g, h, C, s, r, w, k, v, kk, a, y, sv, os);
+  wkv7_row_tokens<N, E, kOut>(g, h, C, s, r, w, k, v, kk, a, y, sv, os, first);
 
+  uint4* Sw = reinterpret_cast<uint4*>(state + g.slot * slot_stride) + static_cast<int64_t>(h) * N * kChunks;
   for (int r0 = 0; r0 < N; r0 += kTileRows) {
     if (i >= r0 && i < r0 + kTileRows) {
       const int row = i - r0;
@@ -299,9 +342,10 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
       for (int q = 0; q < kChunks; ++q) tile[row * kChunks + swizzle<kChunks>(q, row)] = pack_chunk<kHalf>(s + q * kPerChunk);
     }
     __syncthreads();
-    for (int idx = i; idx < kTileRows * kChunks; idx += N) {
-      const int row = idx / kChunks, q = idx % kChunks;
-      S[static_cast<int64_t>(r0) * kChunks + idx] = tile[row * kChunks + swizzle<kChunks>(q, row)];
+#pragma unroll
+    for (int u = 0; u < kFill; ++u) {
+      const int idx = i + u * N, row = idx / kChunks, q = idx % kChunks;
+      Sw[static_cast<int64_t>(r0) * kChunks + idx] = tile[row * kChunks + swizzle<kChunks>(q, row)];
     }
     __syncthreads();
   }
