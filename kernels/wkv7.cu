@@ -27,7 +27,12 @@
 //    coalesced fill and the per-row gather (one 16-byte read per chunk) hit 8
 //    distinct 16-byte bank groups per quarter warp: no bank conflicts;
 //  - per token the five head vectors (r, w, k, kk, kk*a) are staged in shared
-//    memory once and read as 16-byte broadcasts.
+//    memory once and read as 16-byte broadcasts;
+//  - the first token's vectors (and the output stage's gate) are loaded
+//    before the state and a band's state loads are all issued before its
+//    shared stores, so a block waits for one memory round trip, not three
+//    (H200, 1.5B decode: fp16 state B = 256 57,448 -> 59,746 tokens/s,
+//    B = 960 81,384 -> 85,464; fp32 state +4-5%; docs/PERF.md, session 10).
 // Other head sizes, or a pool that is not 16-byte aligned, use a plain kernel
 // that updates the state in global memory.
 //
