@@ -300,13 +300,12 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
   __shared__ __align__(16) float sv[kOut ? kSvRowsOut : kSvY][N];  // Wkv7Sv
   const int h = blockIdx.x;
   const int i = threadIdx.x;
-  // The output stage's parameters (weights) before the wait.
+  // The output stage's parameters, read once into shared memory.
   if constexpr (kOut) {
     sv[kSvRK][i] = os.r_k[h * N + i];
     sv[kSvLnW][i] = os.lnw[h * N + i];
     sv[kSvLnB][i] = os.lnb[h * N + i];
   }
-  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   const SegmentDesc g = segs[blockIdx.y];
   // The long kernel's, or padding (whole block, before any barrier).
   if (g.rows >= long_rows || g.slot < 0 || g.rows == 0) return;
@@ -315,7 +314,7 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
   const Wkv7TokenVec first = load_token_vec<kOut>(
       static_cast<int64_t>(g.row_begin) * C + static_cast<int64_t>(h) * N + i, r, w, k, v, kk, a, os);
   // The head's (N, N) block as 16-byte chunks, row after row.
-  const uint4* S = reinterpret_cast<const uint4*>(state + g.slot * slot_stride) + static_cast<int64_t>(h) * N * kChunks;
+  uint4* S = reinterpret_cast<uint4*>(state + g.slot * slot_stride) + static_cast<int64_t>(h) * N * kChunks;
 
   float s[N];  // row i of S (fp32 whatever the storage: fp16 is widened on load)
   for (int r0 = 0; r0 < N; r0 += kTileRows) {
@@ -339,7 +338,6 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
 
   wkv7_row_tokens<N, E, kOut>(g, h, C, s, r, w, k, v, kk, a, y, sv, os, first);
 
-  uint4* Sw = reinterpret_cast<uint4*>(state + g.slot * slot_stride) + static_cast<int64_t>(h) * N * kChunks;
   for (int r0 = 0; r0 < N; r0 += kTileRows) {
     if (i >= r0 && i < r0 + kTileRows) {
       const int row = i - r0;
@@ -350,7 +348,7 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
 #pragma unroll
     for (int u = 0; u < kFill; ++u) {
       const int idx = i + u * N, row = idx / kChunks, q = idx % kChunks;
-      Sw[static_cast<int64_t>(r0) * kChunks + idx] = tile[row * kChunks + swizzle<kChunks>(q, row)];
+      S[static_cast<int64_t>(r0) * kChunks + idx] = tile[row * kChunks + swizzle<kChunks>(q, row)];
     }
     __syncthreads();
   }
