@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "kernels/kernel_util.cuh"
+#include "kernels/v7_prep.cuh"
 
 namespace rwkv::kernels {
 namespace {
@@ -63,7 +64,7 @@ __global__ void v7_prep_vec_kernel(float* __restrict__ w, const float* __restric
                                    const float* __restrict__ k_k, const float* __restrict__ k_a,
                                    float* __restrict__ v, float* __restrict__ v_first,
                                    const float* __restrict__ v_gate, const float* __restrict__ v0, int64_t items,
-                                   int C, float scale) {
+                                   int C) {
   using Vec = FloatVec<V>;
   int c0;
   int64_t e;
@@ -79,42 +80,21 @@ __global__ void v7_prep_vec_kernel(float* __restrict__ w, const float* __restric
   }
   pdl_wait();
   if (!live) return;
-  float wv[V], av[V], kv[V], vv[V], vf[V], gv[V];
+  float wv[V], av[V], kv[V], vv[V], vf[V], gv[V], pv0[V], kko[V];
   Vec::load(wv, w + e);
   Vec::load(av, a + e);
   Vec::load(kv, k + e);
   Vec::load(vv, v + e);
-  if (v0 != nullptr) {
+  const bool residual = v0 != nullptr;
+  if (residual) {
     Vec::load(vf, v_first + e);
     Vec::load(gv, v_gate + e);
-  }
-  float ss = 0.0f;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    wv[i] = expf(-scale * sigmoid_f(pw0[i] + wv[i]));
-    av[i] = sigmoid_f(av[i] + pa0[i]);
-    const float x = kv[i] * pkk[i];
-    ss += x * x;
-  }
-  if (v0 != nullptr) {
-    float pv0[V];
     Vec::load(pv0, v0 + c0);
-#pragma unroll
-    for (int i = 0; i < V; ++i) vv[i] += (vf[i] - vv[i]) * sigmoid_f(pv0[i] + gv[i]);
-    Vec::store(v + e, vv);
-  } else {
-    Vec::store(v_first + e, vv);
   }
+  v7_prep_head<V>(wv, av, kv, vv, kko, vf, gv, pw0, pa0, pkk, pka, pv0, residual);
+  Vec::store(residual ? v + e : v_first + e, vv);
   Vec::store(w + e, wv);
   Vec::store(a + e, av);
-  ss = warp_sum(ss);
-  const float inv = 1.0f / fmaxf(sqrtf(ss), 1e-12f);
-  float kko[V];
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    kko[i] = kv[i] * pkk[i] * inv;
-    kv[i] = kv[i] * (1.0f + (av[i] - 1.0f) * pka[i]);
-  }
   Vec::store(kk + e, kko);
   Vec::store(k + e, kv);
 }
@@ -133,7 +113,7 @@ cudaError_t launch_v7_prep(float* w, const float* w0, float* a, const float* a0,
   const int64_t items = static_cast<int64_t>(n) * (C / N);
   const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  const float scale = 0.60653065971263342f;  // expf(-0.5f), as the CPU computes it
+  const float scale = kV7DecayScale;
   const unsigned grid = static_cast<unsigned>(blocks), block = 32 * kWarpsPerBlock;
   // The vector kernels read a lane's V channels as one access: C is a multiple of N, so every head is aligned
   // to V floats when the buffers are.
@@ -142,10 +122,10 @@ cudaError_t launch_v7_prep(float* w, const float* w0, float* a, const float* a0,
                    aligned_floats(V, {w, w0, a, a0, k, kk, k_k, k_a, v, v_first, v_gate, v0});
   if (vec && N == 64) {
     launch(v7_prep_vec_kernel<2>, grid, block, 0, stream, w, w0, a, a0, k, kk, k_k, k_a, v, v_first, v_gate, v0,
-           items, C, scale);
+           items, C);
   } else if (vec) {
     launch(v7_prep_vec_kernel<4>, grid, block, 0, stream, w, w0, a, a0, k, kk, k_k, k_a, v, v_first, v_gate, v0,
-           items, C, scale);
+           items, C);
   } else {
     launch(v7_prep_kernel, grid, block, 0, stream, w, w0, a, a0, k, kk, k_k, k_a, v, v_first, v_gate, v0, items, C,
            N, scale);

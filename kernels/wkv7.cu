@@ -93,6 +93,7 @@
 #include "kernels/kernel_util.cuh"
 #include "kernels/segment_groups.h"
 #include "kernels/v7_output.cuh"
+#include "kernels/v7_prep.cuh"
 
 namespace rwkv::kernels {
 namespace {
@@ -152,24 +153,32 @@ __device__ __forceinline__ uint4 pack_chunk(const float* in) {
 template <int N>
 constexpr int kTiledMinBlocks = N == 128 ? 2 : 8;
 
-// A token's vectors at thread i's channel: r, w, k, kk, a, v and, with the
-// output stage, the gate g (0 otherwise).
+// A token's vectors at thread i's channel: r, w, k, kk, a, v; with the
+// output stage the gate g; with the prep (kk not read) v_first and v_gate
+// where the layer has a value residual. 0 where not read.
 struct Wkv7TokenVec {
-  float r, w, k, kk, a, v, g;
+  float r, w, k, kk, a, v, g, vf, vg;
 };
 
-template <bool kOut>
+template <bool kOut, bool kPrep>
 __device__ __forceinline__ Wkv7TokenVec load_token_vec(int64_t e, const float* __restrict__ r,
                                                        const float* __restrict__ w, const float* __restrict__ k,
                                                        const float* __restrict__ v, const float* __restrict__ kk,
-                                                       const float* __restrict__ a, const Wkv7OutputStage& os) {
-  return {r[e], w[e], k[e], kk[e], a[e], v[e], kOut ? os.g[e] : 0.0f};
+                                                       const float* __restrict__ a, const Wkv7OutputStage& os,
+                                                       const Wkv7Prep& pp) {
+  const bool residual = kPrep && pp.v0 != nullptr;
+  return {r[e],        w[e], k[e], kPrep ? 0.0f : kk[e], a[e], v[e], kOut ? os.g[e] : 0.0f,
+          residual ? pp.v_first[e] : 0.0f, residual ? pp.v_gate[e] : 0.0f};
 }
 
 // Rows of the tiled kernel's shared vectors: a token's r, w, k, kk, kk * a;
 // with the output stage also y, v, g and the head's parameters r_k, lnw,
-// lnb (loaded once).
-enum Wkv7Sv { kSvR, kSvW, kSvK, kSvKK, kSvB, kSvY, kSvV, kSvG, kSvRK, kSvLnW, kSvLnB, kSvRowsOut };
+// lnb (loaded once); with the prep also a, v_first, v_gate and the
+// parameters w0, a0, k_k, k_a, v0.
+enum Wkv7Sv {
+  kSvR, kSvW, kSvK, kSvKK, kSvB, kSvY, kSvV, kSvG, kSvRK, kSvLnW, kSvLnB, kSvRowsOut,
+  kSvA = kSvRowsOut, kSvVF, kSvVG, kSvW0, kSvA0, kSvKk, kSvKa, kSvV0, kSvRowsPrep
+};
 
 // Thread i's state row s (fp32 in registers) through the segment's tokens:
 // y[t, i] and the new row, fp16 state rounded after each token. sv: a
@@ -177,31 +186,66 @@ enum Wkv7Sv { kSvR, kSvW, kSvK, kSvKK, kSvB, kSvY, kSvV, kSvG, kSvRK, kSvLnW, kS
 // caller while the state arrived. Every thread of the block (N) calls it; it
 // ends with a barrier.
 // With kOut (N = 64 or 128), the output stage (Wkv7OutputStage) replaces the
-// write of y; its parameters are already in sv.
-template <int N, typename E, bool kOut>
+// write of y; its parameters are already in sv. With kPrep (and kOut), warp 0
+// first applies the prep (Wkv7Prep) to the token's head with
+// kernels/v7_prep.cu's vector code (its parameters are in sv too).
+template <int N, typename E, bool kOut, bool kPrep>
 __device__ __forceinline__ void wkv7_row_tokens(const SegmentDesc& g, int h, int C, float (&s)[N],
                                                 const float* __restrict__ r, const float* __restrict__ w,
                                                 const float* __restrict__ k, const float* __restrict__ v,
                                                 const float* __restrict__ kk, const float* __restrict__ a,
                                                 float* __restrict__ y, float (*sv)[N], const Wkv7OutputStage& os,
-                                                const Wkv7TokenVec& first) {
+                                                const Wkv7Prep& pp, const Wkv7TokenVec& first) {
+  static_assert(!kPrep || kOut, "the prep comes with the output stage");
   constexpr bool kHalf = std::is_same_v<E, __half>;
   const int i = threadIdx.x;
   float *sr = sv[kSvR], *sw = sv[kSvW], *sk = sv[kSvK], *skk = sv[kSvKK], *sb = sv[kSvB];
   for (int t = 0; t < g.rows; ++t) {
     const int64_t o = static_cast<int64_t>(g.row_begin + t) * C + static_cast<int64_t>(h) * N;
-    const Wkv7TokenVec tv = t == 0 ? first : load_token_vec<kOut>(o + i, r, w, k, v, kk, a, os);
+    const Wkv7TokenVec tv = t == 0 ? first : load_token_vec<kOut, kPrep>(o + i, r, w, k, v, kk, a, os, pp);
     sr[i] = tv.r;
     sw[i] = tv.w;
     sk[i] = tv.k;
-    skk[i] = tv.kk;
-    sb[i] = tv.kk * tv.a;
-    const float vi = tv.v;
     if constexpr (kOut) {
-      sv[kSvV][i] = vi;
+      sv[kSvV][i] = tv.v;
       sv[kSvG][i] = tv.g;
     }
+    if constexpr (kPrep) {
+      constexpr int V = N / 32;
+      const bool residual = pp.v0 != nullptr;
+      sv[kSvA][i] = tv.a;
+      if (residual) {
+        sv[kSvVF][i] = tv.vf;
+        sv[kSvVG][i] = tv.vg;
+      } else {
+        pp.v_first[o + i] = tv.v;  // layer 0: v_first = v
+      }
+      __syncthreads();
+      if (i < 32) {
+        // kernels/v7_prep.cu's vector kernel on this head (lane l: channels
+        // [V l, V l + V)), the same code on the same inputs.
+        const int j0 = V * i;
+        float wv[V], av[V], kv[V], vv[V], kko[V], vf[V], gv[V], pw0[V], pa0[V], pkk[V], pka[V], pv0[V];
+#pragma unroll
+        for (int q = 0; q < V; ++q) {
+          wv[q] = sw[j0 + q], av[q] = sv[kSvA][j0 + q], kv[q] = sk[j0 + q], vv[q] = sv[kSvV][j0 + q];
+          vf[q] = residual ? sv[kSvVF][j0 + q] : 0.0f, gv[q] = residual ? sv[kSvVG][j0 + q] : 0.0f;
+          pw0[q] = sv[kSvW0][j0 + q], pa0[q] = sv[kSvA0][j0 + q], pkk[q] = sv[kSvKk][j0 + q];
+          pka[q] = sv[kSvKa][j0 + q], pv0[q] = residual ? sv[kSvV0][j0 + q] : 0.0f;
+        }
+        v7_prep_head<V>(wv, av, kv, vv, kko, vf, gv, pw0, pa0, pkk, pka, pv0, residual);
+#pragma unroll
+        for (int q = 0; q < V; ++q) {
+          sw[j0 + q] = wv[q], sk[j0 + q] = kv[q], skk[j0 + q] = kko[q], sb[j0 + q] = kko[q] * av[q];
+          sv[kSvV][j0 + q] = vv[q];
+        }
+      }
+    } else {
+      skk[i] = tv.kk;
+      sb[i] = tv.kk * tv.a;
+    }
     __syncthreads();
+    const float vi = kPrep ? sv[kSvV][i] : tv.v;
     float sa = 0.0f;
 #pragma unroll
     for (int j = 0; j < N; j += 4) {
@@ -272,7 +316,7 @@ __device__ __forceinline__ void wkv7_row_tokens(const SegmentDesc& g, int h, int
   }
 }
 
-template <int N, typename E, bool kOut>
+template <int N, typename E, bool kOut, bool kPrep>
 __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const SegmentDesc* __restrict__ segs,  // (nseg)
                                                        int C,
                                                        float* __restrict__ state,  // (slots, stride)
@@ -285,8 +329,8 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
                                                        const float* __restrict__ a,   // (n, C)
                                                        float* __restrict__ y,         // (n, C)
                                                        int long_rows,  // segments this long: not ours
-                                                       Wkv7OutputStage os) {  // kOut: the output stage
-  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
+                                                       Wkv7OutputStage os,  // kOut: the output stage
+                                                       Wkv7Prep pp) {       // kPrep: the prep
   constexpr bool kHalf = std::is_same_v<E, __half>;
   constexpr int kPerChunk = 16 / static_cast<int>(sizeof(E));  // elements per 16-byte chunk
   constexpr int kChunks = N / kPerChunk;                       // chunks per row
@@ -297,22 +341,33 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
   constexpr int kFill = kTileRows * kChunks / N;               // 16-byte chunks a thread moves per band
   static_assert(kTileRows * kChunks % N == 0, "a band is whole chunks per thread");
   __shared__ uint4 tile[kTileRows * kChunks];
-  __shared__ __align__(16) float sv[kOut ? kSvRowsOut : kSvY][N];  // Wkv7Sv
+  __shared__ __align__(16) float sv[kPrep ? kSvRowsPrep : kOut ? kSvRowsOut : kSvY][N];  // Wkv7Sv
   const int h = blockIdx.x;
   const int i = threadIdx.x;
-  // The output stage's parameters, read once into shared memory.
+  // The output stage's parameters and the prep's weights, read once into
+  // shared memory before the wait: no kernel writes them, so these loads
+  // overlap the previous kernel's tail.
   if constexpr (kOut) {
     sv[kSvRK][i] = os.r_k[h * N + i];
     sv[kSvLnW][i] = os.lnw[h * N + i];
     sv[kSvLnB][i] = os.lnb[h * N + i];
   }
+  if constexpr (kPrep) {
+    const int c = h * N + i;
+    sv[kSvW0][i] = pp.w0[c];
+    sv[kSvA0][i] = pp.a0[c];
+    sv[kSvKk][i] = pp.k_k[c];
+    sv[kSvKa][i] = pp.k_a[c];
+    if (pp.v0 != nullptr) sv[kSvV0][i] = pp.v0[c];
+  }
+  pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
   const SegmentDesc g = segs[blockIdx.y];
   // The long kernel's, or padding (whole block, before any barrier).
   if (g.rows >= long_rows || g.slot < 0 || g.rows == 0) return;
   // Token 0's vectors, issued before the state's loads so that both
   // latencies overlap (a decode step's segment has one token).
-  const Wkv7TokenVec first = load_token_vec<kOut>(
-      static_cast<int64_t>(g.row_begin) * C + static_cast<int64_t>(h) * N + i, r, w, k, v, kk, a, os);
+  const Wkv7TokenVec first = load_token_vec<kOut, kPrep>(
+      static_cast<int64_t>(g.row_begin) * C + static_cast<int64_t>(h) * N + i, r, w, k, v, kk, a, os, pp);
   // The head's (N, N) block as 16-byte chunks, row after row.
   uint4* S = reinterpret_cast<uint4*>(state + g.slot * slot_stride) + static_cast<int64_t>(h) * N * kChunks;
 
@@ -336,7 +391,7 @@ __global__ void __launch_bounds__(N, kTiledMinBlocks<N>) wkv7_tiled_kernel(const
     __syncthreads();
   }
 
-  wkv7_row_tokens<N, E, kOut>(g, h, C, s, r, w, k, v, kk, a, y, sv, os, first);
+  wkv7_row_tokens<N, E, kOut, kPrep>(g, h, C, s, r, w, k, v, kk, a, y, sv, os, pp, first);
 
   for (int r0 = 0; r0 < N; r0 += kTileRows) {
     if (i >= r0 && i < r0 + kTileRows) {
@@ -1205,23 +1260,29 @@ cudaError_t launch_chunked(const SegmentDesc* segs, const int32_t* index, int co
 }
 
 // The short segments' launch (the tiled kernel), with or without the output
-// stage.
+// stage (and the prep).
 template <int N, typename E>
-cudaError_t launch_short(bool with_output, dim3 grid, const SegmentDesc* segs, int C, float* state,
+cudaError_t launch_short(bool with_output, bool with_prep, dim3 grid, const SegmentDesc* segs, int C, float* state,
                          int64_t slot_stride, const float* r, const float* w, const float* k, const float* v,
                          const float* kk, const float* a, float* y, int long_rows, const Wkv7OutputStage& os,
-                         cudaStream_t stream) {
+                         const Wkv7Prep& pp, cudaStream_t stream) {
+  if (with_prep && !with_output) return cudaErrorInvalidValue;
   if constexpr (N == 64 || N == 128) {
+    if (with_prep) {
+      launch(wkv7_tiled_kernel<N, E, true, true>, grid, N, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a,
+             y, long_rows, os, pp);
+      return cudaGetLastError();
+    }
     if (with_output) {
-      launch(wkv7_tiled_kernel<N, E, true>, grid, N, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a, y,
-             long_rows, os);
+      launch(wkv7_tiled_kernel<N, E, true, false>, grid, N, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a,
+             y, long_rows, os, pp);
       return cudaGetLastError();
     }
   } else if (with_output) {
     return cudaErrorInvalidValue;  // wkv7_output_fusable said no
   }
-  launch(wkv7_tiled_kernel<N, E, false>, grid, N, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a, y,
-         long_rows, os);
+  launch(wkv7_tiled_kernel<N, E, false, false>, grid, N, 0, stream, segs, C, state, slot_stride, r, w, k, v, kk, a, y,
+         long_rows, os, pp);
   return cudaGetLastError();
 }
 
@@ -1229,7 +1290,8 @@ template <typename E>
 cudaError_t launch_typed(const SegmentDesc* segs, const SegmentDesc* host_segs, int nseg, int C, int N,
                          float* state, int64_t slot_stride, const float* r, const float* w, const float* k,
                          const float* v, const float* kk, const float* a, float* y, float* scratch,
-                         size_t scratch_floats, cudaStream_t stream, const Wkv7OutputStage* output_stage) {
+                         size_t scratch_floats, cudaStream_t stream, const Wkv7OutputStage* output_stage,
+                         const Wkv7Prep* prep) {
   const dim3 grid(C / N, nseg);
   // Every head block starts on a 16-byte boundary when the pool and the slot
   // stride are aligned (head blocks are N*N elements, a multiple of 16 bytes).
@@ -1265,10 +1327,12 @@ cudaError_t launch_typed(const SegmentDesc* segs, const SegmentDesc* host_segs, 
     // The short segments (all of them without a long kernel launch); blocks
     // of long segments return at once.
     const Wkv7OutputStage os = output_stage != nullptr ? *output_stage : Wkv7OutputStage{};
+    const Wkv7Prep pp = prep != nullptr ? *prep : Wkv7Prep{};
+    const bool out = output_stage != nullptr, pr = prep != nullptr;
     switch (N) {
-      case 32: return launch_short<32, E>(output_stage != nullptr, grid, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows, os, stream);
-      case 64: return launch_short<64, E>(output_stage != nullptr, grid, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows, os, stream);
-      default: return launch_short<128, E>(output_stage != nullptr, grid, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows, os, stream);
+      case 32: return launch_short<32, E>(out, pr, grid, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows, os, pp, stream);
+      case 64: return launch_short<64, E>(out, pr, grid, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows, os, pp, stream);
+      default: return launch_short<128, E>(out, pr, grid, segs, C, state, slot_stride, r, w, k, v, kk, a, y, long_rows, os, pp, stream);
     }
   }
   if (output_stage != nullptr) return cudaErrorInvalidValue;  // wkv7_output_fusable said no
@@ -1317,7 +1381,7 @@ cudaError_t launch_wkv7(const SegmentDesc* segs, const SegmentDesc* host_segs, i
                         ElemType state_type, float* state,
                         int64_t slot_stride, const float* r, const float* w, const float* k, const float* v,
                         const float* kk, const float* a, float* y, float* scratch, size_t scratch_floats,
-                        cudaStream_t stream, const Wkv7OutputStage* output_stage) {
+                        cudaStream_t stream, const Wkv7OutputStage* output_stage, const Wkv7Prep* prep) {
   if (nseg < 0 || nseg > 65535 || C <= 0 || N <= 0 || N > 1024 || C % N != 0 || slot_stride < 0 ||
       (state_type != ElemType::kF32 && state_type != ElemType::kF16)) {
     return cudaErrorInvalidValue;
@@ -1335,12 +1399,15 @@ cudaError_t launch_wkv7(const SegmentDesc* segs, const SegmentDesc* host_segs, i
        !wkv7_output_fusable(host_segs, nseg, N, state, slot_stride, y, r, k, v, *output_stage))) {
     return cudaErrorInvalidValue;
   }
+  if (prep != nullptr && (output_stage == nullptr || !wkv7_prep_fusable(N, w, a, k, v, kk, *prep))) {
+    return cudaErrorInvalidValue;
+  }
   if (state_type == ElemType::kF16) {
     return launch_typed<__half>(segs, host_segs, nseg, C, N, state, slot_stride, r, w, k, v, kk, a, y, scratch,
-                                scratch_floats, stream, output_stage);
+                                scratch_floats, stream, output_stage, prep);
   }
   return launch_typed<float>(segs, host_segs, nseg, C, N, state, slot_stride, r, w, k, v, kk, a, y, scratch,
-                             scratch_floats, stream, output_stage);
+                             scratch_floats, stream, output_stage, prep);
 }
 
 bool wkv7_output_fusable(const SegmentDesc* host_segs, int nseg, int N, const float* state, int64_t slot_stride,
@@ -1355,6 +1422,17 @@ bool wkv7_output_fusable(const SegmentDesc* host_segs, int nseg, int N, const fl
     if (host_segs[j].rows >= kSeqMinRows && host_segs[j].slot >= 0) return false;
   }
   return true;
+}
+
+bool wkv7_prep_fusable(int N, const float* w, const float* a, const float* k, const float* v, const float* kk,
+                       const Wkv7Prep& p) {
+  // Where launch_v7_prep takes its vector kernel, whose code the fused prep runs.
+  if ((N != 64 && N != 128) || w == nullptr || a == nullptr || k == nullptr || v == nullptr || kk == nullptr ||
+      p.w0 == nullptr || p.a0 == nullptr || p.k_k == nullptr || p.k_a == nullptr || p.v_first == nullptr ||
+      (p.v0 != nullptr && p.v_gate == nullptr)) {
+    return false;
+  }
+  return aligned_floats(N / 32, {w, p.w0, a, p.a0, k, kk, p.k_k, p.k_a, v, p.v_first, p.v_gate, p.v0});
 }
 
 }  // namespace rwkv::kernels

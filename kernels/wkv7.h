@@ -53,6 +53,22 @@ struct Wkv7OutputStage {
   ElemType out_type;
 };
 
+// The RWKV-7 prep (kernels/v7_prep.h) applied by the WKV kernel to each
+// token of a head before its step, with the output stage: w, a, k and v are
+// then as the products left them (kk is not read), and the kernel uses what
+// launch_v7_prep would have written (same code, same bits) without writing
+// it back, except v_first where v0 is null (layer 0: v_first = v). Buffers
+// are (n, C) like the vectors, parameters (C).
+struct Wkv7Prep {
+  const float* w0;
+  const float* a0;
+  const float* k_k;
+  const float* k_a;
+  float* v_first;
+  const float* v_gate;  // null with v0
+  const float* v0;      // null: layer 0
+};
+
 // Whether launch_wkv7 applies an output stage for these arguments: no
 // segment long (kWkv7LongRows; a decode pass), N = 64 or 128, the state
 // 16-byte aligned and its slot stride a multiple of 4, and y, r, k, v and
@@ -61,6 +77,13 @@ struct Wkv7OutputStage {
 // same inputs, so out gets the same bits as Wkv7 then V7Output.
 bool wkv7_output_fusable(const SegmentDesc* host_segs, int nseg, int N, const float* state, int64_t slot_stride,
                          const float* y, const float* r, const float* k, const float* v, const Wkv7OutputStage& os);
+
+// Whether launch_wkv7 may apply this prep (with a fusable output stage):
+// N = 64 or 128 and every buffer aligned to N / 32 floats, where
+// launch_v7_prep takes the vector kernel whose code the fused prep runs.
+// kk: the buffer launch_v7_prep would write (checked as it checks it).
+bool wkv7_prep_fusable(int N, const float* w, const float* a, const float* k, const float* v, const float* kk,
+                       const Wkv7Prep& prep);
 
 cudaError_t launch_wkv7(const SegmentDesc* segs,       // (nseg) device
                         const SegmentDesc* host_segs,  // (nseg) host copy, or null
@@ -80,7 +103,10 @@ cudaError_t launch_wkv7(const SegmentDesc* segs,       // (nseg) device
                         cudaStream_t stream,
                         // null, or the output stage to apply instead of writing y (only where
                         // wkv7_output_fusable; cudaErrorInvalidValue otherwise)
-                        const Wkv7OutputStage* output_stage = nullptr);
+                        const Wkv7OutputStage* output_stage = nullptr,
+                        // null, or the prep to apply first (only with output_stage; N = 64 or 128;
+                        // cudaErrorInvalidValue otherwise)
+                        const Wkv7Prep* prep = nullptr);
 
 // Scratch for the chunked (DPLR) form of long segments (fp32 state, N = 64,
 // a pass whose longest segment rounds up to 64 rows or more): floats of

@@ -75,6 +75,13 @@ void Backend::Wkv7WithOutput(const Segment* segs, int nseg, int n, int C, int N,
   V7Output(y, r, k, v, g, r_k, lnw, lnb, n, C, N, out, out_type);
 }
 
+void Backend::V7PrepWkv7WithOutput(const Segment* segs, int nseg, int n, int C, int N, StateRef wkv,
+                                   const V7PrepArgs& p, const float* r, float* y, const float* g, const float* r_k,
+                                   const float* lnw, const float* lnb, float* out, DType out_type) {
+  V7Prep(p.w, p.w0, p.a, p.a0, p.k, p.kk, p.k_k, p.k_a, p.v, p.v_first, p.v_gate, p.v0, n, C, N);
+  Wkv7WithOutput(segs, nseg, n, C, N, wkv, r, p.w, p.k, p.v, p.kk, p.a, y, g, r_k, lnw, lnb, out, out_type);
+}
+
 void Backend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate, DType h_type) {
   // This composition takes fp32 only; FfnHiddenType says so by default.
   if (h_type != DType::kF32) AbortOnContract("ReluSquareMatMul: a 16-bit hidden given to the default composition");

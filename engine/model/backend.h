@@ -299,6 +299,31 @@ class Backend {
   virtual void V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk,
                       const float* k_k, const float* k_a, float* v, float* v_first, const float* v_gate,
                       const float* v0, int n, int C, int N);
+  // V7Prep's arguments, for V7PrepWkv7WithOutput.
+  struct V7PrepArgs {
+    float* w;
+    const float* w0;
+    float* a;
+    const float* a0;
+    float* k;
+    float* kk;
+    const float* k_k;
+    const float* k_a;
+    float* v;
+    float* v_first;
+    const float* v_gate;  // null with v0
+    const float* v0;      // null: layer 0
+  };
+  // V7Prep then Wkv7WithOutput on what it wrote (w, k, v, kk, a), as one op:
+  // a backend may apply the prep inside the WKV step (the CUDA backend does
+  // where it applies the output stage there, one launch fewer per layer, the
+  // same bits). Afterwards p.w, p.a, p.k, p.kk, p.v and y (unless it is out)
+  // hold unspecified values (scratch); p.v_first is V7Prep's on the rows of
+  // the segments (padding segments' rows: unspecified). out must not overlap
+  // p.v_gate. Default: the two ops.
+  virtual void V7PrepWkv7WithOutput(const Segment* segs, int nseg, int n, int C, int N, StateRef wkv,
+                                    const V7PrepArgs& p, const float* r, float* y, const float* g, const float* r_k,
+                                    const float* lnw, const float* lnb, float* out, DType out_type);
 
   // ---- sampling where the logits are (optional) ----
   // Why: at large batches the [B, vocab] fp32 logits cost more to copy to the

@@ -343,10 +343,11 @@ CudaBackend::~CudaBackend() {
 }
 
 std::string CudaBackend::description() const {
-  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s%s, %s", options_.device, device_name_,
+  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s%s%s, %s", options_.device, device_name_,
                          std::string(DTypeName(options_.weight_dtype)),
                          std::string(DTypeName(options_.embedding_dtype)), graphs_enabled_ ? ", graphs" : "",
                          programmatic_ ? ", programmatic launch" : "",
+                         options_.fuse_v7_prep ? ", RWKV-7 prep in the WKV kernel" : "",
                          small_rows_ > 0 || skinny_rows_ > 0
                              ? absl::StrFormat("small-batch kernels up to %d rows, skinny GEMM up to %d rows "
                                                "(LoRA products up to %d), sparse FFN up to %d rows",
@@ -1239,6 +1240,28 @@ void CudaBackend::Wkv7WithOutput(const Segment* segs, int nseg, int n, int C, in
   Record(CudaStatus(kernels::launch_wkv7(AsDesc(dev_segs), host, nseg, C, N, ToElem(wkv.dtype), wkv.base,
                                          wkv.slot_stride, r, w, k, v, kk, a, y, nullptr, 0, stream_, &stage),
                     "Wkv7WithOutput"));
+}
+
+void CudaBackend::V7PrepWkv7WithOutput(const Segment* segs, int nseg, int n, int C, int N, StateRef wkv,
+                                       const V7PrepArgs& p, const float* r, float* y, const float* g,
+                                       const float* r_k, const float* lnw, const float* lnb, float* out,
+                                       DType out_type) {
+  const auto* host = reinterpret_cast<const kernels::SegmentDesc*>(segs);
+  const kernels::Wkv7OutputStage stage{g, r_k, lnw, lnb, out, ToElem(out_type)};
+  const kernels::Wkv7Prep prep{p.w0, p.a0, p.k_k, p.k_a, p.v_first, p.v_gate, p.v0};
+  if (!options_.fuse_v7_prep || nseg <= 0 ||
+      !kernels::wkv7_output_fusable(host, nseg, N, wkv.base, wkv.slot_stride, y, r, p.k, p.v, stage) ||
+      !kernels::wkv7_prep_fusable(N, p.w, p.a, p.k, p.v, p.kk, prep)) {
+    Backend::V7PrepWkv7WithOutput(segs, nseg, n, C, N, wkv, p, r, y, g, r_k, lnw, lnb, out, out_type);
+    return;
+  }
+  if (!Begin()) return;
+  const void* dev_segs = DeviceArray(segs, static_cast<size_t>(nseg) * sizeof(Segment));
+  if (dev_segs == nullptr) return;
+  Record(CudaStatus(kernels::launch_wkv7(AsDesc(dev_segs), host, nseg, C, N, ToElem(wkv.dtype), wkv.base,
+                                         wkv.slot_stride, r, p.w, p.k, p.v, p.kk, p.a, y, nullptr, 0, stream_, &stage,
+                                         &prep),
+                    "V7PrepWkv7WithOutput"));
 }
 
 void CudaBackend::V7Output(float* y, const float* r, const float* k, const float* v, const float* g,

@@ -133,6 +133,10 @@ struct CudaBackendOptions {
   // without; decode at 256 and 960 sessions the same either way (51.1-51.5k,
   // 70.8-72.1k); at 64 sessions and below it pays (session 8).
   static constexpr int kProgrammaticLaunchMaxRows = 256;
+  // Apply the RWKV-7 prep inside the decode WKV kernel
+  // (V7PrepWkv7WithOutput), same bits. RWKV_CUDA_FUSE_PREP (0 or 1)
+  // overrides this.
+  bool fuse_v7_prep = true;
 
   // Where the GEMV stops paying. At n rows it does n fp32 FMAs per weight on
   // CUDA cores (plus a 16-bit widening), while cuBLAS on tensor cores does
@@ -278,6 +282,12 @@ class CudaBackend final : public Backend {
                       const float* w, const float* k, const float* v, const float* kk, const float* a, float* y,
                       const float* g, const float* r_k, const float* lnw, const float* lnb, float* out,
                       DType out_type) override;
+  // Where Wkv7WithOutput fuses and launch_v7_prep would take its vector
+  // kernel (kernels::wkv7_prep_fusable), and options.fuse_v7_prep: the prep
+  // inside the WKV kernel too. Otherwise V7Prep and Wkv7WithOutput.
+  void V7PrepWkv7WithOutput(const Segment* segs, int nseg, int n, int C, int N, StateRef wkv, const V7PrepArgs& p,
+                            const float* r, float* y, const float* g, const float* r_k, const float* lnw,
+                            const float* lnb, float* out, DType out_type) override;
   void Wkv4(const Segment* segs, int nseg, int C, StateRef aa, const float* time_first,
             const float* time_decay, const float* k, const float* v, float* y) override;
 

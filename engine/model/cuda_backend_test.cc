@@ -29,6 +29,7 @@
 #include <cmath>
 #include <iterator>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -1582,6 +1583,130 @@ TEST_F(CudaOpsTest, Wkv7WithOutputMatchesWkv7ThenV7Output) {
           std::vector<double> scale(nC);
           for (size_t i = 0; i < nC; ++i) scale[i] = 1 + std::fabs(cpu_out[i]);
           ExpectClose(got, cpu_out, 1e-4, 0, "Wkv7WithOutput vs CPU" + tag, &scale);
+        }
+      }
+    }
+  }
+}
+
+// The RWKV-7 prep inside the decode WKV kernel (V7PrepWkv7WithOutput,
+// kernels::wkv7_prep_fusable) runs kernels/v7_prep.cu's vector code on the
+// same inputs, so against V7Prep then Wkv7WithOutput on the same GPU the
+// state, the output and v_first must be equal bit for bit (whether a pass
+// fuses depends on the other sessions' segments). N = 64 and 128, layer 0
+// (v_first written) and a later layer (the value residual), fp32 and fp16
+// state, fp32 output in place and fp16 into another buffer; one- and two-row
+// segments (fused: kk is then never written, so it stays poisoned), a pass
+// with a 20-row segment (both ops apart) and one with w, a and kk off their
+// vector alignment (the prep apart, the output stage still in the WKV
+// kernel); and a backend made with RWKV_CUDA_FUSE_PREP=0 (the prep apart).
+// fp32 is also held to the CPU ops.
+TEST_F(CudaOpsTest, V7PrepWkv7WithOutputMatchesTheOpsApart) {
+  struct Case {
+    int N, nseg;
+    bool long_segment, misaligned, fuse_off;
+  };
+  setenv("RWKV_CUDA_FUSE_PREP", "0", 1);
+  std::unique_ptr<CudaBackend> off = MakeGpu(DType::kF16);
+  unsetenv("RWKV_CUDA_FUSE_PREP");
+  ASSERT_NE(off, nullptr);
+  ASSERT_FALSE(off->options().fuse_v7_prep);
+  for (const Case cs : {Case{64, 5, false, false, false}, Case{64, 160, false, false, false},
+                        Case{128, 7, false, false, false}, Case{64, 3, true, false, false},
+                        Case{64, 6, false, true, false}, Case{64, 5, false, false, true}}) {
+    CudaBackend* be = cs.fuse_off ? off.get() : gpu_.get();
+    const int N = cs.N, H = 2048 / N, C = H * N, nseg = cs.nseg;
+    std::vector<Segment> segs;
+    int n = 0;
+    for (int j = 0; j < nseg; ++j) {
+      const int len = cs.long_segment && j == 1 ? 20 : 1 + (j % 7 == 2);
+      segs.push_back({(j * 37) % nseg, n, len});
+      n += len;
+    }
+    const size_t nC = static_cast<size_t>(n) * C;
+    const auto r = Rand(nC, 61), w = Rand(nC, 62, -3, 3), k = Rand(nC, 63), v = Rand(nC, 64), a = Rand(nC, 65, -3, 3),
+               g = Rand(nC, 66), vf = Rand(nC, 67), vg = Rand(nC, 68, -3, 3), w0 = Rand(C, 69, -2, 2),
+               a0 = Rand(C, 70), k_k = Rand(C, 71, 0.5f, 1.5f), k_a = Rand(C, 72, 0, 1), v0 = Rand(C, 73),
+               r_k = Rand(C, 74), lnw = Rand(C, 75, 0.5f, 1.5f), lnb = Rand(C, 76);
+    float *dr = Dev(r, be), *dg = Dev(g, be), *dvg = Dev(vg, be), *dw0 = Dev(w0, be), *da0 = Dev(a0, be),
+          *dkk0 = Dev(k_k, be), *dka = Dev(k_a, be), *dv0 = Dev(v0, be), *drk = Dev(r_k, be), *dlw = Dev(lnw, be),
+          *dlb = Dev(lnb, be);
+    const int shift = cs.misaligned ? 1 : 0;  // w, a and kk one float off the vector alignment
+    // h on be's device memory `shift` floats past an allocation's (aligned) start.
+    auto dev_at = [&](const std::vector<float>& h) {
+      std::vector<float> padded(static_cast<size_t>(shift), 0.0f);
+      padded.insert(padded.end(), h.begin(), h.end());
+      return Dev(padded, be) + shift;
+    };
+    const std::vector<float> poison(nC, kNaN);
+    for (bool layer0 : {true, false}) {
+      for (DType st : {DType::kF32, DType::kF16}) {
+        const int64_t per_slot = static_cast<int64_t>(H) * N * N;
+        const int64_t stride = st == DType::kF16 ? per_slot / 2 + 4 : per_slot + 4;
+        const auto values = Rand(static_cast<size_t>(nseg * per_slot), 77, -1, 1);
+        std::vector<float> pool(static_cast<size_t>(nseg * stride), 0.0f);
+        for (int sl = 0; sl < nseg; ++sl) {
+          if (st == DType::kF16) {
+            ConvertFromF32(values.data() + sl * per_slot, DType::kF16, pool.data() + sl * stride,
+                           static_cast<size_t>(per_slot));
+          } else {
+            std::copy_n(values.begin() + sl * per_slot, per_slot, pool.begin() + sl * stride);
+          }
+        }
+        for (DType t : {DType::kF32, DType::kF16}) {
+          const std::string tag = " N=" + std::to_string(N) + " nseg=" + std::to_string(nseg) +
+                                  (cs.long_segment ? " long" : "") + (cs.misaligned ? " misaligned" : "") +
+                                  (cs.fuse_off ? " fusion off" : "") + (layer0 ? " layer 0" : " residual") + " state " + std::string(DTypeName(st)) +
+                                  " out " + std::string(DTypeName(t));
+          const size_t words = t == DType::kF32 ? nC : (nC + 1) / 2;
+          struct Result {
+            std::vector<float> state, out, v_first, kk;
+          };
+          auto run = [&](bool together) {
+            float* state = Dev(pool, be);
+            Backend::V7PrepArgs p{dev_at(w),     dw0,    dev_at(a),
+                                  da0,           Dev(k, be), dev_at(poison),
+                                  dkk0,          dka,    Dev(v, be),
+                                  Dev(layer0 ? poison : vf, be), layer0 ? nullptr : dvg, layer0 ? nullptr : dv0};
+            float* y = Dev(poison, be);
+            float* out = t == DType::kF32 ? y : Dev(Poisoned16(nC), be);
+            if (together) {
+              be->V7PrepWkv7WithOutput(segs.data(), nseg, n, C, N, {state, stride, st}, p, dr, y, dg, drk, dlw, dlb,
+                                       out, t);
+            } else {
+              be->V7Prep(p.w, p.w0, p.a, p.a0, p.k, p.kk, p.k_k, p.k_a, p.v, p.v_first, p.v_gate, p.v0, n, C, N);
+              be->Wkv7WithOutput(segs.data(), nseg, n, C, N, {state, stride, st}, dr, p.w, p.k, p.v, p.kk, p.a, y, dg,
+                                 drk, dlw, dlb, out, t);
+            }
+            return Result{Host(state, pool.size(), be), Host(out, words, be), Host(p.v_first, nC, be),
+                          Host(p.kk, nC, be)};
+          };
+          const Result fused = run(true), apart = run(false);
+          // The fixture's backend fuses unless the environment says not to.
+          const bool want_fused =
+              !cs.long_segment && !cs.misaligned && !cs.fuse_off && gpu_->options().fuse_v7_prep;
+          size_t kk_written = 0;
+          for (float x : fused.kk) kk_written += std::isnan(x) ? 0 : 1;
+          EXPECT_EQ(want_fused ? 0u : nC, kk_written) << "kk written (the prep ran apart)" << tag;
+          EXPECT_EQ(0, std::memcmp(fused.state.data(), apart.state.data(), pool.size() * sizeof(float)))
+              << "state" << tag;
+          EXPECT_EQ(0, std::memcmp(fused.out.data(), apart.out.data(), words * sizeof(float))) << "output" << tag;
+          EXPECT_EQ(0, std::memcmp(fused.v_first.data(), apart.v_first.data(), nC * sizeof(float)))
+              << "v_first" << tag;
+          if (st == DType::kF32 && t == DType::kF32) {
+            std::vector<float> cw = w, ca = a, ck = k, cv = v, ckk(nC), cvf = layer0 ? std::vector<float>(nC) : vf;
+            cpu_.V7Prep(cw.data(), w0.data(), ca.data(), a0.data(), ck.data(), ckk.data(), k_k.data(), k_a.data(),
+                        cv.data(), cvf.data(), layer0 ? nullptr : vg.data(), layer0 ? nullptr : v0.data(), n, C, N);
+            std::vector<float> cpu_state = pool, cpu_y(nC), cpu_out(nC);
+            cpu_.Wkv7(segs.data(), nseg, C, N, {cpu_state.data(), stride}, r.data(), cw.data(), ck.data(), cv.data(),
+                      ckk.data(), ca.data(), cpu_y.data());
+            cpu_.V7Output(cpu_y.data(), r.data(), ck.data(), cv.data(), g.data(), r_k.data(), lnw.data(), lnb.data(),
+                          n, C, N, cpu_out.data(), DType::kF32);
+            std::vector<double> scale(nC);
+            for (size_t i = 0; i < nC; ++i) scale[i] = 1 + std::fabs(cpu_out[i]);
+            ExpectClose(fused.out, cpu_out, 1e-4, 0, "V7PrepWkv7WithOutput vs CPU" + tag, &scale);
+            ExpectClose(fused.v_first, cvf, 0, 0, "v_first vs CPU" + tag);
+          }
         }
       }
     }

@@ -133,6 +133,11 @@ class ForwardingBackend : public Backend {
               int N) override {
     inner_->V7Prep(w, w0, a, a0, k, kk, k_k, k_a, v, v_first, v_gate, v0, n, C, N);
   }
+  void V7PrepWkv7WithOutput(const Segment* segs, int nseg, int n, int C, int N, StateRef wkv, const V7PrepArgs& p,
+                            const float* r, float* y, const float* g, const float* r_k, const float* lnw,
+                            const float* lnb, float* out, DType out_type) override {
+    inner_->V7PrepWkv7WithOutput(segs, nseg, n, C, N, wkv, p, r, y, g, r_k, lnw, lnb, out, out_type);
+  }
   bool SupportsDeviceSampling() const override { return inner_->SupportsDeviceSampling(); }
   absl::Status SampleRows(const float* logits, int vocab, const int32_t* rows, const SampleSpec* specs, int n,
                           SampledToken* out) override {

@@ -557,15 +557,15 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
       {lv, &L.v2, tmp_},
   };
   b.GroupedMatMul(n, out, first ? 3 : 4);
-  b.V7Prep(w_, L.w0, a_, L.a0, k_, kk_, L.k_k, L.k_a, v_, vfirst_, first ? nullptr : tmp_,
-           first ? nullptr : L.v0, n, C, N);
-  // The output feeds only the o-projection: with 16-bit product inputs it is
-  // written in that type into tmp_ (free since V7Prep read it), no
-  // conversion pass.
+  // The prep, the WKV step and the output stage. The output feeds only the
+  // o-projection: with 16-bit product inputs it is written in that type into
+  // mix_[0] (free since the products read it; not tmp_, the value gate, which
+  // a fused prep reads in the same launch), no conversion pass.
   const StateRef wkv = {layer_state + slot_.wkv, slot_.total, slot_.wkv_dtype};
-  float* att_out = mt == DType::kF32 ? y_ : tmp_;
-  b.Wkv7WithOutput(segs.data(), nseg, n, C, N, wkv, r_, w_, k_, v_, kk_, a_, y_, g_, L.r_k, L.lnx_w, L.lnx_b, att_out,
-                   mt);
+  float* att_out = mt == DType::kF32 ? y_ : mix_[0];
+  const Backend::V7PrepArgs prep = {w_,    L.w0,    a_,    L.a0,    k_, kk_, L.k_k, L.k_a, v_,
+                                    vfirst_, first ? nullptr : tmp_, first ? nullptr : L.v0};
+  b.V7PrepWkv7WithOutput(segs.data(), nseg, n, C, N, wkv, prep, r_, y_, g_, L.r_k, L.lnx_w, L.lnx_b, att_out, mt);
   AccumulateProduct(b, att_out, n, L.att_o, x_, mt);
 
   const float* ffn_mix[1] = {L.ffn_x_k};
