@@ -13,7 +13,8 @@
 //    order where the CPU walks a sorted candidate list, id order where it
 //    walks the whole vocabulary).
 // A walk in id order is a two-level prefix sum (per-warp ranges, then one
-// warp's scan). A walk in value order is a radix select on the value's
+// warp's scan); a draw in id order takes z from that walk's own per-range
+// sums (integers: the same z), so it is one pass over the row. A walk in value order is a radix select on the value's
 // order-preserving 32-bit key, 8 bits per pass (per-warp shared histograms of
 // the weight per digit, then one warp finds the digit where the running sum
 // passes the target), followed by an id-order walk among the ties at the
@@ -147,8 +148,11 @@ __device__ __forceinline__ bool within(const Bound& b, uint32_t key, int id) {
 struct Elem {
   float x;     // adjusted logit
   float p;     // exp((x - max) / T), when computed
-  uint32_t kx, kp;
   uint64_t w;  // p in fixed point
+  // The order keys, computed where a walk compares them (most walks compare
+  // neither); kp only where p is computed (needs_p).
+  __device__ __forceinline__ uint32_t kx() const { return order_key(x); }
+  __device__ __forceinline__ uint32_t kp() const { return order_key(p); }
 };
 
 // The tokens a walk goes over: those within the top_k bound (on the logit
@@ -200,14 +204,11 @@ struct Row {
   __device__ __forceinline__ Elem elem(int i, bool need_p) const {
     Elem e;
     e.x = adjusted(i, __ldg(logits + i));
-    e.kx = order_key(e.x);
     if (need_p) {
       e.p = exp_nonpositive(__fmul_rn(__fsub_rn(e.x, max), inv_t));
-      e.kp = order_key(e.p);
       e.w = static_cast<uint64_t>(__fmul_rn(e.p, scale));
     } else {
       e.p = 0.0f;
-      e.kp = 0;
       e.w = 0;
     }
     return e;
@@ -215,10 +216,10 @@ struct Row {
 };
 
 __device__ __forceinline__ bool member(const Set& s, const Elem& e, int i, bool order_p) {
-  if (s.use_k && !within(s.k, e.kx, i)) return false;
+  if (s.use_k && !within(s.k, e.kx(), i)) return false;
   if (e.p < s.pmin) return false;
-  if (s.use_p && !within(s.pb, s.pb_on_p ? e.kp : e.kx, i)) return false;
-  if (s.tie && (order_p ? e.kp : e.kx) != s.tie_key) return false;
+  if (s.use_p && !within(s.pb, s.pb_on_p ? e.kp() : e.kx(), i)) return false;
+  if (s.tie && (order_p ? e.kp() : e.kx()) != s.tie_key) return false;
   return true;
 }
 
@@ -354,13 +355,32 @@ __device__ uint64_t set_total(const Row& row, const Set& s, bool order_p, bool c
   return kMulti ? row_total(t, g) : t;
 }
 
+// The target of a walk: a value, or the draw's target for u, taken from the
+// set's total (draw_target(u, total), the total summed by the walk's own
+// first pass: integers, so the same total that set_total returns).
+struct Target {
+  uint64_t value;
+  bool draw;  // value unused: draw_target(u, total)
+  double u;
+};
+
+// min(floor(u * total), total - 1): the draw's target, kept inside the total
+// so that a u rounding up to the total picks the last positive token (the
+// CPU's fallback) rather than nothing.
+__device__ __forceinline__ uint64_t draw_target(double u, uint64_t total) {
+  const double t = u * static_cast<double>(total);
+  uint64_t r = t <= 0.0 ? 0 : static_cast<uint64_t>(t);
+  return r >= total ? total - 1 : r;
+}
+
 // The first id (in id order) at which the running weight of the set exceeds
-// `target`; -1 if the total does not. Split: block p holds the p-th
+// the target; -1 if the total does not. Split: block p holds the p-th
 // contiguous range of the row; the block whose range holds the crossing walks
 // it and hands the id to the others.
 template <bool kMulti>
-__device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool count, uint64_t target, Shared& sh,
+__device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool count, Target tg, Shared& sh,
                            Grid& g) {
+  uint64_t target = tg.value;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool need_p = needs_p(s, order_p, count);
   int range_begin = 0, range_end = row.vocab;
@@ -393,6 +413,11 @@ __device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool coun
     if (threadIdx.x == 0) {
       uint64_t cum = 0;
       sh.winner = -1;
+      if (tg.draw) {
+        uint64_t total = 0;
+        for (int b = 0; b < g.parts; ++b) total += __ldcg(reinterpret_cast<const unsigned long long*>(buf + b));
+        target = draw_target(tg.u, total);
+      }
       for (int b = 0; b < g.parts; ++b) {
         const uint64_t v = __ldcg(reinterpret_cast<const unsigned long long*>(buf + b));
         if (cum + v > target) {
@@ -415,6 +440,11 @@ __device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool coun
       uint64_t cum = 0;
       sh.wsel = -1;
       sh.result = -1;
+      if (!kMulti && tg.draw) {
+        uint64_t total = 0;
+        for (int w = 0; w < kWarps; ++w) total += sh.wsum[w];
+        target = draw_target(tg.u, total);
+      }
       for (int w = 0; w < kWarps; ++w) {
         if (cum + sh.wsum[w] > target) {
           sh.wsel = w;
@@ -474,7 +504,7 @@ __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool
     for (int i = first_of<kMulti>(g); i < row.vocab; i += stride_of<kMulti>(g)) {
       const Elem e = row.elem(i, need_p);
       if (!member(s, e, i, order_p)) continue;
-      const uint32_t key = order_p ? e.kp : e.kx;
+      const uint32_t key = order_p ? e.kp() : e.kx();
       if (digit < 3 && (key >> (shift + 8)) != (prefix >> (shift + 8))) continue;
       const uint64_t w = count ? 1 : e.w;
       if (w != 0) atomicAdd(reinterpret_cast<unsigned long long*>(mine + ((key >> shift) & 0xFFu)),
@@ -531,19 +561,10 @@ __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool
   Set ties = s;
   ties.tie = true;
   ties.tie_key = prefix;
-  const int id = id_crossing<kMulti>(row, ties, order_p, count, target - above, sh, g);
+  const int id = id_crossing<kMulti>(row, ties, order_p, count, Target{target - above, false, 0.0}, sh, g);
   if (id < 0) return false;  // cannot happen: the ties hold the crossing
   *out = Bound{prefix, id};
   return true;
-}
-
-// min(floor(u * total), total - 1): the draw's target, kept inside the total
-// so that a u rounding up to the total picks the last positive token (the
-// CPU's fallback) rather than nothing.
-__device__ __forceinline__ uint64_t draw_target(double u, uint64_t total) {
-  const double t = u * static_cast<double>(total);
-  uint64_t r = t <= 0.0 ? 0 : static_cast<uint64_t>(t);
-  return r >= total ? total - 1 : r;
 }
 
 // Running sum >= need (the CPU's top_p test) as "running sum > target".
@@ -742,21 +763,20 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
         s.pb = pb;
         s.pb_on_p = true;
       }
-      const uint64_t zk = set_total<kMulti>(row, s, true, false, sh, g);
-      const uint64_t target = draw_target(spec.u, zk);
       if (candidates <= kSortedDrawMax) {
+        const uint64_t zk = set_total<kMulti>(row, s, true, false, sh, g);
         Bound pick{0, 0};
-        sorted_crossing<kMulti>(row, s, true, false, target, hist, sh, g, &pick);
+        sorted_crossing<kMulti>(row, s, true, false, draw_target(spec.u, zk), hist, sh, g, &pick);
         token = pick.id;
       } else {
-        token = id_crossing<kMulti>(row, s, true, false, target, sh, g);
+        // The set's total from the walk's own first pass: one pass fewer.
+        token = id_crossing<kMulti>(row, s, true, false, Target{0, true, spec.u}, sh, g);
       }
     } else {
       // DrawFull: every prob (zero below min_p), a draw in id order.
       Set s;
       s.pmin = spec.min_p;
-      const uint64_t z = set_total<kMulti>(row, s, false, false, sh, g);
-      token = id_crossing<kMulti>(row, s, false, false, draw_target(spec.u, z), sh, g);
+      token = id_crossing<kMulti>(row, s, false, false, Target{0, true, spec.u}, sh, g);
     }
     if (token < 0) token = adj_i;  // unreachable: every draw target is below its total
   }
