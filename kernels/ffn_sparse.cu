@@ -27,15 +27,13 @@ struct Plan {
   int nfb;    // unit ranges
 };
 
-Plan make_plan(int n, int F, int C, int sm_count, int blocks_per_sm) {
+Plan make_plan(int n, int F, int C, int sm_count) {
   Plan p;
   p.nr = n >= kTile ? kTile : (n > 2 ? 4 : n);
   p.tiles = (n + p.nr - 1) / p.nr;
   p.ncb = (C + kCols - 1) / kCols;
-  // About blocks_per_sm blocks per SM, but partial sums capped at
-  // kMaxPartialFloats.
-  const int per_sm = std::clamp(blocks_per_sm, 1, kFfnSparseMaxBlocksPerSm);
-  const int target = std::max(1, per_sm * std::max(sm_count, 1));
+  // About two blocks per SM, but partial sums capped at kMaxPartialFloats.
+  const int target = std::max(1, 2 * std::max(sm_count, 1));
   int nfb = std::max(1, (target + p.ncb * p.tiles - 1) / (p.ncb * p.tiles));
   const int cap = static_cast<int>(std::max<size_t>(1, kMaxPartialFloats / (static_cast<size_t>(n) * C)));
   nfb = std::min({nfb, cap, (F + 31) / 32});
@@ -213,9 +211,9 @@ cudaError_t launch_typed(const Plan& p, const float* h, int n, int F, int C, con
 
 }  // namespace
 
-size_t ffn_sparse_partial_floats(int n, int F, int C, int sm_count, int blocks_per_sm) {
+size_t ffn_sparse_partial_floats(int n, int F, int C, int sm_count) {
   if (n <= 0 || F <= 0 || C <= 0) return 0;
-  const Plan p = make_plan(n, F, C, sm_count, blocks_per_sm);
+  const Plan p = make_plan(n, F, C, sm_count);
   return static_cast<size_t>(p.nfb) * n * C;
 }
 
@@ -227,12 +225,12 @@ bool ffn_sparse_supported(ElemType wtype, int n, int F, int C, const void* w, co
 }
 
 cudaError_t launch_ffn_sparse(ElemType wtype, const float* h, int n, int F, int C, const void* w, float* partial,
-                              float* y, bool accumulate, int sm_count, cudaStream_t stream, int blocks_per_sm) {
+                              float* y, bool accumulate, int sm_count, cudaStream_t stream) {
   if (!ffn_sparse_supported(wtype, n, F, C, w, h) || partial == nullptr || y == nullptr ||
       reinterpret_cast<uintptr_t>(partial) % 16 != 0 || reinterpret_cast<uintptr_t>(y) % 16 != 0) {
     return cudaErrorInvalidValue;
   }
-  const Plan p = make_plan(n, F, C, sm_count, blocks_per_sm);
+  const Plan p = make_plan(n, F, C, sm_count);
   if (p.ncb > 65535 || p.nfb > 65535) return cudaErrorInvalidValue;
   const cudaError_t e = wtype == ElemType::kF16 ? launch_typed<__half>(p, h, n, F, C, w, partial, stream)
                                                 : launch_typed<__nv_bfloat16>(p, h, n, F, C, w, partial, stream);

@@ -31,15 +31,9 @@
 namespace rwkv::kernels {
 
 inline constexpr int kFfnSparseMaxRows = 64;
-// The grid aims at about blocks_per_sm blocks per SM (more blocks: fewer
-// units each, so more of a block's rows in flight at once, but more partial
-// sums to add); 1..kFfnSparseMaxBlocksPerSm.
-inline constexpr int kFfnSparseDefaultBlocksPerSm = 2;
-inline constexpr int kFfnSparseMaxBlocksPerSm = 16;
 
 // Floats of partial sums launch_ffn_sparse needs for these sizes.
-size_t ffn_sparse_partial_floats(int n, int F, int C, int sm_count,
-                                 int blocks_per_sm = kFfnSparseDefaultBlocksPerSm);
+size_t ffn_sparse_partial_floats(int n, int F, int C, int sm_count);
 
 // True when launch_ffn_sparse takes this case: 16-bit weights, 1 <= n <=
 // kFfnSparseMaxRows, C a multiple of 8, W and h 16-byte aligned.
@@ -49,10 +43,9 @@ cudaError_t launch_ffn_sparse(ElemType wtype,
                               const float* h,  // (n, F)
                               int n, int F, int C,
                               const void* w,   // (F, C) of wtype
-                              float* partial,  // (ffn_sparse_partial_floats(n, F, C, sm_count, blocks_per_sm))
+                              float* partial,  // (ffn_sparse_partial_floats(n, F, C, sm_count))
                               float* y,        // (n, C)
-                              bool accumulate, int sm_count, cudaStream_t stream,
-                              int blocks_per_sm = kFfnSparseDefaultBlocksPerSm);
+                              bool accumulate, int sm_count, cudaStream_t stream);
 
 }  // namespace rwkv::kernels
 

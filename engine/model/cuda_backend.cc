@@ -1164,12 +1164,11 @@ void CudaBackend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, b
   }
   if (n <= sparse_ffn_rows_ && w.input_major &&
       kernels::ffn_sparse_supported(ToElem(w.dtype), n, F, C, w.data, h)) {
-    const size_t partial =
-        kernels::ffn_sparse_partial_floats(n, F, C, sm_count_, options_.sparse_ffn_blocks_per_sm) * sizeof(float);
+    const size_t partial = kernels::ffn_sparse_partial_floats(n, F, C, sm_count_) * sizeof(float);
     if (!EnsureScratch(&ffn_partial_, &ffn_partial_bytes_, partial, "sparse FFN partial sums")) return;
     Record(CudaStatus(kernels::launch_ffn_sparse(ToElem(w.dtype), h, n, F, C, w.data,
                                                  static_cast<float*>(ffn_partial_), y, accumulate, sm_count_,
-                                                 stream_, options_.sparse_ffn_blocks_per_sm),
+                                                 stream_),
                       "ReluSquareMatMul (sparse)"));
     return;
   }

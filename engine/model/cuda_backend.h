@@ -196,12 +196,6 @@ struct CudaBackendOptions {
   int sparse_ffn_rows = kDefaultSparseFfnRows;
   static constexpr int kDefaultSparseFfnRows = 4;
   static constexpr int kMaxSparseFfnRows = 64;  // kernels::kFfnSparseMaxRows
-  // The sparse kernel's grid: about this many blocks per SM
-  // (kernels/ffn_sparse.h). RWKV_CUDA_SPARSE_FFN_BLOCKS (1..16) overrides
-  // this.
-  int sparse_ffn_blocks_per_sm = kDefaultSparseFfnBlocksPerSm;
-  static constexpr int kDefaultSparseFfnBlocksPerSm = 2;
-  static constexpr int kMaxSparseFfnBlocksPerSm = 16;  // kernels::kFfnSparseMaxBlocksPerSm
   // Products of different shapes that GroupedMatMul sends to cuBLAS together
   // (one conversion launch's worth) in one cublasGemmGroupedBatchedEx call
   // instead of a call per shape: 0 = never, 1 = the LoRA-sized ones (a side

@@ -943,22 +943,15 @@ TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
     int C, F;
   };
   for (DType t : {DType::kF16, DType::kBF16}) {
-    // The default, the sparse kernel up to 16 rows (with its default grid,
-    // and with 4 and 8 blocks per SM: units split finer), and batch-invariant
+    // The default, the sparse kernel up to 16 rows, and batch-invariant
     // mode (never sparse).
-    for (int mode : {0, 1, 3, 4, 2}) {
+    for (int mode : {0, 1, 2}) {
       const bool invariant = mode == 2;
-      const int sparse_rows = mode == 1 || mode >= 3 ? 16 : CudaBackendOptions::kDefaultSparseFfnRows;
-      const int per_sm = mode == 3 ? 4 : mode == 4 ? 8 : CudaBackendOptions::kDefaultSparseFfnBlocksPerSm;
-      auto made = CudaBackend::Create({.device = 0,
-                                       .weight_dtype = t,
-                                       .embedding_dtype = t,
-                                       .batch_invariant = invariant,
-                                       .sparse_ffn_rows = sparse_rows,
-                                       .sparse_ffn_blocks_per_sm = per_sm});
-      ASSERT_TRUE(made.ok()) << made.status();
-      auto b = *std::move(made);
-      EXPECT_EQ(b->sparse_ffn_rows(), invariant ? 0 : sparse_rows);
+      auto b = MakeGpu(t, invariant, CudaBackendOptions::kDefaultSmallBatchRows,
+                       CudaBackendOptions::kDefaultSkinnyRows, CudaBackendOptions::kDefaultSkinnyLoraRows,
+                       mode == 1 ? 16 : CudaBackendOptions::kDefaultSparseFfnRows);
+      ASSERT_NE(b, nullptr);
+      EXPECT_EQ(b->sparse_ffn_rows(), invariant ? 0 : mode == 1 ? 16 : CudaBackendOptions::kDefaultSparseFfnRows);
       const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
       for (Shape s : {Shape{136, 520}, Shape{1032, 2048}, Shape{768, 3072}}) {
         const auto w = Rand(static_cast<size_t>(s.C) * s.F, s.C + s.F);  // [C, F]: out x in
@@ -980,7 +973,7 @@ TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
           for (bool acc : {false, true}) {
             const std::vector<double> mag = DotMagnitude(relu2, wr, n, s.C, s.F, acc ? &y0 : nullptr);
             const std::string tag = std::string(DTypeName(t)) + (invariant ? " invariant" : "") +
-                                    " sparse<=" + std::to_string(b->sparse_ffn_rows()) + " " + std::to_string(per_sm) + "/SM" + " C=" +
+                                    " sparse<=" + std::to_string(b->sparse_ffn_rows()) + " C=" +
                                     std::to_string(s.C) + " F=" + std::to_string(s.F) + " n=" + std::to_string(n) +
                                     (acc ? " acc" : "") + (sparse ? " (sparse)" : "");
             float* dh = Dev(h, b.get());

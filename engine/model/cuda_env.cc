@@ -26,13 +26,12 @@ absl::Status Bool(const char* name, bool* out) {
   return absl::OkStatus();
 }
 
-absl::Status Int(const char* name, int max, int* out, int min = 0) {
+absl::Status Int(const char* name, int max, int* out) {
   const char* v = Get(name);
   if (v == nullptr) return absl::OkStatus();
   int n = 0;
-  if (!absl::SimpleAtoi(v, &n) || n < min || n > max) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s=%s: expected an integer from %d to %d", name, v, min, max));
+  if (!absl::SimpleAtoi(v, &n) || n < 0 || n > max) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s=%s: expected an integer from 0 to %d", name, v, max));
   }
   *out = n;
   return absl::OkStatus();
@@ -53,9 +52,7 @@ absl::Status ApplyCudaEnvironment(CudaBackendOptions* options) {
                              &o.skinny_lora_rows),
                          Int("RWKV_CUDA_SPARSE_FFN_ROWS", CudaBackendOptions::kMaxSparseFfnRows,
                              &o.sparse_ffn_rows),
-                         Int("RWKV_CUDA_BLAS_GROUPED", CudaBackendOptions::kMaxBlasGrouped, &o.blas_grouped),
-                         Int("RWKV_CUDA_SPARSE_FFN_BLOCKS", CudaBackendOptions::kMaxSparseFfnBlocksPerSm,
-                             &o.sparse_ffn_blocks_per_sm, 1)}) {
+                         Int("RWKV_CUDA_BLAS_GROUPED", CudaBackendOptions::kMaxBlasGrouped, &o.blas_grouped)}) {
     if (!s.ok()) return s;
   }
   *options = o;
