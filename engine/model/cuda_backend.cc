@@ -256,7 +256,7 @@ absl::Status CudaBackend::Init() {
   skinny_rows_ = invariant ? 0 : std::clamp(options_.skinny_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   skinny_lora_rows_ = invariant ? 0 : std::clamp(options_.skinny_lora_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   sparse_ffn_rows_ = invariant ? 0 : std::clamp(options_.sparse_ffn_rows, 0, CudaBackendOptions::kMaxSparseFfnRows);
-  blas_grouped_ = invariant ? 0 : std::clamp(options_.blas_grouped, 0, CudaBackendOptions::kMaxBlasGrouped);
+  blas_grouped_ = std::clamp(options_.blas_grouped, 0, CudaBackendOptions::kMaxBlasGrouped);
   {
     void* p = nullptr;
     if (absl::Status s = CudaStatus(cudaMalloc(&p, kernels::kConvertMaxPointers * sizeof(void*)),
