@@ -256,7 +256,6 @@ absl::Status CudaBackend::Init() {
   skinny_rows_ = invariant ? 0 : std::clamp(options_.skinny_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   skinny_lora_rows_ = invariant ? 0 : std::clamp(options_.skinny_lora_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   sparse_ffn_rows_ = invariant ? 0 : std::clamp(options_.sparse_ffn_rows, 0, CudaBackendOptions::kMaxSparseFfnRows);
-  blas_grouped_ = std::clamp(options_.blas_grouped, 0, CudaBackendOptions::kMaxBlasGrouped);
   {
     void* p = nullptr;
     if (absl::Status s = CudaStatus(cudaMalloc(&p, kernels::kConvertMaxPointers * sizeof(void*)),
@@ -344,14 +343,11 @@ CudaBackend::~CudaBackend() {
 }
 
 std::string CudaBackend::description() const {
-  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s%s%s%s, %s", options_.device, device_name_,
+  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s%s%s, %s", options_.device, device_name_,
                          std::string(DTypeName(options_.weight_dtype)),
                          std::string(DTypeName(options_.embedding_dtype)), graphs_enabled_ ? ", graphs" : "",
                          programmatic_ ? ", programmatic launch" : "",
                          options_.fuse_v7_prep ? ", RWKV-7 prep in the WKV kernel" : "",
-                         blas_grouped_ == 0   ? ""
-                         : blas_grouped_ == 1 ? ", LoRA-sized cuBLAS products grouped"
-                                              : ", cuBLAS products grouped",
                          small_rows_ > 0 || skinny_rows_ > 0
                              ? absl::StrFormat("small-batch kernels up to %d rows, skinny GEMM up to %d rows "
                                                "(LoRA products up to %d), sparse FFN up to %d rows",
@@ -1003,36 +999,11 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
       }
     }
   }
-  // blas_grouped_: calls of other shapes that go out as one grouped call
-  // (all of one output type; none writing an output another one writes).
-  bool grouped[kernels::kConvertMaxBuffers] = {};
-  int ngroups = 0;
-  if (blas_grouped_ > 0) {
-    int first = -1;
-    for (int c = 0; c < ncalls; ++c) {
-      const MatMulJob& f = *jobs[call_first[c]];
-      if (blas_grouped_ == 1 && std::min(f.w->rows, f.w->cols) > CudaBackendOptions::kSkinnyLoraMaxDim) continue;
-      if (first >= 0 && jobs[call_first[first]]->y_type != f.y_type) continue;
-      bool clash = false;
-      for (int j = 0; j < count && !clash; ++j) {
-        if (call_of[j] != c) continue;
-        for (int i = 0; i < count && !clash; ++i) clash = call_of[i] != c && grouped[call_of[i]] && jobs[i]->y == jobs[j]->y;
-      }
-      if (clash) continue;
-      if (first < 0) first = c;
-      grouped[c] = true;
-      ++ngroups;
-    }
-    if (ngroups < 2) {
-      for (int c = 0; c < ncalls; ++c) grouped[c] = false;
-      ngroups = 0;
-    }
-  }
   const void* pointers[kernels::kConvertMaxPointers];
   int call_ptr[kernels::kConvertMaxBuffers];
   int npointers = 0;
   for (int c = 0; c < ncalls; ++c) {
-    if (call_size[c] < 2 || grouped[c]) continue;
+    if (call_size[c] < 2) continue;
     call_ptr[c] = npointers;
     for (int part = 0; part < 3; ++part) {
       for (int j = 0; j < count; ++j) {
@@ -1040,22 +1011,6 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
         pointers[npointers++] = part == 0   ? jobs[j]->w->data
                                 : part == 1 ? input_of(j)
                                             : static_cast<const void*>(jobs[j]->y);
-      }
-    }
-  }
-  // The grouped call's arrays: every A (group by group), then every B, then
-  // every C.
-  const int group_ptr = npointers;
-  int nproblems = 0;
-  for (int part = 0; part < 3 && ngroups > 0; ++part) {
-    for (int c = 0; c < ncalls; ++c) {
-      if (!grouped[c]) continue;
-      for (int j = 0; j < count; ++j) {
-        if (call_of[j] != c) continue;
-        pointers[npointers++] = part == 0   ? jobs[j]->w->data
-                                : part == 1 ? input_of(j)
-                                            : static_cast<const void*>(jobs[j]->y);
-        if (part == 0) ++nproblems;
       }
     }
   }
@@ -1068,41 +1023,7 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
 
   const cudaDataType type = ToCudaType(dtype);
   const float alpha = 1.0f, one = 1.0f, zero = 0.0f;
-  if (ngroups > 0) {
-    cublasOperation_t ta[kernels::kConvertMaxBuffers], tb[kernels::kConvertMaxBuffers];
-    int m[kernels::kConvertMaxBuffers], ns[kernels::kConvertMaxBuffers], k[kernels::kConvertMaxBuffers];
-    int lda[kernels::kConvertMaxBuffers], ldb[kernels::kConvertMaxBuffers], ldc[kernels::kConvertMaxBuffers];
-    int size[kernels::kConvertMaxBuffers];
-    float alphas[kernels::kConvertMaxBuffers], betas[kernels::kConvertMaxBuffers];
-    int gi = 0;
-    cudaDataType ytype = CUDA_R_32F;
-    for (int c = 0; c < ncalls; ++c) {
-      if (!grouped[c]) continue;
-      const MatMulJob& f = *jobs[call_first[c]];
-      const Matrix& w = *f.w;
-      const bool t = !w.input_major;  // column-major view as in BlasMatMul
-      ta[gi] = t ? CUBLAS_OP_T : CUBLAS_OP_N;
-      tb[gi] = CUBLAS_OP_N;
-      m[gi] = w.rows;
-      ns[gi] = n;
-      k[gi] = w.cols;
-      lda[gi] = t ? w.cols : w.rows;
-      ldb[gi] = w.cols;
-      ldc[gi] = w.rows;
-      size[gi] = call_size[c];
-      alphas[gi] = 1.0f;
-      betas[gi] = f.accumulate ? 1.0f : 0.0f;
-      ytype = ToCudaType(f.y_type);
-      ++gi;
-    }
-    void** arrays = blas_pointers_ + group_ptr;
-    Record(BlasStatus(cublasGemmGroupedBatchedEx(cublas_, ta, tb, m, ns, k, alphas, arrays, type, lda,
-                                                 arrays + nproblems, type, ldb, betas, arrays + 2 * nproblems, ytype,
-                                                 ldc, gi, size, CUBLAS_COMPUTE_32F),
-                      "GroupedMatMul (grouped)"));
-  }
   for (int c = 0; c < ncalls; ++c) {
-    if (grouped[c]) continue;
     const MatMulJob& f = *jobs[call_first[c]];
     const Matrix& w = *f.w;
     // Column-major view as in BlasMatMul.

@@ -196,14 +196,6 @@ struct CudaBackendOptions {
   int sparse_ffn_rows = kDefaultSparseFfnRows;
   static constexpr int kDefaultSparseFfnRows = 4;
   static constexpr int kMaxSparseFfnRows = 64;  // kernels::kFfnSparseMaxRows
-  // Products of different shapes that GroupedMatMul sends to cuBLAS together
-  // (one conversion launch's worth) in one cublasGemmGroupedBatchedEx call
-  // instead of a call per shape: 0 = never, 1 = the LoRA-sized ones (a side
-  // of at most kSkinnyLoraMaxDim; a decode step's LoRA products at large
-  // batches take ~7-10 us a call whatever their size), 2 = all of them.
-  // RWKV_CUDA_BLAS_GROUPED (0, 1 or 2) overrides this.
-  int blas_grouped = 0;
-  static constexpr int kMaxBlasGrouped = 2;
 };
 
 // Devices the CUDA runtime can see; 0 where there is none or no driver.
@@ -401,7 +393,6 @@ class CudaBackend final : public Backend {
   int small_rows_ = 0;   // effective small_batch_rows (0 in batch-invariant mode)
   int skinny_rows_ = 0;  // effective skinny_rows (0 in batch-invariant mode)
   int skinny_lora_rows_ = 0;  // effective skinny_lora_rows (0 in batch-invariant mode)
-  int blas_grouped_ = 0;      // effective blas_grouped
   // The batched products' pointer arrays (kernels::kConvertMaxPointers),
   // rewritten on the device by each group's conversion launch: one buffer
   // serves every group because the stream orders each group's products

@@ -38,7 +38,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/str_format.h"
 #include "engine/loader/dtype.h"
 #include "engine/model/cpu_backend.h"
 #include "gtest/gtest.h"
@@ -781,95 +780,6 @@ TEST_F(CudaOpsTest, GroupedMatMulSixteenBitInputs) {
                           InputAct::kNone, other};
       bad->GroupedMatMul(n, &job, 1);
       EXPECT_EQ(bad->Sync().code(), absl::StatusCode::kInvalidArgument) << bad->Sync();
-    }
-  }
-}
-
-// RWKV_CUDA_BLAS_GROUPED (CudaBackendOptions::blas_grouped): a decode
-// layer's two cuBLAS chunks, the "in" products (three C x C jobs, one batched
-// call; LoRA-sized jobs of three shapes, one of them reading the shared input
-// of a C x C job) and the "out" ones (tanh and sigmoid inputs, one
-// accumulating), with the LoRA-sized calls (1) or every call (2) in one
-// cublasGemmGroupedBatchedEx, against the CPU on the same rounded weights (u
-// + 1e-4 of the magnitude), at 17, 64 and 300 rows, LoRA products on cuBLAS.
-TEST_F(CudaOpsTest, GroupedMatMulGroupedCublasCall) {
-  struct Spec {
-    int rows, cols;
-    InputAct act;
-    bool acc;
-    int x_from;
-  };
-  const std::vector<std::vector<Spec>> chunks = {
-      {{256, 256, InputAct::kNone, false, -1},
-       {256, 256, InputAct::kNone, false, -1},
-       {256, 256, InputAct::kNone, false, -1},
-       {32, 256, InputAct::kNone, false, -1},
-       {32, 256, InputAct::kNone, false, -1},
-       {64, 256, InputAct::kNone, false, -1},
-       {16, 256, InputAct::kNone, false, 2}},
-      {{256, 32, InputAct::kTanh, false, -1},
-       {256, 32, InputAct::kNone, false, -1},
-       {256, 64, InputAct::kSigmoid, true, -1},
-       {256, 16, InputAct::kNone, false, -1}},
-  };
-  for (DType t : {DType::kF16, DType::kBF16}) {
-    const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
-    for (int grouped = 1; grouped <= CudaBackendOptions::kMaxBlasGrouped; ++grouped) {
-      auto made = CudaBackend::Create({.device = 0,
-                                       .weight_dtype = t,
-                                       .embedding_dtype = t,
-                                       .cuda_graphs = false,
-                                       .skinny_lora_rows = 0,
-                                       .blas_grouped = grouped});
-      ASSERT_TRUE(made.ok()) << made.status();
-      auto b = *std::move(made);
-      EXPECT_NE(b->description().find("grouped"), std::string::npos) << b->description();
-      for (size_t ci = 0; ci < chunks.size(); ++ci) {
-        const std::vector<Spec>& sp = chunks[ci];
-        const int count = static_cast<int>(sp.size());
-        std::vector<std::vector<float>> wr(count);
-        std::vector<Matrix> gm(count), cm(count);
-        for (int j = 0; j < count; ++j) {
-          wr[j] = Rounded(Rand(static_cast<size_t>(sp[j].rows) * sp[j].cols, 70 + 10 * ci + j), t);
-          auto g = b->UploadMatrix(wr[j].data(), sp[j].rows, sp[j].cols);
-          auto c = cpu_.UploadMatrix(wr[j].data(), sp[j].rows, sp[j].cols);
-          ASSERT_TRUE(g.ok() && c.ok());
-          gm[j] = *g;
-          cm[j] = *c;
-        }
-        for (int n : {17, 64, 300}) {
-          std::vector<std::vector<float>> x(count), y0(count), want(count);
-          std::vector<float*> dx(count), dy(count);
-          std::vector<MatMulJob> gjobs(count), cjobs(count);
-          for (int j = 0; j < count; ++j) {
-            x[j] = Rand(static_cast<size_t>(n) * sp[j].cols, 800 + 10 * ci + j + n, -3, 3);
-            y0[j] = sp[j].acc ? Rand(static_cast<size_t>(n) * sp[j].rows, 900 + j + n)
-                              : std::vector<float>(static_cast<size_t>(n) * sp[j].rows, kNaN);
-            dx[j] = Dev(x[j], b.get());
-            dy[j] = Dev(y0[j], b.get());
-            want[j] = sp[j].acc ? y0[j] : std::vector<float>(y0[j].size());
-          }
-          std::vector<std::vector<float>> cx = x;
-          for (int j = 0; j < count; ++j) {
-            const int from = sp[j].x_from < 0 ? j : sp[j].x_from;
-            gjobs[j] = {dx[from], &gm[j], dy[j], sp[j].acc, sp[j].act};
-            cjobs[j] = {cx[from].data(), &cm[j], want[j].data(), sp[j].acc, sp[j].act};
-          }
-          b->GroupedMatMul(n, gjobs.data(), count);
-          cpu_.GroupedMatMul(n, cjobs.data(), count);
-          ASSERT_TRUE(b->Sync().ok()) << b->Sync();
-          for (int j = 0; j < count; ++j) {
-            const int from = sp[j].x_from < 0 ? j : sp[j].x_from;
-            const auto mag = DotMagnitude(cx[from], wr[j], n, sp[j].rows, sp[j].cols, sp[j].acc ? &y0[j] : nullptr);
-            ExpectClose(Host(dy[j], want[j].size(), b.get()), want[j], u + 1e-4, 0,
-                        absl::StrFormat("grouped=%d %s chunk %d n=%d job %d", grouped, DTypeName(t), ci, n, j), &mag);
-          }
-          for (int j = 0; j < count; ++j) {
-            b->Free(dx[j]);
-            b->Free(dy[j]);
-          }
-        }
-      }
     }
   }
 }

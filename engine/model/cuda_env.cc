@@ -51,8 +51,7 @@ absl::Status ApplyCudaEnvironment(CudaBackendOptions* options) {
                          Int("RWKV_CUDA_SKINNY_LORA_ROWS", CudaBackendOptions::kMaxSkinnyRows,
                              &o.skinny_lora_rows),
                          Int("RWKV_CUDA_SPARSE_FFN_ROWS", CudaBackendOptions::kMaxSparseFfnRows,
-                             &o.sparse_ffn_rows),
-                         Int("RWKV_CUDA_BLAS_GROUPED", CudaBackendOptions::kMaxBlasGrouped, &o.blas_grouped)}) {
+                             &o.sparse_ffn_rows)}) {
     if (!s.ok()) return s;
   }
   *options = o;

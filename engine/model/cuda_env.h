@@ -18,8 +18,7 @@ namespace rwkv {
 //   RWKV_CUDA_PDL, RWKV_CUDA_FUSE_PREP: 0 or 1;
 //   RWKV_CUDA_SMALL_BATCH_ROWS: 0..kMaxSmallBatchRows;
 //   RWKV_CUDA_SKINNY_ROWS, RWKV_CUDA_SKINNY_LORA_ROWS: 0..kMaxSkinnyRows;
-//   RWKV_CUDA_SPARSE_FFN_ROWS: 0..kMaxSparseFfnRows;
-//   RWKV_CUDA_BLAS_GROUPED: 0..kMaxBlasGrouped.
+//   RWKV_CUDA_SPARSE_FFN_ROWS: 0..kMaxSparseFfnRows.
 // Anything else: INVALID_ARGUMENT naming the variable, its value and what it
 // takes, with `options` unchanged.
 absl::Status ApplyCudaEnvironment(CudaBackendOptions* options);
