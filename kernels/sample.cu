@@ -596,9 +596,14 @@ __device__ __forceinline__ int best_id(uint64_t key) {
   return 0x7fffffff - static_cast<int>(static_cast<uint32_t>(key));
 }
 
-// Grid: `parts` consecutive blocks per row (kMulti), else one.
+// Grid: `parts` consecutive blocks per row (kMulti), else one. The one-block
+// kernel (many rows: each row's block is one of many) keeps to 3 blocks an
+// SM (<= 42 registers; ptxas gives it 38 without spilling, where, unbounded,
+// it took 64 and so only 2 blocks an SM: H100, B = 960, greedy 253 -> 305
+// us, top_k 3,316 -> 4,115); the split kernel to 2 (64 registers, as it
+// had: its cooperative grid needs all its blocks resident at once).
 template <bool kMulti>
-__global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restrict__ logits,          // (rows, vocab)
+__global__ void __launch_bounds__(kThreads, kMulti ? 2 : 3) sample_kernel(const float* __restrict__ logits,          // (rows, vocab)
                                                           int vocab, float scale,
                                                           const SampleRowDesc* __restrict__ specs,   // (n)
                                                           const LogitAdjustDesc* __restrict__ adjust,
