@@ -30,7 +30,12 @@
 // the fp16 grid for every value in fp16's normal range (below 2^-14 the
 // dithered value is rounded to nearest onto the subnormal grid: within one
 // 2^-24 step, nearly unbiased). Values beyond fp16's range
-// saturate at +-65504 instead of becoming inf (NaN stays NaN).
+// saturate at +-65504 instead of becoming inf. A NaN stays NaN unless its
+// payload carries the dither out of the magnitude: a NaN with significand
+// bits 13..22 all set (the GPU's canonical 0x7FFFFFFF) comes out 0 for a
+// nonzero dither (-0 after step one below, +0 after step two), where x86's default NaN (0xFFC00000) stays NaN. So a NaN
+// state value may vanish on the GPU and persist on the CPU; keeping it on
+// both would cost the kernel a test per element (not done yet).
 #ifndef RWKV_ENGINE_MODEL_FP16_STATE_ROUNDING_H_
 #define RWKV_ENGINE_MODEL_FP16_STATE_ROUNDING_H_
 

@@ -86,6 +86,20 @@ TEST(Fp16StateRoundingTest, ExactValuesStayAndOthersRoundUpWithTheirFraction) {
   EXPECT_EQ(Fp16StateRound(-1e6f, 8191), -kFp16StateMax);
   EXPECT_EQ(Fp16StateRound(INFINITY, 5), kFp16StateMax);
   EXPECT_TRUE(std::isnan(Fp16StateRound(NAN, 5)));
+  // A NaN whose payload carries the dither out of the magnitude does not
+  // stay NaN (the header says so): the GPU's canonical NaN comes out 0 (-0
+  // after step one, +0 after step two's subnormal rounding).
+  const float gpu_nan = [] {
+    const uint32_t b = 0x7FFFFFFFu;
+    float f;
+    std::memcpy(&f, &b, 4);
+    return f;
+  }();
+  EXPECT_TRUE(std::isnan(Fp16StateRound(gpu_nan, 0)));
+  const float carried = Fp16StateDitherTruncate(gpu_nan, 5);
+  EXPECT_EQ(carried, 0.0f);
+  EXPECT_TRUE(std::signbit(carried));
+  EXPECT_EQ(Fp16StateRound(gpu_nan, 5), 0.0f);
 }
 
 // The kernel's two-step form (engine/model/fp16_state_rounding.h): step two
