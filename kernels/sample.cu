@@ -14,7 +14,8 @@
 //    walks the whole vocabulary).
 // A walk in id order is a two-level prefix sum (per-warp ranges, then one
 // warp's scan); a draw in id order takes z from that walk's own per-range
-// sums (integers: the same z), so it is one pass over the row. A walk in value order is a radix select on the value's
+// sums (integers: the same z), so it is one pass over the row (and the
+// winning warp's walk of its range, 1/16 of it). A walk in value order is a radix select on the value's
 // order-preserving 32-bit key, 8 bits per pass (per-warp shared histograms of
 // the weight per digit, then one warp finds the digit where the running sum
 // passes the target), followed by an id-order walk among the ties at the
@@ -598,17 +599,20 @@ __device__ __forceinline__ int best_id(uint64_t key) {
 
 // Grid: `parts` consecutive blocks per row (kMulti), else one. The one-block
 // kernel (many rows: each row's block is one of many) keeps to 3 blocks an
-// SM (<= 42 registers; ptxas gives it 38 without spilling, where, unbounded,
-// it took 64 and so only 2 blocks an SM: H100, B = 960, greedy 253 -> 305
-// us, top_k 3,316 -> 4,115); the split kernel to 2 (64 registers, as it
-// had: its cooperative grid needs all its blocks resident at once).
+// SM (<= 40 registers; ptxas gives it 38 without spilling, where, unbounded,
+// it took 64 and so only 2 blocks an SM: H100, B = 960, greedy 249-252 ->
+// 309-315 us, top_k 3,319-3,330 -> 4,173-4,191); the split kernel to 2 (64
+// registers, as it had: its cooperative grid needs all its blocks resident
+// at once).
+constexpr int kMinBlocks(bool multi) { return multi ? 2 : 3; }
 template <bool kMulti>
-__global__ void __launch_bounds__(kThreads, kMulti ? 2 : 3) sample_kernel(const float* __restrict__ logits,          // (rows, vocab)
-                                                          int vocab, float scale,
-                                                          const SampleRowDesc* __restrict__ specs,   // (n)
-                                                          const LogitAdjustDesc* __restrict__ adjust,
-                                                          SampleResultDesc* __restrict__ results,    // (n)
-                                                          int parts, RowScratch* __restrict__ scratch) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks(kMulti))
+    sample_kernel(const float* __restrict__ logits,  // (rows, vocab)
+                  int vocab, float scale,
+                  const SampleRowDesc* __restrict__ specs,  // (n)
+                  const LogitAdjustDesc* __restrict__ adjust,
+                  SampleResultDesc* __restrict__ results,  // (n)
+                  int parts, RowScratch* __restrict__ scratch) {
   extern __shared__ uint64_t dyn[];
   uint64_t* hist = dyn;                                            // (kWarps, kBins)
   uint32_t* bitmap = reinterpret_cast<uint32_t*>(dyn + kWarps * kBins);  // (ceil(vocab / 32))
