@@ -1504,6 +1504,37 @@ TEST_F(CudaOpsTest, Wkv7Fp16StateMatchesCpuTwin) {
   }
 }
 
+// A decode-like pass: nseg segments of 1 row (every 7th from the 3rd: 2
+// rows; with long_segment the 2nd: 20 rows) in slots (j * 37) % nseg; *n
+// gets the pass's rows.
+std::vector<Segment> DecodeSegments(int nseg, bool long_segment, int* n) {
+  std::vector<Segment> segs;
+  *n = 0;
+  for (int j = 0; j < nseg; ++j) {
+    const int len = long_segment && j == 1 ? 20 : 1 + (j % 7 == 2);
+    segs.push_back({(j * 37) % nseg, *n, len});
+    *n += len;
+  }
+  return segs;
+}
+
+// A pool of nseg state slots `stride` floats apart, each per_slot random
+// values in [-1, 1): fp32 slots the values, fp16 slots the values rounded,
+// two to a float.
+std::vector<float> RandomStatePool(int nseg, int64_t per_slot, int64_t stride, DType st, uint32_t seed) {
+  const auto values = Rand(static_cast<size_t>(nseg * per_slot), seed, -1, 1);
+  std::vector<float> pool(static_cast<size_t>(nseg * stride), 0.0f);
+  for (int sl = 0; sl < nseg; ++sl) {
+    if (st == DType::kF16) {
+      ConvertFromF32(values.data() + sl * per_slot, DType::kF16, pool.data() + sl * stride,
+                     static_cast<size_t>(per_slot));
+    } else {
+      std::copy_n(values.begin() + sl * per_slot, per_slot, pool.begin() + sl * stride);
+    }
+  }
+  return pool;
+}
+
 // Decode passes apply the RWKV-7 output stage inside the WKV kernel
 // (Wkv7WithOutput, kernels::wkv7_output_fusable) with V7Output's own code on
 // the same inputs, so against Wkv7 then V7Output on the same GPU both the
@@ -1521,13 +1552,8 @@ TEST_F(CudaOpsTest, Wkv7WithOutputMatchesWkv7ThenV7Output) {
   for (const Case cs : {Case{64, 5, false, false}, Case{64, 160, false, false}, Case{128, 7, false, false},
                         Case{64, 3, true, false}, Case{64, 6, false, true}}) {
     const int N = cs.N, H = 2048 / N, C = H * N, nseg = cs.nseg;
-    std::vector<Segment> segs;
     int n = 0;
-    for (int j = 0; j < nseg; ++j) {
-      const int len = cs.long_segment && j == 1 ? 20 : 1 + (j % 7 == 2);
-      segs.push_back({(j * 37) % nseg, n, len});
-      n += len;
-    }
+    const std::vector<Segment> segs = DecodeSegments(nseg, cs.long_segment, &n);
     const size_t nC = static_cast<size_t>(n) * C;
     const auto r = Rand(nC, 31), k = Rand(nC, 32), v = Rand(nC, 33), a = Rand(nC, 34, 0, 1),
                w = Rand(nC, 35, 0.545f, 1.0f), g = Rand(nC, 36), r_k = Rand(C, 37), lnw = Rand(C, 38, 0.5f, 1.5f),
@@ -1539,17 +1565,7 @@ TEST_F(CudaOpsTest, Wkv7WithOutputMatchesWkv7ThenV7Output) {
     for (DType st : {DType::kF32, DType::kF16}) {
       const int64_t per_slot = static_cast<int64_t>(H) * N * N;
       const int64_t stride = st == DType::kF16 ? per_slot / 2 + 4 : per_slot + 4;
-      // fp32 slots: the values; fp16: the values rounded, two to a float.
-      const auto values = Rand(static_cast<size_t>(nseg * per_slot), 41, -1, 1);
-      std::vector<float> pool(static_cast<size_t>(nseg * stride), 0.0f);
-      for (int sl = 0; sl < nseg; ++sl) {
-        if (st == DType::kF16) {
-          ConvertFromF32(values.data() + sl * per_slot, DType::kF16, pool.data() + sl * stride,
-                         static_cast<size_t>(per_slot));
-        } else {
-          std::copy_n(values.begin() + sl * per_slot, per_slot, pool.begin() + sl * stride);
-        }
-      }
+      const std::vector<float> pool = RandomStatePool(nseg, per_slot, stride, st, 41);
       for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
         const std::string tag = " N=" + std::to_string(N) + " nseg=" + std::to_string(nseg) +
                                 (cs.long_segment ? " long" : "") + (cs.misaligned ? " misaligned" : "") + " state " +
@@ -1616,13 +1632,8 @@ TEST_F(CudaOpsTest, V7PrepWkv7WithOutputMatchesTheOpsApart) {
                         Case{64, 6, false, true, false}, Case{64, 5, false, false, true}}) {
     CudaBackend* be = cs.fuse_off ? off.get() : gpu_.get();
     const int N = cs.N, H = 2048 / N, C = H * N, nseg = cs.nseg;
-    std::vector<Segment> segs;
     int n = 0;
-    for (int j = 0; j < nseg; ++j) {
-      const int len = cs.long_segment && j == 1 ? 20 : 1 + (j % 7 == 2);
-      segs.push_back({(j * 37) % nseg, n, len});
-      n += len;
-    }
+    const std::vector<Segment> segs = DecodeSegments(nseg, cs.long_segment, &n);
     const size_t nC = static_cast<size_t>(n) * C;
     const auto r = Rand(nC, 61), w = Rand(nC, 62, -3, 3), k = Rand(nC, 63), v = Rand(nC, 64), a = Rand(nC, 65, -3, 3),
                g = Rand(nC, 66), vf = Rand(nC, 67), vg = Rand(nC, 68, -3, 3), w0 = Rand(C, 69, -2, 2),
@@ -1643,16 +1654,7 @@ TEST_F(CudaOpsTest, V7PrepWkv7WithOutputMatchesTheOpsApart) {
       for (DType st : {DType::kF32, DType::kF16}) {
         const int64_t per_slot = static_cast<int64_t>(H) * N * N;
         const int64_t stride = st == DType::kF16 ? per_slot / 2 + 4 : per_slot + 4;
-        const auto values = Rand(static_cast<size_t>(nseg * per_slot), 77, -1, 1);
-        std::vector<float> pool(static_cast<size_t>(nseg * stride), 0.0f);
-        for (int sl = 0; sl < nseg; ++sl) {
-          if (st == DType::kF16) {
-            ConvertFromF32(values.data() + sl * per_slot, DType::kF16, pool.data() + sl * stride,
-                           static_cast<size_t>(per_slot));
-          } else {
-            std::copy_n(values.begin() + sl * per_slot, per_slot, pool.begin() + sl * stride);
-          }
-        }
+        const std::vector<float> pool = RandomStatePool(nseg, per_slot, stride, st, 77);
         for (DType t : {DType::kF32, DType::kF16}) {
           const std::string tag = " N=" + std::to_string(N) + " nseg=" + std::to_string(nseg) +
                                   (cs.long_segment ? " long" : "") + (cs.misaligned ? " misaligned" : "") +
