@@ -101,6 +101,19 @@ __global__ void v7_prep_vec_kernel(float* __restrict__ w, const float* __restric
 
 }  // namespace
 
+bool v7_prep_vectorized(int N, const float* w, const float* w0, const float* a, const float* a0, const float* k,
+                        const float* kk, const float* k_k, const float* k_a, const float* v, const float* v_first,
+                        const float* v_gate, const float* v0) {
+  if ((N != 64 && N != 128) || w == nullptr || w0 == nullptr || a == nullptr || a0 == nullptr || k == nullptr ||
+      kk == nullptr || k_k == nullptr || k_a == nullptr || v == nullptr || v_first == nullptr ||
+      (v0 != nullptr && v_gate == nullptr)) {
+    return false;
+  }
+  // The vector kernels read a lane's V channels as one access: C is a multiple of N, so every head is aligned
+  // to V floats when the buffers are.
+  return aligned_floats(N / 32, {w, w0, a, a0, k, kk, k_k, k_a, v, v_first, v_gate, v0});
+}
+
 cudaError_t launch_v7_prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk,
                            const float* k_k, const float* k_a, float* v, float* v_first, const float* v_gate,
                            const float* v0, int n, int C, int N, cudaStream_t stream) {
@@ -115,11 +128,7 @@ cudaError_t launch_v7_prep(float* w, const float* w0, float* a, const float* a0,
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
   const float scale = kV7DecayScale;
   const unsigned grid = static_cast<unsigned>(blocks), block = 32 * kWarpsPerBlock;
-  // The vector kernels read a lane's V channels as one access: C is a multiple of N, so every head is aligned
-  // to V floats when the buffers are.
-  const int V = N / 32;
-  const bool vec = (N == 64 || N == 128) &&
-                   aligned_floats(V, {w, w0, a, a0, k, kk, k_k, k_a, v, v_first, v_gate, v0});
+  const bool vec = v7_prep_vectorized(N, w, w0, a, a0, k, kk, k_k, k_a, v, v_first, v_gate, v0);
   if (vec && N == 64) {
     launch(v7_prep_vec_kernel<2>, grid, block, 0, stream, w, w0, a, a0, k, kk, k_k, k_a, v, v_first, v_gate, v0,
            items, C);

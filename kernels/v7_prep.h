@@ -26,6 +26,13 @@ cudaError_t launch_v7_prep(float* w,             // (n, C) in: LoRA output, out:
                            const float* v0,      // (C) or null (layer 0)
                            int n, int C, int N, cudaStream_t stream);
 
+// Whether launch_v7_prep takes its vector kernel for these arguments (every
+// buffer it needs given, N = 64 or 128, each aligned to N / 32 floats): the
+// code the WKV-7 kernel's fused prep runs (wkv7_prep_fusable).
+bool v7_prep_vectorized(int N, const float* w, const float* w0, const float* a, const float* a0, const float* k,
+                        const float* kk, const float* k_k, const float* k_a, const float* v, const float* v_first,
+                        const float* v_gate, const float* v0);
+
 }  // namespace rwkv::kernels
 
 #endif  // RWKV_KERNELS_V7_PREP_H_

@@ -94,6 +94,7 @@
 #include "kernels/segment_groups.h"
 #include "kernels/v7_output.cuh"
 #include "kernels/v7_prep.cuh"
+#include "kernels/v7_prep.h"
 
 namespace rwkv::kernels {
 namespace {
@@ -1427,12 +1428,7 @@ bool wkv7_output_fusable(const SegmentDesc* host_segs, int nseg, int N, const fl
 bool wkv7_prep_fusable(int N, const float* w, const float* a, const float* k, const float* v, const float* kk,
                        const Wkv7Prep& p) {
   // Where launch_v7_prep takes its vector kernel, whose code the fused prep runs.
-  if ((N != 64 && N != 128) || w == nullptr || a == nullptr || k == nullptr || v == nullptr || kk == nullptr ||
-      p.w0 == nullptr || p.a0 == nullptr || p.k_k == nullptr || p.k_a == nullptr || p.v_first == nullptr ||
-      (p.v0 != nullptr && p.v_gate == nullptr)) {
-    return false;
-  }
-  return aligned_floats(N / 32, {w, p.w0, a, p.a0, k, kk, p.k_k, p.k_a, v, p.v_first, p.v_gate, p.v0});
+  return v7_prep_vectorized(N, w, p.w0, a, p.a0, k, kk, p.k_k, p.k_a, v, p.v_first, p.v_gate, p.v0);
 }
 
 }  // namespace rwkv::kernels
