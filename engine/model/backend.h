@@ -325,6 +325,17 @@ class Backend {
                                     const V7PrepArgs& p, const float* r, float* y, const float* g, const float* r_k,
                                     const float* lnw, const float* lnb, float* out, DType out_type);
 
+  // ---- RWKV-7 LoRA products on padded copies (optional) ----
+  // Why: where every LoRA product goes to a library GEMM, each of the four
+  // shapes (w, a, v, g) is a call of its own, latency bound at a few tiles.
+  // Padded to the largest LoRA width (zero weights: exact zeros), the four
+  // "in" products are one shape, and so are the four "out" ones, so a
+  // backend that groups products of one shape runs each side as one call.
+  // Whether the model should upload the padded copies.
+  virtual bool PadsLora() const { return false; }
+  // Whether a pass of n rows should use them (only where PadsLora()).
+  virtual bool PaddedLoraPays(int /*n*/) const { return false; }
+
   // ---- sampling where the logits are (optional) ----
   // Why: at large batches the [B, vocab] fp32 logits cost more to copy to the
   // host than the step that made them; a backend that can pick the tokens

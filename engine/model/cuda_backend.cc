@@ -256,6 +256,7 @@ absl::Status CudaBackend::Init() {
   skinny_rows_ = invariant ? 0 : std::clamp(options_.skinny_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   skinny_lora_rows_ = invariant ? 0 : std::clamp(options_.skinny_lora_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   sparse_ffn_rows_ = invariant ? 0 : std::clamp(options_.sparse_ffn_rows, 0, CudaBackendOptions::kMaxSparseFfnRows);
+  pad_lora_ = !invariant && options_.pad_lora;
   {
     void* p = nullptr;
     if (absl::Status s = CudaStatus(cudaMalloc(&p, kernels::kConvertMaxPointers * sizeof(void*)),
@@ -343,11 +344,12 @@ CudaBackend::~CudaBackend() {
 }
 
 std::string CudaBackend::description() const {
-  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s%s%s, %s", options_.device, device_name_,
+  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s%s%s%s, %s", options_.device, device_name_,
                          std::string(DTypeName(options_.weight_dtype)),
                          std::string(DTypeName(options_.embedding_dtype)), graphs_enabled_ ? ", graphs" : "",
                          programmatic_ ? ", programmatic launch" : "",
                          options_.fuse_v7_prep ? ", RWKV-7 prep in the WKV kernel" : "",
+                         pad_lora_ ? ", padded LoRA products" : "",
                          small_rows_ > 0 || skinny_rows_ > 0
                              ? absl::StrFormat("small-batch kernels up to %d rows, skinny GEMM up to %d rows "
                                                "(LoRA products up to %d), sparse FFN up to %d rows",

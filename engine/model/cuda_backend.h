@@ -196,6 +196,12 @@ struct CudaBackendOptions {
   int sparse_ffn_rows = kDefaultSparseFfnRows;
   static constexpr int kDefaultSparseFfnRows = 4;
   static constexpr int kMaxSparseFfnRows = 64;  // kernels::kFfnSparseMaxRows
+  // RWKV-7 LoRA products padded to one width above the rows where the
+  // small-batch kernels take them (Backend::PadsLora): two batched cuBLAS
+  // calls a layer instead of five to seven. Costs the padded "out" copies
+  // (1.5B ~100 MB, 7.2B ~500 MB). Batch-invariant mode ignores it.
+  // RWKV_CUDA_PAD_LORA (0 or 1) overrides this.
+  bool pad_lora = false;
 };
 
 // Devices the CUDA runtime can see; 0 where there is none or no driver.
@@ -319,6 +325,12 @@ class CudaBackend final : public Backend {
   // adjustments go up in one staged copy, the (token, logprob) pairs come
   // back in one copy.
   bool SupportsDeviceSampling() const override { return true; }
+  bool PadsLora() const override { return pad_lora_; }
+  // Every LoRA product on cuBLAS (GroupedMatMul): above the GEMV, skinny and
+  // LoRA-on-skinny rows.
+  bool PaddedLoraPays(int n) const override {
+    return pad_lora_ && n > std::max({small_rows_, skinny_rows_, skinny_lora_rows_});
+  }
   absl::Status SampleRows(const float* logits, int vocab, const int32_t* rows, const SampleSpec* specs, int n,
                           SampledToken* out) override;
 
@@ -393,6 +405,7 @@ class CudaBackend final : public Backend {
   int small_rows_ = 0;   // effective small_batch_rows (0 in batch-invariant mode)
   int skinny_rows_ = 0;  // effective skinny_rows (0 in batch-invariant mode)
   int skinny_lora_rows_ = 0;  // effective skinny_lora_rows (0 in batch-invariant mode)
+  bool pad_lora_ = false;     // effective pad_lora (off in batch-invariant mode)
   // The batched products' pointer arrays (kernels::kConvertMaxPointers),
   // rewritten on the device by each group's conversion launch: one buffer
   // serves every group because the stream orders each group's products

@@ -44,7 +44,7 @@ absl::Status ApplyCudaEnvironment(CudaBackendOptions* options) {
   for (absl::Status s : {Bool("RWKV_CUDA_GRAPHS", &o.cuda_graphs), Bool("RWKV_CUDA_PASS_PADDING", &o.pass_padding),
                          Bool("RWKV_CUDA_BATCH_INVARIANT", &o.batch_invariant),
                          Bool("RWKV_CUDA_PDL", &o.programmatic_launch),
-                         Bool("RWKV_CUDA_FUSE_PREP", &o.fuse_v7_prep),
+                         Bool("RWKV_CUDA_FUSE_PREP", &o.fuse_v7_prep), Bool("RWKV_CUDA_PAD_LORA", &o.pad_lora),
                          Int("RWKV_CUDA_SMALL_BATCH_ROWS", CudaBackendOptions::kMaxSmallBatchRows,
                              &o.small_batch_rows),
                          Int("RWKV_CUDA_SKINNY_ROWS", CudaBackendOptions::kMaxSkinnyRows, &o.skinny_rows),

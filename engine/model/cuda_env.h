@@ -15,7 +15,7 @@ namespace rwkv {
 
 // Applies the variables that are set and not empty to `options`:
 //   RWKV_CUDA_GRAPHS, RWKV_CUDA_PASS_PADDING, RWKV_CUDA_BATCH_INVARIANT,
-//   RWKV_CUDA_PDL, RWKV_CUDA_FUSE_PREP: 0 or 1;
+//   RWKV_CUDA_PDL, RWKV_CUDA_FUSE_PREP, RWKV_CUDA_PAD_LORA: 0 or 1;
 //   RWKV_CUDA_SMALL_BATCH_ROWS: 0..kMaxSmallBatchRows;
 //   RWKV_CUDA_SKINNY_ROWS, RWKV_CUDA_SKINNY_LORA_ROWS: 0..kMaxSkinnyRows;
 //   RWKV_CUDA_SPARSE_FFN_ROWS: 0..kMaxSparseFfnRows.

@@ -14,7 +14,8 @@ namespace {
 
 constexpr const char* kVars[] = {"RWKV_CUDA_GRAPHS",          "RWKV_CUDA_PASS_PADDING", "RWKV_CUDA_BATCH_INVARIANT",
                                  "RWKV_CUDA_PDL",             "RWKV_CUDA_SMALL_BATCH_ROWS", "RWKV_CUDA_SKINNY_ROWS",
-                                 "RWKV_CUDA_SKINNY_LORA_ROWS", "RWKV_CUDA_SPARSE_FFN_ROWS", "RWKV_CUDA_FUSE_PREP"};
+                                 "RWKV_CUDA_SKINNY_LORA_ROWS", "RWKV_CUDA_SPARSE_FFN_ROWS", "RWKV_CUDA_FUSE_PREP",
+                                 "RWKV_CUDA_PAD_LORA"};
 
 class CudaEnvTest : public ::testing::Test {
  protected:
@@ -45,7 +46,9 @@ TEST_F(CudaEnvTest, WellFormedValuesApply) {
   setenv("RWKV_CUDA_SKINNY_LORA_ROWS", "32", 1);
   setenv("RWKV_CUDA_SPARSE_FFN_ROWS", "16", 1);
   setenv("RWKV_CUDA_FUSE_PREP", "0", 1);
+  setenv("RWKV_CUDA_PAD_LORA", "1", 1);
   ASSERT_TRUE(ApplyCudaEnvironment(&o).ok());
+  EXPECT_TRUE(o.pad_lora);
   EXPECT_FALSE(o.fuse_v7_prep);
   EXPECT_FALSE(o.cuda_graphs);
   EXPECT_FALSE(o.pass_padding);
@@ -62,7 +65,7 @@ TEST_F(CudaEnvTest, MalformedValuesAreNamedAndChangeNothing) {
       {"RWKV_CUDA_GRAPHS", "yes"},        {"RWKV_CUDA_GRAPHS", "10"},         {"RWKV_CUDA_PASS_PADDING", "true"},
       {"RWKV_CUDA_BATCH_INVARIANT", "2"}, {"RWKV_CUDA_PDL", "on"}, {"RWKV_CUDA_SKINNY_ROWS", "sixteen"}, {"RWKV_CUDA_SKINNY_ROWS", "65"},
       {"RWKV_CUDA_SKINNY_ROWS", "-1"},    {"RWKV_CUDA_SMALL_BATCH_ROWS", "4x"}, {"RWKV_CUDA_SKINNY_LORA_ROWS", "1e3"},
-      {"RWKV_CUDA_SPARSE_FFN_ROWS", "65"}, {"RWKV_CUDA_FUSE_PREP", "no"},
+      {"RWKV_CUDA_SPARSE_FFN_ROWS", "65"}, {"RWKV_CUDA_FUSE_PREP", "no"}, {"RWKV_CUDA_PAD_LORA", "2"},
   };
   for (const auto& [name, value] : bad) {
     SetUp();

@@ -42,6 +42,8 @@ class ForwardingBackend : public Backend {
     return inner_->UploadEmbedding(host, rows, cols);
   }
   absl::Status Sync() override { return inner_->Sync(); }
+  bool PadsLora() const override { return inner_->PadsLora(); }
+  bool PaddedLoraPays(int n) const override { return inner_->PaddedLoraPays(n); }
   absl::StatusOr<MemoryInfo> DeviceMemory() override { return inner_->DeviceMemory(); }
   absl::StatusOr<void*> AllocHost(size_t bytes) override { return inner_->AllocHost(bytes); }
   void FreeHost(void* p) override { inner_->FreeHost(p); }

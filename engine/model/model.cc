@@ -37,6 +37,10 @@ struct Model::Layer {
   float *w0 = nullptr, *a0 = nullptr, *v0 = nullptr, *k_k = nullptr, *k_a = nullptr, *r_k = nullptr;
   float *lnx_w = nullptr, *lnx_b = nullptr, *ffn_x_k = nullptr;
   Matrix w1, w2, a1, a2, v1, v2, g1, g2;
+  // The same, padded to lora_width_ (Backend::PadsLora): w1p..g1p are
+  // [lora_width_, C] (w1..g1 are views of their first rows), w2p..g2p
+  // copies [C, lora_width_] with zero columns beyond the rank.
+  Matrix w1p, w2p, a1p, a2p, v1p, v2p, g1p, g2p;
   // v4
   float* att_mix[3] = {};  // 1 - time_mix_{k, v, r}
   float *time_first = nullptr, *time_decay = nullptr;
@@ -164,6 +168,43 @@ class WeightReader {
     return UploadMat(t, out, in);
   }
 
+  // MatTransposed padded: the [out, in] matrix with zero rows up to pad_out
+  // in one upload; *view is its first `out` rows (the matrix itself), *padded
+  // all pad_out of them.
+  absl::Status MatTransposedPadRows(const std::string& name, int64_t in, int64_t out, int64_t pad_out, Matrix* view,
+                                    Matrix* padded) {
+    auto host = ReadMatrix(name, in, out);
+    if (!host.ok()) return host.status();
+    std::vector<float> t(static_cast<size_t>(pad_out * in), 0.0f);
+    Transpose(host->data(), in, out, t.data());
+    auto m = UploadMat(t, pad_out, in);
+    if (!m.ok()) return m.status();
+    *padded = *m;
+    *view = *m;
+    view->rows = static_cast<int32_t>(out);
+    return absl::OkStatus();
+  }
+
+  // MatTransposed, and a second copy with zero columns up to pad_in.
+  absl::Status MatTransposedPadCols(const std::string& name, int64_t in, int64_t out, int64_t pad_in, Matrix* m,
+                                    Matrix* padded) {
+    auto host = ReadMatrix(name, in, out);
+    if (!host.ok()) return host.status();
+    std::vector<float> t(host->size());
+    Transpose(host->data(), in, out, t.data());
+    auto a = UploadMat(t, out, in);
+    if (!a.ok()) return a.status();
+    *m = *a;
+    std::vector<float> p(static_cast<size_t>(out * pad_in), 0.0f);
+    for (int64_t o = 0; o < out; ++o) {
+      std::copy(t.begin() + o * in, t.begin() + (o + 1) * in, p.begin() + o * pad_in);
+    }
+    auto b = UploadMat(p, out, pad_in);
+    if (!b.ok()) return b.status();
+    *padded = *b;
+    return absl::OkStatus();
+  }
+
   // A [rows, cols] matrix whose inputs are mostly zero (after relu²).
   absl::StatusOr<Matrix> SparseInputMat(const std::string& name, int64_t rows, int64_t cols) {
     auto host = ReadMatrix(name, rows, cols);
@@ -225,6 +266,7 @@ absl::Status Model::LoadWeights(const TensorSource& src, const ModelLoadOptions&
   const ModelConfig& c = config_;
   const int64_t C = c.n_embd, F = c.ffn_dim, V = c.vocab_size;
   WeightReader rd(src, *backend_, c.ParamCount(), options.progress);
+  lora_width_ = c.arch == Arch::kV7 && backend_->PadsLora() ? std::max({c.d_w, c.d_a, c.d_g, c.d_v}) : 0;
 
   // Embedding with ln0 folded in.
   {
@@ -272,16 +314,36 @@ absl::Status Model::LoadWeights(const TensorSource& src, const ModelLoadOptions&
       RWKV_ASSIGN(L.lnx_w, rd.Vector(p + "att.ln_x.weight", C));
       RWKV_ASSIGN(L.lnx_b, rd.Vector(p + "att.ln_x.bias", C));
       RWKV_ASSIGN(L.ffn_x_k, rd.Vector(p + "ffn.x_k", C));
-      RWKV_ASSIGN(L.w1, rd.MatTransposed(p + "att.w1", C, c.d_w));
-      RWKV_ASSIGN(L.w2, rd.MatTransposed(p + "att.w2", c.d_w, C));
-      RWKV_ASSIGN(L.a1, rd.MatTransposed(p + "att.a1", C, c.d_a));
-      RWKV_ASSIGN(L.a2, rd.MatTransposed(p + "att.a2", c.d_a, C));
-      RWKV_ASSIGN(L.g1, rd.MatTransposed(p + "att.g1", C, c.d_g));
-      RWKV_ASSIGN(L.g2, rd.MatTransposed(p + "att.g2", c.d_g, C));
-      if (l > 0) {  // layer 0's value residual tensors, where present, are unused
-        RWKV_ASSIGN(L.v0, rd.Vector(p + "att.v0", C));
-        RWKV_ASSIGN(L.v1, rd.MatTransposed(p + "att.v1", C, c.d_v));
-        RWKV_ASSIGN(L.v2, rd.MatTransposed(p + "att.v2", c.d_v, C));
+      if (lora_width_ > 0) {
+        // Read in the same order as below (the fingerprint hashes in order).
+        const int64_t P = lora_width_;
+        struct Lora {
+          const char* name;
+          int64_t d;
+          Matrix *m1, *m1p, *m2, *m2p;
+        };
+        for (Lora lo : {Lora{"w", c.d_w, &L.w1, &L.w1p, &L.w2, &L.w2p}, Lora{"a", c.d_a, &L.a1, &L.a1p, &L.a2, &L.a2p},
+                        Lora{"g", c.d_g, &L.g1, &L.g1p, &L.g2, &L.g2p}, Lora{"v", c.d_v, &L.v1, &L.v1p, &L.v2, &L.v2p}}) {
+          if (lo.name[0] == 'v') {
+            if (l == 0) continue;  // layer 0's value residual tensors, where present, are unused
+            RWKV_ASSIGN(L.v0, rd.Vector(p + "att.v0", C));
+          }
+          const std::string base = p + "att." + lo.name;
+          if (absl::Status s = rd.MatTransposedPadRows(base + "1", C, lo.d, P, lo.m1, lo.m1p); !s.ok()) return s;
+          if (absl::Status s = rd.MatTransposedPadCols(base + "2", lo.d, C, P, lo.m2, lo.m2p); !s.ok()) return s;
+        }
+      } else {
+        RWKV_ASSIGN(L.w1, rd.MatTransposed(p + "att.w1", C, c.d_w));
+        RWKV_ASSIGN(L.w2, rd.MatTransposed(p + "att.w2", c.d_w, C));
+        RWKV_ASSIGN(L.a1, rd.MatTransposed(p + "att.a1", C, c.d_a));
+        RWKV_ASSIGN(L.a2, rd.MatTransposed(p + "att.a2", c.d_a, C));
+        RWKV_ASSIGN(L.g1, rd.MatTransposed(p + "att.g1", C, c.d_g));
+        RWKV_ASSIGN(L.g2, rd.MatTransposed(p + "att.g2", c.d_g, C));
+        if (l > 0) {  // layer 0's value residual tensors, where present, are unused
+          RWKV_ASSIGN(L.v0, rd.Vector(p + "att.v0", C));
+          RWKV_ASSIGN(L.v1, rd.MatTransposed(p + "att.v1", C, c.d_v));
+          RWKV_ASSIGN(L.v2, rd.MatTransposed(p + "att.v2", c.d_v, C));
+        }
       }
     } else {
       const char* att_mixes[3] = {"att.time_mix_k", "att.time_mix_v", "att.time_mix_r"};
@@ -454,10 +516,10 @@ namespace {
 // products run in one grouped call), the FFN hidden [rows, F], the logit
 // rows' inputs [logit_rows, C] and logits [logit_rows, vocab]. One list, so
 // the size reported before allocating (WorkspaceBytes) is what is allocated.
-std::vector<size_t> WorkspaceFloats(const ModelConfig& c, int rows, int logit_rows) {
+std::vector<size_t> WorkspaceFloats(const ModelConfig& c, int rows, int logit_rows, int lora_width) {
   const size_t n = static_cast<size_t>(rows), nl = static_cast<size_t>(logit_rows);
   std::vector<size_t> sizes(19, n * c.n_embd);
-  for (int d : {c.d_w, c.d_a, c.d_g, c.d_v}) sizes.push_back(n * static_cast<size_t>(std::max(d, 1)));
+  for (int d : {c.d_w, c.d_a, c.d_g, c.d_v}) sizes.push_back(n * static_cast<size_t>(std::max({d, lora_width, 1})));
   sizes.push_back(n * c.ffn_dim);
   sizes.push_back(nl * c.n_embd);
   sizes.push_back(nl * c.vocab_size);
@@ -473,7 +535,7 @@ int64_t Model::WorkspaceBytes(int rows, int logit_rows) const {
   rows = padded(rows);
   logit_rows = padded(logit_rows);
   int64_t floats = 0;
-  for (size_t n : WorkspaceFloats(config_, rows, logit_rows)) floats += static_cast<int64_t>(std::max<size_t>(n, 1));
+  for (size_t n : WorkspaceFloats(config_, rows, logit_rows, lora_width_)) floats += static_cast<int64_t>(std::max<size_t>(n, 1));
   int64_t scratch = 0;
   if (config_.arch == Arch::kV7) {
     scratch = backend_->Wkv7ScratchBytes(rows, config_.n_embd, config_.head_size, slot_.wkv_dtype);
@@ -490,7 +552,7 @@ absl::Status Model::EnsureWorkspace(int rows, int logit_rows) {
                     &g_,      &kk_,     &vfirst_, &y_,      &tmp_,    &mix_[0],  &mix_[1],  &mix_[2],
                     &mix_[3], &mix_[4], &mix_[5], &lora_[0], &lora_[1], &lora_[2], &lora_[3], &ffn_,
                     &logit_in_, &logits_};
-  const std::vector<size_t> sizes = WorkspaceFloats(config_, rows, logit_rows);
+  const std::vector<size_t> sizes = WorkspaceFloats(config_, rows, logit_rows, lora_width_);
   if (sizes.size() != std::size(bufs)) return absl::InternalError("workspace buffer list out of step");
   for (size_t i = 0; i < sizes.size(); ++i) {
     auto p = backend_->Alloc(std::max<size_t>(sizes[i], 1));
@@ -544,17 +606,23 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
                       {layer_state + slot_.att_x_prev, slot_.total}, L.x_mix, mix_, 6, xx_, d_, mt);
   float *xr = mix_[0], *xw = mix_[1], *xk = mix_[2], *xv = mix_[3], *xa = mix_[4], *xg = mix_[5];
   float *lw = lora_[0], *la = lora_[1], *lg = lora_[2], *lv = lora_[3];
+  // Padded LoRA products (Backend::PaddedLoraPays): one shape per side.
+  const bool pad = lora_width_ > 0 && b.PaddedLoraPays(n);
   const MatMulJob in[] = {
-      MixJob(xr, L.att_r, r_, mt), MixJob(xk, L.att_k, k_, mt), MixJob(xv, L.att_v, v_, mt),
-      MixJob(xw, L.w1, lw, mt),    MixJob(xa, L.a1, la, mt),    MixJob(xg, L.g1, lg, mt),
-      MixJob(xv, L.v1, lv, mt),
+      MixJob(xr, L.att_r, r_, mt),
+      MixJob(xk, L.att_k, k_, mt),
+      MixJob(xv, L.att_v, v_, mt),
+      MixJob(xw, pad ? L.w1p : L.w1, lw, mt),
+      MixJob(xa, pad ? L.a1p : L.a1, la, mt),
+      MixJob(xg, pad ? L.g1p : L.g1, lg, mt),
+      MixJob(xv, pad ? L.v1p : L.v1, lv, mt),
   };
   b.GroupedMatMul(n, in, first ? 6 : 7);
   const MatMulJob out[] = {
-      {lw, &L.w2, w_, false, InputAct::kTanh},
-      {la, &L.a2, a_},
-      {lg, &L.g2, g_, false, InputAct::kSigmoid},
-      {lv, &L.v2, tmp_},
+      {lw, pad ? &L.w2p : &L.w2, w_, false, InputAct::kTanh},
+      {la, pad ? &L.a2p : &L.a2, a_},
+      {lg, pad ? &L.g2p : &L.g2, g_, false, InputAct::kSigmoid},
+      {lv, pad ? &L.v2p : &L.v2, tmp_},
   };
   b.GroupedMatMul(n, out, first ? 3 : 4);
   // The prep, the WKV step and the output stage. The output feeds only the

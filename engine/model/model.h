@@ -193,6 +193,10 @@ class Model {
 
   int max_pass_rows_ = kDefaultMaxPassRows;
 
+  // The width the RWKV-7 LoRA products are padded to where the backend pads
+  // them (Backend::PadsLora; the largest of d_w, d_a, d_v, d_g), else 0.
+  int lora_width_ = 0;
+
   // Workspace, sized for ws_rows_ rows.
   int ws_rows_ = 0;
   int ws_logit_rows_ = 0;

@@ -595,6 +595,57 @@ TEST_P(InvarianceTest, WorkspaceBytesCountsTheWkv7Scratch) {
   }
 }
 
+// A CPU backend that asks for padded RWKV-7 LoRA products (Backend::PadsLora)
+// in passes of more than 3 rows.
+class LoraPaddingCpuBackend final : public ForwardingBackend {
+ public:
+  LoraPaddingCpuBackend() : ForwardingBackend(std::make_unique<CpuBackend>(2, CpuGemm::kBatchInvariant)) {}
+  bool PadsLora() const override { return true; }
+  bool PaddedLoraPays(int n) const override {
+    if (n > 3) ++padded_passes;
+    return n > 3;
+  }
+  mutable int padded_passes = 0;
+};
+
+// The padded LoRA products (zero weight rows and columns up to the largest
+// LoRA width) give the same logits and states, bit for bit, as the plain
+// ones on the batch-invariant CPU GEMM (each output summed over its inputs
+// in order: the padding adds exact zeros after the real terms), in passes
+// that take them (4 rows and more) and passes that do not (1-3 rows).
+TEST_P(InvarianceTest, PaddedLoraEqualsPlain) {
+  auto plain = LoadOrDie(GetParam(), 3);
+  ASSERT_NE(plain, nullptr);
+  auto backend = std::make_unique<LoraPaddingCpuBackend>();
+  LoraPaddingCpuBackend* lora = backend.get();
+  auto padded_or = Model::Load(GetParam(), std::move(backend), {.progress = false});
+  ASSERT_TRUE(padded_or.ok()) << padded_or.status();
+  std::unique_ptr<Model> padded = *std::move(padded_or);
+  ASSERT_TRUE(padded->AllocateSlots(3).ok());
+  const int V = plain->config().vocab_size;
+  const auto p7 = Tokens(7, 31, V), p2 = Tokens(2, 32, V), one = Tokens(1, 33, V), p40 = Tokens(40, 34, V);
+  const std::vector<std::vector<ForwardRequest>> calls = {
+      {{0, p7, true}},                                    // 7 rows: padded
+      {{0, one, false}, {1, p2, true}},                   // 3 rows: plain
+      {{0, one, false}, {1, one, false}, {2, p40, true}},  // 42 rows: padded
+      {{2, one, true}},                                   // 1 row: plain
+  };
+  for (size_t k = 0; k < calls.size(); ++k) {
+    std::vector<float> want, got;
+    ASSERT_TRUE(plain->Forward(calls[k], &want).ok());
+    ASSERT_TRUE(padded->Forward(calls[k], &got).ok());
+    EXPECT_EQ(got, want) << "call " << k;
+  }
+  // Every layer of the two padded passes asks (RWKV-7 only).
+  if (plain->config().arch == Arch::kV7) EXPECT_GE(lora->padded_passes, 2 * plain->config().n_layer);
+  for (int slot = 0; slot < 3; ++slot) {
+    std::vector<float> a(static_cast<size_t>(plain->state_layout().total)), b(a.size());
+    ASSERT_TRUE(plain->ReadSlot(slot, a.data()).ok());
+    ASSERT_TRUE(padded->ReadSlot(slot, b.data()).ok());
+    EXPECT_EQ(a, b) << "slot " << slot;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Synthetic, InvarianceTest, ::testing::Values("synthetic:tiny", "synthetic:v4-tiny"),
                          [](const auto& p) { return p.param == "synthetic:tiny" ? "v7" : "v4"; });
 
