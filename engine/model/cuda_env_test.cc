@@ -46,9 +46,9 @@ TEST_F(CudaEnvTest, WellFormedValuesApply) {
   setenv("RWKV_CUDA_SKINNY_LORA_ROWS", "32", 1);
   setenv("RWKV_CUDA_SPARSE_FFN_ROWS", "16", 1);
   setenv("RWKV_CUDA_FUSE_PREP", "0", 1);
-  setenv("RWKV_CUDA_PAD_LORA", "1", 1);
+  setenv("RWKV_CUDA_PAD_LORA", "0", 1);
   ASSERT_TRUE(ApplyCudaEnvironment(&o).ok());
-  EXPECT_TRUE(o.pad_lora);
+  EXPECT_FALSE(o.pad_lora);
   EXPECT_FALSE(o.fuse_v7_prep);
   EXPECT_FALSE(o.cuda_graphs);
   EXPECT_FALSE(o.pass_padding);
