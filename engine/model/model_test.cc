@@ -28,13 +28,18 @@ using ::rwkv::testing::TestDataPath;
 constexpr int kRefTokens[32] = {0,  1,  2,   3,   511, 510, 255, 256, 100, 100, 100, 7,  42, 300, 450, 12,
                                 34, 56, 78,  90,  123, 234, 345, 456, 11,  22,  33,  44, 0,  499, 5,   5};
 
-std::unique_ptr<Model> LoadOrDie(const std::string& spec, int slots = 4,
-                                 CpuGemm gemm = CpuGemm::kBatchInvariant) {
-  auto m = Model::Load(spec, std::make_unique<CpuBackend>(2, gemm), {.progress = false});
+// The model on `backend` with `slots` state slots, or null (and a failure).
+std::unique_ptr<Model> LoadOnOrDie(const std::string& spec, std::unique_ptr<Backend> backend, int slots) {
+  auto m = Model::Load(spec, std::move(backend), {.progress = false});
   EXPECT_TRUE(m.ok()) << spec << ": " << m.status();
   if (!m.ok()) return nullptr;
   EXPECT_TRUE((*m)->AllocateSlots(slots).ok());
   return *std::move(m);
+}
+
+std::unique_ptr<Model> LoadOrDie(const std::string& spec, int slots = 4,
+                                 CpuGemm gemm = CpuGemm::kBatchInvariant) {
+  return LoadOnOrDie(spec, std::make_unique<CpuBackend>(2, gemm), slots);
 }
 
 // Feeds tokens one at a time into slot 0, returning logits after each.
@@ -426,10 +431,8 @@ TEST_P(InvarianceTest, PaddedPassesEqualUnpadded) {
   auto plain = LoadOrDie(GetParam(), 6);
   auto backend = std::make_unique<PaddingCpuBackend>();
   PaddingCpuBackend* padding = backend.get();
-  auto padded_or = Model::Load(GetParam(), std::move(backend), {.progress = false});
-  ASSERT_TRUE(padded_or.ok()) << padded_or.status();
-  std::unique_ptr<Model> padded = *std::move(padded_or);
-  ASSERT_TRUE(padded->AllocateSlots(6).ok());
+  std::unique_ptr<Model> padded = LoadOnOrDie(GetParam(), std::move(backend), 6);
+  ASSERT_NE(padded, nullptr);
   ASSERT_NE(plain, nullptr);
   const int V = plain->config().vocab_size;
   const auto p5 = Tokens(5, 21, V), p9 = Tokens(9, 22, V), p2 = Tokens(2, 23, V), one = Tokens(1, 24, V),
@@ -465,10 +468,8 @@ TEST_P(InvarianceTest, WarmUpPassesRunEveryDecodeShapeAndTouchNoSlot) {
   auto backend = std::make_unique<PaddingCpuBackend>();
   PaddingCpuBackend* rec = backend.get();
   rec->records = true;
-  auto padded_or = Model::Load(GetParam(), std::move(backend), {.progress = false});
-  ASSERT_TRUE(padded_or.ok()) << padded_or.status();
-  std::unique_ptr<Model> padded = *std::move(padded_or);
-  ASSERT_TRUE(padded->AllocateSlots(3).ok());
+  std::unique_ptr<Model> padded = LoadOnOrDie(GetParam(), std::move(backend), 3);
+  ASSERT_NE(padded, nullptr);
   const int V = plain->config().vocab_size;
   const auto p5 = Tokens(5, 31, V), p9 = Tokens(9, 32, V), one = Tokens(1, 33, V);
   const std::vector<ForwardRequest> first = {{0, p5, false}, {1, p9, false}, {2, one, true}};
@@ -519,10 +520,8 @@ TEST_P(InvarianceTest, WarmUpPassesRunEveryDecodeShapeAndTouchNoSlot) {
 TEST_P(InvarianceTest, MaxPassRowsSetsThePassesNotTheResults) {
   auto backend = std::make_unique<PaddingCpuBackend>();  // granule 4 above 3, counts its passes
   PaddingCpuBackend* rec = backend.get();
-  auto m_or = Model::Load(GetParam(), std::move(backend), {.progress = false});
-  ASSERT_TRUE(m_or.ok()) << m_or.status();
-  std::unique_ptr<Model> m = *std::move(m_or);
-  ASSERT_TRUE(m->AllocateSlots(2).ok());
+  std::unique_ptr<Model> m = LoadOnOrDie(GetParam(), std::move(backend), 2);
+  ASSERT_NE(m, nullptr);
   EXPECT_EQ(m->max_pass_rows(), Model::kDefaultMaxPassRows);
   const int V = m->config().vocab_size;
   const auto tokens = Tokens(1100, 9, V);
@@ -574,9 +573,8 @@ TEST_P(InvarianceTest, WorkspaceBytesCountsTheWkv7Scratch) {
   ASSERT_NE(plain, nullptr);
   auto backend = std::make_unique<Wkv7ScratchCpuBackend>();
   Wkv7ScratchCpuBackend* scratch = backend.get();
-  auto with_or = Model::Load(GetParam(), std::move(backend), {.progress = false});
-  ASSERT_TRUE(with_or.ok()) << with_or.status();
-  const std::unique_ptr<Model> with = *std::move(with_or);
+  const std::unique_ptr<Model> with = LoadOnOrDie(GetParam(), std::move(backend), 1);
+  ASSERT_NE(with, nullptr);
   const ModelConfig& c = with->config();
   for (int rows : {1, 64, 4096}) {
     scratch->asked.clear();
@@ -618,10 +616,8 @@ TEST_P(InvarianceTest, PaddedLoraEqualsPlain) {
   ASSERT_NE(plain, nullptr);
   auto backend = std::make_unique<LoraPaddingCpuBackend>();
   LoraPaddingCpuBackend* lora = backend.get();
-  auto padded_or = Model::Load(GetParam(), std::move(backend), {.progress = false});
-  ASSERT_TRUE(padded_or.ok()) << padded_or.status();
-  std::unique_ptr<Model> padded = *std::move(padded_or);
-  ASSERT_TRUE(padded->AllocateSlots(3).ok());
+  std::unique_ptr<Model> padded = LoadOnOrDie(GetParam(), std::move(backend), 3);
+  ASSERT_NE(padded, nullptr);
   const int V = plain->config().vocab_size;
   const auto p7 = Tokens(7, 31, V), p2 = Tokens(2, 32, V), one = Tokens(1, 33, V), p40 = Tokens(40, 34, V);
   const std::vector<std::vector<ForwardRequest>> calls = {
