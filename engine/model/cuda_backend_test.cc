@@ -848,7 +848,20 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathInCapturedPasses) {
 // About 25% of h is positive, as in the models; one row is all negative (no
 // active unit: y stays 0, or y0 when accumulating). Widths: a partial
 // 1024-column block (1032), a hidden size that is no multiple of 32 (520).
-TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
+// Two tests: the passes the sparse kernel takes (up to sparse_ffn_rows rows)
+// and those cuBLAS takes (above them, in batch-invariant mode, and a plain
+// MatMul with the input-major matrix), apart so that the bundle can
+// racecheck our kernel without cuBLAS's (kernels/gpu_test_bundle.sh says
+// why).
+class CudaReluSquareTest : public CudaOpsTest {
+ protected:
+  void Check(bool sparse_part);
+};
+
+TEST_F(CudaReluSquareTest, SparseKernelAgainstCpu) { Check(true); }
+TEST_F(CudaReluSquareTest, CublasAgainstCpu) { Check(false); }
+
+void CudaReluSquareTest::Check(bool sparse_part) {
   struct Shape {
     int C, F;
   };
@@ -857,6 +870,7 @@ TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
     // mode (never sparse).
     for (int mode : {0, 1, 2}) {
       const bool invariant = mode == 2;
+      if (sparse_part && invariant) continue;  // never sparse
       auto b = MakeGpu(t, invariant, CudaBackendOptions::kDefaultSmallBatchRows,
                        CudaBackendOptions::kDefaultSkinnyRows, CudaBackendOptions::kDefaultSkinnyLoraRows,
                        mode == 1 ? 16 : CudaBackendOptions::kDefaultSparseFfnRows);
@@ -873,6 +887,7 @@ TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
         ASSERT_TRUE(cw.ok());
         for (int n : {1, 2, 3, 8, 16, 17, 40}) {
           const bool sparse = n <= b->sparse_ffn_rows();
+          if (sparse != sparse_part) continue;
           auto h = Rand(static_cast<size_t>(n) * s.F, n + 7, -3, 1);
           if (n > 1) {
             for (int f = s.F; f < 2 * s.F; ++f) h[static_cast<size_t>(f)] = -std::fabs(h[static_cast<size_t>(f)]);
@@ -902,6 +917,7 @@ TEST_F(CudaOpsTest, ReluSquareMatMulSparseAndDense) {
         }
         // A plain MatMul with the input-major matrix (cuBLAS, op N).
         for (int n : {1, 20}) {
+          if (sparse_part) break;
           const auto x = Rand(static_cast<size_t>(n) * s.F, n + 9);
           float* dy = Poisoned(static_cast<size_t>(n) * s.C);
           b->MatMul(Dev(x, b.get()), n, *gw, dy, false);
