@@ -314,35 +314,31 @@ absl::Status Model::LoadWeights(const TensorSource& src, const ModelLoadOptions&
       RWKV_ASSIGN(L.lnx_w, rd.Vector(p + "att.ln_x.weight", C));
       RWKV_ASSIGN(L.lnx_b, rd.Vector(p + "att.ln_x.bias", C));
       RWKV_ASSIGN(L.ffn_x_k, rd.Vector(p + "ffn.x_k", C));
-      if (lora_width_ > 0) {
-        // Read in the same order as below (the fingerprint hashes in order).
-        const int64_t P = lora_width_;
-        struct Lora {
-          const char* name;
-          int64_t d;
-          Matrix *m1, *m1p, *m2, *m2p;
-        };
-        for (Lora lo : {Lora{"w", c.d_w, &L.w1, &L.w1p, &L.w2, &L.w2p}, Lora{"a", c.d_a, &L.a1, &L.a1p, &L.a2, &L.a2p},
-                        Lora{"g", c.d_g, &L.g1, &L.g1p, &L.g2, &L.g2p}, Lora{"v", c.d_v, &L.v1, &L.v1p, &L.v2, &L.v2p}}) {
-          if (lo.name[0] == 'v') {
-            if (l == 0) continue;  // layer 0's value residual tensors, where present, are unused
-            RWKV_ASSIGN(L.v0, rd.Vector(p + "att.v0", C));
-          }
-          const std::string base = p + "att." + lo.name;
-          if (absl::Status s = rd.MatTransposedPadRows(base + "1", C, lo.d, P, lo.m1, lo.m1p); !s.ok()) return s;
-          if (absl::Status s = rd.MatTransposedPadCols(base + "2", lo.d, C, P, lo.m2, lo.m2p); !s.ok()) return s;
-        }
-      } else {
-        RWKV_ASSIGN(L.w1, rd.MatTransposed(p + "att.w1", C, c.d_w));
-        RWKV_ASSIGN(L.w2, rd.MatTransposed(p + "att.w2", c.d_w, C));
-        RWKV_ASSIGN(L.a1, rd.MatTransposed(p + "att.a1", C, c.d_a));
-        RWKV_ASSIGN(L.a2, rd.MatTransposed(p + "att.a2", c.d_a, C));
-        RWKV_ASSIGN(L.g1, rd.MatTransposed(p + "att.g1", C, c.d_g));
-        RWKV_ASSIGN(L.g2, rd.MatTransposed(p + "att.g2", c.d_g, C));
-        if (l > 0) {  // layer 0's value residual tensors, where present, are unused
+      // The LoRA pairs, in the fingerprint's order (it hashes tensors as they
+      // are read): w, a, g, then v0 and v. Where the backend pads them
+      // (lora_width_), each pair also gets its padded copies.
+      struct Lora {
+        const char* name;
+        int64_t d;
+        Matrix *m1, *m1p, *m2, *m2p;
+      };
+      for (Lora lo : {Lora{"w", c.d_w, &L.w1, &L.w1p, &L.w2, &L.w2p}, Lora{"a", c.d_a, &L.a1, &L.a1p, &L.a2, &L.a2p},
+                      Lora{"g", c.d_g, &L.g1, &L.g1p, &L.g2, &L.g2p}, Lora{"v", c.d_v, &L.v1, &L.v1p, &L.v2, &L.v2p}}) {
+        if (lo.name[0] == 'v') {
+          if (l == 0) continue;  // layer 0's value residual tensors, where present, are unused
           RWKV_ASSIGN(L.v0, rd.Vector(p + "att.v0", C));
-          RWKV_ASSIGN(L.v1, rd.MatTransposed(p + "att.v1", C, c.d_v));
-          RWKV_ASSIGN(L.v2, rd.MatTransposed(p + "att.v2", c.d_v, C));
+        }
+        const std::string base = p + "att." + lo.name;
+        if (lora_width_ > 0) {
+          if (absl::Status s = rd.MatTransposedPadRows(base + "1", C, lo.d, lora_width_, lo.m1, lo.m1p); !s.ok()) {
+            return s;
+          }
+          if (absl::Status s = rd.MatTransposedPadCols(base + "2", lo.d, C, lora_width_, lo.m2, lo.m2p); !s.ok()) {
+            return s;
+          }
+        } else {
+          RWKV_ASSIGN(*lo.m1, rd.MatTransposed(base + "1", C, lo.d));
+          RWKV_ASSIGN(*lo.m2, rd.MatTransposed(base + "2", lo.d, C));
         }
       }
     } else {
