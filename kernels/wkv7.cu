@@ -129,15 +129,18 @@ __device__ __forceinline__ void unpack_chunk(const uint4& c, float* out) {
   }
 }
 
-// The inverse; fp16 values are already on the fp16 grid, so the conversion is exact.
+// The inverse. fp16: a round-to-nearest conversion that saturates
+// (cvt.rn.satfinite): exact for values already on the fp16 grid, and for a
+// segment's last token, whose values are only step one of the rounding, it
+// is step two (engine/model/fp16_state_rounding.h), so the same bits.
 template <bool kHalf>
 __device__ __forceinline__ uint4 pack_chunk(const float* in) {
   uint32_t words[4];
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
     if constexpr (kHalf) {
-      const __half2 h = __floats2half2_rn(in[2 * e], in[2 * e + 1]);
-      memcpy(&words[e], &h, sizeof(h));
+      // d = {hi: a, lo: b}: element 2e in the low half, as __floats2half2_rn puts it.
+      asm("cvt.rn.satfinite.f16x2.f32 %0, %1, %2;" : "=r"(words[e]) : "f"(in[2 * e + 1]), "f"(in[2 * e]));
     } else {
       words[e] = __float_as_uint(in[e]);
     }
@@ -180,6 +183,38 @@ enum Wkv7Sv {
   kSvR, kSvW, kSvK, kSvKK, kSvB, kSvY, kSvV, kSvG, kSvRK, kSvLnW, kSvLnB, kSvRowsOut,
   kSvA = kSvRowsOut, kSvVF, kSvVG, kSvW0, kSvA0, kSvKk, kSvKa, kSvV0, kSvRowsPrep
 };
+
+// One token's update of thread i's row: s <- s w - sa b + v_i k, y_i (acc)
+// += new s . r; fp16 state: s rounded by step one (the dither), and, with
+// kCheck, whether any new value lies outside fp16's normal range (where step
+// two would change it; the caller applies it).
+template <int N, bool kHalf, bool kCheck>
+__device__ __forceinline__ bool wkv7_row_update(float (&s)[N], float sa, float vi, uint32_t key,
+                                                const float* sw, const float* sb, const float* sk, const float* sr,
+                                                float& acc) {
+  bool abnormal = false;
+#pragma unroll
+  for (int j = 0; j < N; j += 4) {
+    const float4 w4 = *reinterpret_cast<const float4*>(sw + j);
+    const float4 b4 = *reinterpret_cast<const float4*>(sb + j);
+    const float4 k4 = *reinterpret_cast<const float4*>(sk + j);
+    const float4 r4 = *reinterpret_cast<const float4*>(sr + j);
+    const float ws[4] = {w4.x, w4.y, w4.z, w4.w}, bs[4] = {b4.x, b4.y, b4.z, b4.w};
+    const float ks[4] = {k4.x, k4.y, k4.z, k4.w}, rs[4] = {r4.x, r4.y, r4.z, r4.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float n = s[j + e] * ws[e] - sa * bs[e] + vi * ks[e];
+      acc += n * rs[e];
+      if constexpr (kHalf) {
+        s[j + e] = Fp16StateDitherTruncate(n, Fp16StateDither(key, j + e, s[j + e]));
+        if constexpr (kCheck) abnormal |= !Fp16StateNormal(s[j + e]);
+      } else {
+        s[j + e] = n;
+      }
+    }
+  }
+  return abnormal;
+}
 
 // Thread i's state row s (fp32 in registers) through the segment's tokens:
 // y[t, i] and the new row, fp16 state rounded after each token. sv: a
@@ -264,32 +299,15 @@ __device__ __forceinline__ void wkv7_row_tokens(const SegmentDesc& g, int h, int
     // a value outside fp16's normal range, which it leaves as it is
     // otherwise; same bits. At large batches this kernel's instructions, not
     // only its bytes, set its time.
-    bool abnormal = false;
-#pragma unroll
-    for (int j = 0; j < N; j += 4) {
-      const float4 w4 = *reinterpret_cast<const float4*>(sw + j);
-      const float4 b4 = *reinterpret_cast<const float4*>(sb + j);
-      const float4 k4 = *reinterpret_cast<const float4*>(sk + j);
-      const float4 r4 = *reinterpret_cast<const float4*>(sr + j);
-      const float ws[4] = {w4.x, w4.y, w4.z, w4.w}, bs[4] = {b4.x, b4.y, b4.z, b4.w};
-      const float ks[4] = {k4.x, k4.y, k4.z, k4.w}, rs[4] = {r4.x, r4.y, r4.z, r4.w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float n = s[j + e] * ws[e] - sa * bs[e] + vi * ks[e];
-        acc += n * rs[e];
-        if constexpr (kHalf) {
-          s[j + e] = Fp16StateDitherTruncate(n, Fp16StateDither(key, j + e, s[j + e]));
-          abnormal |= !Fp16StateNormal(s[j + e]);
-        } else {
-          s[j + e] = n;
-        }
-      }
-    }
-    if constexpr (kHalf) {
-      if (abnormal) {
+    // A segment's last token (every decode row) leaves step two to the
+    // store's conversion (pack_chunk): no range test per element.
+    if (!kHalf || t + 1 < g.rows) {
+      if (wkv7_row_update<N, kHalf, true>(s, sa, vi, key, sw, sb, sk, sr, acc)) {
 #pragma unroll
         for (int j = 0; j < N; ++j) s[j] = Fp16StateFinish(s[j]);
       }
+    } else {
+      wkv7_row_update<N, kHalf, false>(s, sa, vi, key, sw, sb, sk, sr, acc);
     }
     if constexpr (kOut) {
       // kernels/v7_output.cu's vector kernel on this head, by warp 0 (lane l:

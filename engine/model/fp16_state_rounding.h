@@ -28,17 +28,18 @@
 // Rounding itself: the fp32 bits plus 13 random bits (the bits fp16 drops
 // from the fp32 significand), truncated; that is stochastic rounding onto
 // the fp16 grid for every value in fp16's normal range (below 2^-14 the
-// dithered value is rounded to nearest onto the subnormal grid: within one
-// 2^-24 step, nearly unbiased). Values beyond fp16's range
+// dithered value is rounded to nearest onto the subnormal grid, keeping its
+// sign: within one 2^-24 step, nearly unbiased). Values beyond fp16's range
 // saturate at +-65504 instead of becoming inf. A NaN stays NaN unless its
 // payload carries the dither out of the magnitude: a NaN with significand
-// bits 13..22 all set (the GPU's canonical 0x7FFFFFFF) comes out 0 for a
-// nonzero dither (-0 after step one below, +0 after step two), where x86's default NaN (0xFFC00000) stays NaN. So a NaN
+// bits 13..22 all set (the GPU's canonical 0x7FFFFFFF) comes out -0 for a
+// nonzero dither (step one below carries it out), where x86's default NaN (0xFFC00000) stays NaN. So a NaN
 // state value may vanish on the GPU and persist on the CPU; keeping it on
 // both would cost the kernel a test per element (not done yet).
 #ifndef RWKV_ENGINE_MODEL_FP16_STATE_ROUNDING_H_
 #define RWKV_ENGINE_MODEL_FP16_STATE_ROUNDING_H_
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -99,10 +100,14 @@ RWKV_HOST_DEVICE bool Fp16StateNormal(float y) {
 }
 
 // Step two: below fp16's smallest normal (2^-14) its grid is 2^-24 apart:
-// round to it, nearest even (adding 0.75, whose ulp is 2^-24, does that in
-// fp32); beyond 65504 saturate.
+// round the magnitude to it, nearest even (adding 0.75, whose ulp is 2^-24,
+// does that in fp32), keeping the sign (a negative value that rounds to zero
+// is -0); beyond 65504 saturate. That is exactly what a round-to-nearest,
+// saturating conversion to fp16 (PTX cvt.rn.satfinite.f16x2.f32) makes of
+// step one's value, so a kernel that stores the result may leave step two to
+// that conversion (Fp16StateRoundingTest.StepTwoIsTheSaturatingConversion).
 RWKV_HOST_DEVICE float Fp16StateFinish(float y) {
-  if (y < 0x1p-14f && y > -0x1p-14f) y = (y + 0.75f) - 0.75f;
+  if (y < 0x1p-14f && y > -0x1p-14f) y = copysignf((fabsf(y) + 0.75f) - 0.75f, y);
   // Comparisons, not fminf/fmaxf: those would turn a NaN into a finite value.
   return y > kFp16StateMax ? kFp16StateMax : (y < -kFp16StateMax ? -kFp16StateMax : y);
 }

@@ -87,8 +87,7 @@ TEST(Fp16StateRoundingTest, ExactValuesStayAndOthersRoundUpWithTheirFraction) {
   EXPECT_EQ(Fp16StateRound(INFINITY, 5), kFp16StateMax);
   EXPECT_TRUE(std::isnan(Fp16StateRound(NAN, 5)));
   // A NaN whose payload carries the dither out of the magnitude does not
-  // stay NaN (the header says so): the GPU's canonical NaN comes out 0 (-0
-  // after step one, +0 after step two's subnormal rounding).
+  // stay NaN (the header says so): the GPU's canonical NaN comes out -0.
   const float gpu_nan = [] {
     const uint32_t b = 0x7FFFFFFFu;
     float f;
@@ -100,6 +99,12 @@ TEST(Fp16StateRoundingTest, ExactValuesStayAndOthersRoundUpWithTheirFraction) {
   EXPECT_EQ(carried, 0.0f);
   EXPECT_TRUE(std::signbit(carried));
   EXPECT_EQ(Fp16StateRound(gpu_nan, 5), 0.0f);
+  EXPECT_TRUE(std::signbit(Fp16StateRound(gpu_nan, 5)));
+  // A negative value that rounds to zero keeps its sign, as the fp16
+  // conversion does.
+  EXPECT_TRUE(std::signbit(Fp16StateRound(-0.3f * 0x1p-24f, 0)));
+  EXPECT_FALSE(std::signbit(Fp16StateRound(0.3f * 0x1p-24f, 0)));
+  EXPECT_EQ(Fp16StateRound(-2.5f * 0x1p-24f, 0), -2 * 0x1p-24f);
 }
 
 // The kernel's two-step form (engine/model/fp16_state_rounding.h): step two
@@ -144,6 +149,45 @@ TEST(Fp16StateRoundingTest, TwoStepsAreTheRoundingAndStepTwoKeepsNormals) {
     }
   }
   EXPECT_GT(normal, 1000);  // the walk did cover the normal range
+}
+
+// Step two is what a round-to-nearest conversion to fp16 that saturates
+// (PTX cvt.rn.satfinite: beyond 65504, infinities included, the largest
+// finite value; NaN stays NaN) makes of step one's value: the fp16 bits of
+// the whole rounding equal that conversion's, so the WKV kernel stores a
+// segment's last token with the conversion alone. Emulated here with the
+// host's round-to-nearest-even converter after the saturation.
+TEST(Fp16StateRoundingTest, StepTwoIsTheSaturatingConversion) {
+  auto satfinite = [](float y) -> uint16_t {
+    if (std::isnan(y)) return F32ToF16(y);
+    if (y > kFp16StateMax) y = kFp16StateMax;
+    if (y < -kFp16StateMax) y = -kFp16StateMax;
+    return F32ToF16(y);
+  };
+  std::vector<float> xs = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, kFp16StateMax, -kFp16StateMax, 65519.0f,
+                           65520.0f, -65536.0f, 0x1p-14f, -0x1p-14f, 0x1p-24f, -0x1p-24f, 0x1p-25f, -0x1p-25f,
+                           1.5f * 0x1p-24f, -1.5f * 0x1p-24f, 0x1p-14f - 0x1p-25f, -(0x1p-14f - 0x1p-25f)};
+  for (float m = 0x1p-30f; m < 0x1p20f; m *= 1.0137f) {
+    xs.push_back(m);
+    xs.push_back(-m);
+  }
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> e(-40.0f, 18.0f);
+  for (int i = 0; i < 20000; ++i) xs.push_back((i % 2 ? -1.0f : 1.0f) * std::exp2(e(rng)));
+  int checked = 0;
+  for (float x : xs) {
+    for (uint32_t d : {0u, 1u, 777u, 4095u, 4096u, 8191u}) {
+      const float want = Fp16StateRound(x, d);
+      const uint16_t got = satfinite(Fp16StateDitherTruncate(x, d));
+      if (std::isnan(want)) {
+        EXPECT_TRUE(std::isnan(F16ToF32(got))) << x;
+        continue;
+      }
+      ASSERT_EQ(got, F32ToF16(want)) << x << " dither " << d;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 100000);
 }
 
 TEST(Fp16StateRoundingTest, DitherDependsOnRowTokenColumnAndOldValue) {
