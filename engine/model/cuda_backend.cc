@@ -1042,6 +1042,7 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
     }
     const int b = call_size[c];
     void** arrays = blas_pointers_ + call_ptr[c];
+    ++blas_batched_calls_;
     Record(BlasStatus(cublasGemmBatchedEx(cublas_, t ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, w.rows, n, w.cols,
                                           &alpha, arrays, type, t ? w.cols : w.rows, arrays + b, type, w.cols, beta,
                                           arrays + 2 * b, ytype, w.rows, b, CUBLAS_COMPUTE_32F,

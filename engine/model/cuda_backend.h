@@ -259,6 +259,9 @@ class CudaBackend final : public Backend {
   // Graphs captured so far and passes replayed from them (for tests and tools).
   int64_t graphs_captured() const { return graphs_captured_; }
   int64_t graph_replays() const { return graph_replays_; }
+  // cublasGemmBatchedEx calls GroupedMatMul has made (several products of one
+  // shape in one call), captured ones counted once.
+  int64_t blas_batched_calls() const { return blas_batched_calls_; }
 
   void Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) override;
   void LayerNorm(const float* x, int n, int C, const float* w, const float* b, float* y) override;
@@ -414,6 +417,7 @@ class CudaBackend final : public Backend {
   // serves every group because the stream orders each group's products
   // before the next group's conversion.
   void** blas_pointers_ = nullptr;
+  int64_t blas_batched_calls_ = 0;
   std::vector<const MatMulJob*> blas_jobs_;  // GroupedMatMul's cuBLAS jobs (reused)
   int sm_count_ = 0;
 

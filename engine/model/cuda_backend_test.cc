@@ -555,12 +555,15 @@ TEST_F(CudaOpsTest, GroupedMatMulWithActivations) {
 // product shape, batched where several jobs share one. Twelve jobs (two
 // chunks): four C x C products in one batched call, two of them on one
 // shared input (which a 32-row job reads too); two accumulating C x C
-// products (a second batched call, beta 1); tanh and sigmoid inputs; an
-// input-major matrix (op N); and two accumulating jobs of one shape with one
-// output (8 and 11), which must not share a batched call. Against the CPU on the same rounded weights (u +
+// products (6 and 7: a second batched call, beta 1); tanh and sigmoid
+// inputs; an input-major matrix (op N); and two accumulating jobs of one
+// shape with one output (7 and 11), which must not share a batched call. Against the CPU on the same rounded weights (u +
 // 1e-4 of the magnitude), at 17, 64 and 300 rows, with the LoRA-sized jobs
 // on the skinny GEMM up to 64 rows (the limit), on cuBLAS (skinny_lora_rows
-// 0), and in batch-invariant mode.
+// 0), and in batch-invariant mode. A group in which two jobs write one
+// output (7 and 11) runs one job at a time (GroupedMatMul keeps their
+// order), so each case runs twice: all twelve jobs, and the first eleven,
+// where the products of one shape do share batched calls.
 struct GroupSpec {
   int rows, cols;
   InputAct act;
@@ -573,10 +576,13 @@ const GroupSpec kGroupSpecs[] = {
     {256, 256, InputAct::kNone, false, -1, -1, false},    {256, 256, InputAct::kNone, false, -1, -1, false},
     {256, 256, InputAct::kNone, false, -1, -1, false},    {256, 256, InputAct::kNone, false, 2, -1, false},
     {32, 256, InputAct::kNone, false, 2, -1, false},      {256, 32, InputAct::kTanh, false, -1, -1, false},
-    {256, 64, InputAct::kSigmoid, true, -1, -1, false},   {256, 256, InputAct::kNone, true, -1, -1, false},
-    {256, 256, InputAct::kNone, true, -1, -1, false},     {600, 256, InputAct::kNone, false, -1, -1, false},
-    {256, 512, InputAct::kNone, false, -1, -1, true},     {256, 256, InputAct::kNone, true, -1, 8, false},
+    {256, 256, InputAct::kNone, true, -1, -1, false},     {256, 256, InputAct::kNone, true, -1, -1, false},
+    {256, 64, InputAct::kSigmoid, true, -1, -1, false},   {600, 256, InputAct::kNone, false, -1, -1, false},
+    {256, 512, InputAct::kNone, false, -1, -1, true},     {256, 256, InputAct::kNone, true, -1, 7, false},
 };
+
+// Every job, and the jobs before 11 (no two writing one output: batched calls).
+constexpr int kGroupAll = static_cast<int>(std::size(kGroupSpecs)), kGroupBatched = kGroupAll - 1;
 
 // One group's data: weights on both backends, inputs and initial outputs.
 struct GroupData {
@@ -601,12 +607,13 @@ GroupData UploadGroup(CudaBackend* b, CpuBackend* cpu, DType t) {
   return d;
 }
 
-// Runs the group on the CPU from inputs x and initial outputs y0 (per job;
-// shared ones are read from the job named), and checks the GPU's outputs.
+// Runs the group's first x.size() jobs on the CPU from inputs x and initial
+// outputs y0 (per job; shared ones are read from the job named), and checks
+// the GPU's outputs.
 void CheckGroup(const GroupData& d, CpuBackend* cpu, int n, const std::vector<std::vector<float>>& x,
                 const std::vector<std::vector<float>>& y0, const std::vector<std::vector<float>>& got, double tol,
                 const std::string& tag) {
-  const int count = static_cast<int>(std::size(kGroupSpecs));
+  const int count = static_cast<int>(x.size());
   std::vector<std::vector<float>> cx = x, want = y0;
   std::vector<MatMulJob> cjobs(count);
   for (int j = 0; j < count; ++j) {
@@ -633,16 +640,17 @@ void CheckGroup(const GroupData& d, CpuBackend* cpu, int n, const std::vector<st
   }
 }
 
-// Job j's output as the GPU starts it: an output another job adds to starts
-// as y0 on both sides; one written with beta 0 is poisoned.
-std::vector<float> InitialY(int j, const std::vector<float>& y0) {
-  const bool poisoned = !kGroupSpecs[j].acc && std::none_of(std::begin(kGroupSpecs), std::end(kGroupSpecs),
+// Job j's output as the GPU starts it in a group of the first `count` jobs:
+// an output another job adds to starts as y0 on both sides; one written with
+// beta 0 is poisoned.
+std::vector<float> InitialY(int j, const std::vector<float>& y0, int count) {
+  const bool poisoned = !kGroupSpecs[j].acc && std::none_of(std::begin(kGroupSpecs), std::begin(kGroupSpecs) + count,
                                                             [&](const GroupSpec& o) { return o.y_from == j; });
   return poisoned ? std::vector<float>(y0.size(), kNaN) : y0;
 }
 
 TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
-  const int count = static_cast<int>(std::size(kGroupSpecs));
+  for (const int count : {kGroupAll, kGroupBatched})
   for (DType t : {DType::kF16, DType::kBF16}) {
     const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
     for (int mode = 0; mode < 3; ++mode) {
@@ -662,7 +670,7 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
           y0[j] = sp.acc ? Rand(static_cast<size_t>(n) * sp.rows, 900 + j + n)
                          : std::vector<float>(static_cast<size_t>(n) * sp.rows);
           dx[j] = Dev(x[j], b.get());
-          dy[j] = Dev(InitialY(j, y0[j]), b.get());
+          dy[j] = Dev(InitialY(j, y0[j], count), b.get());
         }
         std::vector<MatMulJob> gjobs(count);
         for (int j = 0; j < count; ++j) {
@@ -670,11 +678,19 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
           gjobs[j] = {dx[sp.x_from < 0 ? j : sp.x_from], &d.gm[j], dy[sp.y_from < 0 ? j : sp.y_from], sp.acc,
                       sp.act};
         }
+        const int64_t batched = b->blas_batched_calls();
         b->GroupedMatMul(n, gjobs.data(), count);
+        // The first eleven jobs on cuBLAS: the four C x C products in one
+        // call, the two accumulating ones (6, 7) in another (both in the first
+        // conversion chunk of 8); the whole group, one job at a time.
+        const bool all_blas = mode != 0 || n > CudaBackendOptions::kMaxSkinnyRows;
+        EXPECT_EQ(b->blas_batched_calls() - batched, count == kGroupBatched && all_blas ? 2 : 0)
+            << DTypeName(t) << " " << mode_name[mode] << " n=" << n << " jobs=" << count;
         std::vector<std::vector<float>> got(count);
         for (int j = 0; j < count; ++j) got[j] = Host(dy[j], y0[j].size(), b.get());
         CheckGroup(d, &cpu_, n, x, y0, got, u + 1e-4,
-                   "GroupedMatMul " + std::string(DTypeName(t)) + " " + mode_name[mode] + " n=" + std::to_string(n));
+                   "GroupedMatMul " + std::string(DTypeName(t)) + " " + mode_name[mode] + " n=" + std::to_string(n) +
+                       " jobs=" + std::to_string(count));
         // Where the backend takes 16-bit inputs for n rows (every product on
         // cuBLAS), the jobs without an input activation again with x given
         // already rounded (as LayerNormShiftMix writes it): the same
@@ -691,7 +707,7 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
             ConvertFromF32(x[j].data(), t, packed.data(), x[j].size());
             dx16[j] = Dev(packed, b.get());
             b->Free(dy[j]);
-            dy[j] = Dev(InitialY(j, y0[j]), b.get());
+            dy[j] = Dev(InitialY(j, y0[j], count), b.get());
           }
           for (int j = 0; j < count; ++j) {
             const GroupSpec& sp = kGroupSpecs[j];
@@ -786,11 +802,13 @@ TEST_F(CudaOpsTest, GroupedMatMulSixteenBitInputs) {
 
 // The batched products' pointer arrays under CUDA graphs: passes of 17 and
 // 300 rows, each seen eagerly, then captured, then replayed, on new input
-// values every time. The 300-row pass grows the conversion buffer (it moves)
+// values every time. The group's first eleven jobs (with job 11, which
+// writes job 7's output, the group would run one job at a time, with no
+// batched call). The 300-row pass grows the conversion buffer (it moves)
 // between the 17-row pass's eager run and its capture, so the arrays the
 // capture records must name the buffer as it is then.
 TEST_F(CudaOpsTest, GroupedMatMulCublasPathInCapturedPasses) {
-  const int count = static_cast<int>(std::size(kGroupSpecs));
+  const int count = kGroupBatched;
   for (DType t : {DType::kF16, DType::kBF16}) {
     const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
     auto b = CudaBackend::Create({.device = 0,
@@ -838,6 +856,8 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathInCapturedPasses) {
     ASSERT_TRUE((*b)->Sync().ok()) << (*b)->Sync();
     EXPECT_EQ((*b)->graphs_captured(), 2);
     EXPECT_EQ((*b)->graph_replays(), 2);
+    // Two batched calls a pass, in the four passes that ran or captured them.
+    EXPECT_EQ((*b)->blas_batched_calls(), 8);
   }
 }
 
