@@ -161,11 +161,20 @@ class WeightReader {
 
   // A (in, out) matrix applied as x @ W (LoRA): transposed to [out, in].
   absl::StatusOr<Matrix> MatTransposed(const std::string& name, int64_t in, int64_t out) {
+    auto t = ReadTransposed(name, in, out, out);
+    if (!t.ok()) return t.status();
+    return UploadMat(*t, out, in);
+  }
+
+  // The (in, out) matrix `name` on the host as [pad_out, in] (pad_out >= out):
+  // transposed, with zero rows beyond out.
+  absl::StatusOr<std::vector<float>> ReadTransposed(const std::string& name, int64_t in, int64_t out,
+                                                    int64_t pad_out) {
     auto host = ReadMatrix(name, in, out);
     if (!host.ok()) return host.status();
-    std::vector<float> t(host->size());
+    std::vector<float> t(static_cast<size_t>(pad_out * in), 0.0f);
     Transpose(host->data(), in, out, t.data());
-    return UploadMat(t, out, in);
+    return t;
   }
 
   // MatTransposed padded: the [out, in] matrix with zero rows up to pad_out
@@ -173,11 +182,9 @@ class WeightReader {
   // all pad_out of them.
   absl::Status MatTransposedPadRows(const std::string& name, int64_t in, int64_t out, int64_t pad_out, Matrix* view,
                                     Matrix* padded) {
-    auto host = ReadMatrix(name, in, out);
-    if (!host.ok()) return host.status();
-    std::vector<float> t(static_cast<size_t>(pad_out * in), 0.0f);
-    Transpose(host->data(), in, out, t.data());
-    auto m = UploadMat(t, pad_out, in);
+    auto t = ReadTransposed(name, in, out, pad_out);
+    if (!t.ok()) return t.status();
+    auto m = UploadMat(*t, pad_out, in);
     if (!m.ok()) return m.status();
     *padded = *m;
     *view = *m;
@@ -188,16 +195,14 @@ class WeightReader {
   // MatTransposed, and a second copy with zero columns up to pad_in.
   absl::Status MatTransposedPadCols(const std::string& name, int64_t in, int64_t out, int64_t pad_in, Matrix* m,
                                     Matrix* padded) {
-    auto host = ReadMatrix(name, in, out);
-    if (!host.ok()) return host.status();
-    std::vector<float> t(host->size());
-    Transpose(host->data(), in, out, t.data());
-    auto a = UploadMat(t, out, in);
+    auto t = ReadTransposed(name, in, out, out);
+    if (!t.ok()) return t.status();
+    auto a = UploadMat(*t, out, in);
     if (!a.ok()) return a.status();
     *m = *a;
     std::vector<float> p(static_cast<size_t>(out * pad_in), 0.0f);
     for (int64_t o = 0; o < out; ++o) {
-      std::copy(t.begin() + o * in, t.begin() + (o + 1) * in, p.begin() + o * pad_in);
+      std::copy(t->begin() + o * in, t->begin() + (o + 1) * in, p.begin() + o * pad_in);
     }
     auto b = UploadMat(p, out, pad_in);
     if (!b.ok()) return b.status();
@@ -531,7 +536,9 @@ int64_t Model::WorkspaceBytes(int rows, int logit_rows) const {
   rows = padded(rows);
   logit_rows = padded(logit_rows);
   int64_t floats = 0;
-  for (size_t n : WorkspaceFloats(config_, rows, logit_rows, lora_width_)) floats += static_cast<int64_t>(std::max<size_t>(n, 1));
+  for (size_t n : WorkspaceFloats(config_, rows, logit_rows, lora_width_)) {
+    floats += static_cast<int64_t>(std::max<size_t>(n, 1));
+  }
   int64_t scratch = 0;
   if (config_.arch == Arch::kV7) {
     scratch = backend_->Wkv7ScratchBytes(rows, config_.n_embd, config_.head_size, slot_.wkv_dtype);
