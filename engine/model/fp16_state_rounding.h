@@ -33,9 +33,10 @@
 // saturate at +-65504 instead of becoming inf. A NaN stays NaN unless its
 // payload carries the dither out of the magnitude: a NaN with significand
 // bits 13..22 all set (the GPU's canonical 0x7FFFFFFF) comes out -0 for a
-// nonzero dither (step one below carries it out), where x86's default NaN (0xFFC00000) stays NaN. So a NaN
-// state value may vanish on the GPU and persist on the CPU; keeping it on
-// both would cost the kernel a test per element (not done yet).
+// nonzero dither (step one below carries it out), where x86's default NaN
+// (0xFFC00000) stays NaN. So a NaN state value may vanish on the GPU and
+// persist on the CPU; keeping it on both would cost the kernel a test per
+// element (not done yet).
 #ifndef RWKV_ENGINE_MODEL_FP16_STATE_ROUNDING_H_
 #define RWKV_ENGINE_MODEL_FP16_STATE_ROUNDING_H_
 
