@@ -5,7 +5,8 @@
 // must pass every other one through, including the fused ops and device
 // sampling, so that what is measured or tested is the inner backend's own
 // path. Deriving from this class, a wrapper overrides only what it changes;
-// a new Backend op needs one forwarding line here, not one per wrapper.
+// a new Backend op needs one forwarding line here, not one per wrapper
+// (forwarding_backend_test.cc fails while one is missing).
 #ifndef RWKV_ENGINE_MODEL_FORWARDING_BACKEND_H_
 #define RWKV_ENGINE_MODEL_FORWARDING_BACKEND_H_
 
