@@ -255,6 +255,7 @@ absl::Status CudaBackend::Init() {
   small_rows_ = invariant ? 0 : std::clamp(options_.small_batch_rows, 0, CudaBackendOptions::kMaxSmallBatchRows);
   skinny_rows_ = invariant ? 0 : std::clamp(options_.skinny_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   skinny_lora_rows_ = invariant ? 0 : std::clamp(options_.skinny_lora_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
+  skinny_wide_rows_ = invariant ? 0 : std::clamp(options_.skinny_wide_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   sparse_ffn_rows_ = invariant ? 0 : std::clamp(options_.sparse_ffn_rows, 0, CudaBackendOptions::kMaxSparseFfnRows);
   pad_lora_ = !invariant && options_.pad_lora;
   {
@@ -352,8 +353,10 @@ std::string CudaBackend::description() const {
                          pad_lora_ ? ", padded LoRA products" : "",
                          small_rows_ > 0 || skinny_rows_ > 0
                              ? absl::StrFormat("small-batch kernels up to %d rows, skinny GEMM up to %d rows "
-                                               "(LoRA products up to %d), sparse FFN up to %d rows",
+                                               "(%d for %d+ inputs, LoRA products up to %d), sparse FFN up to %d rows",
                                                small_rows_, std::max(skinny_rows_, small_rows_),
+                                               std::max(std::min(skinny_rows_, skinny_wide_rows_), small_rows_),
+                                               CudaBackendOptions::kSkinnyWideCols,
                                                std::max({skinny_lora_rows_, skinny_rows_, small_rows_}),
                                                sparse_ffn_rows_)
                              : std::string("batch-invariant (cuBLAS for every batch)"));
@@ -771,12 +774,18 @@ void CudaBackend::MatMul(const float* x, int n, const Matrix& w, float* y, bool 
       Record(CudaStatus(kernels::launch_gemv(ToElem(w.dtype), n, &job, 1, stream_), "MatMul (gemv)"));
       return;
     }
-    if (n > small_rows_ && n <= skinny_rows_ && kernels::skinny_gemm_supported(ToElem(w.dtype), n, job)) {
+    if (SkinnyTakes(n, w) && kernels::skinny_gemm_supported(ToElem(w.dtype), n, job)) {
       SkinnyMatMul(w.dtype, n, &job, 1, "MatMul (skinny)");
       return;
     }
   }
   BlasMatMul(x, n, w, y, accumulate);
+}
+
+bool CudaBackend::SkinnyTakes(int n, const Matrix& w) const {
+  const int rows = w.cols >= CudaBackendOptions::kSkinnyWideCols ? std::min(skinny_rows_, skinny_wide_rows_)
+                                                                  : skinny_rows_;
+  return n > small_rows_ && n <= rows;
 }
 
 void CudaBackend::SkinnyMatMul(DType dtype, int n, const kernels::GemvJob* jobs, int count, const char* what) {
@@ -827,8 +836,8 @@ void CudaBackend::BlasMatMul(const float* x, int n, const Matrix& w, float* y, b
 void CudaBackend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
   if (n <= 0 || count <= 0 || !Begin()) return;
   // Small and medium batches: every job the GEMV (up to small_rows_) or the
-  // skinny GEMM (up to skinny_rows_, and LoRA-sized jobs up to
-  // skinny_lora_rows_) takes goes into shared launches (all of one weight
+  // skinny GEMM (SkinnyTakes, and LoRA-sized jobs up to skinny_lora_rows_)
+  // takes goes into shared launches (all of one weight
   // type, kGemvMaxJobs at a time); the rest to cuBLAS, grouped (BlasGroup).
   // Jobs that write one output must run in their order (a later one may add
   // to what an earlier one wrote), and the paths below reorder: grouped
@@ -843,8 +852,7 @@ void CudaBackend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
     }
   }
   const bool gemv = n <= small_rows_;
-  const bool skinny = !gemv && n <= skinny_rows_;
-  const bool skinny_lora = !gemv && !skinny && n <= skinny_lora_rows_;
+  const bool skinny_lora = !gemv && n <= skinny_lora_rows_;
   kernels::GemvJob batch[kernels::kGemvMaxJobs];
   int pending = 0;
   DType pending_type = DType::kF32;
@@ -874,7 +882,7 @@ void CudaBackend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
           DTypeName(job.y_type))));
       return;
     }
-    if (job.x_type == DType::kF32 && (gemv || skinny || (skinny_lora && lora)) && !w.input_major &&
+    if (job.x_type == DType::kF32 && (gemv || SkinnyTakes(n, w) || (skinny_lora && lora)) && !w.input_major &&
         w.dtype != DType::kF32) {
       const kernels::GemvJob g{w.data, job.x, job.y, w.rows, w.cols, static_cast<kernels::GemvAct>(job.act),
                                job.accumulate};

@@ -166,6 +166,20 @@ struct CudaBackendOptions {
   // B=16 1,998 / 2,216. So it stops at 10 rows.
   static constexpr int kDefaultSkinnyRows = 10;
   static constexpr int kMaxSkinnyRows = 64;
+  // Products with at least kSkinnyWideCols inputs (the 7.2B model's, C =
+  // 4096) leave the skinny GEMM for cuBLAS above this many rows (and
+  // skinny_rows): at that width cuBLAS's split-K kernels stream the weights
+  // at ~2.8 TB/s from 8 rows, the skinny GEMM at 1.6-2.2 (each of its launches
+  // just over one wave of CTAs). Whole 7.2B fp16-state steps on an H100
+  // (docs/PERF.md, session 14), skinny up to 10 / 7 rows: B=8 1,198 / 1,247
+  // and 1,203 / 1,252 tokens/s, B=10 1,262 / 1,496. (1.5B, C = 2048, keeps
+  // skinny_rows: B=8 4,097 / 3,824 there.) RWKV_CUDA_SKINNY_WIDE_ROWS
+  // overrides this; values above kMaxSkinnyRows are clamped. Batch-invariant
+  // mode ignores it. LoRA-sized products follow skinny_lora_rows whatever
+  // their width.
+  int skinny_wide_rows = kDefaultSkinnyWideRows;
+  static constexpr int kDefaultSkinnyWideRows = 7;
+  static constexpr int kSkinnyWideCols = 4096;
   // Above skinny_rows and up to this many rows, GroupedMatMul still puts the
   // LoRA-sized products (a side of at most kSkinnyLoraMaxDim) on the skinny
   // GEMM: cuBLAS takes ~15 us per product whatever its size, the skinny GEMM
@@ -373,6 +387,9 @@ class CudaBackend final : public Backend {
                   bool relu_square_input = false);
   // One skinny-GEMM launch of `count` jobs with weights of `dtype`
   // (kernels/skinny_gemm.h), its workspace grown first.
+  // Whether a product of n rows with weights w goes to the skinny GEMM by
+  // skinny_rows_ and skinny_wide_rows_ (not the LoRA rule).
+  bool SkinnyTakes(int n, const Matrix& w) const;
   void SkinnyMatMul(DType dtype, int n, const kernels::GemvJob* jobs, int count, const char* what);
   // The device copy of a host array declared by BeginPass (same pointer and
   // size), or nullptr.
@@ -411,6 +428,7 @@ class CudaBackend final : public Backend {
   int small_rows_ = 0;   // effective small_batch_rows (0 in batch-invariant mode)
   int skinny_rows_ = 0;  // effective skinny_rows (0 in batch-invariant mode)
   int skinny_lora_rows_ = 0;  // effective skinny_lora_rows (0 in batch-invariant mode)
+  int skinny_wide_rows_ = 0;  // effective skinny_wide_rows (0 in batch-invariant mode)
   bool pad_lora_ = false;     // effective pad_lora (off in batch-invariant mode)
   // The batched products' pointer arrays (kernels::kConvertMaxPointers),
   // rewritten on the device by each group's conversion launch: one buffer

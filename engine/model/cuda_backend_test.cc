@@ -126,19 +126,22 @@ class CudaOpsTest : public ::testing::Test {
   }
 
   // invariant: cuBLAS for every product (CudaBackendOptions::batch_invariant).
-  // small_rows / skinny_rows / skinny_lora_rows: CudaBackendOptions'
-  // small_batch_rows / skinny_rows / skinny_lora_rows.
+  // small_rows / skinny_rows / skinny_lora_rows / skinny_wide_rows:
+  // CudaBackendOptions' small_batch_rows / skinny_rows / skinny_lora_rows /
+  // skinny_wide_rows.
   std::unique_ptr<CudaBackend> MakeGpu(DType dtype, bool invariant = false,
                                        int small_rows = CudaBackendOptions::kDefaultSmallBatchRows,
                                        int skinny_rows = CudaBackendOptions::kDefaultSkinnyRows,
                                        int skinny_lora_rows = CudaBackendOptions::kDefaultSkinnyLoraRows,
-                                       int sparse_ffn_rows = CudaBackendOptions::kDefaultSparseFfnRows) {
+                                       int sparse_ffn_rows = CudaBackendOptions::kDefaultSparseFfnRows,
+                                       int skinny_wide_rows = CudaBackendOptions::kDefaultSkinnyWideRows) {
     auto b = CudaBackend::Create({.device = 0,
                                   .weight_dtype = dtype,
                                   .embedding_dtype = dtype,
                                   .small_batch_rows = small_rows,
                                   .batch_invariant = invariant,
                                   .skinny_rows = skinny_rows,
+                                  .skinny_wide_rows = skinny_wide_rows,
                                   .skinny_lora_rows = skinny_lora_rows,
                                   .sparse_ffn_rows = sparse_ffn_rows});
     if (!b.ok()) {
@@ -393,7 +396,9 @@ TEST_F(CudaOpsTest, SkinnyGemmAgainstCpu) {
     int rows, cols;
   };
   for (DType t : {DType::kF16, DType::kBF16}) {
-    auto b = MakeGpu(t, false, /*small_rows=*/0, CudaBackendOptions::kMaxSkinnyRows);
+    auto b = MakeGpu(t, false, /*small_rows=*/0, CudaBackendOptions::kMaxSkinnyRows,
+                     CudaBackendOptions::kDefaultSkinnyLoraRows, CudaBackendOptions::kDefaultSparseFfnRows,
+                     /*skinny_wide_rows=*/CudaBackendOptions::kMaxSkinnyRows);
     ASSERT_NE(b, nullptr);
     ASSERT_EQ(b->skinny_rows(), CudaBackendOptions::kMaxSkinnyRows);
     const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
@@ -430,6 +435,76 @@ TEST_F(CudaOpsTest, SkinnyGemmAgainstCpu) {
   }
 }
 
+// Products of kSkinnyWideCols (4,096) or more inputs, the 7.2B model's, leave
+// the skinny GEMM for cuBLAS above skinny_wide_rows (7) rows; narrower ones
+// stay on it up to skinny_rows (10), and LoRA-sized ones (a side of at most
+// kSkinnyLoraMaxDim) follow skinny_lora_rows (32) whatever their width. Which
+// path ran shows in the batched cuBLAS calls (a group's three products of one
+// shape make one); every result matches the CPU.
+TEST_F(CudaOpsTest, WideProductsLeaveTheSkinnyGemmAboveTheirRows) {
+  const DType t = DType::kF16;
+  const double u = 1.0 / 2048;
+  static_assert(CudaBackendOptions::kDefaultSkinnyWideRows == 7 && CudaBackendOptions::kDefaultSkinnyRows == 10 &&
+                CudaBackendOptions::kSkinnyWideCols == 4096 && CudaBackendOptions::kDefaultSkinnyLoraRows == 32);
+  auto defaults = MakeGpu(t);
+  // skinny_wide_rows raised to skinny_rows: the rule off.
+  auto off = MakeGpu(t, false, CudaBackendOptions::kDefaultSmallBatchRows, CudaBackendOptions::kDefaultSkinnyRows,
+                     CudaBackendOptions::kDefaultSkinnyLoraRows, CudaBackendOptions::kDefaultSparseFfnRows,
+                     CudaBackendOptions::kDefaultSkinnyRows);
+  ASSERT_TRUE(defaults != nullptr && off != nullptr);
+  struct Case {
+    const char* what;
+    int rows, cols;
+    int skinny_up_to_default, skinny_up_to_off;  // rows up to which the skinny GEMM takes it
+  };
+  const Case cases[] = {{"wide", 576, 4096, 7, 10}, {"narrow", 576, 2048, 10, 10}, {"wide LoRA-sized", 480, 4096, 32, 32}};
+  for (const Case& c : cases) {
+    std::vector<std::vector<float>> wr(3);
+    std::vector<Matrix> cw(3), gw_defaults(3), gw_off(3);
+    for (int j = 0; j < 3; ++j) {
+      const auto w = Rand(static_cast<size_t>(c.rows) * c.cols, 31 * j + c.cols);
+      wr[j] = Rounded(w, t);
+      auto a = defaults->UploadMatrix(w.data(), c.rows, c.cols);
+      auto o = off->UploadMatrix(w.data(), c.rows, c.cols);
+      auto h = cpu_.UploadMatrix(wr[j].data(), c.rows, c.cols);
+      ASSERT_TRUE(a.ok() && o.ok() && h.ok());
+      gw_defaults[j] = *a;
+      gw_off[j] = *o;
+      cw[j] = *h;
+    }
+    for (int n : {7, 8, 10, 11}) {
+      for (int which = 0; which < 2; ++which) {
+        CudaBackend* b = which == 0 ? defaults.get() : off.get();
+        const std::vector<Matrix>& gw = which == 0 ? gw_defaults : gw_off;
+        const int up_to = which == 0 ? c.skinny_up_to_default : c.skinny_up_to_off;
+        const std::string tag = std::string(c.what) + (which == 0 ? " defaults" : " rule off") + " n=" +
+                                std::to_string(n);
+        std::vector<std::vector<float>> x(3);
+        std::vector<float*> dx(3), dy(3);
+        MatMulJob jobs[3];
+        for (int j = 0; j < 3; ++j) {
+          x[j] = Rand(static_cast<size_t>(n) * c.cols, 97 * n + j, -2, 2);
+          dx[j] = Dev(x[j], b);
+          dy[j] = Dev(std::vector<float>(static_cast<size_t>(n) * c.rows, kNaN), b);
+          jobs[j] = {dx[j], &gw[j], dy[j], false, InputAct::kNone};
+        }
+        const int64_t batched = b->blas_batched_calls();
+        b->GroupedMatMul(n, jobs, 3);
+        EXPECT_EQ(b->blas_batched_calls() - batched, n > up_to ? 1 : 0) << tag;
+        for (int j = 0; j < 3; ++j) {
+          const auto got = Host(dy[j], static_cast<size_t>(n) * c.rows, b);
+          std::vector<float> want(got.size());
+          cpu_.MatMul(x[j].data(), n, cw[j], want.data(), false);
+          const std::vector<double> mag = DotMagnitude(x[j], wr[j], n, c.rows, c.cols, nullptr);
+          ExpectClose(got, want, u + 1e-4, 0, tag + " job " + std::to_string(j), &mag);
+          b->Free(dx[j]);
+          b->Free(dy[j]);
+        }
+      }
+    }
+  }
+}
+
 // The skinny GEMM's results must not depend on the batch, nor on the run: row
 // i of an n-row product equals row i of the 1-row (and of a 13-row) product,
 // bit for bit (the K split depends on the shape alone, batch rows never mix
@@ -438,7 +513,9 @@ TEST_F(CudaOpsTest, SkinnyGemmAgainstCpu) {
 // one without, in one grouped launch, with an activation.
 TEST_F(CudaOpsTest, SkinnyRowsDoNotDependOnBatchOrRun) {
   for (DType t : {DType::kF16, DType::kBF16}) {
-    auto b = MakeGpu(t, false, /*small_rows=*/0, CudaBackendOptions::kMaxSkinnyRows);
+    auto b = MakeGpu(t, false, /*small_rows=*/0, CudaBackendOptions::kMaxSkinnyRows,
+                     CudaBackendOptions::kDefaultSkinnyLoraRows, CudaBackendOptions::kDefaultSparseFfnRows,
+                     /*skinny_wide_rows=*/CudaBackendOptions::kMaxSkinnyRows);
     ASSERT_NE(b, nullptr);
     struct Shape {
       int rows, cols;
@@ -2204,7 +2281,9 @@ TEST_F(CudaOpsTest, Wkv4LongSegmentsTakeTheChunkedScan) {
 TEST_F(CudaOpsTest, DISABLED_SmallBatchCrossover) {
   // Each backend forces one kernel family for every n it supports.
   auto gemv = MakeGpu(DType::kF16, false, CudaBackendOptions::kMaxSmallBatchRows, 0);
-  auto skinny = MakeGpu(DType::kF16, false, 0, CudaBackendOptions::kMaxSkinnyRows);
+  auto skinny = MakeGpu(DType::kF16, false, 0, CudaBackendOptions::kMaxSkinnyRows,
+                        CudaBackendOptions::kDefaultSkinnyLoraRows, CudaBackendOptions::kDefaultSparseFfnRows,
+                        CudaBackendOptions::kMaxSkinnyRows);
   auto blas = MakeGpu(DType::kF16, true);
   ASSERT_TRUE(gemv != nullptr && skinny != nullptr && blas != nullptr);
   auto fill = [](size_t n, uint32_t seed, float lo, float hi) {  // fast: these are large

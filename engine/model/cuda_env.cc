@@ -50,6 +50,8 @@ absl::Status ApplyCudaEnvironment(CudaBackendOptions* options) {
                          Int("RWKV_CUDA_SKINNY_ROWS", CudaBackendOptions::kMaxSkinnyRows, &o.skinny_rows),
                          Int("RWKV_CUDA_SKINNY_LORA_ROWS", CudaBackendOptions::kMaxSkinnyRows,
                              &o.skinny_lora_rows),
+                         Int("RWKV_CUDA_SKINNY_WIDE_ROWS", CudaBackendOptions::kMaxSkinnyRows,
+                             &o.skinny_wide_rows),
                          Int("RWKV_CUDA_SPARSE_FFN_ROWS", CudaBackendOptions::kMaxSparseFfnRows,
                              &o.sparse_ffn_rows)}) {
     if (!s.ok()) return s;

@@ -15,7 +15,7 @@ namespace {
 constexpr const char* kVars[] = {"RWKV_CUDA_GRAPHS",          "RWKV_CUDA_PASS_PADDING", "RWKV_CUDA_BATCH_INVARIANT",
                                  "RWKV_CUDA_PDL",             "RWKV_CUDA_SMALL_BATCH_ROWS", "RWKV_CUDA_SKINNY_ROWS",
                                  "RWKV_CUDA_SKINNY_LORA_ROWS", "RWKV_CUDA_SPARSE_FFN_ROWS", "RWKV_CUDA_FUSE_PREP",
-                                 "RWKV_CUDA_PAD_LORA"};
+                                 "RWKV_CUDA_PAD_LORA",        "RWKV_CUDA_SKINNY_WIDE_ROWS"};
 
 class CudaEnvTest : public ::testing::Test {
  protected:
@@ -44,6 +44,7 @@ TEST_F(CudaEnvTest, WellFormedValuesApply) {
   setenv("RWKV_CUDA_SMALL_BATCH_ROWS", "0", 1);
   setenv("RWKV_CUDA_SKINNY_ROWS", "64", 1);
   setenv("RWKV_CUDA_SKINNY_LORA_ROWS", "32", 1);
+  setenv("RWKV_CUDA_SKINNY_WIDE_ROWS", "12", 1);
   setenv("RWKV_CUDA_SPARSE_FFN_ROWS", "16", 1);
   setenv("RWKV_CUDA_FUSE_PREP", "0", 1);
   setenv("RWKV_CUDA_PAD_LORA", "0", 1);
@@ -57,6 +58,7 @@ TEST_F(CudaEnvTest, WellFormedValuesApply) {
   EXPECT_EQ(o.small_batch_rows, 0);
   EXPECT_EQ(o.skinny_rows, 64);
   EXPECT_EQ(o.skinny_lora_rows, 32);
+  EXPECT_EQ(o.skinny_wide_rows, 12);
   EXPECT_EQ(o.sparse_ffn_rows, 16);
 }
 
@@ -66,6 +68,7 @@ TEST_F(CudaEnvTest, MalformedValuesAreNamedAndChangeNothing) {
       {"RWKV_CUDA_BATCH_INVARIANT", "2"}, {"RWKV_CUDA_PDL", "on"}, {"RWKV_CUDA_SKINNY_ROWS", "sixteen"}, {"RWKV_CUDA_SKINNY_ROWS", "65"},
       {"RWKV_CUDA_SKINNY_ROWS", "-1"},    {"RWKV_CUDA_SMALL_BATCH_ROWS", "4x"}, {"RWKV_CUDA_SKINNY_LORA_ROWS", "1e3"},
       {"RWKV_CUDA_SPARSE_FFN_ROWS", "65"}, {"RWKV_CUDA_FUSE_PREP", "no"}, {"RWKV_CUDA_PAD_LORA", "2"},
+      {"RWKV_CUDA_SKINNY_WIDE_ROWS", "65"}, {"RWKV_CUDA_SKINNY_WIDE_ROWS", "seven"},
   };
   for (const auto& [name, value] : bad) {
     SetUp();
