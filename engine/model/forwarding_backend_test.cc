@@ -27,25 +27,27 @@ std::string ReadSource(const std::string& relative) {
   return text.str();
 }
 
+// The first group of every match of `re` in `text`, in order.
+std::vector<std::string> FirstGroups(const std::string& text, const std::regex& re) {
+  std::vector<std::string> groups;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), re); it != std::sregex_iterator(); ++it) {
+    groups.push_back((*it)[1].str());
+  }
+  return groups;
+}
+
 // The names of the virtual member functions `text` declares (not the
 // destructor), in order.
 std::vector<std::string> VirtualOps(const std::string& text) {
   static const std::regex kVirtual(R"(virtual\s+[^;{(~]*?\b(\w+)\s*\()");
-  std::vector<std::string> names;
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), kVirtual); it != std::sregex_iterator(); ++it) {
-    names.push_back((*it)[1].str());
-  }
-  return names;
+  return FirstGroups(text, kVirtual);
 }
 
 // The names `text` declares with `override`.
 std::set<std::string> Overrides(const std::string& text) {
   static const std::regex kOverride(R"(\b(\w+)\s*\([^;{}]*\)\s*(const\s*)?override\b)");
-  std::set<std::string> names;
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), kOverride); it != std::sregex_iterator(); ++it) {
-    names.insert((*it)[1].str());
-  }
-  return names;
+  const std::vector<std::string> names = FirstGroups(text, kOverride);
+  return std::set<std::string>(names.begin(), names.end());
 }
 
 std::vector<std::string> Missing(const std::vector<std::string>& ops, const std::set<std::string>& overrides) {
