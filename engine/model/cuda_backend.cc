@@ -13,7 +13,8 @@
 //    per launch for GroupedMatMul; the FFN down-projection of up to
 //    sparse_ffn_rows rows on kernels/ffn_sparse.cu, skipping zero hidden units. ffn.value is stored
 //    input-major for that kernel, so its cuBLAS product (larger batches) is
-//    the non-transposed op. Above small_batch_rows and up to skinny_rows,
+//    the non-transposed op. Above small_batch_rows and up to skinny_rows
+//    (skinny_wide_rows for products of kSkinnyWideCols or more inputs),
 //    row-major 16-bit products run on kernels/skinny_gemm.cu (tensor cores,
 //    input rounded to the weight type as cuBLAS sees it, grouped like the
 //    GEMV); its split-K workspace grows like the other scratch buffers (so a
