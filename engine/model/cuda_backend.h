@@ -385,11 +385,11 @@ class CudaBackend final : public Backend {
   // it is rounded when `relu_square_input`).
   void BlasMatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate,
                   bool relu_square_input = false);
-  // One skinny-GEMM launch of `count` jobs with weights of `dtype`
-  // (kernels/skinny_gemm.h), its workspace grown first.
   // Whether a product of n rows with weights w goes to the skinny GEMM by
   // skinny_rows_ and skinny_wide_rows_ (not the LoRA rule).
   bool SkinnyTakes(int n, const Matrix& w) const;
+  // One skinny-GEMM launch of `count` jobs with weights of `dtype`
+  // (kernels/skinny_gemm.h), its workspace grown first.
   void SkinnyMatMul(DType dtype, int n, const kernels::GemvJob* jobs, int count, const char* what);
   // The device copy of a host array declared by BeginPass (same pointer and
   // size), or nullptr.

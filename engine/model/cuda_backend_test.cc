@@ -151,6 +151,14 @@ class CudaOpsTest : public ::testing::Test {
     return *std::move(b);
   }
 
+  // The skinny GEMM for every product it takes, of any width, from 1 row to
+  // its limit (no GEMV).
+  std::unique_ptr<CudaBackend> MakeSkinnyGpu(DType dtype) {
+    return MakeGpu(dtype, false, /*small_rows=*/0, CudaBackendOptions::kMaxSkinnyRows,
+                   CudaBackendOptions::kDefaultSkinnyLoraRows, CudaBackendOptions::kDefaultSparseFfnRows,
+                   /*skinny_wide_rows=*/CudaBackendOptions::kMaxSkinnyRows);
+  }
+
   // Device copy of `h` on backend `b` (default: gpu_).
   float* Dev(const std::vector<float>& h, CudaBackend* b = nullptr) {
     if (b == nullptr) b = gpu_.get();
@@ -396,9 +404,7 @@ TEST_F(CudaOpsTest, SkinnyGemmAgainstCpu) {
     int rows, cols;
   };
   for (DType t : {DType::kF16, DType::kBF16}) {
-    auto b = MakeGpu(t, false, /*small_rows=*/0, CudaBackendOptions::kMaxSkinnyRows,
-                     CudaBackendOptions::kDefaultSkinnyLoraRows, CudaBackendOptions::kDefaultSparseFfnRows,
-                     /*skinny_wide_rows=*/CudaBackendOptions::kMaxSkinnyRows);
+    auto b = MakeSkinnyGpu(t);
     ASSERT_NE(b, nullptr);
     ASSERT_EQ(b->skinny_rows(), CudaBackendOptions::kMaxSkinnyRows);
     const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
@@ -513,9 +519,7 @@ TEST_F(CudaOpsTest, WideProductsLeaveTheSkinnyGemmAboveTheirRows) {
 // one without, in one grouped launch, with an activation.
 TEST_F(CudaOpsTest, SkinnyRowsDoNotDependOnBatchOrRun) {
   for (DType t : {DType::kF16, DType::kBF16}) {
-    auto b = MakeGpu(t, false, /*small_rows=*/0, CudaBackendOptions::kMaxSkinnyRows,
-                     CudaBackendOptions::kDefaultSkinnyLoraRows, CudaBackendOptions::kDefaultSparseFfnRows,
-                     /*skinny_wide_rows=*/CudaBackendOptions::kMaxSkinnyRows);
+    auto b = MakeSkinnyGpu(t);
     ASSERT_NE(b, nullptr);
     struct Shape {
       int rows, cols;
@@ -2281,9 +2285,7 @@ TEST_F(CudaOpsTest, Wkv4LongSegmentsTakeTheChunkedScan) {
 TEST_F(CudaOpsTest, DISABLED_SmallBatchCrossover) {
   // Each backend forces one kernel family for every n it supports.
   auto gemv = MakeGpu(DType::kF16, false, CudaBackendOptions::kMaxSmallBatchRows, 0);
-  auto skinny = MakeGpu(DType::kF16, false, 0, CudaBackendOptions::kMaxSkinnyRows,
-                        CudaBackendOptions::kDefaultSkinnyLoraRows, CudaBackendOptions::kDefaultSparseFfnRows,
-                        CudaBackendOptions::kMaxSkinnyRows);
+  auto skinny = MakeSkinnyGpu(DType::kF16);
   auto blas = MakeGpu(DType::kF16, true);
   ASSERT_TRUE(gemv != nullptr && skinny != nullptr && blas != nullptr);
   auto fill = [](size_t n, uint32_t seed, float lo, float hi) {  // fast: these are large
