@@ -1,9 +1,11 @@
-// LayerNorm + token shift + mixes: one block per row. A row's shift needs the
-// LayerNorm of the previous row of its segment, which the block recomputes
-// (one more row read, from L2) rather than waiting for another block; the
-// block of a segment's first row alone touches the slot's x_prev: it reads the
-// old value, then writes the LayerNorm of the segment's last row (recomputed
-// there too when the segment has several rows), so no other block races it.
+// LayerNorm + token shift + mixes: one block per row, or (1024 < C <= 4096,
+// vector path) 2 or 4 blocks per row that each write their share of its
+// columns. A row's shift needs the LayerNorm of the previous row of its
+// segment, which the block recomputes (one more row read, from L2) rather
+// than waiting for another block; the blocks of a segment's first row alone
+// touch the slot's x_prev: each reads the old value of its columns, then
+// writes there the LayerNorm of the segment's last row (recomputed there too
+// when the segment has several rows), so no other block races it.
 // LayerNorm is two-pass and written as kernels/layernorm.cu writes it.
 #include "kernels/ln_shift_mix.h"
 
@@ -126,10 +128,16 @@ __global__ void ln_shift_mix_kernel(const float* __restrict__ x,  // (n, C)
 // first, the statistics come from registers, and x_prev is read once: on an
 // H100 the scalar kernel took ~13 us per call for one row of 2048 and ~120
 // us for 960 rows (ncu, docs/PERF.md).
-// The weights (LayerNorm parameters; with kV = 1 also the mix vectors) are
-// loaded before pdl_wait(), while the kernel before still runs.
-template <int kCount, int kV>
-__global__ void __launch_bounds__(kV == 1 ? 1024 : 512)
+// The weights (LayerNorm parameters; with kV = 1 or kSplit also the mix
+// vectors) are loaded before pdl_wait(), while the kernel before still runs.
+// kSplit: gridDim.y = kV blocks per row; each computes the row's statistics
+// (all of the row, from L2) and the outputs of its own kV-th of the columns
+// (v == blockIdx.y): the state reads and the output stores spread over kV
+// SMs, and each block's reductions are over 8 warps instead of up to 32. At
+// decode sizes this kernel sits between two weight reads, so its latency is
+// a step's: the split measured 1-2% faster at batch 1 and 8 (launch below).
+template <int kCount, int kV, bool kSplit>
+__global__ void __launch_bounds__(kSplit ? 256 : (kV == 1 ? 1024 : 512))
     ln_shift_mix_vec_kernel(const float* __restrict__ x,  // (n, C)
                             int C, const float* __restrict__ ln_w, const float* __restrict__ ln_b,
                             const SegmentDesc* __restrict__ segs, int nseg,
@@ -141,7 +149,12 @@ __global__ void __launch_bounds__(kV == 1 ? 1024 : 512)
   const int C4 = C >> 2;
   const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
   float4 xv[kV], wv[kV], bv[kV], ov[kV];
-  constexpr int kMixRegs = kV == 1 ? kCount : 1;
+  // With one float4 of outputs per thread (kV == 1, or this block's slice),
+  // the mix vectors are loaded into registers before the wait.
+  constexpr bool kOwnOne = kV == 1 || kSplit;
+  constexpr int kMixRegs = kOwnOne ? kCount : 1;
+  const int own = kSplit ? static_cast<int>(blockIdx.y) : 0;  // the v this block writes (kOwnOne)
+  const int own_c4 = threadIdx.x + own * blockDim.x;
   float4 mv[kMixRegs];
 #pragma unroll
   for (int v = 0; v < kV; ++v) {
@@ -150,10 +163,10 @@ __global__ void __launch_bounds__(kV == 1 ? 1024 : 512)
     wv[v] = in ? reinterpret_cast<const float4*>(ln_w)[c4] : zero;
     bv[v] = in ? reinterpret_cast<const float4*>(ln_b)[c4] : zero;
   }
-  if constexpr (kV == 1) {
+  if constexpr (kOwnOne) {
 #pragma unroll
     for (int j = 0; j < kCount; ++j) {
-      mv[j] = threadIdx.x < C4 ? reinterpret_cast<const float4*>(args.mixes[j])[threadIdx.x] : zero;
+      mv[j] = own_c4 < C4 ? reinterpret_cast<const float4*>(args.mixes[j])[own_c4] : zero;
     }
   }
   pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)
@@ -192,8 +205,8 @@ __global__ void __launch_bounds__(kV == 1 ? 1024 : 512)
   }
   // A segment's first row: the old x_prev, read before the statistics.
   float4 pv[1] = {zero};
-  if constexpr (kV == 1) {
-    if (from_state && threadIdx.x < C4) pv[0] = state4[threadIdx.x];
+  if constexpr (kOwnOne) {
+    if (from_state && own_c4 < C4) pv[0] = state4[own_c4];
   }
   // Both rows' statistics in two reductions (sums, then squared deviations:
   // two-pass, as kernels/layernorm.cu), each of a pair.
@@ -221,7 +234,7 @@ __global__ void __launch_bounds__(kV == 1 ? 1024 : 512)
 #pragma unroll
   for (int v = 0; v < kV; ++v) {
     const int c4 = threadIdx.x + v * blockDim.x;
-    if (c4 >= C4) continue;
+    if (c4 >= C4 || (kSplit && v != own)) continue;
     float4 xx, xo;
     xx.x = (xv[v].x - cur.mean) * cur.inv * wv[v].x + bv[v].x;
     xx.y = (xv[v].y - cur.mean) * cur.inv * wv[v].y + bv[v].y;
@@ -235,7 +248,7 @@ __global__ void __launch_bounds__(kV == 1 ? 1024 : 512)
     if (!from_state) {
       prev = xo;
     } else {
-      if constexpr (kV == 1) {
+      if constexpr (kOwnOne) {
         prev = pv[0];
       } else {
         prev = state4[c4];
@@ -245,20 +258,20 @@ __global__ void __launch_bounds__(kV == 1 ? 1024 : 512)
     const float4 d = make_float4(prev.x - xx.x, prev.y - xx.y, prev.z - xx.z, prev.w - xx.w);
 #pragma unroll
     for (int j = 0; j < kCount; ++j) {
-      const float4 m = kV == 1 ? mv[kV == 1 ? j : 0] : reinterpret_cast<const float4*>(args.mixes[j])[c4];
+      const float4 m = kOwnOne ? mv[kOwnOne ? j : 0] : reinterpret_cast<const float4*>(args.mixes[j])[c4];
       store_out4(args, j, static_cast<int64_t>(r) * C + 4 * c4,
                  make_float4(xx.x + d.x * m.x, xx.y + d.y * m.y, xx.z + d.z * m.z, xx.w + d.w * m.w));
     }
   }
 }
 
-template <int kV>
-void launch_vec(int count, unsigned grid, int block, cudaStream_t stream, const float* x, int C,
+template <int kV, bool kSplit>
+void launch_vec(int count, dim3 grid, int block, cudaStream_t stream, const float* x, int C,
                 const float* ln_w, const float* ln_b, const SegmentDesc* segs, int nseg, float* x_prev,
                 int64_t slot_stride, const MixArgs& args, bool prefetch_prev_row) {
 #define RWKV_LSM_VEC(K)                                                                                          \
-  launch(ln_shift_mix_vec_kernel<K, kV>, grid, block, 0, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, \
-         args, prefetch_prev_row)
+  launch(ln_shift_mix_vec_kernel<K, kV, kSplit>, grid, block, 0, stream, x, C, ln_w, ln_b, segs, nseg, x_prev,     \
+         slot_stride, args, prefetch_prev_row)
   switch (count) {
     case 1: RWKV_LSM_VEC(1); break;
     case 2: RWKV_LSM_VEC(2); break;
@@ -296,18 +309,32 @@ cudaError_t launch_ln_shift_mix(const float* x, int n, int C, const float* ln_w,
              Aligned16(ln_b) && Aligned16(x_prev);
   for (int j = 0; j < count && vec; ++j) vec = Aligned16(mixes[j]) && Aligned16(outs[j]);
   if (vec) {
-    // One float4 per thread up to C = 4096 (a block of up to 1024 threads);
-    // beyond, 512 threads with up to 4 each (84 registers: 1024 threads of
-    // that would not fit an SM's register file).
+    // Up to C = 1024, one block per row of one float4 per thread; C = 1028
+    // to 4096, 2 or 4 blocks per row of 256 threads (kSplit); beyond, one
+    // block of 512 threads with up to 4 float4 each (84 registers: 1024
+    // threads of that would not fit an SM's register file).
     // A pass with more rows than segments has prompts in it: prefetch each
     // row's predecessor (kernel comment).
     const int C4 = C / 4;
     const bool prefetch = n > nseg;
-    if (C4 <= 1024) {
-      launch_vec<1>(count, grid, (C4 + 31) / 32 * 32, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride,
-                    args, prefetch);
+    if (C4 > 256 && C4 <= 1024) {
+      // 256 threads with 2 or 4 float4 each, as many blocks per row (kSplit).
+      // H100, 2026-11-27: 7.2B (C = 4096) batch 1 +1.9%, batch 8 +1.2%;
+      // 1.5B (C = 2048) batch 1 +0.9%, batch 8 +0.5%, against one block
+      // of C / 4 threads per row (docs/PERF.md).
+      if (C4 <= 512) {
+        launch_vec<2, true>(count, dim3(grid, 2), 256, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride,
+                            args, prefetch);
+      } else {
+        launch_vec<4, true>(count, dim3(grid, 4), 256, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride,
+                            args, prefetch);
+      }
+    } else if (C4 <= 1024) {
+      launch_vec<1, false>(count, dim3(grid), (C4 + 31) / 32 * 32, stream, x, C, ln_w, ln_b, segs, nseg, x_prev,
+                           slot_stride, args, prefetch);
     } else {
-      launch_vec<4>(count, grid, 512, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args, prefetch);
+      launch_vec<4, false>(count, dim3(grid), 512, stream, x, C, ln_w, ln_b, segs, nseg, x_prev, slot_stride, args,
+                           prefetch);
     }
     return cudaGetLastError();
   }
