@@ -58,26 +58,35 @@ __device__ __forceinline__ float2 block_sum2(float2 v, float2* scratch) {
 }
 
 // Programmatic dependent launch (Hopper and later). A kernel launched by
-// `launch` below with it on may be scheduled while the kernel before it in
-// the stream is still running; its blocks then wait in pdl_wait() until that
-// kernel has finished and its writes are visible. pdl_wait() then triggers
-// the next kernel's launch (griddepcontrol.launch_dependents): it takes
-// effect once every block of this kernel has passed that point, so the next
-// kernel's blocks are scheduled (on what this one leaves free) while this one
-// runs, and whatever they do before their own pdl_wait() overlaps it. Only
-// reads of what no kernel of a pass writes (weights) may come before
-// pdl_wait(): the GEMV and skinny GEMM issue their first weight loads there.
-// Every kernel calls pdl_wait() on every path before it reads its inputs or
+// `launch` below with it on may be scheduled before the kernels ahead of it
+// in the stream have finished; its blocks then wait in pdl_wait() until the
+// kernel before it has finished and its writes are visible. pdl_wait()
+// first triggers the next kernel's launch (griddepcontrol.launch_dependents),
+// then waits (griddepcontrol.wait). The trigger takes effect once every
+// block of this kernel has passed it, so the next kernel's blocks are
+// scheduled (on what the running kernels leave free) as soon as this one's
+// blocks are all resident, and whatever they do before their own pdl_wait()
+// overlaps the kernels still running, which may be several: with one-wave
+// kernels (batch 1) the launches run ahead as far as the SMs hold blocks.
+// Why the trigger comes first: at batch 1 a layer is a dozen short kernels,
+// and the next weight product's first loads (issued before its wait) then
+// overlap the previous product's stream instead of the short kernel in
+// between (H100, 2026-11-27: 1.5B batch 1 +4.8%, batch 2 +6.3%; 7.2B batch
+// 1 +3.2%; against triggering after the wait; docs/PERF.md).
+// So only reads of what no kernel of any pass in flight writes (weights,
+// written by uploads that synchronize) may come before pdl_wait(), and no
+// writes but to shared memory: the GEMV and skinny GEMM issue their first
+// weight loads there, others load their per-channel parameters. Every
+// kernel calls pdl_wait() on every path before it reads its inputs or
 // exits, so a kernel's completion implies its predecessors', and results
-// are those of plain stream order. At batch 1 (a dozen short kernels per
-// layer) this overlap is a sizeable part of the step. Off below sm_90.
-// Process-wide: the CUDA backend sets it at Init
-// (CudaBackendOptions::programmatic_launch; kernels/launch.h).
+// are those of plain stream order. Off below sm_90. Process-wide: the CUDA
+// backend sets it at Init (CudaBackendOptions::programmatic_launch;
+// kernels/launch.h).
 
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
 

@@ -156,10 +156,12 @@ __global__ void __launch_bounds__(kSplit ? 256 : (kV == 1 ? 1024 : 512))
   const int own = kSplit ? static_cast<int>(blockIdx.y) : 0;  // the v this block writes (kOwnOne)
   const int own_c4 = threadIdx.x + own * blockDim.x;
   float4 mv[kMixRegs];
+  // The LayerNorm parameters of the columns this block writes (kSplit: its
+  // own slice; the statistics need the row, not the parameters).
 #pragma unroll
   for (int v = 0; v < kV; ++v) {
     const int c4 = threadIdx.x + v * blockDim.x;
-    const bool in = c4 < C4;
+    const bool in = c4 < C4 && (!kSplit || v == own);
     wv[v] = in ? reinterpret_cast<const float4*>(ln_w)[c4] : zero;
     bv[v] = in ? reinterpret_cast<const float4*>(ln_b)[c4] : zero;
   }
