@@ -20,6 +20,13 @@
 //    GEMV); its split-K workspace grows like the other scratch buffers (so a
 //    pass shape's first, uncaptured run sizes it before a graph records it),
 //    and its row-tile counters are allocated and zeroed once at Init.
+//  - The FFN down-projection of a 16-bit hidden with at least
+//    kSplitFreeFfnMinOutputs outputs and up to split_free_ffn_rows rows runs
+//    on cuBLASLt's first algorithm without a split-K reduction (one
+//    heuristic query per shape, cached; no timing), where cublasGemmEx's
+//    default splits K and adds a reduction kernel (7.2B B=64: +3%,
+//    docs/PERF.md). Narrower products keep cublasGemmEx: at 2,048 outputs
+//    the split-free choice made a 1.5B B=64 step 2.4x slower.
 //  - GroupedMatMul's cuBLAS jobs: one conversion launch per 8 jobs (inputs a
 //    producer already wrote in the weight type, MatMulInputType, are not
 //    converted)
@@ -65,6 +72,7 @@
 #include "engine/model/cuda_env.h"
 #include "engine/model/transpose.h"
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -73,6 +81,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -258,6 +268,8 @@ absl::Status CudaBackend::Init() {
   skinny_lora_rows_ = invariant ? 0 : std::clamp(options_.skinny_lora_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   skinny_wide_rows_ = invariant ? 0 : std::clamp(options_.skinny_wide_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   sparse_ffn_rows_ = invariant ? 0 : std::clamp(options_.sparse_ffn_rows, 0, CudaBackendOptions::kMaxSparseFfnRows);
+  split_free_ffn_rows_ =
+      invariant ? 0 : std::clamp(options_.split_free_ffn_rows, 0, CudaBackendOptions::kMaxSplitFreeFfnRows);
   pad_lora_ = !invariant && options_.pad_lora;
   {
     void* p = nullptr;
@@ -342,6 +354,7 @@ CudaBackend::~CudaBackend() {
   if (staging_device_ != nullptr) (void)cudaFree(staging_device_);
   if (staging_host_ != nullptr) (void)cudaFreeHost(staging_host_);
   if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
+  lt_.reset();
   if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
 }
 
@@ -354,12 +367,14 @@ std::string CudaBackend::description() const {
                          pad_lora_ ? ", padded LoRA products" : "",
                          small_rows_ > 0 || skinny_rows_ > 0
                              ? absl::StrFormat("small-batch kernels up to %d rows, skinny GEMM up to %d rows "
-                                               "(%d for %d+ inputs, LoRA products up to %d), sparse FFN up to %d rows",
+                                               "(%d for %d+ inputs, LoRA products up to %d), sparse FFN up to %d rows, "
+                                               "split-free FFN down-projection up to %d rows (%d+ outputs)",
                                                small_rows_, std::max(skinny_rows_, small_rows_),
                                                std::max(std::min(skinny_rows_, skinny_wide_rows_), small_rows_),
                                                CudaBackendOptions::kSkinnyWideCols,
                                                std::max({skinny_lora_rows_, skinny_rows_, small_rows_}),
-                                               sparse_ffn_rows_)
+                                               sparse_ffn_rows_, split_free_ffn_rows_,
+                                               CudaBackendOptions::kSplitFreeFfnMinOutputs)
                              : std::string("batch-invariant (cuBLAS for every batch)"));
 }
 
@@ -1086,6 +1101,10 @@ void CudaBackend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, b
                            "ReluSquareMatMul relu² (16-bit)"))) {
       return;
     }
+    if (w.input_major && n <= split_free_ffn_rows_ && C >= CudaBackendOptions::kSplitFreeFfnMinOutputs &&
+        SplitFreeMatMul(w, h, n, y, accumulate)) {
+      return;
+    }
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     const cudaDataType type = ToCudaType(w.dtype);
     const bool t = !w.input_major;  // column-major view as in BlasMatMul
@@ -1113,6 +1132,83 @@ void CudaBackend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, b
   }
   Record(CudaStatus(kernels::launch_relu_square(h, static_cast<int64_t>(n) * F, stream_), "ReluSquareMatMul relu²"));
   MatMul(h, n, w, y, accumulate);
+}
+
+// One cuBLASLt handle and, per product shape, its descriptors and the
+// algorithm: cuBLASLt's first heuristic answer among the algorithms that
+// need no split-K reduction (CUBLASLT_REDUCTION_SCHEME_NONE), asked once
+// per shape. The answer depends on the shape, the card and the library, not
+// on timings, so a shape's results are the same from run to run.
+struct CudaBackend::LtPlans {
+  struct Plan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    bool ok = false;
+  };
+  cublasLtHandle_t handle = nullptr;
+  std::map<std::tuple<int, int, int, int, bool>, Plan> plans;  // (rows, cols, n, dtype, workspace)
+
+  ~LtPlans() {
+    for (auto& [key, p] : plans) {
+      if (p.c != nullptr) (void)cublasLtMatrixLayoutDestroy(p.c);
+      if (p.b != nullptr) (void)cublasLtMatrixLayoutDestroy(p.b);
+      if (p.a != nullptr) (void)cublasLtMatrixLayoutDestroy(p.a);
+      if (p.desc != nullptr) (void)cublasLtMatmulDescDestroy(p.desc);
+    }
+    if (handle != nullptr) (void)cublasLtDestroy(handle);
+  }
+};
+
+bool CudaBackend::SplitFreeMatMul(const Matrix& w, const void* h, int n, float* y, bool accumulate) {
+  if (lt_ == nullptr) {
+    auto lt = std::make_unique<LtPlans>();
+    if (cublasLtCreate(&lt->handle) != CUBLAS_STATUS_SUCCESS) lt->handle = nullptr;
+    lt_ = std::move(lt);
+  }
+  if (lt_->handle == nullptr) return false;
+  // The graphs' explicit workspace where there is one (cublasGemmEx's own
+  // otherwise, which cuBLASLt does not share): none without graphs.
+  const size_t ws = blas_workspace_ != nullptr ? kBlasWorkspaceBytes : 0;
+  const auto key = std::make_tuple(w.rows, w.cols, n, static_cast<int>(w.dtype), ws > 0);
+  auto it = lt_->plans.find(key);
+  if (it == lt_->plans.end()) {
+    LtPlans::Plan p;
+    // Column-major view as in BlasMatMul: y^T (rows x n) = W (rows x cols,
+    // input-major: leading dimension rows) times h^T (cols x n).
+    const cudaDataType t = ToCudaType(w.dtype);
+    cublasLtMatmulPreference_t pref = nullptr;
+    bool ok = cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatrixLayoutCreate(&p.a, t, w.rows, w.cols, w.rows) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatrixLayoutCreate(&p.b, t, w.cols, n, w.cols) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, w.rows, n, w.rows) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS;
+    const uint64_t ws64 = ws;
+    const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE;
+    ok = ok &&
+         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws64, sizeof(ws64)) ==
+             CUBLAS_STATUS_SUCCESS &&
+         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
+                                              sizeof(schemes)) == CUBLAS_STATUS_SUCCESS;
+    cublasLtMatmulHeuristicResult_t r{};
+    int found = 0;
+    ok = ok &&
+         cublasLtMatmulAlgoGetHeuristic(lt_->handle, p.desc, p.a, p.b, p.c, p.c, pref, 1, &r, &found) ==
+             CUBLAS_STATUS_SUCCESS &&
+         found > 0 && r.state == CUBLAS_STATUS_SUCCESS;
+    if (pref != nullptr) (void)cublasLtMatmulPreferenceDestroy(pref);
+    if (ok) p.algo = r.algo;
+    p.ok = ok;
+    it = lt_->plans.emplace(key, p).first;  // a failed shape is remembered too: cublasGemmEx takes it
+  }
+  const LtPlans::Plan& p = it->second;
+  if (!p.ok) return false;
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  Record(BlasStatus(cublasLtMatmul(lt_->handle, p.desc, &alpha, w.data, p.a, h, p.b, &beta, y, p.c, y, p.c, &p.algo,
+                                   blas_workspace_, ws, stream_),
+                    "ReluSquareMatMul (split-free)"));
+  ++blas_lt_calls_;
+  return true;
 }
 
 void CudaBackend::LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b,

@@ -210,6 +210,20 @@ struct CudaBackendOptions {
   int sparse_ffn_rows = kDefaultSparseFfnRows;
   static constexpr int kDefaultSparseFfnRows = 4;
   static constexpr int kMaxSparseFfnRows = 64;  // kernels::kFfnSparseMaxRows
+  // The FFN down-projection with a 16-bit hidden (FfnHiddenType) of up to
+  // this many rows and at least kSplitFreeFfnMinOutputs outputs runs on
+  // cuBLASLt's first algorithm without a split-K reduction instead of
+  // cublasGemmEx's default, which splits K and adds a reduction kernel.
+  // Measured on an H100 (docs/PERF.md, session 16), tokens/s with and
+  // without: 7.2B (4,096 outputs) B=33 4,564 / 4,472, B=64 8,088-8,135 /
+  // 7,860-7,887, B=128 13,655 / 13,379; 1.5B (2,048 outputs) B=64 9,597 /
+  // 23,326 (that split-free algorithm is far slower), B=256 58,545 / 60,034.
+  // So only the wide product, up to 128 rows. RWKV_CUDA_SPLIT_FREE_FFN_ROWS
+  // overrides it (0 = never); batch-invariant mode ignores it.
+  int split_free_ffn_rows = kDefaultSplitFreeFfnRows;
+  static constexpr int kDefaultSplitFreeFfnRows = 128;
+  static constexpr int kMaxSplitFreeFfnRows = 4096;
+  static constexpr int kSplitFreeFfnMinOutputs = 4096;
   // RWKV-7 LoRA products padded to one width above the rows where the
   // small-batch kernels take them (Backend::PadsLora): two batched cuBLAS
   // calls a layer instead of five to seven. Costs the padded "out" copies
@@ -276,6 +290,9 @@ class CudaBackend final : public Backend {
   // cublasGemmBatchedEx calls GroupedMatMul has made (several products of one
   // shape in one call), captured ones counted once.
   int64_t blas_batched_calls() const { return blas_batched_calls_; }
+  // cublasLtMatmul calls of the split-free FFN down-projection
+  // (CudaBackendOptions::split_free_ffn_rows), captured ones counted once.
+  int64_t blas_lt_calls() const { return blas_lt_calls_; }
 
   void Embedding(const Matrix& emb, const int32_t* tokens, int n, float* x) override;
   void LayerNorm(const float* x, int n, int C, const float* w, const float* b, float* y) override;
@@ -436,6 +453,16 @@ class CudaBackend final : public Backend {
   // before the next group's conversion.
   void** blas_pointers_ = nullptr;
   int64_t blas_batched_calls_ = 0;
+  int64_t blas_lt_calls_ = 0;
+  // The split-free FFN down-projection: a cuBLASLt handle and, per product
+  // shape, its descriptors and the algorithm chosen (cuda_backend.cc).
+  struct LtPlans;
+  std::unique_ptr<LtPlans> lt_;
+  int split_free_ffn_rows_ = 0;  // effective split_free_ffn_rows (0 in batch-invariant mode)
+  // y (= or +=) h @ W^T on cuBLASLt for an input-major 16-bit W and a hidden
+  // h of W's type; false (nothing queued) where cuBLASLt offers no such
+  // algorithm.
+  bool SplitFreeMatMul(const Matrix& w, const void* h, int n, float* y, bool accumulate);
   std::vector<const MatMulJob*> blas_jobs_;  // GroupedMatMul's cuBLAS jobs (reused)
   int sm_count_ = 0;
 

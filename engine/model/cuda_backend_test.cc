@@ -1121,7 +1121,8 @@ TEST_F(CudaOpsTest, FfnHiddenIn16BitsAgainstCpu) {
   struct Shape {
     int C, F;
   };
-  for (Shape s : {Shape{136, 520}, Shape{256, 1032}}) {
+  // C = 4,096: the down-projection's split-free path (cuBLASLt) up to its rows.
+  for (Shape s : {Shape{136, 520}, Shape{256, 1032}, Shape{CudaBackendOptions::kSplitFreeFfnMinOutputs, 1032}}) {
     const auto wk = Rand(static_cast<size_t>(s.F) * s.C, 3 * s.F + s.C, -1, 1);  // key [F, C]
     const auto wv = Rand(static_cast<size_t>(s.C) * s.F, s.F + 5 * s.C);        // value [C, F]
     const auto wkr = Rounded(wk, t), wvr = Rounded(wv, t);
@@ -1160,7 +1161,11 @@ TEST_F(CudaOpsTest, FfnHiddenIn16BitsAgainstCpu) {
           ConvertFromF32(h.data(), t, h16.data(), nF);
           ASSERT_TRUE(b->Upload(h16.data(), dh, h16.size()).ok());
         }
+        const int64_t lt_before = b->blas_lt_calls();
         b->ReluSquareMatMul(dh, n, *gv, dy, acc, t);
+        const bool split_free =
+            s.C >= CudaBackendOptions::kSplitFreeFfnMinOutputs && n <= CudaBackendOptions::kDefaultSplitFreeFfnRows;
+        EXPECT_EQ(b->blas_lt_calls() - lt_before, split_free ? 1 : 0) << tag;
         std::vector<float> want = acc ? y0 : std::vector<float>(y0.size());
         cpu_.MatMul(relu2.data(), n, *cv, want.data(), acc);
         const std::vector<double> mag = DotMagnitude(relu2, wvr, n, s.C, s.F, acc ? &y0 : nullptr);

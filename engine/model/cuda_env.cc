@@ -53,7 +53,9 @@ absl::Status ApplyCudaEnvironment(CudaBackendOptions* options) {
                          Int("RWKV_CUDA_SKINNY_WIDE_ROWS", CudaBackendOptions::kMaxSkinnyRows,
                              &o.skinny_wide_rows),
                          Int("RWKV_CUDA_SPARSE_FFN_ROWS", CudaBackendOptions::kMaxSparseFfnRows,
-                             &o.sparse_ffn_rows)}) {
+                             &o.sparse_ffn_rows),
+                         Int("RWKV_CUDA_SPLIT_FREE_FFN_ROWS", CudaBackendOptions::kMaxSplitFreeFfnRows,
+                             &o.split_free_ffn_rows)}) {
     if (!s.ok()) return s;
   }
   *options = o;
