@@ -326,6 +326,32 @@ absl::Status CudaBackend::Init() {
   return absl::OkStatus();
 }
 
+// One cuBLASLt handle and, per product shape, its descriptors and the
+// algorithm: cuBLASLt's first heuristic answer among the algorithms that
+// need no split-K reduction (CUBLASLT_REDUCTION_SCHEME_NONE), asked once
+// per shape. The answer depends on the shape, the card and the library, not
+// on timings, so a shape's results are the same from run to run.
+struct CudaBackend::LtPlans {
+  struct Plan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    bool ok = false;
+  };
+  cublasLtHandle_t handle = nullptr;
+  std::map<std::tuple<int, int, int, int, bool>, Plan> plans;  // (rows, cols, n, dtype, workspace)
+
+  ~LtPlans() {
+    for (auto& [key, p] : plans) {
+      if (p.c != nullptr) (void)cublasLtMatrixLayoutDestroy(p.c);
+      if (p.b != nullptr) (void)cublasLtMatrixLayoutDestroy(p.b);
+      if (p.a != nullptr) (void)cublasLtMatrixLayoutDestroy(p.a);
+      if (p.desc != nullptr) (void)cublasLtMatmulDescDestroy(p.desc);
+    }
+    if (handle != nullptr) (void)cublasLtDestroy(handle);
+  }
+};
+
 CudaBackend::~CudaBackend() {
   (void)cudaSetDevice(options_.device);
   if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
@@ -1133,32 +1159,6 @@ void CudaBackend::ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, b
   Record(CudaStatus(kernels::launch_relu_square(h, static_cast<int64_t>(n) * F, stream_), "ReluSquareMatMul relu²"));
   MatMul(h, n, w, y, accumulate);
 }
-
-// One cuBLASLt handle and, per product shape, its descriptors and the
-// algorithm: cuBLASLt's first heuristic answer among the algorithms that
-// need no split-K reduction (CUBLASLT_REDUCTION_SCHEME_NONE), asked once
-// per shape. The answer depends on the shape, the card and the library, not
-// on timings, so a shape's results are the same from run to run.
-struct CudaBackend::LtPlans {
-  struct Plan {
-    cublasLtMatmulDesc_t desc = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-    cublasLtMatmulAlgo_t algo{};
-    bool ok = false;
-  };
-  cublasLtHandle_t handle = nullptr;
-  std::map<std::tuple<int, int, int, int, bool>, Plan> plans;  // (rows, cols, n, dtype, workspace)
-
-  ~LtPlans() {
-    for (auto& [key, p] : plans) {
-      if (p.c != nullptr) (void)cublasLtMatrixLayoutDestroy(p.c);
-      if (p.b != nullptr) (void)cublasLtMatrixLayoutDestroy(p.b);
-      if (p.a != nullptr) (void)cublasLtMatrixLayoutDestroy(p.a);
-      if (p.desc != nullptr) (void)cublasLtMatmulDescDestroy(p.desc);
-    }
-    if (handle != nullptr) (void)cublasLtDestroy(handle);
-  }
-};
 
 bool CudaBackend::SplitFreeMatMul(const Matrix& w, const void* h, int n, float* y, bool accumulate) {
   if (lt_ == nullptr) {
