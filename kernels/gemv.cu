@@ -122,8 +122,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
 
   // A slice's first weights do not depend on x: their loads are issued
   // before the staging barrier, so the two latencies overlap; the first
-  // slice's before pdl_wait(), while the kernels before still run (no kernel
-  // writes weights).
+  // slice's before pdl_wait(), while the kernels before still run (weights
+  // are written only by uploads, which synchronize).
   uint4 cur[kU][kR];
   load_chunks<T>(wrow, live, 0, sub, G, min(KT, cols) / 8, cur);
   pdl_wait();  // programmatic launch: the previous kernel's writes first (kernel_util.cuh)

@@ -1167,6 +1167,10 @@ bool CudaBackend::SplitFreeMatMul(const Matrix& w, const void* h, int n, float* 
     lt_ = std::move(lt);
   }
   if (lt_->handle == nullptr) return false;
+  // cuBLASLt's heuristic assumes 256-byte aligned operands (the
+  // CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_* defaults): Alloc's buffers are.
+  auto aligned256 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 256 == 0; };
+  if (!aligned256(w.data) || !aligned256(h) || !aligned256(y)) return false;
   // The graphs' explicit workspace where there is one (cublasGemmEx's own
   // otherwise, which cuBLASLt does not share): none without graphs.
   const size_t ws = blas_workspace_ != nullptr ? kBlasWorkspaceBytes : 0;
@@ -1201,13 +1205,16 @@ bool CudaBackend::SplitFreeMatMul(const Matrix& w, const void* h, int n, float* 
     p.ok = ok;
     it = lt_->plans.emplace(key, p).first;  // a failed shape is remembered too: cublasGemmEx takes it
   }
-  const LtPlans::Plan& p = it->second;
+  LtPlans::Plan& p = it->second;
   if (!p.ok) return false;
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  Record(BlasStatus(cublasLtMatmul(lt_->handle, p.desc, &alpha, w.data, p.a, h, p.b, &beta, y, p.c, y, p.c, &p.algo,
-                                   blas_workspace_, ws, stream_),
-                    "ReluSquareMatMul (split-free)"));
-  ++blas_lt_calls_;
+  const cublasStatus_t st = cublasLtMatmul(lt_->handle, p.desc, &alpha, w.data, p.a, h, p.b, &beta, y, p.c, y, p.c,
+                                           &p.algo, blas_workspace_, ws, stream_);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE) {
+    p.ok = false;  // refused before any work was queued: cublasGemmEx takes this shape from now on
+    return false;
+  }
+  if (Record(BlasStatus(st, "ReluSquareMatMul (split-free)"))) ++blas_lt_calls_;
   return true;
 }
 

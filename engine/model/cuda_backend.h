@@ -460,8 +460,9 @@ class CudaBackend final : public Backend {
   std::unique_ptr<LtPlans> lt_;
   int split_free_ffn_rows_ = 0;  // effective split_free_ffn_rows (0 in batch-invariant mode)
   // y (= or +=) h @ W^T on cuBLASLt for an input-major 16-bit W and a hidden
-  // h of W's type; false (nothing queued) where cuBLASLt offers no such
-  // algorithm.
+  // h of W's type; false (nothing queued: the caller runs cublasGemmEx) where
+  // an operand is not 256-byte aligned or cuBLASLt offers or accepts no such
+  // algorithm for the shape.
   bool SplitFreeMatMul(const Matrix& w, const void* h, int n, float* y, bool accumulate);
   std::vector<const MatMulJob*> blas_jobs_;  // GroupedMatMul's cuBLAS jobs (reused)
   int sm_count_ = 0;
