@@ -1115,62 +1115,74 @@ TEST_F(CudaOpsTest, FfnHiddenIn16BitsAgainstCpu) {
   // The skinny GEMM's LoRA products take fp32 inputs too, so a pass's inputs
   // are 16-bit only above both limits.
   EXPECT_EQ(b->FfnHiddenType(CudaBackendOptions::kDefaultSkinnyLoraRows), DType::kF32);
-  const int first16 = std::max(CudaBackendOptions::kDefaultSkinnyRows, CudaBackendOptions::kDefaultSkinnyLoraRows) + 1;
+  const int first16 =
+      std::max(CudaBackendOptions::kDefaultSkinnyRows, CudaBackendOptions::kDefaultSkinnyLoraRows) + 1;
   const DType t = DType::kF16;
   const double u = 1.0 / 2048;
   struct Shape {
     int C, F;
   };
-  // C = 4,096: the down-projection's split-free path (cuBLASLt) up to its rows.
-  for (Shape s : {Shape{136, 520}, Shape{256, 1032}, Shape{CudaBackendOptions::kSplitFreeFfnMinOutputs, 1032}}) {
-    const auto wk = Rand(static_cast<size_t>(s.F) * s.C, 3 * s.F + s.C, -1, 1);  // key [F, C]
-    const auto wv = Rand(static_cast<size_t>(s.C) * s.F, s.F + 5 * s.C);        // value [C, F]
-    const auto wkr = Rounded(wk, t), wvr = Rounded(wv, t);
-    auto gk = b->UploadMatrix(wk.data(), s.F, s.C);
-    auto gv = b->UploadSparseInputMatrix(wv.data(), s.C, s.F);
-    auto ck = cpu_.UploadMatrix(wkr.data(), s.F, s.C);
-    auto cv = cpu_.UploadMatrix(wvr.data(), s.C, s.F);
-    ASSERT_TRUE(gk.ok() && gv.ok() && ck.ok() && cv.ok());
-    for (int n : {first16, 64, 300}) {
-      ASSERT_EQ(b->FfnHiddenType(n), t) << n;
-      ASSERT_EQ(b->MatMulInputType(n), t) << n;
-      const std::string tag = " C=" + std::to_string(s.C) + " F=" + std::to_string(s.F) + " n=" + std::to_string(n);
-      const auto xr = Rounded(Rand(static_cast<size_t>(n) * s.C, 40 + n, -2, 2), t);
-      std::vector<float> x16((xr.size() + 1) / 2);
-      ConvertFromF32(xr.data(), t, x16.data(), xr.size());
-      const size_t nF = static_cast<size_t>(n) * s.F;
-      float* dh = Dev(Poisoned16(nF), b.get());
-      MatMulJob key = {Dev(x16, b.get()), &*gk, dh, false, InputAct::kNone, t};
-      key.y_type = t;
-      b->GroupedMatMul(n, &key, 1);
-      std::vector<float> h(nF), want_h(nF);
-      ConvertToF32(t, Host(dh, (nF + 1) / 2, b.get()).data(), h.data(), nF);
-      cpu_.MatMul(xr.data(), n, *ck, want_h.data(), false);
-      const std::vector<double> hmag = DotMagnitude(xr, wkr, n, s.F, s.C, nullptr);
-      ExpectClose(h, want_h, u + 1e-4, 0, "FFN hidden fp16" + tag, &hmag);
-      // relu² as the kernel computes it: widen, square in fp32, round.
-      std::vector<float> relu2(nF);
-      for (size_t e = 0; e < nF; ++e) relu2[e] = h[e] > 0.0f ? h[e] * h[e] : 0.0f;
-      relu2 = Rounded(relu2, t);
-      for (bool acc : {false, true}) {
-        const auto y0 = Rand(static_cast<size_t>(n) * s.C, n + 60);
-        float* dy = Dev(acc ? y0 : std::vector<float>(y0.size(), kNaN), b.get());
-        if (acc) {
-          // dh holds relu² after the first call: rebuild the hidden.
-          std::vector<float> h16((nF + 1) / 2);
-          ConvertFromF32(h.data(), t, h16.data(), nF);
-          ASSERT_TRUE(b->Upload(h16.data(), dh, h16.size()).ok());
+  // C = 4,096: the down-projection's split-free path (cuBLASLt) up to its
+  // rows, also without graphs (no explicit cuBLAS workspace: another
+  // heuristic answer).
+  auto eager =
+      CudaBackend::Create({.device = 0, .weight_dtype = t, .embedding_dtype = t, .cuda_graphs = false});
+  ASSERT_TRUE(eager.ok()) << eager.status();
+  for (CudaBackend* bk : {b.get(), eager->get()}) {
+    for (Shape s :
+         {Shape{136, 520}, Shape{256, 1032}, Shape{CudaBackendOptions::kSplitFreeFfnMinOutputs, 1032}}) {
+      if (bk != b.get() && s.C < CudaBackendOptions::kSplitFreeFfnMinOutputs) continue;
+      const auto wk = Rand(static_cast<size_t>(s.F) * s.C, 3 * s.F + s.C, -1, 1);  // key [F, C]
+      const auto wv = Rand(static_cast<size_t>(s.C) * s.F, s.F + 5 * s.C);         // value [C, F]
+      const auto wkr = Rounded(wk, t), wvr = Rounded(wv, t);
+      auto gk = bk->UploadMatrix(wk.data(), s.F, s.C);
+      auto gv = bk->UploadSparseInputMatrix(wv.data(), s.C, s.F);
+      auto ck = cpu_.UploadMatrix(wkr.data(), s.F, s.C);
+      auto cv = cpu_.UploadMatrix(wvr.data(), s.C, s.F);
+      ASSERT_TRUE(gk.ok() && gv.ok() && ck.ok() && cv.ok());
+      for (int n : {first16, 64, CudaBackendOptions::kDefaultSplitFreeFfnRows,
+                    CudaBackendOptions::kDefaultSplitFreeFfnRows + 1, 300}) {
+        ASSERT_EQ(bk->FfnHiddenType(n), t) << n;
+        ASSERT_EQ(bk->MatMulInputType(n), t) << n;
+        const std::string tag = std::string(bk == b.get() ? "" : " no graphs") + " C=" + std::to_string(s.C) +
+                                " F=" + std::to_string(s.F) + " n=" + std::to_string(n);
+        const auto xr = Rounded(Rand(static_cast<size_t>(n) * s.C, 40 + n, -2, 2), t);
+        std::vector<float> x16((xr.size() + 1) / 2);
+        ConvertFromF32(xr.data(), t, x16.data(), xr.size());
+        const size_t nF = static_cast<size_t>(n) * s.F;
+        float* dh = Dev(Poisoned16(nF), bk);
+        MatMulJob key = {Dev(x16, bk), &*gk, dh, false, InputAct::kNone, t};
+        key.y_type = t;
+        bk->GroupedMatMul(n, &key, 1);
+        std::vector<float> h(nF), want_h(nF);
+        ConvertToF32(t, Host(dh, (nF + 1) / 2, bk).data(), h.data(), nF);
+        cpu_.MatMul(xr.data(), n, *ck, want_h.data(), false);
+        const std::vector<double> hmag = DotMagnitude(xr, wkr, n, s.F, s.C, nullptr);
+        ExpectClose(h, want_h, u + 1e-4, 0, "FFN hidden fp16" + tag, &hmag);
+        // relu² as the kernel computes it: widen, square in fp32, round.
+        std::vector<float> relu2(nF);
+        for (size_t e = 0; e < nF; ++e) relu2[e] = h[e] > 0.0f ? h[e] * h[e] : 0.0f;
+        relu2 = Rounded(relu2, t);
+        for (bool acc : {false, true}) {
+          const auto y0 = Rand(static_cast<size_t>(n) * s.C, n + 60);
+          float* dy = Dev(acc ? y0 : std::vector<float>(y0.size(), kNaN), bk);
+          if (acc) {
+            // dh holds relu² after the first call: rebuild the hidden.
+            std::vector<float> h16((nF + 1) / 2);
+            ConvertFromF32(h.data(), t, h16.data(), nF);
+            ASSERT_TRUE(bk->Upload(h16.data(), dh, h16.size()).ok());
+          }
+          const int64_t lt_before = bk->blas_lt_calls();
+          bk->ReluSquareMatMul(dh, n, *gv, dy, acc, t);
+          const bool split_free = s.C >= CudaBackendOptions::kSplitFreeFfnMinOutputs &&
+                                  n <= CudaBackendOptions::kDefaultSplitFreeFfnRows;
+          EXPECT_EQ(bk->blas_lt_calls() - lt_before, split_free ? 1 : 0) << tag;
+          std::vector<float> want = acc ? y0 : std::vector<float>(y0.size());
+          cpu_.MatMul(relu2.data(), n, *cv, want.data(), acc);
+          const std::vector<double> mag = DotMagnitude(relu2, wvr, n, s.C, s.F, acc ? &y0 : nullptr);
+          ExpectClose(Host(dy, y0.size(), bk), want, 1e-4, 0,
+                      "FFN down-projection of an fp16 hidden" + tag + (acc ? " acc" : ""), &mag);
         }
-        const int64_t lt_before = b->blas_lt_calls();
-        b->ReluSquareMatMul(dh, n, *gv, dy, acc, t);
-        const bool split_free =
-            s.C >= CudaBackendOptions::kSplitFreeFfnMinOutputs && n <= CudaBackendOptions::kDefaultSplitFreeFfnRows;
-        EXPECT_EQ(b->blas_lt_calls() - lt_before, split_free ? 1 : 0) << tag;
-        std::vector<float> want = acc ? y0 : std::vector<float>(y0.size());
-        cpu_.MatMul(relu2.data(), n, *cv, want.data(), acc);
-        const std::vector<double> mag = DotMagnitude(relu2, wvr, n, s.C, s.F, acc ? &y0 : nullptr);
-        ExpectClose(Host(dy, y0.size(), b.get()), want, 1e-4, 0,
-                    "FFN down-projection of an fp16 hidden" + tag + (acc ? " acc" : ""), &mag);
       }
     }
   }
@@ -1185,8 +1197,11 @@ TEST_F(CudaOpsTest, FfnHiddenIn16BitsAgainstCpu) {
     if (c < 2) {
       auto m = bad->UploadMatrix(Rand(static_cast<size_t>(Fx) * Cx, 70).data(), Fx, Cx);
       ASSERT_TRUE(m.ok());
-      MatMulJob job = {Dev(std::vector<float>(static_cast<size_t>(n) * Cx), bad.get()), &*m,
-                       Dev(std::vector<float>(static_cast<size_t>(n) * Fx), bad.get()), c == 1, InputAct::kNone,
+      MatMulJob job = {Dev(std::vector<float>(static_cast<size_t>(n) * Cx), bad.get()),
+                       &*m,
+                       Dev(std::vector<float>(static_cast<size_t>(n) * Fx), bad.get()),
+                       c == 1,
+                       InputAct::kNone,
                        c == 0 ? DType::kF32 : DType::kF16};
       job.y_type = DType::kF16;
       bad->GroupedMatMul(n, &job, 1);
@@ -1194,7 +1209,8 @@ TEST_F(CudaOpsTest, FfnHiddenIn16BitsAgainstCpu) {
       auto m = bad->UploadSparseInputMatrix(Rand(static_cast<size_t>(Cx) * Fx, 71).data(), Cx, Fx);
       ASSERT_TRUE(m.ok());
       bad->ReluSquareMatMul(Dev(std::vector<float>(static_cast<size_t>(n) * Fx / 2), bad.get()), n, *m,
-                            Dev(std::vector<float>(static_cast<size_t>(n) * Cx), bad.get()), false, DType::kBF16);
+                            Dev(std::vector<float>(static_cast<size_t>(n) * Cx), bad.get()), false,
+                            DType::kBF16);
     }
     EXPECT_EQ(bad->Sync().code(), absl::StatusCode::kInvalidArgument) << what << ": " << bad->Sync();
   }
