@@ -17,8 +17,10 @@ namespace rwkv {
 //   RWKV_CUDA_GRAPHS, RWKV_CUDA_PASS_PADDING, RWKV_CUDA_BATCH_INVARIANT,
 //   RWKV_CUDA_PDL, RWKV_CUDA_FUSE_PREP, RWKV_CUDA_PAD_LORA: 0 or 1;
 //   RWKV_CUDA_SMALL_BATCH_ROWS: 0..kMaxSmallBatchRows;
-//   RWKV_CUDA_SKINNY_ROWS, RWKV_CUDA_SKINNY_LORA_ROWS: 0..kMaxSkinnyRows;
-//   RWKV_CUDA_SPARSE_FFN_ROWS: 0..kMaxSparseFfnRows.
+//   RWKV_CUDA_SKINNY_ROWS, RWKV_CUDA_SKINNY_LORA_ROWS, RWKV_CUDA_SKINNY_WIDE_ROWS:
+//   0..kMaxSkinnyRows;
+//   RWKV_CUDA_SPARSE_FFN_ROWS: 0..kMaxSparseFfnRows;
+//   RWKV_CUDA_SPLIT_FREE_FFN_ROWS: 0..kMaxSplitFreeFfnRows.
 // Anything else: INVALID_ARGUMENT naming the variable, its value and what it
 // takes, with `options` unchanged.
 absl::Status ApplyCudaEnvironment(CudaBackendOptions* options);
