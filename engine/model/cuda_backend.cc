@@ -339,7 +339,7 @@ struct CudaBackend::LtPlans {
     bool ok = false;
   };
   cublasLtHandle_t handle = nullptr;
-  std::map<std::tuple<int, int, int, int, bool>, Plan> plans;  // (rows, cols, n, dtype, workspace)
+  std::map<std::tuple<int, int, int, int>, Plan> plans;  // (rows, cols, n, dtype)
 
   ~LtPlans() {
     for (auto& [key, p] : plans) {
@@ -1172,9 +1172,10 @@ bool CudaBackend::SplitFreeMatMul(const Matrix& w, const void* h, int n, float* 
   auto aligned256 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 256 == 0; };
   if (!aligned256(w.data) || !aligned256(h) || !aligned256(y)) return false;
   // The graphs' explicit workspace where there is one (cublasGemmEx's own
-  // otherwise, which cuBLASLt does not share): none without graphs.
+  // otherwise, which cuBLASLt does not share): none without graphs. Fixed at
+  // Init, so it is not part of a plan's key.
   const size_t ws = blas_workspace_ != nullptr ? kBlasWorkspaceBytes : 0;
-  const auto key = std::make_tuple(w.rows, w.cols, n, static_cast<int>(w.dtype), ws > 0);
+  const auto key = std::make_tuple(w.rows, w.cols, n, static_cast<int>(w.dtype));
   auto it = lt_->plans.find(key);
   if (it == lt_->plans.end()) {
     LtPlans::Plan p;
