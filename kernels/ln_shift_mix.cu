@@ -260,7 +260,12 @@ __global__ void __launch_bounds__(kSplit ? 256 : (kV == 1 ? 1024 : 512))
     const float4 d = make_float4(prev.x - xx.x, prev.y - xx.y, prev.z - xx.z, prev.w - xx.w);
 #pragma unroll
     for (int j = 0; j < kCount; ++j) {
-      const float4 m = kOwnOne ? mv[kOwnOne ? j : 0] : reinterpret_cast<const float4*>(args.mixes[j])[c4];
+      float4 m;
+      if constexpr (kOwnOne) {
+        m = mv[j];
+      } else {
+        m = reinterpret_cast<const float4*>(args.mixes[j])[c4];
+      }
       store_out4(args, j, static_cast<int64_t>(r) * C + 4 * c4,
                  make_float4(xx.x + d.x * m.x, xx.y + d.y * m.y, xx.z + d.z * m.z, xx.w + d.w * m.w));
     }
