@@ -95,6 +95,7 @@
 #include "kernels/gemv.h"
 #include "kernels/launch.h"
 #include "kernels/layernorm.h"
+#include "kernels/lora_gemm.h"
 #include "kernels/ln_shift_mix.h"
 #include "kernels/mix.h"
 #include "kernels/sample.h"
@@ -267,6 +268,10 @@ absl::Status CudaBackend::Init() {
   skinny_rows_ = invariant ? 0 : std::clamp(options_.skinny_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   skinny_lora_rows_ = invariant ? 0 : std::clamp(options_.skinny_lora_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
   skinny_wide_rows_ = invariant ? 0 : std::clamp(options_.skinny_wide_rows, 0, CudaBackendOptions::kMaxSkinnyRows);
+  // kernels/lora_gemm.cu's long-K side uses thread-block clusters (sm_90).
+  lora_rows_ = invariant || prop.major < 9
+                   ? 0
+                   : std::clamp(options_.lora_gemm_rows, 0, CudaBackendOptions::kMaxLoraGemmRows);
   sparse_ffn_rows_ = invariant ? 0 : std::clamp(options_.sparse_ffn_rows, 0, CudaBackendOptions::kMaxSparseFfnRows);
   split_free_ffn_rows_ =
       invariant ? 0 : std::clamp(options_.split_free_ffn_rows, 0, CudaBackendOptions::kMaxSplitFreeFfnRows);
@@ -847,6 +852,13 @@ void CudaBackend::SkinnyMatMul(DType dtype, int n, const kernels::GemvJob* jobs,
                     what));
 }
 
+void CudaBackend::LoraGemm(DType dtype, int n, const kernels::GemvJob* jobs, int count) {
+  if (Record(CudaStatus(kernels::launch_lora_gemm(ToElem(dtype), n, jobs, count, sm_count_, stream_),
+                        "GroupedMatMul (LoRA)"))) {
+    ++lora_gemm_calls_;
+  }
+}
+
 void CudaBackend::BlasMatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate,
                              bool relu_square_input) {
   const kernels::ConvertOp input_op = relu_square_input ? kernels::ConvertOp::kReluSquare : kernels::ConvertOp::kNone;
@@ -1073,9 +1085,54 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
     return;
   }
 
+  // Calls of LoRA-sized products above the skinny rows: kernels/lora_gemm.cu
+  // on the (converted) 16-bit inputs, one launch for the short-K ones (the
+  // "out" side) and one for the long-K ones (the "in" side), instead of a
+  // batched cuBLAS call each.
+  bool call_lora[kernels::kConvertMaxBuffers] = {};
+  if (n > std::max({small_rows_, skinny_rows_, skinny_lora_rows_}) && n <= lora_rows_) {
+    kernels::GemvJob lists[2][kernels::kLoraGemmMaxJobs];
+    int sizes[2] = {0, 0};
+    for (int c = 0; c < ncalls; ++c) {
+      const MatMulJob& f = *jobs[call_first[c]];
+      const Matrix& w = *f.w;
+      if (w.input_major || f.y_type != DType::kF32 ||
+          std::min(w.rows, w.cols) > CudaBackendOptions::kSkinnyLoraMaxDim) {
+        continue;
+      }
+      kernels::GemvJob cj[kernels::kConvertMaxBuffers];
+      int nc = 0;
+      bool ok = true;
+      for (int j = 0; j < count && ok; ++j) {
+        if (call_of[j] != c) continue;
+        cj[nc] = kernels::GemvJob{jobs[j]->w->data, static_cast<const float*>(input_of(j)), jobs[j]->y, w.rows,
+                                  w.cols, kernels::GemvAct::kNone, jobs[j]->accumulate};
+        ok = kernels::lora_gemm_supported(ToElem(dtype), n, cj[nc++]);
+      }
+      if (!ok) continue;
+      call_lora[c] = true;
+      const int kind = w.cols > kernels::kLoraGemmMaxCols ? 1 : 0;
+      kernels::GemvJob* lj = lists[kind];
+      int& nl = sizes[kind];
+      for (int i = 0; i < nc; ++i) {
+        bool clash = false;  // two jobs of one launch writing one output would race
+        for (int e = 0; e < nl; ++e) clash = clash || lj[e].y == cj[i].y;
+        if (nl == kernels::kLoraGemmMaxJobs || clash) {
+          LoraGemm(dtype, n, lj, nl);
+          nl = 0;
+        }
+        lj[nl++] = cj[i];
+      }
+    }
+    for (int kind = 0; kind < 2; ++kind) {
+      if (sizes[kind] > 0) LoraGemm(dtype, n, lists[kind], sizes[kind]);
+    }
+  }
+
   const cudaDataType type = ToCudaType(dtype);
   const float alpha = 1.0f, one = 1.0f, zero = 0.0f;
   for (int c = 0; c < ncalls; ++c) {
+    if (call_lora[c]) continue;
     const MatMulJob& f = *jobs[call_first[c]];
     const Matrix& w = *f.w;
     // Column-major view as in BlasMatMul.

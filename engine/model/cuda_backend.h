@@ -196,6 +196,17 @@ struct CudaBackendOptions {
   int skinny_lora_rows = kDefaultSkinnyLoraRows;
   static constexpr int kDefaultSkinnyLoraRows = 32;
   static constexpr int kSkinnyLoraMaxDim = 512;
+  // Above the skinny rows and up to this many rows, GroupedMatMul's cuBLAS
+  // path runs the LoRA-sized products (16-bit weights, row-major, a side of
+  // at most kSkinnyLoraMaxDim) on kernels/lora_gemm.cu, unpadded
+  // (PaddedLoraPays is false up to here), after the conversion launch: one
+  // launch for the "out" side (short K) and one for the "in" side (long K,
+  // split over a thread-block cluster), instead of a padded batched cuBLAS
+  // call each. RWKV_CUDA_LORA_ROWS overrides this (0 = never); values above
+  // kMaxLoraGemmRows are clamped. Batch-invariant mode ignores it.
+  int lora_gemm_rows = kDefaultLoraGemmRows;
+  static constexpr int kDefaultLoraGemmRows = 256;
+  static constexpr int kMaxLoraGemmRows = 4096;
   // The FFN down-projection (relu² of the key projection times ffn.value,
   // stored input-major) of up to this many rows on the sparse kernel
   // (kernels/ffn_sparse.h: one launch and a reduction, skipping hidden units
@@ -290,6 +301,8 @@ class CudaBackend final : public Backend {
   // cublasGemmBatchedEx calls GroupedMatMul has made (several products of one
   // shape in one call), captured ones counted once.
   int64_t blas_batched_calls() const { return blas_batched_calls_; }
+  // Launches of kernels/lora_gemm.cu so far (tests check the routing).
+  int64_t lora_gemm_calls() const { return lora_gemm_calls_; }
   // cublasLtMatmul calls of the split-free FFN down-projection
   // (CudaBackendOptions::split_free_ffn_rows), captured ones counted once.
   int64_t blas_lt_calls() const { return blas_lt_calls_; }
@@ -366,7 +379,7 @@ class CudaBackend final : public Backend {
   // Every LoRA product on cuBLAS (GroupedMatMul): above the GEMV, skinny and
   // LoRA-on-skinny rows.
   bool PaddedLoraPays(int n) const override {
-    return pad_lora_ && n > std::max({small_rows_, skinny_rows_, skinny_lora_rows_});
+    return pad_lora_ && n > std::max({small_rows_, skinny_rows_, skinny_lora_rows_, lora_rows_});
   }
   absl::Status SampleRows(const float* logits, int vocab, const int32_t* rows, const SampleSpec* specs, int n,
                           SampledToken* out) override;
@@ -408,6 +421,8 @@ class CudaBackend final : public Backend {
   // One skinny-GEMM launch of `count` jobs with weights of `dtype`
   // (kernels/skinny_gemm.h), its workspace grown first.
   void SkinnyMatMul(DType dtype, int n, const kernels::GemvJob* jobs, int count, const char* what);
+  // kernels/lora_gemm.cu on `count` jobs.
+  void LoraGemm(DType dtype, int n, const kernels::GemvJob* jobs, int count);
   // The device copy of a host array declared by BeginPass (same pointer and
   // size), or nullptr.
   const void* PassArray(const void* host, size_t bytes) const;
@@ -445,6 +460,7 @@ class CudaBackend final : public Backend {
   int small_rows_ = 0;   // effective small_batch_rows (0 in batch-invariant mode)
   int skinny_rows_ = 0;  // effective skinny_rows (0 in batch-invariant mode)
   int skinny_lora_rows_ = 0;  // effective skinny_lora_rows (0 in batch-invariant mode)
+  int lora_rows_ = 0;  // effective lora_gemm_rows (0 in batch-invariant mode)
   int skinny_wide_rows_ = 0;  // effective skinny_wide_rows (0 in batch-invariant mode)
   bool pad_lora_ = false;     // effective pad_lora (off in batch-invariant mode)
   // The batched products' pointer arrays (kernels::kConvertMaxPointers),
@@ -453,6 +469,7 @@ class CudaBackend final : public Backend {
   // before the next group's conversion.
   void** blas_pointers_ = nullptr;
   int64_t blas_batched_calls_ = 0;
+  int64_t lora_gemm_calls_ = 0;
   int64_t blas_lt_calls_ = 0;
   // The split-free FFN down-projection: a cuBLASLt handle and, per product
   // shape, its descriptors and the algorithm chosen (cuda_backend.cc).

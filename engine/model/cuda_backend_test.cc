@@ -134,7 +134,8 @@ class CudaOpsTest : public ::testing::Test {
                                        int skinny_rows = CudaBackendOptions::kDefaultSkinnyRows,
                                        int skinny_lora_rows = CudaBackendOptions::kDefaultSkinnyLoraRows,
                                        int sparse_ffn_rows = CudaBackendOptions::kDefaultSparseFfnRows,
-                                       int skinny_wide_rows = CudaBackendOptions::kDefaultSkinnyWideRows) {
+                                       int skinny_wide_rows = CudaBackendOptions::kDefaultSkinnyWideRows,
+                                       int lora_gemm_rows = CudaBackendOptions::kDefaultLoraGemmRows) {
     auto b = CudaBackend::Create({.device = 0,
                                   .weight_dtype = dtype,
                                   .embedding_dtype = dtype,
@@ -143,6 +144,7 @@ class CudaOpsTest : public ::testing::Test {
                                   .skinny_rows = skinny_rows,
                                   .skinny_wide_rows = skinny_wide_rows,
                                   .skinny_lora_rows = skinny_lora_rows,
+                                  .lora_gemm_rows = lora_gemm_rows,
                                   .sparse_ffn_rows = sparse_ffn_rows});
     if (!b.ok()) {
       skip_reason_ = b.status().ToString();
@@ -570,6 +572,103 @@ TEST_F(CudaOpsTest, SkinnyRowsDoNotDependOnBatchOrRun) {
   }
 }
 
+// The LoRA GEMM (kernels/lora_gemm.cu: LoRA-sized products of at most 512
+// inputs, 33..256 rows by default, after the conversion launch applied the
+// activation) likewise: a row's result does not depend on the
+// batch, on the other jobs of the launch, nor on the run, bit for bit. The
+// 7.2B "out" shapes, padded (480) and not (96, the v LoRA), and a 1.5B one,
+// each with an activation or none; and against the CPU.
+TEST_F(CudaOpsTest, LoraGemmRowsDoNotDependOnBatchLaunchOrRun) {
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    auto b = MakeGpu(t);
+    ASSERT_NE(b, nullptr);
+    const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
+    struct Shape {
+      int rows, cols;
+      InputAct act;
+    };
+    // Short K (one CTA a tile): the "out" shapes; long K (a cluster of CTAs
+    // a tile, split K): the "in" shapes, one of them not a multiple of the
+    // split's K range.
+    const Shape shapes[] = {{4096, 480, InputAct::kSigmoid}, {4096, 96, InputAct::kNone}, {2048, 256, InputAct::kTanh},
+                            {480, 4096, InputAct::kNone},    {96, 2048, InputAct::kTanh},  {128, 2056, InputAct::kNone}};
+    constexpr int kJobs = 6;
+    std::vector<Matrix> gw, cw;
+    std::vector<std::vector<float>> wr;
+    for (const Shape& s : shapes) {
+      const auto w = Rand(static_cast<size_t>(s.rows) * s.cols, s.rows + s.cols);
+      wr.push_back(Rounded(w, t));
+      auto m = b->UploadMatrix(w.data(), s.rows, s.cols);
+      auto c = cpu_.UploadMatrix(wr.back().data(), s.rows, s.cols);
+      ASSERT_TRUE(m.ok() && c.ok());
+      gw.push_back(*m);
+      cw.push_back(*c);
+    }
+    const int n = 200;
+    std::vector<std::vector<float>> x;
+    std::vector<float*> dx, dy;
+    for (const Shape& s : shapes) {
+      x.push_back(Rand(static_cast<size_t>(n) * s.cols, s.cols + 7, -2, 2));
+      dx.push_back(Dev(x.back(), b.get()));
+      dy.push_back(Poisoned(static_cast<size_t>(n) * s.rows));
+    }
+    auto run = [&](int rows_in_batch, int first, std::vector<float*>& ys, int only = -1) {
+      MatMulJob jobs[kJobs];
+      int count = 0;
+      for (int j = 0; j < kJobs; ++j) {
+        if (only >= 0 && j != only) continue;
+        jobs[count++] = {dx[j] + static_cast<size_t>(first) * shapes[j].cols, &gw[j], ys[j], false, shapes[j].act};
+      }
+      const int64_t calls = b->lora_gemm_calls();
+      b->GroupedMatMul(rows_in_batch, jobs, count);
+      // One launch for the short jobs and one for the long ones.
+      EXPECT_EQ(b->lora_gemm_calls() - calls, only >= 0 ? 1 : 2) << rows_in_batch << " rows";
+    };
+    run(n, 0, dy);
+    std::vector<std::vector<float>> all;
+    for (int j = 0; j < kJobs; ++j) all.push_back(Host(dy[j], static_cast<size_t>(n) * shapes[j].rows, b.get()));
+    for (int j = 0; j < kJobs; ++j) {
+      // The CPU: the activation, then the product, on the same rounded weights.
+      std::vector<float> xa = x[j];
+      for (float& v : xa) {
+        if (shapes[j].act == InputAct::kTanh) v = std::tanh(v);
+        if (shapes[j].act == InputAct::kSigmoid) v = 1.0f / (1.0f + std::exp(-v));
+      }
+      std::vector<float> want(all[j].size());
+      cpu_.MatMul(xa.data(), n, cw[j], want.data(), false);
+      const std::vector<double> mag = DotMagnitude(xa, wr[j], n, shapes[j].rows, shapes[j].cols, nullptr);
+      ExpectClose(all[j], want, u + 1e-4, 0, "LoRA GEMM job " + std::to_string(j) + " " + std::string(DTypeName(t)), &mag);
+    }
+    run(n, 0, dy);
+    for (int j = 0; j < kJobs; ++j) {
+      ExpectExact(Host(dy[j], all[j].size(), b.get()), all[j],
+                  "LoRA GEMM repeat, job " + std::to_string(j) + " " + std::string(DTypeName(t)));
+    }
+    // 33-40 rows: one row tile, so the long launches (at most 12 tiles x 8
+    // CTAs) have no more CTAs than an H100 has SMs and run the deeper
+    // pipeline (launch_lora_gemm); the 200-row one above did not. Both must
+    // give each row the same bits.
+    std::vector<float*> part;
+    for (const Shape& s : shapes) part.push_back(Poisoned(static_cast<size_t>(40) * s.rows));
+    for (int i : {0, 33, 150, 199}) {
+      const int m = i + 40 <= n ? 40 : 33;
+      const int first = i + m <= n ? i : n - m;
+      for (int only : {-1, 0, 1, 2, 3, 4, 5}) {
+        run(m, first, part, only);
+        for (int j = 0; j < kJobs; ++j) {
+          if (only >= 0 && j != only) continue;
+          const size_t r = shapes[j].rows;
+          ExpectExact(Host(part[j] + static_cast<size_t>(i - first) * r, r, b.get()),
+                      std::vector<float>(all[j].begin() + i * r, all[j].begin() + (i + 1) * r),
+                      "LoRA GEMM row " + std::to_string(i) + " in " + std::to_string(m) + " rows vs " +
+                          std::to_string(n) + (only < 0 ? ", all jobs" : ", alone") + ", job " + std::to_string(j) +
+                          " " + std::string(DTypeName(t)));
+        }
+      }
+    }
+  }
+}
+
 // Several products in one call, with input activations and accumulation,
 // against the CPU's composition (activation, then MatMul) on the same rounded
 // weights. Nine jobs: more than one GEMV launch takes; one of an unsupported
@@ -734,15 +833,23 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
   for (const int count : {kGroupAll, kGroupBatched})
   for (DType t : {DType::kF16, DType::kBF16}) {
     const double u = t == DType::kF16 ? 1.0 / 2048 : 1.0 / 256;
-    for (int mode = 0; mode < 3; ++mode) {
+    for (int mode = 0; mode < 4; ++mode) {
       // The LoRA-on-skinny rule (on up to 32 rows by default, see
-      // cuda_backend.h) at its limit of 64 rows and off.
-      const char* mode_name[] = {"lora on skinny", "lora on cuBLAS", "invariant"};
+      // cuda_backend.h) at its limit of 64 rows and off, both with the LoRA
+      // GEMM off; and the defaults, where every job but the input-major one
+      // (all are LoRA-sized: a side of at most 512) takes the LoRA GEMM
+      // above 32 rows and up to lora_gemm_rows (256).
+      const char* mode_name[] = {"lora on skinny", "lora on cuBLAS", "invariant", "lora GEMM"};
       auto b = MakeGpu(t, mode == 2, CudaBackendOptions::kDefaultSmallBatchRows,
-                       CudaBackendOptions::kDefaultSkinnyRows, mode == 0 ? CudaBackendOptions::kMaxSkinnyRows : 0);
+                       CudaBackendOptions::kDefaultSkinnyRows,
+                       mode == 0   ? CudaBackendOptions::kMaxSkinnyRows
+                       : mode == 3 ? CudaBackendOptions::kDefaultSkinnyLoraRows
+                                   : 0,
+                       CudaBackendOptions::kDefaultSparseFfnRows, CudaBackendOptions::kDefaultSkinnyWideRows,
+                       mode == 3 ? CudaBackendOptions::kDefaultLoraGemmRows : 0);
       ASSERT_NE(b, nullptr);
       const GroupData d = UploadGroup(b.get(), &cpu_, t);
-      for (int n : {17, 64, 300}) {
+      for (int n : {17, 64, 100, 300}) {
         std::vector<std::vector<float>> x(count), y0(count);
         std::vector<float*> dx(count), dy(count);
         for (int j = 0; j < count; ++j) {
@@ -759,13 +866,21 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
           gjobs[j] = {dx[sp.x_from < 0 ? j : sp.x_from], &d.gm[j], dy[sp.y_from < 0 ? j : sp.y_from], sp.acc,
                       sp.act};
         }
-        const int64_t batched = b->blas_batched_calls();
+        const int64_t batched = b->blas_batched_calls(), lora_calls = b->lora_gemm_calls();
         b->GroupedMatMul(n, gjobs.data(), count);
         // The first eleven jobs on cuBLAS: the four C x C products in one
         // call, the two accumulating ones (6, 7) in another (both in the first
         // conversion chunk of 8); the whole group, one job at a time.
-        const bool all_blas = mode != 0 || n > CudaBackendOptions::kMaxSkinnyRows;
+        const bool lora_gemm = mode == 3 && n > CudaBackendOptions::kDefaultSkinnyLoraRows &&
+                               n <= CudaBackendOptions::kDefaultLoraGemmRows;
+        const bool all_blas = (mode != 0 || n > CudaBackendOptions::kMaxSkinnyRows) && !lora_gemm &&
+                              !(mode == 3 && n <= CudaBackendOptions::kDefaultSkinnyLoraRows);
         EXPECT_EQ(b->blas_batched_calls() - batched, count == kGroupBatched && all_blas ? 2 : 0)
+            << DTypeName(t) << " " << mode_name[mode] << " n=" << n << " jobs=" << count;
+        // The LoRA GEMM: the ten row-major jobs in one launch per conversion
+        // chunk of eight jobs (two); the whole group one job at a time,
+        // eleven launches.
+        EXPECT_EQ(b->lora_gemm_calls() - lora_calls, lora_gemm ? (count == kGroupBatched ? 2 : 11) : 0)
             << DTypeName(t) << " " << mode_name[mode] << " n=" << n << " jobs=" << count;
         std::vector<std::vector<float>> got(count);
         for (int j = 0; j < count; ++j) got[j] = Host(dy[j], y0[j].size(), b.get());
@@ -777,8 +892,9 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathAgainstCpu) {
         // already rounded (as LayerNormShiftMix writes it): the same
         // products of the same values, bit for bit.
         const bool half_inputs = b->MatMulInputType(n) == t;
-        EXPECT_EQ(half_inputs, n > (mode == 0 ? CudaBackendOptions::kMaxSkinnyRows
+        EXPECT_EQ(half_inputs, n > (mode == 0   ? CudaBackendOptions::kMaxSkinnyRows
                                     : mode == 1 ? CudaBackendOptions::kDefaultSkinnyRows
+                                    : mode == 3 ? CudaBackendOptions::kDefaultSkinnyLoraRows
                                                 : 0))
             << mode_name[mode] << " n=" << n;
         if (half_inputs) {
@@ -896,7 +1012,8 @@ TEST_F(CudaOpsTest, GroupedMatMulCublasPathInCapturedPasses) {
                                   .weight_dtype = t,
                                   .embedding_dtype = t,
                                   .cuda_graphs = true,
-                                  .skinny_lora_rows = 0});
+                                  .skinny_lora_rows = 0,
+                                  .lora_gemm_rows = 0});
     ASSERT_TRUE(b.ok()) << b.status();
     if (!(*b)->graphs_enabled()) GTEST_SKIP() << "graphs turned off by RWKV_CUDA_GRAPHS";
     const GroupData d = UploadGroup(b->get(), &cpu_, t);

@@ -55,7 +55,8 @@ absl::Status ApplyCudaEnvironment(CudaBackendOptions* options) {
                          Int("RWKV_CUDA_SPARSE_FFN_ROWS", CudaBackendOptions::kMaxSparseFfnRows,
                              &o.sparse_ffn_rows),
                          Int("RWKV_CUDA_SPLIT_FREE_FFN_ROWS", CudaBackendOptions::kMaxSplitFreeFfnRows,
-                             &o.split_free_ffn_rows)}) {
+                             &o.split_free_ffn_rows),
+                         Int("RWKV_CUDA_LORA_ROWS", CudaBackendOptions::kMaxLoraGemmRows, &o.lora_gemm_rows)}) {
     if (!s.ok()) return s;
   }
   *options = o;

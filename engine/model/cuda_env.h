@@ -20,7 +20,8 @@ namespace rwkv {
 //   RWKV_CUDA_SKINNY_ROWS, RWKV_CUDA_SKINNY_LORA_ROWS, RWKV_CUDA_SKINNY_WIDE_ROWS:
 //   0..kMaxSkinnyRows;
 //   RWKV_CUDA_SPARSE_FFN_ROWS: 0..kMaxSparseFfnRows;
-//   RWKV_CUDA_SPLIT_FREE_FFN_ROWS: 0..kMaxSplitFreeFfnRows.
+//   RWKV_CUDA_SPLIT_FREE_FFN_ROWS: 0..kMaxSplitFreeFfnRows;
+//   RWKV_CUDA_LORA_ROWS: 0..kMaxLoraGemmRows.
 // Anything else: INVALID_ARGUMENT naming the variable, its value and what it
 // takes, with `options` unchanged.
 absl::Status ApplyCudaEnvironment(CudaBackendOptions* options);

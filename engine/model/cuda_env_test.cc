@@ -15,7 +15,8 @@ namespace {
 constexpr const char* kVars[] = {"RWKV_CUDA_GRAPHS",          "RWKV_CUDA_PASS_PADDING", "RWKV_CUDA_BATCH_INVARIANT",
                                  "RWKV_CUDA_PDL",             "RWKV_CUDA_SMALL_BATCH_ROWS", "RWKV_CUDA_SKINNY_ROWS",
                                  "RWKV_CUDA_SKINNY_LORA_ROWS", "RWKV_CUDA_SPARSE_FFN_ROWS", "RWKV_CUDA_FUSE_PREP",
-                                 "RWKV_CUDA_PAD_LORA",        "RWKV_CUDA_SKINNY_WIDE_ROWS", "RWKV_CUDA_SPLIT_FREE_FFN_ROWS"};
+                                 "RWKV_CUDA_PAD_LORA",        "RWKV_CUDA_SKINNY_WIDE_ROWS", "RWKV_CUDA_SPLIT_FREE_FFN_ROWS",
+                                 "RWKV_CUDA_LORA_ROWS"};
 
 class CudaEnvTest : public ::testing::Test {
  protected:
@@ -49,8 +50,10 @@ TEST_F(CudaEnvTest, WellFormedValuesApply) {
   setenv("RWKV_CUDA_FUSE_PREP", "0", 1);
   setenv("RWKV_CUDA_PAD_LORA", "0", 1);
   setenv("RWKV_CUDA_SPLIT_FREE_FFN_ROWS", "0", 1);
+  setenv("RWKV_CUDA_LORA_ROWS", "960", 1);
   ASSERT_TRUE(ApplyCudaEnvironment(&o).ok());
   EXPECT_EQ(o.split_free_ffn_rows, 0);
+  EXPECT_EQ(o.lora_gemm_rows, 960);
   EXPECT_FALSE(o.pad_lora);
   EXPECT_FALSE(o.fuse_v7_prep);
   EXPECT_FALSE(o.cuda_graphs);
@@ -72,6 +75,7 @@ TEST_F(CudaEnvTest, MalformedValuesAreNamedAndChangeNothing) {
       {"RWKV_CUDA_SPARSE_FFN_ROWS", "65"}, {"RWKV_CUDA_FUSE_PREP", "no"}, {"RWKV_CUDA_PAD_LORA", "2"},
       {"RWKV_CUDA_SKINNY_WIDE_ROWS", "65"}, {"RWKV_CUDA_SKINNY_WIDE_ROWS", "seven"},
       {"RWKV_CUDA_SPLIT_FREE_FFN_ROWS", "4097"}, {"RWKV_CUDA_SPLIT_FREE_FFN_ROWS", "-1"},
+      {"RWKV_CUDA_LORA_ROWS", "4097"}, {"RWKV_CUDA_LORA_ROWS", "all"},
   };
   for (const auto& [name, value] : bad) {
     SetUp();
