@@ -102,23 +102,20 @@ __device__ __forceinline__ void mma_k_range(const T* __restrict__ W, const T* __
   uint4* xs = smem + kSt * kWPieces;  // [kSt][kXPieces], swizzled
   const int nch = ke > kb ? (ke - kb + kChunk - 1) / kChunk : 0;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  // Piece pc of a stage: row pc / 8, 16-byte piece pc % 8 (8 threads a row: coalesced).
-  auto issue_w = [&](int c, int st) {
+  // Chunk c of rows [r0, r0 + 64) of M (those below `limit`) into stage st
+  // of `tiles`. Piece pc of a stage: row pc / 8, 16-byte piece pc % 8 (8
+  // threads a row: coalesced).
+  static_assert(kWPieces == kXPieces, "one staging routine for both operands");
+  auto issue = [&](const T* __restrict__ M, int r0, int limit, uint4* tiles, int c, int st) {
 #pragma unroll
     for (int i = 0; i < kWPieces / kThreads; ++i) {
       const int pc = tid + i * kThreads, r = pc >> 3, q = pc & 7, k = kb + c * kChunk + q * 8;
-      const bool ok = m0 + r < rows && k < ke;
-      cp_async16(ws + st * kWPieces + slot(r, q), ok ? W + static_cast<int64_t>(m0 + r) * cols + k : W, ok);
+      const bool ok = r0 + r < limit && k < ke;
+      cp_async16(tiles + st * kWPieces + slot(r, q), ok ? M + static_cast<int64_t>(r0 + r) * cols + k : M, ok);
     }
   };
-  auto issue_x = [&](int c, int st) {
-#pragma unroll
-    for (int i = 0; i < kXPieces / kThreads; ++i) {
-      const int pc = tid + i * kThreads, r = pc >> 3, q = pc & 7, k = kb + c * kChunk + q * 8;
-      const bool ok = n0 + r < n && k < ke;
-      cp_async16(xs + st * kXPieces + slot(r, q), ok ? X + static_cast<int64_t>(n0 + r) * cols + k : X, ok);
-    }
-  };
+  auto issue_w = [&](int c, int st) { issue(W, m0, rows, ws, c, st); };
+  auto issue_x = [&](int c, int st) { issue(X, n0, n, xs, c, st); };
   // Weights first: no kernel writes them, so before the wait.
 #pragma unroll
   for (int s = 0; s < kSt; ++s) {
