@@ -633,7 +633,9 @@ TEST_P(InvarianceTest, PaddedLoraEqualsPlain) {
     EXPECT_EQ(got, want) << "call " << k;
   }
   // Every layer of the two padded passes asks (RWKV-7 only).
-  if (plain->config().arch == Arch::kV7) EXPECT_GE(lora->padded_passes, 2 * plain->config().n_layer);
+  if (plain->config().arch == Arch::kV7) {
+    EXPECT_GE(lora->padded_passes, 2 * plain->config().n_layer);
+  }
   for (int slot = 0; slot < 3; ++slot) {
     std::vector<float> a(static_cast<size_t>(plain->state_layout().total)), b(a.size());
     ASSERT_TRUE(plain->ReadSlot(slot, a.data()).ok());
