@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "kernels/kernel_util.cuh"
+#include "kernels/mma.cuh"
 #include "kernels/weights.cuh"
 
 namespace rwkv::kernels {
@@ -54,21 +55,6 @@ struct Params {
 };
 
 int MTiles(int rows) { return (rows + kTileM - 1) / kTileM; }
-
-// d += A (16 x 16, row) * B (16 x 8, col), fp32 accumulators.
-__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, __half) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
-                                    __nv_bfloat16) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
   const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
@@ -144,8 +130,8 @@ __device__ __forceinline__ void mma_k_range(const T* __restrict__ W, const T* __
       for (int np = 0; np < 2; ++np) {
         uint32_t bf[4];
         ldmatrix_x4(bf, &xst[slot(wn * 32 + np * 16 + brow, 2 * ks + bhi)]);
-        mma(acc[2 * np], a, bf[0], bf[1], T());
-        mma(acc[2 * np + 1], a, bf[2], bf[3], T());
+        mma(acc[2 * np], a[0], a[1], a[2], a[3], bf[0], bf[1], T());
+        mma(acc[2 * np + 1], a[0], a[1], a[2], a[3], bf[2], bf[3], T());
       }
     }
     __syncthreads();  // stage st is free again

@@ -30,6 +30,7 @@
 #include <algorithm>
 
 #include "kernels/kernel_util.cuh"
+#include "kernels/mma.cuh"
 #include "kernels/weights.cuh"
 
 namespace rwkv::kernels {
@@ -117,22 +118,6 @@ __device__ __forceinline__ float activate(float v, int act) {
   if (act == static_cast<int>(GemvAct::kTanh)) return tanhf(v);
   if (act == static_cast<int>(GemvAct::kSigmoid)) return sigmoid_f(v);
   return v;
-}
-
-// d += A (16 x 16, row) * B (16 x 8, col), fp32 accumulators.
-__device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                    uint32_t b1, __half) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                    uint32_t b1, __nv_bfloat16) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 template <typename T, int NT>
