@@ -46,13 +46,6 @@ struct Params {
   int n;
 };
 
-// The activations as cpu_backend.cc writes them (accurate expf/tanhf).
-__device__ __forceinline__ float activate(float v, int act) {
-  if (act == static_cast<int>(GemvAct::kTanh)) return tanhf(v);
-  if (act == static_cast<int>(GemvAct::kSigmoid)) return sigmoid_f(v);
-  return v;
-}
-
 // The weights of chunks q, q + G, ..., q + (kU-1) G of the kR rows (zero
 // past the slice or the matrix).
 template <typename T>

@@ -15,12 +15,22 @@
 #include <initializer_list>
 #include <utility>
 
+#include "kernels/gemv.h"
 #include "kernels/launch.h"
 
 namespace rwkv::kernels {
 
 // 1 / (1 + exp(-x)) with the accurate expf, as cpu_backend.cc writes it.
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// A GemvAct (the GEMV's and the skinny GEMM's input activation, the LoRA
+// GEMM's output one) as cpu_backend.cc and kernels/convert.cu write it:
+// accurate tanhf / expf.
+__device__ __forceinline__ float activate(float v, int act) {
+  if (act == static_cast<int>(GemvAct::kTanh)) return tanhf(v);
+  if (act == static_cast<int>(GemvAct::kSigmoid)) return sigmoid_f(v);
+  return v;
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

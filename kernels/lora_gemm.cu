@@ -42,9 +42,11 @@ static_assert(kLoraGemmMaxCols <= kChunk * 8, "K fits the chunk loop's bound");
 struct JobDesc {
   const void* w;
   const void* x;
-  float* y;
+  void* y;
   int rows, cols;
   int accumulate;
+  int y16;    // y in the weight type, y_act applied (LoraJob)
+  int y_act;  // GemvAct
   int tile_begin;  // first CTA (blockIdx.x) of the job
 };
 
@@ -155,6 +157,17 @@ __device__ __forceinline__ int acc_col(int i) {
   return ((threadIdx.x >> 5) & 3) * 16 + ((threadIdx.x & 31) >> 2) + (i < 2 ? 0 : 8);
 }
 
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
 // Which job and which 64-column tile of it blockIdx.x / per names.
 __device__ __forceinline__ const JobDesc& find_job(const Params& p, int tile, int* m0) {
   int j = 0;
@@ -163,7 +176,11 @@ __device__ __forceinline__ const JobDesc& find_job(const Params& p, int tile, in
   return p.jobs[j];
 }
 
-template <typename T>
+// kY16: the launch has jobs with a 16-bit, activated y (JobDesc::y16). A
+// launch without them takes the kernel without that epilogue, whose code
+// is that much shorter (measured: the "out" side's launch, all fp32, ran
+// 1.1 us slower with the activation's code in it).
+template <typename T, bool kY16>
 __global__ void __launch_bounds__(kThreads, 3) lora_gemm_kernel(const __grid_constant__ Params p) {
   extern __shared__ uint4 smem[];
   int m0;
@@ -180,8 +197,10 @@ __global__ void __launch_bounds__(kThreads, 3) lora_gemm_kernel(const __grid_con
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int r = n0 + acc_row(t, i), col = m0 + acc_col(i);
-      if (r < n && col < rows) {
-        float* out = job.y + static_cast<int64_t>(r) * rows + col;
+      if (kY16 && r < n && col < rows && job.y16) {
+        static_cast<T*>(job.y)[static_cast<int64_t>(r) * rows + col] = from_float<T>(activate(acc[t][i], job.y_act));
+      } else if (r < n && col < rows) {
+        float* out = static_cast<float*>(job.y) + static_cast<int64_t>(r) * rows + col;
         *out = job.accumulate ? *out + acc[t][i] : acc[t][i];
       }
     }
@@ -202,7 +221,7 @@ __global__ void __launch_bounds__(kThreads, 3) lora_gemm_kernel(const __grid_con
 #else
 #define RWKV_LORA_CLUSTER
 #endif
-template <typename T, int kSt>
+template <typename T, int kSt, bool kY16>
 __global__ void RWKV_LORA_CLUSTER __launch_bounds__(kThreads, kSt > kStages ? 1 : 3)
     lora_split_kernel(const __grid_constant__ Params p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -240,8 +259,12 @@ __global__ void RWKV_LORA_CLUSTER __launch_bounds__(kThreads, kSt > kStages ? 1 
       s.x += v.x, s.y += v.y;
     }
     const int row = n0 + lr, col = m0 + lc;
-    if (row < n && col < rows) {  // rows % 4 == 0: both columns or none
-      float2* out = reinterpret_cast<float2*>(job.y + static_cast<int64_t>(row) * rows + col);
+    if (kY16 && row < n && col < rows && job.y16) {  // rows % 4 == 0: both columns or none
+      T* out = static_cast<T*>(job.y) + static_cast<int64_t>(row) * rows + col;
+      out[0] = from_float<T>(activate(s.x, job.y_act));
+      out[1] = from_float<T>(activate(s.y, job.y_act));
+    } else if (row < n && col < rows) {
+      float2* out = reinterpret_cast<float2*>(static_cast<float*>(job.y) + static_cast<int64_t>(row) * rows + col);
       if (job.accumulate) {
         const float2 o = *out;
         s = make_float2(o.x + s.x, o.y + s.y);
@@ -254,42 +277,47 @@ __global__ void RWKV_LORA_CLUSTER __launch_bounds__(kThreads, kSt > kStages ? 1 
 }
 #undef RWKV_LORA_CLUSTER
 
-template <typename T, int kSt>
+template <typename T, int kSt, bool kY16>
 cudaError_t launch_split(const Params& p, int tiles, cudaStream_t stream) {
   // Above the 48 KB default; per call (the attribute is per device, and a
   // call costs less than the launch), as kernels/sample.cu does.
-  const cudaError_t attr = cudaFuncSetAttribute(lora_split_kernel<T, kSt>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  const cudaError_t attr = cudaFuncSetAttribute(lora_split_kernel<T, kSt, kY16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(SmemBytes(kSt)));
   if (attr != cudaSuccess) return attr;
   const unsigned ny = static_cast<unsigned>((p.n + kTileN - 1) / kTileN);
-  launch(lora_split_kernel<T, kSt>, dim3(static_cast<unsigned>(tiles * kSplits), ny), kThreads, SmemBytes(kSt), stream,
+  launch(lora_split_kernel<T, kSt, kY16>, dim3(static_cast<unsigned>(tiles * kSplits), ny), kThreads, SmemBytes(kSt), stream,
          p);
   return cudaGetLastError();
 }
 
-template <typename T>
+template <typename T, bool kY16>
 cudaError_t launch_typed(const Params& p, int tiles, bool split, bool deep, cudaStream_t stream) {
-  if (split) return deep ? launch_split<T, kDeepStages>(p, tiles, stream) : launch_split<T, kStages>(p, tiles, stream);
-  const cudaError_t attr = cudaFuncSetAttribute(lora_gemm_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  if (split) {
+    return deep ? launch_split<T, kDeepStages, kY16>(p, tiles, stream) : launch_split<T, kStages, kY16>(p, tiles, stream);
+  }
+  const cudaError_t attr = cudaFuncSetAttribute(lora_gemm_kernel<T, kY16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(kSmemBytes));
   if (attr != cudaSuccess) return attr;
   const unsigned ny = static_cast<unsigned>((p.n + kTileN - 1) / kTileN);
-  launch(lora_gemm_kernel<T>, dim3(static_cast<unsigned>(tiles), ny), kThreads, kSmemBytes, stream, p);
+  launch(lora_gemm_kernel<T, kY16>, dim3(static_cast<unsigned>(tiles), ny), kThreads, kSmemBytes, stream, p);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-bool lora_gemm_supported(ElemType wtype, int n, const GemvJob& job) {
+bool lora_gemm_supported(ElemType wtype, int n, const LoraJob& job) {
   if (wtype != ElemType::kF16 && wtype != ElemType::kBF16) return false;
   if (n < 1 || n > (1 << 20) || job.rows <= 0 || job.rows % 4 != 0 || job.cols <= 0 || job.cols % 8 != 0) {
     return false;
   }
-  if (job.w == nullptr || job.x == nullptr || job.y == nullptr || job.act != GemvAct::kNone) return false;
+  if (job.w == nullptr || job.x == nullptr || job.y == nullptr) return false;
+  if ((job.y16 && job.accumulate) || (job.y_act != GemvAct::kNone && !job.y16)) {
+    return false;
+  }
   return Aligned16(job.w) && Aligned16(job.x) && Aligned16(job.y);
 }
 
-cudaError_t launch_lora_gemm(ElemType wtype, int n, const GemvJob* jobs, int count, int sm_count,
+cudaError_t launch_lora_gemm(ElemType wtype, int n, const LoraJob* jobs, int count, int sm_count,
                              cudaStream_t stream) {
   if (jobs == nullptr || count < 1 || count > kLoraGemmMaxJobs) return cudaErrorInvalidValue;
   const bool split = jobs[0].cols > kLoraGemmMaxCols;
@@ -302,9 +330,12 @@ cudaError_t launch_lora_gemm(ElemType wtype, int n, const GemvJob* jobs, int cou
   p.count = count;
   p.n = n;
   int tile = 0, chunks = 0;
+  bool y16 = false;
   for (int i = 0; i < count; ++i) {
-    const GemvJob& job = jobs[i];
-    p.jobs[i] = JobDesc{job.w, job.x, job.y, job.rows, job.cols, job.accumulate, tile};
+    const LoraJob& job = jobs[i];
+    y16 = y16 || job.y16;
+    p.jobs[i] = JobDesc{job.w,  job.x,  job.y, job.rows, job.cols, job.accumulate,
+                        job.y16, static_cast<int>(job.y_act), tile};
     tile += MTiles(job.rows);
     chunks = std::max(chunks, ((job.cols + kSplits - 1) / kSplits + kChunk - 1) / kChunk);
   }
@@ -314,8 +345,12 @@ cudaError_t launch_lora_gemm(ElemType wtype, int n, const GemvJob* jobs, int cou
   // More CTAs keep kStages. Either way the sums are the same sequence.
   const int64_t ctas = static_cast<int64_t>(tile) * kSplits * ((n + kTileN - 1) / kTileN);
   const bool deep = split && chunks > kStages && ctas <= sm_count;
-  if (wtype == ElemType::kF16) return launch_typed<__half>(p, tile, split, deep, stream);
-  return launch_typed<__nv_bfloat16>(p, tile, split, deep, stream);
+  if (wtype == ElemType::kF16) {
+    return y16 ? launch_typed<__half, true>(p, tile, split, deep, stream)
+               : launch_typed<__half, false>(p, tile, split, deep, stream);
+  }
+  return y16 ? launch_typed<__nv_bfloat16, true>(p, tile, split, deep, stream)
+             : launch_typed<__nv_bfloat16, false>(p, tile, split, deep, stream);
 }
 
 }  // namespace rwkv::kernels

@@ -1,8 +1,9 @@
 // Tensor-core products for the RWKV-7 LoRA matrices at medium batches: for
 // each job, y (= or +=) x @ W^T with W 16-bit [rows, cols] row-major, x
-// [n, cols] in the weight type (the mixes for the "in" side; the "in"
-// product's output after the backend's conversion launch applied its
-// activation for the "out" side), y fp32 [n, rows]. The jobs of one launch
+// [n, cols] in the weight type (the mixes for the "in" side; for the "out"
+// side the "in" product's output, activated and rounded by the "in" launch
+// itself, LoraJob::y16, or by the backend's conversion launch), y fp32
+// [n, rows] or (y16) in the weight type. The jobs of one launch
 // are all short (cols <= kLoraGemmMaxCols: the "out" side) or all long (the
 // "in" side, cols = C); any n >= 1.
 //
@@ -37,17 +38,32 @@ namespace rwkv::kernels {
 inline constexpr int kLoraGemmMaxJobs = 8;
 inline constexpr int kLoraGemmMaxCols = 512;
 
+// One product: y (= or +=) x @ W^T.
+struct LoraJob {
+  const void* w = nullptr;  // (rows, cols) of the launch's weight type, row-major
+  const void* x = nullptr;  // (n, cols) of the weight type (already activated)
+  void* y = nullptr;        // (n, rows): fp32, or the weight type where y16
+  int rows = 0, cols = 0;
+  bool accumulate = false;
+  // Without accumulate: y holds the weight type, each sum passed through
+  // y_act (tanhf, or 1 / (1 + expf(-v)), as kernels/convert.cu applies
+  // them) and rounded to nearest even: what the conversion launch would
+  // make of the fp32 y, bit for bit (the "in" side handing the "out" side
+  // its input: Backend::LoraHiddenType).
+  bool y16 = false;
+  GemvAct y_act = GemvAct::kNone;
+};
+
 // True when launch_lora_gemm takes this job: 16-bit weights, n >= 1, rows a
-// multiple of 4, cols a multiple of 8, no activation (x is already
-// activated), W, x and y 16-byte aligned. job.x points at [n, cols] values of
-// the weight type (GemvJob's float* carries them).
-bool lora_gemm_supported(ElemType wtype, int n, const GemvJob& job);
+// multiple of 4, cols a multiple of 8, W, x and y 16-byte aligned, y16 and
+// y_act as LoraJob allows.
+bool lora_gemm_supported(ElemType wtype, int n, const LoraJob& job);
 
 // Runs `count` (<= kLoraGemmMaxJobs) jobs, all with weights of `wtype` and
 // all short or all long, in one launch. No job's y may overlap another job's
 // x or y.
 // sm_count (the device's SMs) picks the pipeline depth of a long launch.
-cudaError_t launch_lora_gemm(ElemType wtype, int n, const GemvJob* jobs, int count, int sm_count,
+cudaError_t launch_lora_gemm(ElemType wtype, int n, const LoraJob* jobs, int count, int sm_count,
                              cudaStream_t stream);
 
 }  // namespace rwkv::kernels

@@ -114,12 +114,6 @@ Plan MakePlan(int n, const GemvJob* jobs, int count, int sm_count) {
   return p;
 }
 
-__device__ __forceinline__ float activate(float v, int act) {
-  if (act == static_cast<int>(GemvAct::kTanh)) return tanhf(v);
-  if (act == static_cast<int>(GemvAct::kSigmoid)) return sigmoid_f(v);
-  return v;
-}
-
 template <typename T, int NT>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm) skinny_kernel(const __grid_constant__ Params p) {
   constexpr int KS = Slice<NT>::kK;

@@ -47,6 +47,9 @@ void Backend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
     // which must then override this op (and LayerNormShiftMix).
     if (job.x_type != DType::kF32) AbortOnContract("GroupedMatMul: a 16-bit input reached the default composition");
     if (job.y_type != DType::kF32) AbortOnContract("GroupedMatMul: a 16-bit output asked of the default composition");
+    if (job.y_act != InputAct::kNone) {
+      AbortOnContract("GroupedMatMul: an output activation asked of the default composition");
+    }
     const int64_t in = static_cast<int64_t>(n) * job.w->cols;
     // The activation runs in place, which the op's contract allows.
     float* x = const_cast<float*>(job.x);

@@ -68,11 +68,17 @@ struct MatMulJob {
   // or SigmoidGate wrote x in it (then act
   // must be kNone and x holds [n, w->cols] elements of that type).
   DType x_type = DType::kF32;
-  // y's element type: kF32, or the 16-bit type FfnHiddenType returned for
-  // this n (then accumulate must be false, x_type that type too, and y
-  // receives [n, w->rows] elements of it, the fp32 sums rounded to nearest
-  // even, to be read only by ReluSquareMatMul with that h_type).
+  // y's element type: kF32, or the 16-bit type FfnHiddenType or
+  // LoraHiddenType returned for this n (then accumulate must be false,
+  // x_type that type too, and y receives [n, w->rows] elements of it, the
+  // fp32 sums rounded to nearest even, to be read only by ReluSquareMatMul
+  // with that h_type or by GroupedMatMul jobs with that x_type).
   DType y_type = DType::kF32;
+  // Applied to each fp32 sum before its rounding to a 16-bit y_type (tanhf,
+  // or 1 / (1 + expf(-v))): the RWKV-7 LoRA "in" products hand their "out"
+  // products act(x @ W^T) already rounded, the values a job with this act
+  // would have rounded from an fp32 y. kNone with an fp32 y_type.
+  InputAct y_act = InputAct::kNone;
 };
 
 // Where a layer's state lives: state + slot * slot_stride + offset.
@@ -288,6 +294,15 @@ class Backend {
   // the down-projection). A backend that returns a 16-bit type must take it
   // in GroupedMatMul (MatMulJob::y_type) and ReluSquareMatMul.
   virtual DType FfnHiddenType(int /*n*/) const { return DType::kF32; }
+  // The element type in which the RWKV-7 LoRA "in" products (x @ W1^T) may
+  // hand their outputs, activated (MatMulJob::y_act), to the "out" products
+  // for a pass of n rows: kF32 (the default: the "out" jobs apply the
+  // activation as they read, MatMulJob::act) or the 16-bit
+  // MatMulInputType(n), where the backend's "in" products write what its
+  // "out" products read, with no conversion between (the CUDA backend's LoRA
+  // kernel, kernels/lora_gemm.cu). A backend that returns a 16-bit type must
+  // take y_type and y_act in GroupedMatMul.
+  virtual DType LoraHiddenType(int /*n*/) const { return DType::kF32; }
   // The RWKV-7 per-channel stage between the projections and the WKV, all
   // [n, C] in place:
   //   w = exp(-exp(-0.5) * sigmoid(w0 + w))             (V7Decay)

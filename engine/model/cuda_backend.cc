@@ -159,6 +159,13 @@ absl::Status BlasStatus(cublasStatus_t s, const char* what) {
 
 kernels::ElemType ToElem(DType t) { return static_cast<kernels::ElemType>(t); }
 
+// The conversion launch's op that applies a MatMulJob activation.
+kernels::ConvertOp ConvertOpOf(InputAct act) {
+  return act == InputAct::kTanh      ? kernels::ConvertOp::kTanh
+         : act == InputAct::kSigmoid ? kernels::ConvertOp::kSigmoid
+                                     : kernels::ConvertOp::kNone;
+}
+
 cudaDataType ToCudaType(DType t) {
   switch (t) {
     case DType::kF16: return CUDA_R_16F;
@@ -376,6 +383,7 @@ CudaBackend::~CudaBackend() {
   for (auto& [p, bytes] : allocations_) (void)cudaFree(p);
   for (auto& [p, bytes] : host_allocations_) (void)cudaFreeHost(p);
   if (act16_ != nullptr) (void)cudaFree(act16_);
+  if (act_out32_ != nullptr) (void)cudaFree(act_out32_);
   if (ffn_partial_ != nullptr) (void)cudaFree(ffn_partial_);
   if (wkv4_scratch_ != nullptr) (void)cudaFree(wkv4_scratch_);
   if (wkv7_scratch_ != nullptr) (void)cudaFree(wkv7_scratch_);
@@ -852,7 +860,7 @@ void CudaBackend::SkinnyMatMul(DType dtype, int n, const kernels::GemvJob* jobs,
                     what));
 }
 
-void CudaBackend::LoraGemm(DType dtype, int n, const kernels::GemvJob* jobs, int count) {
+void CudaBackend::LoraGemm(DType dtype, int n, const kernels::LoraJob* jobs, int count) {
   if (Record(CudaStatus(kernels::launch_lora_gemm(ToElem(dtype), n, jobs, count, sm_count_, stream_),
                         "GroupedMatMul (LoRA)"))) {
     ++lora_gemm_calls_;
@@ -936,6 +944,10 @@ void CudaBackend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
           DTypeName(job.y_type))));
       return;
     }
+    if (job.y_act != InputAct::kNone && job.y_type == DType::kF32) {
+      Record(absl::InvalidArgumentError("GroupedMatMul: an output activation needs a 16-bit output"));
+      return;
+    }
     if (job.x_type == DType::kF32 && (gemv || SkinnyTakes(n, w) || (skinny_lora && lora)) && !w.input_major &&
         w.dtype != DType::kF32) {
       const kernels::GemvJob g{w.data, job.x, job.y, w.rows, w.cols, static_cast<kernels::GemvAct>(job.act),
@@ -1005,9 +1017,7 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
       continue;
     }
     const int64_t len = static_cast<int64_t>(n) * job.w->cols;
-    const kernels::ConvertOp op = job.act == InputAct::kTanh      ? kernels::ConvertOp::kTanh
-                                  : job.act == InputAct::kSigmoid ? kernels::ConvertOp::kSigmoid
-                                                                  : kernels::ConvertOp::kNone;
+    const kernels::ConvertOp op = ConvertOpOf(job.act);
     int c = 0;
     while (c < nconv && !(conv[c].src == job.x && conv[c].n == len && conv[c].op == op)) ++c;
     if (c == nconv) {
@@ -1036,8 +1046,11 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
     int c = 0;
     while (c < ncalls) {
       const MatMulJob& f = *jobs[call_first[c]];
+      // (A job with an output activation is a call of its own: cuBLAS runs
+      // it into fp32 scratch, activated and rounded after.)
       if (f.w->rows == w.rows && f.w->cols == w.cols && f.w->input_major == w.input_major &&
-          f.accumulate == jobs[j]->accumulate && f.y_type == jobs[j]->y_type) {
+          f.accumulate == jobs[j]->accumulate && f.y_type == jobs[j]->y_type && f.y_act == InputAct::kNone &&
+          jobs[j]->y_act == InputAct::kNone) {
         break;
       }
       ++c;
@@ -1063,11 +1076,44 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
       }
     }
   }
+  // Calls of LoRA-sized products above the skinny rows: kernels/lora_gemm.cu
+  // on the (converted) 16-bit inputs, one launch for the short-K ones (the
+  // "out" side) and one for the long-K ones (the "in" side), instead of a
+  // batched cuBLAS call each; either writes a 16-bit y_type, activated
+  // (y_act), in its epilogue. Decided before the pointer arrays, which
+  // these calls do not need, and launched after the conversion launch.
+  static_assert(kernels::kConvertMaxBuffers <= kernels::kLoraGemmMaxJobs, "a chunk's jobs fit one launch a kind");
+  bool call_lora[kernels::kConvertMaxBuffers] = {};
+  kernels::LoraJob lists[2][kernels::kLoraGemmMaxJobs];
+  int sizes[2] = {0, 0};
+  if (n > std::max({small_rows_, skinny_rows_, skinny_lora_rows_}) && n <= lora_rows_) {
+    for (int c = 0; c < ncalls; ++c) {
+      const MatMulJob& f = *jobs[call_first[c]];
+      const Matrix& w = *f.w;
+      if (w.input_major || std::min(w.rows, w.cols) > CudaBackendOptions::kSkinnyLoraMaxDim) continue;
+      kernels::LoraJob cj[kernels::kConvertMaxBuffers];
+      int nc = 0;
+      bool ok = true;
+      for (int j = 0; j < count && ok; ++j) {
+        if (call_of[j] != c) continue;
+        const MatMulJob& job = *jobs[j];
+        static_assert(static_cast<int>(InputAct::kTanh) == static_cast<int>(kernels::GemvAct::kTanh));
+        static_assert(static_cast<int>(InputAct::kSigmoid) == static_cast<int>(kernels::GemvAct::kSigmoid));
+        cj[nc] = kernels::LoraJob{job.w->data,    input_of(j),    job.y, w.rows, w.cols, job.accumulate,
+                                  job.y_type != DType::kF32, static_cast<kernels::GemvAct>(job.y_act)};
+        ok = kernels::lora_gemm_supported(ToElem(dtype), n, cj[nc++]);
+      }
+      if (!ok) continue;
+      call_lora[c] = true;
+      const int kind = w.cols > kernels::kLoraGemmMaxCols ? 1 : 0;
+      for (int i = 0; i < nc; ++i) lists[kind][sizes[kind]++] = cj[i];
+    }
+  }
   const void* pointers[kernels::kConvertMaxPointers];
   int call_ptr[kernels::kConvertMaxBuffers];
   int npointers = 0;
   for (int c = 0; c < ncalls; ++c) {
-    if (call_size[c] < 2) continue;
+    if (call_size[c] < 2 || call_lora[c]) continue;
     call_ptr[c] = npointers;
     for (int part = 0; part < 3; ++part) {
       for (int j = 0; j < count; ++j) {
@@ -1085,47 +1131,17 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
     return;
   }
 
-  // Calls of LoRA-sized products above the skinny rows: kernels/lora_gemm.cu
-  // on the (converted) 16-bit inputs, one launch for the short-K ones (the
-  // "out" side) and one for the long-K ones (the "in" side), instead of a
-  // batched cuBLAS call each.
-  bool call_lora[kernels::kConvertMaxBuffers] = {};
-  if (n > std::max({small_rows_, skinny_rows_, skinny_lora_rows_}) && n <= lora_rows_) {
-    kernels::GemvJob lists[2][kernels::kLoraGemmMaxJobs];
-    int sizes[2] = {0, 0};
-    for (int c = 0; c < ncalls; ++c) {
-      const MatMulJob& f = *jobs[call_first[c]];
-      const Matrix& w = *f.w;
-      if (w.input_major || f.y_type != DType::kF32 ||
-          std::min(w.rows, w.cols) > CudaBackendOptions::kSkinnyLoraMaxDim) {
-        continue;
+  for (int kind = 0; kind < 2; ++kind) {
+    // Two jobs of one launch writing one output would race (GroupedMatMul
+    // runs such groups one job at a time, so this does not happen): split.
+    int begin = 0;
+    for (int e = 1; e <= sizes[kind]; ++e) {
+      bool clash = false;
+      for (int d = begin; d < e && e < sizes[kind]; ++d) clash = clash || lists[kind][d].y == lists[kind][e].y;
+      if (e == sizes[kind] || clash) {
+        LoraGemm(dtype, n, lists[kind] + begin, e - begin);
+        begin = e;
       }
-      kernels::GemvJob cj[kernels::kConvertMaxBuffers];
-      int nc = 0;
-      bool ok = true;
-      for (int j = 0; j < count && ok; ++j) {
-        if (call_of[j] != c) continue;
-        cj[nc] = kernels::GemvJob{jobs[j]->w->data, static_cast<const float*>(input_of(j)), jobs[j]->y, w.rows,
-                                  w.cols, kernels::GemvAct::kNone, jobs[j]->accumulate};
-        ok = kernels::lora_gemm_supported(ToElem(dtype), n, cj[nc++]);
-      }
-      if (!ok) continue;
-      call_lora[c] = true;
-      const int kind = w.cols > kernels::kLoraGemmMaxCols ? 1 : 0;
-      kernels::GemvJob* lj = lists[kind];
-      int& nl = sizes[kind];
-      for (int i = 0; i < nc; ++i) {
-        bool clash = false;  // two jobs of one launch writing one output would race
-        for (int e = 0; e < nl; ++e) clash = clash || lj[e].y == cj[i].y;
-        if (nl == kernels::kLoraGemmMaxJobs || clash) {
-          LoraGemm(dtype, n, lj, nl);
-          nl = 0;
-        }
-        lj[nl++] = cj[i];
-      }
-    }
-    for (int kind = 0; kind < 2; ++kind) {
-      if (sizes[kind] > 0) LoraGemm(dtype, n, lists[kind], sizes[kind]);
     }
   }
 
@@ -1139,6 +1155,23 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
     const bool t = !w.input_major;
     const float* beta = f.accumulate ? &one : &zero;
     const cudaDataType ytype = ToCudaType(f.y_type);
+    if (f.y_act != InputAct::kNone) {  // a call of its own: fp32 sums, then activated and rounded into y
+      const int64_t len = static_cast<int64_t>(n) * w.rows;
+      if (!EnsureScratch(&act_out32_, &act_out32_bytes_, static_cast<size_t>(len) * sizeof(float),
+                         "activated product's fp32 sums")) {
+        return;
+      }
+      if (Record(BlasStatus(cublasGemmEx(cublas_, t ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, w.rows, n, w.cols,
+                                         &alpha, w.data, type, t ? w.cols : w.rows, input_of(call_first[c]), type,
+                                         w.cols, &zero, act_out32_, CUDA_R_32F, w.rows, CUBLAS_COMPUTE_32F,
+                                         CUBLAS_GEMM_DEFAULT),
+                            "GroupedMatMul (activated output)"))) {
+        Record(CudaStatus(kernels::launch_convert_from_f32(static_cast<const float*>(act_out32_), ToElem(dtype),
+                                                           f.y, len, stream_, ConvertOpOf(f.y_act)),
+                          "GroupedMatMul output activation"));
+      }
+      continue;
+    }
     if (call_size[c] == 1) {
       Record(BlasStatus(cublasGemmEx(cublas_, t ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, w.rows, n, w.cols, &alpha,
                                      w.data, type, t ? w.cols : w.rows, input_of(call_first[c]), type,
@@ -1295,6 +1328,10 @@ DType CudaBackend::MatMulInputType(int n) const {
 
 DType CudaBackend::FfnHiddenType(int n) const {
   return MatMulInputType(n) == DType::kF16 && n > sparse_ffn_rows_ ? DType::kF16 : DType::kF32;
+}
+
+DType CudaBackend::LoraHiddenType(int n) const {
+  return n <= lora_rows_ ? MatMulInputType(n) : DType::kF32;
 }
 
 void CudaBackend::V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk,

@@ -90,6 +90,7 @@ struct CUgraphExec_st;
 namespace rwkv {
 namespace kernels {
 struct GemvJob;  // kernels/gemv.h: one product of a grouped small-batch launch
+struct LoraJob;  // kernels/lora_gemm.h: one product of a LoRA launch
 }  // namespace kernels
 
 // Every field below that names an RWKV_CUDA_* variable takes it from the
@@ -199,10 +200,11 @@ struct CudaBackendOptions {
   // Above the skinny rows and up to this many rows, GroupedMatMul's cuBLAS
   // path runs the LoRA-sized products (16-bit weights, row-major, a side of
   // at most kSkinnyLoraMaxDim) on kernels/lora_gemm.cu, unpadded
-  // (PaddedLoraPays is false up to here), after the conversion launch: one
-  // launch for the "out" side (short K) and one for the "in" side (long K,
-  // split over a thread-block cluster), instead of a padded batched cuBLAS
-  // call each. RWKV_CUDA_LORA_ROWS overrides this (0 = never); values above
+  // (PaddedLoraPays is false up to here): one launch for the "out" side
+  // (short K) and one for the "in" side (long K, split over a thread-block
+  // cluster), instead of a padded batched cuBLAS call each. The "in" side
+  // writes the "out" side's input activated in 16 bits (LoraHiddenType),
+  // so the "out" call has no conversion launch. RWKV_CUDA_LORA_ROWS overrides this (0 = never); values above
   // kMaxLoraGemmRows are clamped. Batch-invariant mode ignores it.
   int lora_gemm_rows = kDefaultLoraGemmRows;
   static constexpr int kDefaultLoraGemmRows = 256;
@@ -361,6 +363,11 @@ class CudaBackend final : public Backend {
   // (the sparse FFN reads an fp32 hidden); bf16 keeps the fp32 hidden (its
   // 8-bit mantissa would round the hidden twice as coarsely); else fp32.
   DType FfnHiddenType(int n) const override;
+  // The 16-bit MatMulInputType(n) where the LoRA products run on
+  // kernels/lora_gemm.cu (above the skinny rows, up to lora_gemm_rows): the
+  // "in" launch writes the "out" launch's input, activated and rounded, so
+  // the "out" call needs no conversion launch. kF32 elsewhere.
+  DType LoraHiddenType(int n) const override;
   void V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk, const float* k_k,
               const float* k_a, float* v, float* v_first, const float* v_gate, const float* v0, int n, int C,
               int N) override;
@@ -422,7 +429,7 @@ class CudaBackend final : public Backend {
   // (kernels/skinny_gemm.h), its workspace grown first.
   void SkinnyMatMul(DType dtype, int n, const kernels::GemvJob* jobs, int count, const char* what);
   // kernels/lora_gemm.cu on `count` jobs.
-  void LoraGemm(DType dtype, int n, const kernels::GemvJob* jobs, int count);
+  void LoraGemm(DType dtype, int n, const kernels::LoraJob* jobs, int count);
   // The device copy of a host array declared by BeginPass (same pointer and
   // size), or nullptr.
   const void* PassArray(const void* host, size_t bytes) const;
@@ -447,6 +454,11 @@ class CudaBackend final : public Backend {
   size_t staging_used_ = 0;
   void* act16_ = nullptr;  // MatMul input rounded to the weights' 16-bit type
   size_t act16_bytes_ = 0;
+  // fp32 sums of a product whose activated 16-bit output (MatMulJob::y_act)
+  // cuBLAS computes, before the conversion launch that activates and rounds
+  // them (BlasChunk; the LoRA kernel does it in its own epilogue).
+  void* act_out32_ = nullptr;
+  size_t act_out32_bytes_ = 0;
   void* ffn_partial_ = nullptr;  // the sparse FFN's partial sums
   size_t ffn_partial_bytes_ = 0;
   void* wkv4_scratch_ = nullptr;  // the RWKV-4 chunked scan's sums and entering states

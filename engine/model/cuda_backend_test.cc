@@ -669,6 +669,96 @@ TEST_F(CudaOpsTest, LoraGemmRowsDoNotDependOnBatchLaunchOrRun) {
   }
 }
 
+// The RWKV-7 LoRA halves with the activation handed over in 16 bits
+// (Backend::LoraHiddenType, MatMulJob::y_act): the "in" products write
+// act(sums) rounded (kernels/lora_gemm.cu's epilogue; cuBLAS into fp32
+// scratch and the conversion launch for a shape the kernel does not take:
+// 98 rows of W, not a multiple of 4), and the "out" products read that as
+// it is. The final outputs must equal, bit for bit, those of the fp32
+// hand-over, where the "out" call's conversion launch applies the
+// activation.
+TEST_F(CudaOpsTest, LoraActivatedHiddenGivesTheSameBitsAsTheConversion) {
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    auto b = MakeGpu(t);
+    ASSERT_NE(b, nullptr);
+    struct Shape {
+      int D, C;
+      InputAct act;
+    };
+    // "In" sides of long K (the cluster kernel), of 98 rows (cuBLAS, both
+    // hand-overs) and of short K (256 and 512 inputs, one CTA a tile: a
+    // small model's). Every "out" side is short.
+    const Shape shapes[] = {{96, 2048, InputAct::kTanh},   {128, 4096, InputAct::kNone},
+                            {480, 4096, InputAct::kSigmoid}, {98, 2056, InputAct::kSigmoid},
+                            {64, 256, InputAct::kTanh},    {32, 512, InputAct::kSigmoid}};
+    constexpr int kJobs = 6;
+    std::vector<Matrix> w1, w2;
+    for (const Shape& s : shapes) {
+      auto a = b->UploadMatrix(Rand(static_cast<size_t>(s.D) * s.C, s.D + s.C, -0.1f, 0.1f).data(), s.D, s.C);
+      auto o = b->UploadMatrix(Rand(static_cast<size_t>(s.C) * s.D, s.D + 3 * s.C).data(), s.C, s.D);
+      ASSERT_TRUE(a.ok() && o.ok());
+      w1.push_back(*a);
+      w2.push_back(*o);
+    }
+    EXPECT_EQ(b->LoraHiddenType(CudaBackendOptions::kDefaultSkinnyLoraRows), DType::kF32);
+    EXPECT_EQ(b->LoraHiddenType(CudaBackendOptions::kDefaultLoraGemmRows + 1), DType::kF32);
+    for (int n : {CudaBackendOptions::kDefaultSkinnyLoraRows + 1, 64, 200, CudaBackendOptions::kDefaultLoraGemmRows}) {
+      ASSERT_EQ(b->LoraHiddenType(n), t) << n;
+      ASSERT_EQ(b->MatMulInputType(n), t) << n;
+      std::vector<float*> x16, h32, h16, y32, y16;
+      for (const Shape& s : shapes) {
+        const auto x = Rand(static_cast<size_t>(n) * s.C, n + s.C, -2, 2);
+        std::vector<float> packed((x.size() + 1) / 2);
+        ConvertFromF32(x.data(), t, packed.data(), x.size());
+        x16.push_back(Dev(packed, b.get()));
+        h32.push_back(Poisoned(static_cast<size_t>(n) * s.D));
+        h16.push_back(Dev(Poisoned16(static_cast<size_t>(n) * s.D), b.get()));
+        y32.push_back(Poisoned(static_cast<size_t>(n) * s.C));
+        y16.push_back(Poisoned(static_cast<size_t>(n) * s.C));
+      }
+      MatMulJob in32[kJobs], out32[kJobs], in16[kJobs], out16[kJobs];
+      for (int j = 0; j < kJobs; ++j) {
+        in32[j] = {x16[j], &w1[j], h32[j], false, InputAct::kNone, t};
+        out32[j] = {h32[j], &w2[j], y32[j], false, shapes[j].act};
+        in16[j] = {x16[j], &w1[j], h16[j], false, InputAct::kNone, t};
+        in16[j].y_type = t;
+        in16[j].y_act = shapes[j].act;
+        out16[j] = {h16[j], &w2[j], y16[j], false, InputAct::kNone, t};
+      }
+      // Each call: the kernel's launches (short and long "in", one "out").
+      for (const MatMulJob* call : {in32, out32, in16, out16}) {
+        const int64_t before = b->lora_gemm_calls();
+        b->GroupedMatMul(n, call, kJobs);
+        EXPECT_EQ(b->lora_gemm_calls() - before, call == in32 || call == in16 ? 2 : 1) << n;
+      }
+      ASSERT_TRUE(b->Sync().ok()) << b->Sync();
+      for (int j = 0; j < kJobs; ++j) {
+        const size_t len = static_cast<size_t>(n) * shapes[j].C;
+        const std::vector<float> want = Host(y32[j], len, b.get());
+        for (size_t e = 0; e < len; ++e) ASSERT_TRUE(std::isfinite(want[e])) << j << " " << e;
+        ExpectExact(Host(y16[j], len, b.get()), want,
+                    "LoRA job " + std::to_string(j) + " with a 16-bit activated hidden, n=" + std::to_string(n) +
+                        " " + std::string(DTypeName(t)));
+      }
+    }
+  }
+  // Refused: an output activation with an fp32 output.
+  auto bad = MakeGpu(DType::kF16);
+  ASSERT_NE(bad, nullptr);
+  const int n = 64, D = 96, C = 2048;
+  auto m = bad->UploadMatrix(Rand(static_cast<size_t>(D) * C, 72).data(), D, C);
+  ASSERT_TRUE(m.ok());
+  MatMulJob job = {Dev(std::vector<float>(static_cast<size_t>(n) * C / 2), bad.get()),
+                   &*m,
+                   Dev(std::vector<float>(static_cast<size_t>(n) * D), bad.get()),
+                   false,
+                   InputAct::kNone,
+                   DType::kF16};
+  job.y_act = InputAct::kTanh;
+  bad->GroupedMatMul(n, &job, 1);
+  EXPECT_EQ(bad->Sync().code(), absl::StatusCode::kInvalidArgument) << bad->Sync();
+}
+
 // Several products in one call, with input activations and accumulation,
 // against the CPU's composition (activation, then MatMul) on the same rounded
 // weights. Nine jobs: more than one GEMV launch takes; one of an unsupported

@@ -131,6 +131,7 @@ class ForwardingBackend : public Backend {
   }
   DType MatMulInputType(int n) const override { return inner_->MatMulInputType(n); }
   DType FfnHiddenType(int n) const override { return inner_->FfnHiddenType(n); }
+  DType LoraHiddenType(int n) const override { return inner_->LoraHiddenType(n); }
   void V7Prep(float* w, const float* w0, float* a, const float* a0, float* k, float* kk, const float* k_k,
               const float* k_a, float* v, float* v_first, const float* v_gate, const float* v0, int n, int C,
               int N) override {

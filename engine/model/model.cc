@@ -576,6 +576,23 @@ MatMulJob MixJob(const float* x, const Matrix& w, float* y, DType t) {
   return {x, &w, y, /*accumulate=*/false, InputAct::kNone, t};
 }
 
+// The two halves of an RWKV-7 LoRA product, act(x @ W1^T) @ W2^T. With lt
+// (Backend::LoraHiddenType) kF32 the "in" product writes fp32 and the "out"
+// product applies act as it reads; with a 16-bit lt the "in" product writes
+// act of its sums rounded to lt (MatMulJob::y_act), which the "out" product
+// reads as it is.
+MatMulJob LoraInJob(const float* x, const Matrix& w, float* h, DType t, DType lt, InputAct act) {
+  MatMulJob job = MixJob(x, w, h, t);
+  if (lt != DType::kF32) {
+    job.y_type = lt;
+    job.y_act = act;
+  }
+  return job;
+}
+MatMulJob LoraOutJob(const float* h, const Matrix& w, float* y, DType lt, InputAct act) {
+  return {h, &w, y, /*accumulate=*/false, lt == DType::kF32 ? act : InputAct::kNone, lt};
+}
+
 // x += in @ W^T, in holding [n, W.cols] elements of t: fp32, or the 16-bit
 // MatMulInputType(n) (the output stage wrote it so; no conversion pass).
 void AccumulateProduct(Backend& b, const float* in, int n, const Matrix& w, float* x, DType t) {
@@ -592,7 +609,8 @@ void AccumulateProduct(Backend& b, const float* in, int n, const Matrix& w, floa
 // A layer is written on the fused ops (backend.h), so that a GPU runs about a
 // dozen launches per layer: the shift-mixes with their LayerNorm, every
 // product that reads the mixes in one grouped call, the LoRA "out" products
-// (with their tanh/sigmoid on the way in) in another, the per-channel prep in
+// (with their tanh/sigmoid on the way in, or already applied by the "in"
+// products: LoraInJob) in another, the per-channel prep in
 // one, and the FFN's relu² inside its down-projection. A backend that does not
 // fuse composes the same ops in the same order as before (see backend.cc).
 void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
@@ -611,21 +629,25 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
   float *lw = lora_[0], *la = lora_[1], *lg = lora_[2], *lv = lora_[3];
   // Padded LoRA products (Backend::PaddedLoraPays): one shape per side.
   const bool pad = lora_width_ > 0 && b.PaddedLoraPays(n);
+  // The hand-over in 16 bits needs the "in" products' input in that type too
+  // (MatMulJob::y_type); LoraHiddenType promises it, this keeps a backend
+  // that overrides only one of the two on the fp32 hand-over.
+  const DType lt = b.LoraHiddenType(n) == mt ? mt : DType::kF32;
   const MatMulJob in[] = {
       MixJob(xr, L.att_r, r_, mt),
       MixJob(xk, L.att_k, k_, mt),
       MixJob(xv, L.att_v, v_, mt),
-      MixJob(xw, pad ? L.w1p : L.w1, lw, mt),
-      MixJob(xa, pad ? L.a1p : L.a1, la, mt),
-      MixJob(xg, pad ? L.g1p : L.g1, lg, mt),
-      MixJob(xv, pad ? L.v1p : L.v1, lv, mt),
+      LoraInJob(xw, pad ? L.w1p : L.w1, lw, mt, lt, InputAct::kTanh),
+      LoraInJob(xa, pad ? L.a1p : L.a1, la, mt, lt, InputAct::kNone),
+      LoraInJob(xg, pad ? L.g1p : L.g1, lg, mt, lt, InputAct::kSigmoid),
+      LoraInJob(xv, pad ? L.v1p : L.v1, lv, mt, lt, InputAct::kNone),
   };
   b.GroupedMatMul(n, in, first ? 6 : 7);
   const MatMulJob out[] = {
-      {lw, pad ? &L.w2p : &L.w2, w_, false, InputAct::kTanh},
-      {la, pad ? &L.a2p : &L.a2, a_},
-      {lg, pad ? &L.g2p : &L.g2, g_, false, InputAct::kSigmoid},
-      {lv, pad ? &L.v2p : &L.v2, tmp_},
+      LoraOutJob(lw, pad ? L.w2p : L.w2, w_, lt, InputAct::kTanh),
+      LoraOutJob(la, pad ? L.a2p : L.a2, a_, lt, InputAct::kNone),
+      LoraOutJob(lg, pad ? L.g2p : L.g2, g_, lt, InputAct::kSigmoid),
+      LoraOutJob(lv, pad ? L.v2p : L.v2, tmp_, lt, InputAct::kNone),
   };
   b.GroupedMatMul(n, out, first ? 3 : 4);
   // The prep, the WKV step and the output stage. The output feeds only the
