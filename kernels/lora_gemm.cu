@@ -1,4 +1,4 @@
-// Tensor-core LoRA "out" products for medium batches (see lora_gemm.h).
+// Tensor-core RWKV-7 LoRA products for medium batches (see lora_gemm.h).
 //
 // The MMA is m16n8k16 with W as A (16 output columns of y a warp) and the
 // batch as B (8 rows an n-tile, 4 n-tiles a warp: 8 warps, each 16 columns x
@@ -157,17 +157,6 @@ __device__ __forceinline__ int acc_col(int i) {
   return ((threadIdx.x >> 5) & 3) * 16 + ((threadIdx.x & 31) >> 2) + (i < 2 ? 0 : 8);
 }
 
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
 // Which job and which 64-column tile of it blockIdx.x / per names.
 __device__ __forceinline__ const JobDesc& find_job(const Params& p, int tile, int* m0) {
   int j = 0;
@@ -198,7 +187,7 @@ __global__ void __launch_bounds__(kThreads, 3) lora_gemm_kernel(const __grid_con
     for (int i = 0; i < 4; ++i) {
       const int r = n0 + acc_row(t, i), col = m0 + acc_col(i);
       if (kY16 && r < n && col < rows && job.y16) {
-        static_cast<T*>(job.y)[static_cast<int64_t>(r) * rows + col] = from_float<T>(activate(acc[t][i], job.y_act));
+        static_cast<T*>(job.y)[static_cast<int64_t>(r) * rows + col] = from_f32(activate(acc[t][i], job.y_act), T());
       } else if (r < n && col < rows) {
         float* out = static_cast<float*>(job.y) + static_cast<int64_t>(r) * rows + col;
         *out = job.accumulate ? *out + acc[t][i] : acc[t][i];
@@ -261,8 +250,8 @@ __global__ void RWKV_LORA_CLUSTER __launch_bounds__(kThreads, kSt > kStages ? 1 
     const int row = n0 + lr, col = m0 + lc;
     if (kY16 && row < n && col < rows && job.y16) {  // rows % 4 == 0: both columns or none
       T* out = static_cast<T*>(job.y) + static_cast<int64_t>(row) * rows + col;
-      out[0] = from_float<T>(activate(s.x, job.y_act));
-      out[1] = from_float<T>(activate(s.y, job.y_act));
+      out[0] = from_f32(activate(s.x, job.y_act), T());
+      out[1] = from_f32(activate(s.y, job.y_act), T());
     } else if (row < n && col < rows) {
       float2* out = reinterpret_cast<float2*>(static_cast<float*>(job.y) + static_cast<int64_t>(row) * rows + col);
       if (job.accumulate) {
