@@ -59,6 +59,19 @@ void Backend::GroupedMatMul(int n, const MatMulJob* jobs, int count) {
   }
 }
 
+void Backend::V7Projections(int n, const MatMulJob* main, int n_main, const MatMulJob* lora_in, int n_in,
+                            const MatMulJob* lora_out, int n_out) {
+  if (n_main < 0 || n_in < 0 || n_out < 0 || n_main > kMaxV7ProjectionJobs || n_in > kMaxV7ProjectionJobs ||
+      n_out > kMaxV7ProjectionJobs) {
+    AbortOnContract("V7Projections: more jobs in a list than kMaxV7ProjectionJobs");
+  }
+  MatMulJob first[2 * kMaxV7ProjectionJobs];
+  std::copy(main, main + n_main, first);
+  std::copy(lora_in, lora_in + n_in, first + n_main);
+  GroupedMatMul(n, first, n_main + n_in);
+  GroupedMatMul(n, lora_out, n_out);
+}
+
 void Backend::SigmoidGate(float* y, float* r, int64_t n, float* out, DType out_type) {
   if (out_type != DType::kF32 || out != y) AbortOnContract("SigmoidGate: the default composition writes fp32 into y");
   Sigmoid(r, n);

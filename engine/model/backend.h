@@ -260,6 +260,16 @@ class Backend {
   // The jobs' products, in any order: no job's y may be another job's x.
   // Default: each job's activation (in place) and MatMul, in order.
   virtual void GroupedMatMul(int n, const MatMulJob* jobs, int count);
+  // The RWKV-7 projections of a layer: the `main` products (r, k, v) and the
+  // LoRA chain, `lora_in` then `lora_out` (whose inputs are lora_in's
+  // outputs). A backend may run the chain beside the main products: no job
+  // of either may read what a job of the other writes, nor write what it
+  // reads or writes. At most kMaxV7ProjectionJobs jobs a list. Default:
+  // GroupedMatMul of main and lora_in as one group (in that order), then
+  // GroupedMatMul of lora_out.
+  static constexpr int kMaxV7ProjectionJobs = 8;
+  virtual void V7Projections(int n, const MatMulJob* main, int n_main, const MatMulJob* lora_in, int n_in,
+                             const MatMulJob* lora_out, int n_out);
   // y (= or +=) relu(h)² @ W^T, h [n, W.cols] (the FFN's key projection),
   // y [n, W.rows]. h is scratch: it may be left holding relu(h)².
   // h_type: kF32, or what FfnHiddenType(n) returned (h then holds [n, W.cols]

@@ -283,6 +283,25 @@ absl::Status CudaBackend::Init() {
   split_free_ffn_rows_ =
       invariant ? 0 : std::clamp(options_.split_free_ffn_rows, 0, CudaBackendOptions::kMaxSplitFreeFfnRows);
   pad_lora_ = !invariant && options_.pad_lora;
+  if (options_.lora_side_stream && lora_rows_ > 0) {
+    cudaStream_t side = nullptr;
+    if (absl::Status s = CudaStatus(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking), "cudaStreamCreate (side)");
+        !s.ok()) {
+      return s;
+    }
+    side_stream_ = side;
+    cudaEvent_t fork = nullptr, join = nullptr;
+    if (absl::Status s = CudaStatus(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming), "cudaEventCreate");
+        !s.ok()) {
+      return s;
+    }
+    side_fork_ = fork;
+    if (absl::Status s = CudaStatus(cudaEventCreateWithFlags(&join, cudaEventDisableTiming), "cudaEventCreate");
+        !s.ok()) {
+      return s;
+    }
+    side_join_ = join;
+  }
   {
     void* p = nullptr;
     if (absl::Status s = CudaStatus(cudaMalloc(&p, kernels::kConvertMaxPointers * sizeof(void*)),
@@ -374,6 +393,12 @@ CudaBackend::~CudaBackend() {
   for (auto& [key, g] : graphs_) (void)cudaGraphExecDestroy(g.exec);
   graphs_.clear();
   if (pass_copied_ != nullptr) (void)cudaEventDestroy(pass_copied_);
+  if (side_fork_ != nullptr) (void)cudaEventDestroy(side_fork_);
+  if (side_join_ != nullptr) (void)cudaEventDestroy(side_join_);
+  if (side_stream_ != nullptr) {
+    (void)cudaStreamSynchronize(side_stream_);
+    (void)cudaStreamDestroy(side_stream_);
+  }
   if (pass_device_ != nullptr) (void)cudaFree(pass_device_);
   if (pass_host_ != nullptr) (void)cudaFreeHost(pass_host_);
   if (blas_workspace_ != nullptr) (void)cudaFree(blas_workspace_);
@@ -398,12 +423,13 @@ CudaBackend::~CudaBackend() {
 }
 
 std::string CudaBackend::description() const {
-  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s%s%s%s, %s", options_.device, device_name_,
+  return absl::StrFormat("cuda:%d %s, weights %s, embedding %s%s%s%s%s%s, %s", options_.device, device_name_,
                          std::string(DTypeName(options_.weight_dtype)),
                          std::string(DTypeName(options_.embedding_dtype)), graphs_enabled_ ? ", graphs" : "",
                          programmatic_ ? ", programmatic launch" : "",
                          options_.fuse_v7_prep ? ", RWKV-7 prep in the WKV kernel" : "",
                          pad_lora_ ? ", padded LoRA products" : "",
+                         side_stream_ != nullptr ? ", LoRA side stream" : "",
                          small_rows_ > 0 || skinny_rows_ > 0
                              ? absl::StrFormat("small-batch kernels up to %d rows, skinny GEMM up to %d rows "
                                                "(%d for %d+ inputs, LoRA products up to %d), sparse FFN up to %d rows, "
@@ -429,6 +455,9 @@ bool CudaBackend::Begin() {
 
 absl::Status CudaBackend::Sync() {
   if (!Begin()) return error_;
+  // (Side-stream work is joined into stream_ by the op that forked it; it
+  // is waited for too, in case that join failed.)
+  if (side_stream_ != nullptr) Record(CudaStatus(cudaStreamSynchronize(side_stream_), "Sync (side stream)"));
   if (Record(CudaStatus(cudaStreamSynchronize(stream_), "Sync (a queued op failed)"))) staging_used_ = 0;
   return error_;
 }
@@ -510,6 +539,7 @@ void CudaBackend::Free(float* p) {
   (void)cudaSetDevice(options_.device);
   // Queued ops may still use p; freeing must wait for them. Graphs may name it.
   Record(CudaStatus(cudaStreamSynchronize(stream_), "Free (a queued op failed)"));
+  if (side_stream_ != nullptr) Record(CudaStatus(cudaStreamSynchronize(side_stream_), "Free (side stream)"));
   DropGraphs();
   Record(CudaStatus(cudaFree(p), "cudaFree"));
 }
@@ -860,11 +890,91 @@ void CudaBackend::SkinnyMatMul(DType dtype, int n, const kernels::GemvJob* jobs,
                     what));
 }
 
-void CudaBackend::LoraGemm(DType dtype, int n, const kernels::LoraJob* jobs, int count) {
-  if (Record(CudaStatus(kernels::launch_lora_gemm(ToElem(dtype), n, jobs, count, sm_count_, stream_),
+void CudaBackend::LoraGemm(DType dtype, int n, const kernels::LoraJob* jobs, int count, CUstream_st* stream) {
+  if (Record(CudaStatus(kernels::launch_lora_gemm(ToElem(dtype), n, jobs, count, sm_count_, stream),
                         "GroupedMatMul (LoRA)"))) {
     ++lora_gemm_calls_;
   }
+}
+
+void CudaBackend::LoraGemmList(DType dtype, int n, const kernels::LoraJob* list, int size, CUstream_st* stream) {
+  // Two jobs of one launch writing one output would race (GroupedMatMul
+  // runs such groups one job at a time, so this does not happen): split.
+  int begin = 0;
+  for (int e = 1; e <= size; ++e) {
+    bool clash = false;
+    for (int d = begin; d < e && e < size; ++d) clash = clash || list[d].y == list[e].y;
+    if (e == size || clash) {
+      LoraGemm(dtype, n, list + begin, e - begin, stream);
+      begin = e;
+    }
+  }
+}
+
+void CudaBackend::V7Projections(int n, const MatMulJob* main, int n_main, const MatMulJob* lora_in, int n_in,
+                                const MatMulJob* lora_out, int n_out) {
+  if (n <= 0 || !Begin()) return;
+  if (LoraChainOnSide(n, main, n_main, lora_in, n_in, lora_out, n_out)) return;
+  Backend::V7Projections(n, main, n_main, lora_in, n_in, lora_out, n_out);
+}
+
+bool CudaBackend::LoraChainOnSide(int n, const MatMulJob* main, int n_main, const MatMulJob* lora_in, int n_in,
+                                  const MatMulJob* lora_out, int n_out) {
+  if (side_stream_ == nullptr || n <= std::max({small_rows_, skinny_rows_, skinny_lora_rows_}) || n > lora_rows_ ||
+      n_in < 1 || n_out < 1 || n_in > kernels::kLoraGemmMaxJobs || n_out > kernels::kLoraGemmMaxJobs ||
+      n_main > kMaxV7ProjectionJobs) {
+    return false;
+  }
+  // Every LoRA job as GroupedMatMul would give it to lora_gemm.cu: 16-bit
+  // inputs already activated, an "in" side handing a 16-bit hidden over.
+  kernels::LoraJob lists[3][kernels::kLoraGemmMaxJobs];  // "in" short K, "in" long K, "out"
+  int sizes[3] = {0, 0, 0};
+  const DType dtype = options_.weight_dtype;
+  for (int side = 0; side < 2; ++side) {
+    const MatMulJob* jobs = side == 0 ? lora_in : lora_out;
+    const int count = side == 0 ? n_in : n_out;
+    for (int j = 0; j < count; ++j) {
+      const MatMulJob& job = jobs[j];
+      const Matrix& w = *job.w;
+      const bool hands_over =
+          side == 0 ? job.y_type == dtype : job.y_type == DType::kF32 && job.y_act == InputAct::kNone;
+      if (w.dtype != dtype || w.input_major || job.x_type != dtype || job.act != InputAct::kNone || !hands_over ||
+          std::min(w.rows, w.cols) > CudaBackendOptions::kSkinnyLoraMaxDim) {
+        return false;
+      }
+      static_assert(static_cast<int>(InputAct::kTanh) == static_cast<int>(kernels::GemvAct::kTanh));
+      static_assert(static_cast<int>(InputAct::kSigmoid) == static_cast<int>(kernels::GemvAct::kSigmoid));
+      const kernels::LoraJob lj{w.data, job.x, job.y, w.rows, w.cols, job.accumulate, job.y_type != DType::kF32,
+                                static_cast<kernels::GemvAct>(job.y_act)};
+      if (!kernels::lora_gemm_supported(ToElem(dtype), n, lj)) return false;
+      const int list = side == 1 ? 2 : (w.cols > kernels::kLoraGemmMaxCols ? 1 : 0);
+      if (side == 1 && w.cols > kernels::kLoraGemmMaxCols) return false;  // a long "out" side: not a LoRA
+      lists[list][sizes[list]++] = lj;
+    }
+  }
+  // The fork: the side stream starts after what the main stream has queued
+  // (the mixes); the main stream's next op after the join.
+  if (!Record(CudaStatus(cudaEventRecord(side_fork_, stream_), "V7Projections fork")) ||
+      !Record(CudaStatus(cudaStreamWaitEvent(side_stream_, side_fork_, 0), "V7Projections fork wait"))) {
+    return true;
+  }
+  // ("out" after "in" on the side stream; a failed launch leaves the
+  // backend failed, so nothing reads what it did not write.) Launched
+  // without the programmatic attribute: the first one's predecessor is the
+  // fork, not a kernel of its stream, and a captured node with two
+  // programmatic dependents (the main stream's next launch is one) is left
+  // out of the question.
+  const bool programmatic = kernels::programmatic_launch();
+  kernels::set_pass_programmatic_launch(false);
+  for (int list = 0; list < 3 && error_.ok(); ++list) {
+    if (sizes[list] > 0) LoraGemmList(dtype, n, lists[list], sizes[list], side_stream_);
+  }
+  kernels::set_pass_programmatic_launch(programmatic);
+  if (error_.ok()) ++lora_side_calls_;
+  const bool joined = Record(CudaStatus(cudaEventRecord(side_join_, side_stream_), "V7Projections join"));
+  if (n_main > 0) GroupedMatMul(n, main, n_main);
+  if (joined) Record(CudaStatus(cudaStreamWaitEvent(stream_, side_join_, 0), "V7Projections join wait"));
+  return true;
 }
 
 void CudaBackend::BlasMatMul(const float* x, int n, const Matrix& w, float* y, bool accumulate,
@@ -1131,19 +1241,7 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
     return;
   }
 
-  for (int kind = 0; kind < 2; ++kind) {
-    // Two jobs of one launch writing one output would race (GroupedMatMul
-    // runs such groups one job at a time, so this does not happen): split.
-    int begin = 0;
-    for (int e = 1; e <= sizes[kind]; ++e) {
-      bool clash = false;
-      for (int d = begin; d < e && e < sizes[kind]; ++d) clash = clash || lists[kind][d].y == lists[kind][e].y;
-      if (e == sizes[kind] || clash) {
-        LoraGemm(dtype, n, lists[kind] + begin, e - begin);
-        begin = e;
-      }
-    }
-  }
+  for (int kind = 0; kind < 2; ++kind) LoraGemmList(dtype, n, lists[kind], sizes[kind], stream_);
 
   const cudaDataType type = ToCudaType(dtype);
   const float alpha = 1.0f, one = 1.0f, zero = 0.0f;

@@ -246,6 +246,16 @@ struct CudaBackendOptions {
   // 7.2B B=64 7.42k -> 7.84k, B=256 19.9k -> 20.5k, B=960 unchanged.
   // Batch-invariant mode ignores it. RWKV_CUDA_PAD_LORA (0 or 1) overrides it.
   bool pad_lora = true;
+  // Backend::V7Projections: where every LoRA product of the layer runs on
+  // kernels/lora_gemm.cu (above skinny_lora_rows, up to lora_gemm_rows, the
+  // hidden handed over in 16 bits), the LoRA chain ("in" then "out") runs on
+  // a second stream beside the r/k/v products (a fork and a join, captured
+  // into the pass's graph as two branches). The same kernels on the same
+  // jobs either way (ordered or split into launches differently, perhaps:
+  // each output is one fixed sequence of operations), so the same bits.
+  // sm_90 only, as lora_gemm_rows. RWKV_CUDA_LORA_SIDE_STREAM (0 or 1)
+  // overrides it.
+  bool lora_side_stream = true;
 };
 
 // Devices the CUDA runtime can see; 0 where there is none or no driver.
@@ -305,6 +315,9 @@ class CudaBackend final : public Backend {
   int64_t blas_batched_calls() const { return blas_batched_calls_; }
   // Launches of kernels/lora_gemm.cu so far (tests check the routing).
   int64_t lora_gemm_calls() const { return lora_gemm_calls_; }
+  // V7Projections calls that ran the LoRA chain on the side stream
+  // (CudaBackendOptions::lora_side_stream), captured ones counted once.
+  int64_t lora_side_calls() const { return lora_side_calls_; }
   // cublasLtMatmul calls of the split-free FFN down-projection
   // (CudaBackendOptions::split_free_ffn_rows), captured ones counted once.
   int64_t blas_lt_calls() const { return blas_lt_calls_; }
@@ -352,6 +365,8 @@ class CudaBackend final : public Backend {
   // Stored input-major (transposed), for the sparse FFN kernel.
   absl::StatusOr<Matrix> UploadSparseInputMatrix(const float* host, int32_t rows, int32_t cols) override;
   void GroupedMatMul(int n, const MatMulJob* jobs, int count) override;
+  void V7Projections(int n, const MatMulJob* main, int n_main, const MatMulJob* lora_in, int n_in,
+                     const MatMulJob* lora_out, int n_out) override;
   void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate, DType h_type) override;
   void LayerNormShiftMix(const float* x, int n, int C, const float* ln_w, const float* ln_b, const Segment* segs,
                          int nseg, StateRef x_prev, const float* const* mixes, float* const* outs, int count,
@@ -429,7 +444,14 @@ class CudaBackend final : public Backend {
   // (kernels/skinny_gemm.h), its workspace grown first.
   void SkinnyMatMul(DType dtype, int n, const kernels::GemvJob* jobs, int count, const char* what);
   // kernels/lora_gemm.cu on `count` jobs.
-  void LoraGemm(DType dtype, int n, const kernels::LoraJob* jobs, int count);
+  void LoraGemm(DType dtype, int n, const kernels::LoraJob* jobs, int count, CUstream_st* stream);
+  // lora_gemm launches of `size` jobs of one kind (all short or all long K),
+  // split where two jobs write one output.
+  void LoraGemmList(DType dtype, int n, const kernels::LoraJob* list, int size, CUstream_st* stream);
+  // V7Projections' side-stream path: false (nothing launched) where a job is
+  // not one lora_gemm.cu takes as it is.
+  bool LoraChainOnSide(int n, const MatMulJob* main, int n_main, const MatMulJob* lora_in, int n_in,
+                       const MatMulJob* lora_out, int n_out);
   // The device copy of a host array declared by BeginPass (same pointer and
   // size), or nullptr.
   const void* PassArray(const void* host, size_t bytes) const;
@@ -512,6 +534,12 @@ class CudaBackend final : public Backend {
   char* pass_device_ = nullptr;
   size_t pass_capacity_ = 0;
   CUevent_st* pass_copied_ = nullptr;
+  // CudaBackendOptions::lora_side_stream: the side stream, and the fork and
+  // join events (null where off).
+  CUstream_st* side_stream_ = nullptr;
+  CUevent_st* side_fork_ = nullptr;
+  CUevent_st* side_join_ = nullptr;
+  int64_t lora_side_calls_ = 0;
 
   // CUDA graphs: one executable graph per pass shape; a shape is captured the
   // second time it is seen.

@@ -759,6 +759,134 @@ TEST_F(CudaOpsTest, LoraActivatedHiddenGivesTheSameBitsAsTheConversion) {
   EXPECT_EQ(bad->Sync().code(), absl::StatusCode::kInvalidArgument) << bad->Sync();
 }
 
+// V7Projections with the LoRA chain on the side stream
+// (CudaBackendOptions::lora_side_stream): the same launches as the two
+// GroupedMatMul calls, so the same bits (against a backend with it off),
+// eager and in captured and replayed passes; at rows the LoRA kernel does
+// not take, the two calls.
+TEST_F(CudaOpsTest, V7ProjectionsLoraChainOnTheSideStreamGivesTheSameBits) {
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    auto on = MakeGpu(t);
+    auto off = CudaBackend::Create({.device = 0, .weight_dtype = t, .embedding_dtype = t, .lora_side_stream = false});
+    ASSERT_NE(on, nullptr);
+    ASSERT_TRUE(off.ok()) << off.status();
+    constexpr int C = 2048, kLora = 4, kMaxN = 300;
+    const int dims[kLora] = {96, 96, 256, 64};
+    const InputAct acts[kLora] = {InputAct::kTanh, InputAct::kNone, InputAct::kSigmoid, InputAct::kNone};
+    // Weights on each backend, from the same values.
+    std::vector<Matrix> main_w[2], in_w[2], out_w[2];
+    for (int j = 0; j < 3; ++j) {
+      const auto h = Rand(static_cast<size_t>(C) * C, 200 + j, -0.05f, 0.05f);
+      for (int k = 0; k < 2; ++k) {
+        auto m = (k == 0 ? on.get() : off->get())->UploadMatrix(h.data(), C, C);
+        ASSERT_TRUE(m.ok());
+        main_w[k].push_back(*m);
+      }
+    }
+    for (int j = 0; j < kLora; ++j) {
+      const auto a = Rand(static_cast<size_t>(dims[j]) * C, 210 + j, -0.1f, 0.1f);
+      const auto o = Rand(static_cast<size_t>(C) * dims[j], 220 + j);
+      for (int k = 0; k < 2; ++k) {
+        CudaBackend* be = k == 0 ? on.get() : off->get();
+        auto mi = be->UploadMatrix(a.data(), dims[j], C);
+        auto mo = be->UploadMatrix(o.data(), C, dims[j]);
+        ASSERT_TRUE(mi.ok() && mo.ok());
+        in_w[k].push_back(*mi);
+        out_w[k].push_back(*mo);
+      }
+    }
+    // The mixes (16-bit; the value LoRA reads v's mix): uploaded into
+    // `source`, then copied on each backend's stream into its own mixes just
+    // before the op, and its outputs copied just after (so a fork or a join
+    // out of place would read or copy what is not yet there).
+    const size_t mix_floats = static_cast<size_t>(kMaxN) * C / 2;
+    std::vector<float*> source(6), mix[2];
+    for (float*& m : source) m = Dev(std::vector<float>(mix_floats), on.get());
+    const int in_mix[kLora] = {3, 4, 5, 2};
+    std::vector<float*> y_main[2], hidden[2], y_out[2], y_copy[2];
+    for (int k = 0; k < 2; ++k) {
+      for (int m = 0; m < 6; ++m) mix[k].push_back(Dev(std::vector<float>(mix_floats), on.get()));
+      for (int j = 0; j < 3; ++j) y_main[k].push_back(Poisoned(static_cast<size_t>(kMaxN) * C));
+      for (int j = 0; j < kLora; ++j) {
+        hidden[k].push_back(Dev(Poisoned16(static_cast<size_t>(kMaxN) * dims[j]), on.get()));
+        y_out[k].push_back(Poisoned(static_cast<size_t>(kMaxN) * C));
+        y_copy[k].push_back(Poisoned(static_cast<size_t>(kMaxN) * C));
+      }
+    }
+    auto call = [&](CudaBackend* be, int k, int n) {
+      for (int m = 0; m < 6; ++m) ASSERT_TRUE(be->CopyFloats(source[m], mix[k][m], mix_floats).ok());
+      MatMulJob main[3], in[kLora], out[kLora];
+      for (int j = 0; j < 3; ++j) main[j] = {mix[k][j], &main_w[k][j], y_main[k][j], false, InputAct::kNone, t};
+      for (int j = 0; j < kLora; ++j) {
+        in[j] = {mix[k][in_mix[j]], &in_w[k][j], hidden[k][j], false, InputAct::kNone, t};
+        in[j].y_type = t;
+        in[j].y_act = acts[j];
+        out[j] = {hidden[k][j], &out_w[k][j], y_out[k][j], false, InputAct::kNone, t};
+      }
+      be->V7Projections(n, main, 3, in, kLora, out, kLora);
+      for (int j = 0; j < kLora; ++j) {
+        ASSERT_TRUE(be->CopyFloats(y_out[k][j], y_copy[k][j], static_cast<size_t>(n) * C).ok());
+      }
+    };
+    auto fill_mixes = [&](int n, int seed) {
+      for (int m = 0; m < 6; ++m) {
+        const auto x = Rand(static_cast<size_t>(n) * C, seed + m, -2, 2);
+        std::vector<float> packed(x.size() / 2);
+        ConvertFromF32(x.data(), t, packed.data(), x.size());
+        ASSERT_TRUE(on->Upload(packed.data(), source[m], packed.size()).ok());
+      }
+    };
+    auto compare = [&](int n, const std::string& what) {
+      ASSERT_TRUE(on->Sync().ok()) << on->Sync();
+      ASSERT_TRUE((*off)->Sync().ok()) << (*off)->Sync();
+      const std::string tail = " n=" + std::to_string(n) + " " + std::string(DTypeName(t)) + ", " + what;
+      for (int j = 0; j < 3; ++j) {
+        const size_t len = static_cast<size_t>(n) * C;
+        ExpectExact(Host(y_main[0][j], len, on.get()), Host(y_main[1][j], len, off->get()),
+                    "main product " + std::to_string(j) + tail);
+      }
+      for (int j = 0; j < kLora; ++j) {
+        const size_t len = static_cast<size_t>(n) * C;
+        const std::vector<float> want = Host(y_copy[1][j], len, off->get());
+        for (size_t e = 0; e < len; ++e) ASSERT_TRUE(std::isfinite(want[e])) << j << " " << e << tail;
+        ExpectExact(Host(y_copy[0][j], len, on.get()), want, "LoRA chain " + std::to_string(j) + tail);
+      }
+    };
+    // Eager: the side stream from just above the skinny LoRA rows up to
+    // lora_gemm_rows, the two calls above.
+    const int lora_rows = CudaBackendOptions::kDefaultLoraGemmRows;
+    for (int n : {CudaBackendOptions::kDefaultSkinnyLoraRows + 1, 64, lora_rows, kMaxN}) {
+      fill_mixes(n, 10 * n);
+      const int64_t side = on->lora_side_calls(), lora = on->lora_gemm_calls();
+      call(on.get(), 0, n);
+      call(off->get(), 1, n);
+      const bool taken = n <= lora_rows;
+      EXPECT_EQ(on->lora_side_calls() - side, taken ? 1 : 0) << n;
+      EXPECT_EQ(on->lora_gemm_calls() - lora, taken ? 2 : 0) << n;
+      EXPECT_EQ((*off)->lora_side_calls(), 0) << n;
+      compare(n, "eager");
+    }
+    // In passes: eager, captured (fork and join in the graph), replayed,
+    // each with new mixes.
+    if (on->graphs_enabled()) {
+      const int n = 64;
+      const int64_t captured = on->graphs_captured(), replays = on->graph_replays();
+      for (int pass = 0; pass < 3; ++pass) {
+        fill_mixes(n, 5000 + 10 * pass);
+        const Segment seg{0, 0, n};
+        const std::vector<int32_t> tokens(static_cast<size_t>(n), 0);
+        on->BeginPass(&seg, 1, tokens.data(), n, nullptr, 0);
+        call(on.get(), 0, n);
+        on->EndPass();
+        call(off->get(), 1, n);
+        compare(n, "pass " + std::to_string(pass));
+      }
+      EXPECT_EQ(on->graphs_captured() - captured, 1);
+      EXPECT_EQ(on->graph_replays() - replays, 1);
+    }
+  }
+}
+
 // Several products in one call, with input activations and accumulation,
 // against the CPU's composition (activation, then MatMul) on the same rounded
 // weights. Nine jobs: more than one GEMV launch takes; one of an unsupported

@@ -45,6 +45,7 @@ absl::Status ApplyCudaEnvironment(CudaBackendOptions* options) {
                          Bool("RWKV_CUDA_BATCH_INVARIANT", &o.batch_invariant),
                          Bool("RWKV_CUDA_PDL", &o.programmatic_launch),
                          Bool("RWKV_CUDA_FUSE_PREP", &o.fuse_v7_prep), Bool("RWKV_CUDA_PAD_LORA", &o.pad_lora),
+                         Bool("RWKV_CUDA_LORA_SIDE_STREAM", &o.lora_side_stream),
                          Int("RWKV_CUDA_SMALL_BATCH_ROWS", CudaBackendOptions::kMaxSmallBatchRows,
                              &o.small_batch_rows),
                          Int("RWKV_CUDA_SKINNY_ROWS", CudaBackendOptions::kMaxSkinnyRows, &o.skinny_rows),

@@ -16,7 +16,7 @@ constexpr const char* kVars[] = {"RWKV_CUDA_GRAPHS",          "RWKV_CUDA_PASS_PA
                                  "RWKV_CUDA_PDL",             "RWKV_CUDA_SMALL_BATCH_ROWS", "RWKV_CUDA_SKINNY_ROWS",
                                  "RWKV_CUDA_SKINNY_LORA_ROWS", "RWKV_CUDA_SPARSE_FFN_ROWS", "RWKV_CUDA_FUSE_PREP",
                                  "RWKV_CUDA_PAD_LORA",        "RWKV_CUDA_SKINNY_WIDE_ROWS", "RWKV_CUDA_SPLIT_FREE_FFN_ROWS",
-                                 "RWKV_CUDA_LORA_ROWS"};
+                                 "RWKV_CUDA_LORA_ROWS",       "RWKV_CUDA_LORA_SIDE_STREAM"};
 
 class CudaEnvTest : public ::testing::Test {
  protected:
@@ -51,7 +51,9 @@ TEST_F(CudaEnvTest, WellFormedValuesApply) {
   setenv("RWKV_CUDA_PAD_LORA", "0", 1);
   setenv("RWKV_CUDA_SPLIT_FREE_FFN_ROWS", "0", 1);
   setenv("RWKV_CUDA_LORA_ROWS", "960", 1);
+  setenv("RWKV_CUDA_LORA_SIDE_STREAM", "0", 1);
   ASSERT_TRUE(ApplyCudaEnvironment(&o).ok());
+  EXPECT_FALSE(o.lora_side_stream);
   EXPECT_EQ(o.split_free_ffn_rows, 0);
   EXPECT_EQ(o.lora_gemm_rows, 960);
   EXPECT_FALSE(o.pad_lora);
@@ -75,7 +77,7 @@ TEST_F(CudaEnvTest, MalformedValuesAreNamedAndChangeNothing) {
       {"RWKV_CUDA_SPARSE_FFN_ROWS", "65"}, {"RWKV_CUDA_FUSE_PREP", "no"}, {"RWKV_CUDA_PAD_LORA", "2"},
       {"RWKV_CUDA_SKINNY_WIDE_ROWS", "65"}, {"RWKV_CUDA_SKINNY_WIDE_ROWS", "seven"},
       {"RWKV_CUDA_SPLIT_FREE_FFN_ROWS", "4097"}, {"RWKV_CUDA_SPLIT_FREE_FFN_ROWS", "-1"},
-      {"RWKV_CUDA_LORA_ROWS", "4097"}, {"RWKV_CUDA_LORA_ROWS", "all"},
+      {"RWKV_CUDA_LORA_ROWS", "4097"}, {"RWKV_CUDA_LORA_ROWS", "all"}, {"RWKV_CUDA_LORA_SIDE_STREAM", "2"},
   };
   for (const auto& [name, value] : bad) {
     SetUp();

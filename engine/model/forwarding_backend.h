@@ -121,6 +121,10 @@ class ForwardingBackend : public Backend {
     return inner_->UploadSparseInputMatrix(host, rows, cols);
   }
   void GroupedMatMul(int n, const MatMulJob* jobs, int count) override { inner_->GroupedMatMul(n, jobs, count); }
+  void V7Projections(int n, const MatMulJob* main, int n_main, const MatMulJob* lora_in, int n_in,
+                     const MatMulJob* lora_out, int n_out) override {
+    inner_->V7Projections(n, main, n_main, lora_in, n_in, lora_out, n_out);
+  }
   void ReluSquareMatMul(float* h, int n, const Matrix& w, float* y, bool accumulate, DType h_type) override {
     inner_->ReluSquareMatMul(h, n, w, y, accumulate, h_type);
   }

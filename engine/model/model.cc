@@ -610,7 +610,8 @@ void AccumulateProduct(Backend& b, const float* in, int n, const Matrix& w, floa
 // dozen launches per layer: the shift-mixes with their LayerNorm, every
 // product that reads the mixes in one grouped call, the LoRA "out" products
 // (with their tanh/sigmoid on the way in, or already applied by the "in"
-// products: LoraInJob) in another, the per-channel prep in
+// products: LoraInJob) in another (both through V7Projections, which may run
+// the LoRA chain beside the r/k/v products), the per-channel prep in
 // one, and the FFN's relu² inside its down-projection. A backend that does not
 // fuse composes the same ops in the same order as before (see backend.cc).
 void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
@@ -633,23 +634,26 @@ void Model::LayerV7(int l, int n, const std::vector<Segment>& segs) {
   // (MatMulJob::y_type); LoraHiddenType promises it, this keeps a backend
   // that overrides only one of the two on the fp32 hand-over.
   const DType lt = b.LoraHiddenType(n) == mt ? mt : DType::kF32;
-  const MatMulJob in[] = {
+  const MatMulJob main[] = {
       MixJob(xr, L.att_r, r_, mt),
       MixJob(xk, L.att_k, k_, mt),
       MixJob(xv, L.att_v, v_, mt),
+  };
+  const MatMulJob in[] = {
       LoraInJob(xw, pad ? L.w1p : L.w1, lw, mt, lt, InputAct::kTanh),
       LoraInJob(xa, pad ? L.a1p : L.a1, la, mt, lt, InputAct::kNone),
       LoraInJob(xg, pad ? L.g1p : L.g1, lg, mt, lt, InputAct::kSigmoid),
       LoraInJob(xv, pad ? L.v1p : L.v1, lv, mt, lt, InputAct::kNone),
   };
-  b.GroupedMatMul(n, in, first ? 6 : 7);
   const MatMulJob out[] = {
       LoraOutJob(lw, pad ? L.w2p : L.w2, w_, lt, InputAct::kTanh),
       LoraOutJob(la, pad ? L.a2p : L.a2, a_, lt, InputAct::kNone),
       LoraOutJob(lg, pad ? L.g2p : L.g2, g_, lt, InputAct::kSigmoid),
       LoraOutJob(lv, pad ? L.v2p : L.v2, tmp_, lt, InputAct::kNone),
   };
-  b.GroupedMatMul(n, out, first ? 3 : 4);
+  // The "out" inputs are the "in" outputs; the chain writes nothing the
+  // r/k/v products read or write (a backend may run the two side by side).
+  b.V7Projections(n, main, 3, in, first ? 3 : 4, out, first ? 3 : 4);
   // The prep, the WKV step and the output stage. The output feeds only the
   // o-projection: with 16-bit product inputs it is written in that type into
   // mix_[0] (free since the products read it; not tmp_, the value gate, which
