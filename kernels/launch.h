@@ -12,6 +12,9 @@ void set_programmatic_launch(bool on);
 // CudaBackend::BeginPass). On by default; programmatic_launch() is the
 // process-wide switch and this one together.
 void set_pass_programmatic_launch(bool on);
+// The per-thread veto alone (to restore it exactly after a stretch of
+// launches that clear it).
+bool pass_programmatic_launch();
 bool programmatic_launch();
 
 }  // namespace rwkv::kernels

@@ -393,12 +393,10 @@ CudaBackend::~CudaBackend() {
   for (auto& [key, g] : graphs_) (void)cudaGraphExecDestroy(g.exec);
   graphs_.clear();
   if (pass_copied_ != nullptr) (void)cudaEventDestroy(pass_copied_);
+  if (side_stream_ != nullptr) (void)cudaStreamSynchronize(side_stream_);
   if (side_fork_ != nullptr) (void)cudaEventDestroy(side_fork_);
   if (side_join_ != nullptr) (void)cudaEventDestroy(side_join_);
-  if (side_stream_ != nullptr) {
-    (void)cudaStreamSynchronize(side_stream_);
-    (void)cudaStreamDestroy(side_stream_);
-  }
+  if (side_stream_ != nullptr) (void)cudaStreamDestroy(side_stream_);
   if (pass_device_ != nullptr) (void)cudaFree(pass_device_);
   if (pass_host_ != nullptr) (void)cudaFreeHost(pass_host_);
   if (blas_workspace_ != nullptr) (void)cudaFree(blas_workspace_);
@@ -455,8 +453,10 @@ bool CudaBackend::Begin() {
 
 absl::Status CudaBackend::Sync() {
   if (!Begin()) return error_;
-  // (Side-stream work is joined into stream_ by the op that forked it; it
-  // is waited for too, in case that join failed.)
+  // (Side-stream work is joined into stream_ by the op that forked it, so
+  // the wait on stream_ covers it; this one is belt and braces. A failed
+  // join leaves the backend failed, and Free and the destructor wait for the
+  // side stream whatever the error.)
   if (side_stream_ != nullptr) Record(CudaStatus(cudaStreamSynchronize(side_stream_), "Sync (side stream)"));
   if (Record(CudaStatus(cudaStreamSynchronize(stream_), "Sync (a queued op failed)"))) staging_used_ = 0;
   return error_;
@@ -952,6 +952,17 @@ bool CudaBackend::LoraChainOnSide(int n, const MatMulJob* main, int n_main, cons
       lists[list][sizes[list]++] = lj;
     }
   }
+  // The two streams run at once, so no output of one side may be an input
+  // or an output of the other (reading the same input is fine); the model
+  // never does that, and a caller that does gets the one-stream path.
+  for (int m = 0; m < n_main; ++m) {
+    for (int side = 0; side < 2; ++side) {
+      const MatMulJob* jobs = side == 0 ? lora_in : lora_out;
+      for (int j = 0; j < (side == 0 ? n_in : n_out); ++j) {
+        if (main[m].y == jobs[j].y || main[m].y == jobs[j].x || main[m].x == jobs[j].y) return false;
+      }
+    }
+  }
   // The fork: the side stream starts after what the main stream has queued
   // (the mixes); the main stream's next op after the join.
   if (!Record(CudaStatus(cudaEventRecord(side_fork_, stream_), "V7Projections fork")) ||
@@ -964,7 +975,7 @@ bool CudaBackend::LoraChainOnSide(int n, const MatMulJob* main, int n_main, cons
   // fork, not a kernel of its stream, and a captured node with two
   // programmatic dependents (the main stream's next launch is one) is left
   // out of the question.
-  const bool programmatic = kernels::programmatic_launch();
+  const bool programmatic = kernels::pass_programmatic_launch();
   kernels::set_pass_programmatic_launch(false);
   for (int list = 0; list < 3 && error_.ok(); ++list) {
     if (sizes[list] > 0) LoraGemmList(dtype, n, lists[list], sizes[list], side_stream_);
