@@ -813,7 +813,7 @@ TEST_F(CudaOpsTest, V7ProjectionsLoraChainOnTheSideStreamGivesTheSameBits) {
         y_copy[k].push_back(Poisoned(static_cast<size_t>(kMaxN) * C));
       }
     }
-    auto call = [&](CudaBackend* be, int k, int n) {
+    auto call = [&](CudaBackend* be, int k, int n, int n_main = 3) {
       for (int m = 0; m < 6; ++m) ASSERT_TRUE(be->CopyFloats(source[m], mix[k][m], mix_floats).ok());
       MatMulJob main[3], in[kLora], out[kLora];
       for (int j = 0; j < 3; ++j) main[j] = {mix[k][j], &main_w[k][j], y_main[k][j], false, InputAct::kNone, t};
@@ -823,7 +823,7 @@ TEST_F(CudaOpsTest, V7ProjectionsLoraChainOnTheSideStreamGivesTheSameBits) {
         in[j].y_act = acts[j];
         out[j] = {hidden[k][j], &out_w[k][j], y_out[k][j], false, InputAct::kNone, t};
       }
-      be->V7Projections(n, main, 3, in, kLora, out, kLora);
+      be->V7Projections(n, main, n_main, in, kLora, out, kLora);
       for (int j = 0; j < kLora; ++j) {
         ASSERT_TRUE(be->CopyFloats(y_out[k][j], y_copy[k][j], static_cast<size_t>(n) * C).ok());
       }
@@ -836,11 +836,11 @@ TEST_F(CudaOpsTest, V7ProjectionsLoraChainOnTheSideStreamGivesTheSameBits) {
         ASSERT_TRUE(on->Upload(packed.data(), source[m], packed.size()).ok());
       }
     };
-    auto compare = [&](int n, const std::string& what) {
+    auto compare = [&](int n, const std::string& what, bool with_main = true) {
       ASSERT_TRUE(on->Sync().ok()) << on->Sync();
       ASSERT_TRUE((*off)->Sync().ok()) << (*off)->Sync();
       const std::string tail = " n=" + std::to_string(n) + " " + std::string(DTypeName(t)) + ", " + what;
-      for (int j = 0; j < 3; ++j) {
+      for (int j = 0; with_main && j < 3; ++j) {
         const size_t len = static_cast<size_t>(n) * C;
         ExpectExact(Host(y_main[0][j], len, on.get()), Host(y_main[1][j], len, off->get()),
                     "main product " + std::to_string(j) + tail);
@@ -883,6 +883,24 @@ TEST_F(CudaOpsTest, V7ProjectionsLoraChainOnTheSideStreamGivesTheSameBits) {
       }
       EXPECT_EQ(on->graphs_captured() - captured, 1);
       EXPECT_EQ(on->graph_replays() - replays, 1);
+    }
+    // Eager, the ordering alone: no r/k/v jobs (which would otherwise keep
+    // the main stream busy past the LoRA chain), and a slow copy queued on
+    // the main stream before the mixes are copied in. A LoRA launch not
+    // behind the fork would read the mixes before that copy is done, and an
+    // output copy not behind the join would copy outputs the chain has not
+    // written yet; either gives other bits than the one-stream backend.
+    const size_t slow = size_t{32} << 20;  // floats: 128 MB, ~0.1 ms a copy on an H100
+    float* slow_src = Dev(std::vector<float>(slow), on.get());
+    float* slow_dst = Dev(std::vector<float>(slow), on.get());
+    for (int n : {64, lora_rows}) {
+      fill_mixes(n, 7000 + n);
+      const int64_t side = on->lora_side_calls();
+      ASSERT_TRUE(on->CopyFloats(slow_src, slow_dst, slow).ok());
+      call(on.get(), 0, n, /*n_main=*/0);
+      call(off->get(), 1, n, /*n_main=*/0);
+      EXPECT_EQ(on->lora_side_calls() - side, 1) << n;
+      compare(n, "eager, no r/k/v, behind a slow copy", /*with_main=*/false);
     }
   }
 }
