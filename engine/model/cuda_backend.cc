@@ -159,6 +159,15 @@ absl::Status BlasStatus(cublasStatus_t s, const char* what) {
 
 kernels::ElemType ToElem(DType t) { return static_cast<kernels::ElemType>(t); }
 
+// A product as kernels/lora_gemm.cu takes it, reading its input from x
+// (16-bit, already activated).
+kernels::LoraJob LoraJobOf(const MatMulJob& job, const void* x) {
+  static_assert(static_cast<int>(InputAct::kTanh) == static_cast<int>(kernels::GemvAct::kTanh));
+  static_assert(static_cast<int>(InputAct::kSigmoid) == static_cast<int>(kernels::GemvAct::kSigmoid));
+  return kernels::LoraJob{job.w->data, x, job.y, job.w->rows, job.w->cols, job.accumulate,
+                          job.y_type != DType::kF32, static_cast<kernels::GemvAct>(job.y_act)};
+}
+
 // The conversion launch's op that applies a MatMulJob activation.
 kernels::ConvertOp ConvertOpOf(InputAct act) {
   return act == InputAct::kTanh      ? kernels::ConvertOp::kTanh
@@ -942,10 +951,7 @@ bool CudaBackend::LoraChainOnSide(int n, const MatMulJob* main, int n_main, cons
           std::min(w.rows, w.cols) > CudaBackendOptions::kSkinnyLoraMaxDim) {
         return false;
       }
-      static_assert(static_cast<int>(InputAct::kTanh) == static_cast<int>(kernels::GemvAct::kTanh));
-      static_assert(static_cast<int>(InputAct::kSigmoid) == static_cast<int>(kernels::GemvAct::kSigmoid));
-      const kernels::LoraJob lj{w.data, job.x, job.y, w.rows, w.cols, job.accumulate, job.y_type != DType::kF32,
-                                static_cast<kernels::GemvAct>(job.y_act)};
+      const kernels::LoraJob lj = LoraJobOf(job, job.x);
       if (!kernels::lora_gemm_supported(ToElem(dtype), n, lj)) return false;
       const int list = side == 1 ? 2 : (w.cols > kernels::kLoraGemmMaxCols ? 1 : 0);
       if (side == 1 && w.cols > kernels::kLoraGemmMaxCols) return false;  // a long "out" side: not a LoRA
@@ -1217,11 +1223,7 @@ void CudaBackend::BlasChunk(int n, DType dtype, const MatMulJob* const* jobs, in
       bool ok = true;
       for (int j = 0; j < count && ok; ++j) {
         if (call_of[j] != c) continue;
-        const MatMulJob& job = *jobs[j];
-        static_assert(static_cast<int>(InputAct::kTanh) == static_cast<int>(kernels::GemvAct::kTanh));
-        static_assert(static_cast<int>(InputAct::kSigmoid) == static_cast<int>(kernels::GemvAct::kSigmoid));
-        cj[nc] = kernels::LoraJob{job.w->data,    input_of(j),    job.y, w.rows, w.cols, job.accumulate,
-                                  job.y_type != DType::kF32, static_cast<kernels::GemvAct>(job.y_act)};
+        cj[nc] = LoraJobOf(*jobs[j], input_of(j));
         ok = kernels::lora_gemm_supported(ToElem(dtype), n, cj[nc++]);
       }
       if (!ok) continue;
