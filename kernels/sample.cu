@@ -15,7 +15,7 @@
 // A walk in id order is a two-level prefix sum (per-warp ranges, then one
 // warp's scan); a draw in id order takes z from that walk's own per-range
 // sums (integers: the same z), so it is one pass over the row (and the
-// winning warp's walk of its range, 1/16 of it). A walk in value order is a radix select on the value's
+// winning warp's two-level walk of its range, 1/16 of it). A walk in value order is a radix select on the value's
 // order-preserving 32-bit key, 8 bits per pass (per-warp shared histograms of
 // the weight per digit, then one warp finds the digit where the running sum
 // passes the target), followed by an id-order walk among the ties at the
@@ -202,9 +202,11 @@ struct Row {
     return v;
   }
 
-  __device__ __forceinline__ Elem elem(int i, bool need_p) const {
+  __device__ __forceinline__ Elem elem(int i, bool need_p) const { return elem_of(i, __ldg(logits + i), need_p); }
+  // The same from the raw logit of id i, already loaded.
+  __device__ __forceinline__ Elem elem_of(int i, float raw, bool need_p) const {
     Elem e;
-    e.x = adjusted(i, __ldg(logits + i));
+    e.x = adjusted(i, raw);
     if (need_p) {
       e.p = exp_nonpositive(__fmul_rn(__fsub_rn(e.x, max), inv_t));
       e.w = static_cast<uint64_t>(__fmul_rn(e.p, scale));
@@ -333,6 +335,27 @@ __device__ __forceinline__ int stride_of(const Grid& g) {
   return kMulti ? g.parts * kThreads : kThreads;
 }
 
+// f(i, raw logit of i) for i = first, first + stride, ... below `end`, in
+// that order, with the loads of kLoadBatch ids issued ahead of their uses:
+// one load at a time left each warp waiting on memory for most of its
+// cycles (ncu, H200, B = 960: 22.8 cycles an instruction, L1TEX stalls).
+// The order of the calls is the loop's, so an order-dependent f (the float
+// log-sum-exp) computes the same bits.
+constexpr int kLoadBatch = 4;
+template <typename F>
+__device__ __forceinline__ void for_each_logit(const float* __restrict__ logits, int first, int stride, int end,
+                                               F&& f) {
+  int i = first;
+  for (; i + (kLoadBatch - 1) * stride < end; i += kLoadBatch * stride) {
+    float r[kLoadBatch];
+#pragma unroll
+    for (int k = 0; k < kLoadBatch; ++k) r[k] = __ldg(logits + i + k * stride);
+#pragma unroll
+    for (int k = 0; k < kLoadBatch; ++k) f(i + k * stride, r[k]);
+  }
+  for (; i < end; i += stride) f(i, __ldg(logits + i));
+}
+
 // The row's sum of each block's `v` (the same in every thread of a block).
 __device__ uint64_t row_total(uint64_t v, Grid& g) {
   uint64_t* buf = g.buf();
@@ -348,10 +371,10 @@ template <bool kMulti>
 __device__ uint64_t set_total(const Row& row, const Set& s, bool order_p, bool count, Shared& sh, Grid& g) {
   const bool need_p = needs_p(s, order_p, count);
   uint64_t t = 0;
-  for (int i = first_of<kMulti>(g); i < row.vocab; i += stride_of<kMulti>(g)) {
-    const Elem e = row.elem(i, need_p);
+  for_each_logit(row.logits, first_of<kMulti>(g), stride_of<kMulti>(g), row.vocab, [&](int i, float raw) {
+    const Elem e = row.elem_of(i, raw, need_p);
     if (member(s, e, i, order_p)) t += count ? 1 : e.w;
-  }
+  });
   t = block_total(t, sh);
   return kMulti ? row_total(t, g) : t;
 }
@@ -393,12 +416,12 @@ __device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool coun
   const int chunk = ((range_end - range_begin + kWarps - 1) / kWarps + 31) & ~31;
   const int begin = range_begin + warp * chunk;
   const int end = min(range_end, begin + chunk);
-  auto weight = [&](int i) -> uint64_t {
-    const Elem e = row.elem(i, need_p);
+  auto weight = [&](int i, float raw) -> uint64_t {
+    const Elem e = row.elem_of(i, raw, need_p);
     return member(s, e, i, order_p) ? (count ? 1 : e.w) : 0;
   };
   uint64_t sum = 0;
-  for (int i = begin + lane; i < end; i += 32) sum += weight(i);
+  for_each_logit(row.logits, begin + lane, 32, end, [&](int i, float raw) { sum += weight(i, raw); });
   sum = warp_total(sum);
   if (lane == 0) sh.wsum[warp] = sum;
   __syncthreads();
@@ -457,17 +480,33 @@ __device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool coun
     }
     __syncthreads();
     if (warp == sh.wsel) {
-      const uint64_t t = sh.wtarget;
-      uint64_t cum = 0;
-      for (int base = begin; base < end; base += 32) {
-        const int i = base + lane;
-        const uint64_t incl = warp_inclusive_scan(i < end ? weight(i) : uint64_t{0});
-        const unsigned hit = __ballot_sync(kFull, cum + incl > t);
-        if (hit != 0) {
-          if (lane == __ffs(hit) - 1) sh.result = i;
-          break;
+      // The walk of the warp's range in two levels, not one scan of 32 ids
+      // after another (chunk / 32 dependent scans, 128 at vocab 65536, while
+      // the block's other warps wait): lane l sums its own
+      // contiguous share [lb, le) of the range; one scan over the lanes
+      // finds the share holding the crossing; the warp walks that share.
+      const int share = chunk / 32;
+      const int lb = min(end, begin + lane * share), le = min(end, lb + share);
+      uint64_t own = 0;
+      for_each_logit(row.logits, lb, 1, le, [&](int i, float raw) { own += weight(i, raw); });
+      const uint64_t upto = warp_inclusive_scan(own);
+      uint64_t t = sh.wtarget;
+      const unsigned lanes = __ballot_sync(kFull, upto > t);  // not 0: the warp's total passes t
+      if (lanes != 0) {
+        const int src = __ffs(lanes) - 1;
+        t -= __shfl_sync(kFull, upto - own, src);
+        const int wb = __shfl_sync(kFull, lb, src), we = __shfl_sync(kFull, le, src);
+        uint64_t cum = 0;
+        for (int base = wb; base < we; base += 32) {
+          const int i = base + lane;
+          const uint64_t incl = warp_inclusive_scan(i < we ? weight(i, __ldg(row.logits + i)) : uint64_t{0});
+          const unsigned hit = __ballot_sync(kFull, cum + incl > t);
+          if (hit != 0) {
+            if (lane == __ffs(hit) - 1) sh.result = i;
+            break;
+          }
+          cum += __shfl_sync(kFull, incl, 31);
         }
-        cum += __shfl_sync(kFull, incl, 31);
       }
     }
     __syncthreads();
@@ -502,15 +541,15 @@ __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool
     for (int j = threadIdx.x; j < kWarps * kBins; j += kThreads) hist[j] = 0;
     __syncthreads();
     uint64_t* mine = hist + warp * kBins;
-    for (int i = first_of<kMulti>(g); i < row.vocab; i += stride_of<kMulti>(g)) {
-      const Elem e = row.elem(i, need_p);
-      if (!member(s, e, i, order_p)) continue;
+    for_each_logit(row.logits, first_of<kMulti>(g), stride_of<kMulti>(g), row.vocab, [&](int i, float raw) {
+      const Elem e = row.elem_of(i, raw, need_p);
+      if (!member(s, e, i, order_p)) return;
       const uint32_t key = order_p ? e.kp() : e.kx();
-      if (digit < 3 && (key >> (shift + 8)) != (prefix >> (shift + 8))) continue;
+      if (digit < 3 && (key >> (shift + 8)) != (prefix >> (shift + 8))) return;
       const uint64_t w = count ? 1 : e.w;
       if (w != 0) atomicAdd(reinterpret_cast<unsigned long long*>(mine + ((key >> shift) & 0xFFu)),
                             static_cast<unsigned long long>(w));
-    }
+    });
     __syncthreads();
     if (threadIdx.x < kBins) {
       uint64_t t = 0;
@@ -649,15 +688,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks(kMulti))
   int raw_i = 0x7fffffff, adj_i = 0x7fffffff;
   float run_max = neg_inf(), run_sum = 0.0f;
   uint64_t num_inf = 0;
-  for (int i = first_of<kMulti>(g); i < vocab; i += stride_of<kMulti>(g)) {
-    const float raw = __ldg(row.logits + i);
+  for_each_logit(row.logits, first_of<kMulti>(g), stride_of<kMulti>(g), vocab, [&](int i, float raw) {
     if (raw == raw) {
       better_of(raw_v, raw_i, raw, i);
       num_inf += raw == pos_inf();
       if (!kMulti) lse_step(raw, run_max, run_sum);
     }
     better_of(adj_v, adj_i, row.adjusted(i, raw), i);
-  }
+  });
   float finite_max = run_max;
   double lse_sum = 0.0;
   if (!kMulti) {
