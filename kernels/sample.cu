@@ -202,27 +202,31 @@ struct Row {
     return v;
   }
 
-  __device__ __forceinline__ Elem elem(int i, bool need_p) const { return elem_of(i, __ldg(logits + i), need_p); }
-  // The same from the raw logit of id i, already loaded.
-  __device__ __forceinline__ Elem elem_of(int i, float raw, bool need_p) const {
-    Elem e;
-    e.x = adjusted(i, raw);
-    if (need_p) {
-      e.p = exp_nonpositive(__fmul_rn(__fsub_rn(e.x, max), inv_t));
-      e.w = static_cast<uint64_t>(__fmul_rn(e.p, scale));
-    } else {
-      e.p = 0.0f;
-      e.w = 0;
-    }
-    return e;
+  // p = exp((x - max) / T) and its fixed-point weight.
+  __device__ __forceinline__ void weigh(Elem& e) const {
+    e.p = exp_nonpositive(__fmul_rn(__fsub_rn(e.x, max), inv_t));
+    e.w = static_cast<uint64_t>(__fmul_rn(e.p, scale));
   }
 };
 
-__device__ __forceinline__ bool member(const Set& s, const Elem& e, int i, bool order_p) {
+// Whether id i (raw logit `raw`) is in set s; e gets its adjusted logit and,
+// where need_p and it passes the tests on the logit, p and its weight (else
+// 0). The tests on the logit come first, so an id that a top_k bound (or a
+// bound or tie on the logit) leaves out costs no exp: most of a row in a
+// top_k draw. Same answer, and for a member the same Elem, as computing p
+// first.
+__device__ __forceinline__ bool member_of(const Row& row, const Set& s, int i, float raw, bool need_p, bool order_p,
+                                          Elem& e) {
+  e.x = row.adjusted(i, raw);
+  e.p = 0.0f;
+  e.w = 0;
   if (s.use_k && !within(s.k, e.kx(), i)) return false;
+  if (s.use_p && !s.pb_on_p && !within(s.pb, e.kx(), i)) return false;
+  if (s.tie && !order_p && e.kx() != s.tie_key) return false;
+  if (need_p) row.weigh(e);
   if (e.p < s.pmin) return false;
-  if (s.use_p && !within(s.pb, s.pb_on_p ? e.kp() : e.kx(), i)) return false;
-  if (s.tie && (order_p ? e.kp() : e.kx()) != s.tie_key) return false;
+  if (s.use_p && s.pb_on_p && !within(s.pb, e.kp(), i)) return false;
+  if (s.tie && order_p && e.kp() != s.tie_key) return false;
   return true;
 }
 
@@ -239,6 +243,10 @@ struct Shared {
   uint64_t above, wtarget;
   uint64_t btarget;
   int found, bin, wsel, result, winner;
+  // sorted_crossing's last digit on the one-block path: per exact key, the
+  // members of nonzero weight and the lowest id among them.
+  unsigned tie_count[kBins];
+  int tie_id[kBins];
 };
 
 template <typename T>
@@ -372,8 +380,8 @@ __device__ uint64_t set_total(const Row& row, const Set& s, bool order_p, bool c
   const bool need_p = needs_p(s, order_p, count);
   uint64_t t = 0;
   for_each_logit(row.logits, first_of<kMulti>(g), stride_of<kMulti>(g), row.vocab, [&](int i, float raw) {
-    const Elem e = row.elem_of(i, raw, need_p);
-    if (member(s, e, i, order_p)) t += count ? 1 : e.w;
+    Elem e;
+    if (member_of(row, s, i, raw, need_p, order_p, e)) t += count ? 1 : e.w;
   });
   t = block_total(t, sh);
   return kMulti ? row_total(t, g) : t;
@@ -417,8 +425,8 @@ __device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool coun
   const int begin = range_begin + warp * chunk;
   const int end = min(range_end, begin + chunk);
   auto weight = [&](int i, float raw) -> uint64_t {
-    const Elem e = row.elem_of(i, raw, need_p);
-    return member(s, e, i, order_p) ? (count ? 1 : e.w) : 0;
+    Elem e;
+    return member_of(row, s, i, raw, need_p, order_p, e) ? (count ? 1 : e.w) : 0;
   };
   uint64_t sum = 0;
   for_each_logit(row.logits, begin + lane, 32, end, [&](int i, float raw) { sum += weight(i, raw); });
@@ -528,10 +536,12 @@ __device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool coun
 
 // The element at which the running weight of the set, walked in (key desc,
 // id asc) order, exceeds `target` (key: the prob's if order_p, else the
-// logit's). false if the total does not.
+// logit's). false if the total does not. With `members`, also the number of
+// the set's members (counted in the first digit's pass, which visits them
+// all: a pass fewer than set_total's count).
 template <bool kMulti>
 __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool count, uint64_t target,
-                                uint64_t* hist, Shared& sh, Grid& g, Bound* out) {
+                                uint64_t* hist, Shared& sh, Grid& g, Bound* out, uint64_t* members = nullptr) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool need_p = needs_p(s, order_p, count);
   uint32_t prefix = 0;
@@ -539,17 +549,33 @@ __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool
   for (int digit = 3; digit >= 0; --digit) {
     const int shift = 8 * digit;
     for (int j = threadIdx.x; j < kWarps * kBins; j += kThreads) hist[j] = 0;
+    if (!kMulti && digit == 0 && threadIdx.x < kBins) {
+      sh.tie_count[threadIdx.x] = 0;
+      sh.tie_id[threadIdx.x] = 0x7fffffff;
+    }
     __syncthreads();
     uint64_t* mine = hist + warp * kBins;
+    unsigned seen = 0;  // members visited (< 2^20)
     for_each_logit(row.logits, first_of<kMulti>(g), stride_of<kMulti>(g), row.vocab, [&](int i, float raw) {
-      const Elem e = row.elem_of(i, raw, need_p);
-      if (!member(s, e, i, order_p)) return;
+      Elem e;
+      if (!member_of(row, s, i, raw, need_p, order_p, e)) return;
+      ++seen;
       const uint32_t key = order_p ? e.kp() : e.kx();
       if (digit < 3 && (key >> (shift + 8)) != (prefix >> (shift + 8))) return;
       const uint64_t w = count ? 1 : e.w;
-      if (w != 0) atomicAdd(reinterpret_cast<unsigned long long*>(mine + ((key >> shift) & 0xFFu)),
-                            static_cast<unsigned long long>(w));
+      if (w != 0) {
+        const uint32_t bin = (key >> shift) & 0xFFu;
+        atomicAdd(reinterpret_cast<unsigned long long*>(mine + bin), static_cast<unsigned long long>(w));
+        if (!kMulti && digit == 0) {
+          atomicAdd(&sh.tie_count[bin], 1u);
+          atomicMin(&sh.tie_id[bin], i);
+        }
+      }
     });
+    if (members != nullptr && digit == 3) {
+      const uint64_t c = block_total(static_cast<uint64_t>(seen), sh);
+      *members = kMulti ? row_total(c, g) : c;
+    }
     __syncthreads();
     if (threadIdx.x < kBins) {
       uint64_t t = 0;
@@ -598,10 +624,19 @@ __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool
     above = sh.above;
     __syncthreads();
   }
-  Set ties = s;
-  ties.tie = true;
-  ties.tie_key = prefix;
-  const int id = id_crossing<kMulti>(row, ties, order_p, count, Target{target - above, false, 0.0}, sh, g);
+  // The crossing is among the members at key `prefix`, in id order. Where
+  // one of them has a nonzero weight (nearly always), it is that one (the
+  // others add nothing to the running sum); else the ties' walk. (The split
+  // path always walks: the same id.)
+  int id;
+  if (!kMulti && sh.tie_count[prefix & 0xFFu] == 1) {
+    id = sh.tie_id[prefix & 0xFFu];
+  } else {
+    Set ties = s;
+    ties.tie = true;
+    ties.tie_key = prefix;
+    id = id_crossing<kMulti>(row, ties, order_p, count, Target{target - above, false, 0.0}, sh, g);
+  }
   if (id < 0) return false;  // cannot happen: the ties hold the crossing
   *out = Bound{prefix, id};
   return true;
@@ -803,9 +838,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks(kMulti))
           static_cast<float>((1.0 - static_cast<double>(spec.top_p)) * (static_cast<double>(z) / scale) / vocab);
       Set s;
       s.pmin = fmaxf(fmaxf(spec.min_p, guarantee), __uint_as_float(1u));
-      const uint64_t candidates = set_total<kMulti>(row, s, true, true, sh, g);
+      uint64_t candidates = 0;  // the members of s, counted by the walk's first pass
       Bound pb{0, 0};
-      if (sorted_crossing<kMulti>(row, s, true, false, need_target(need), hist, sh, g, &pb)) {
+      if (sorted_crossing<kMulti>(row, s, true, false, need_target(need), hist, sh, g, &pb, &candidates)) {
         s.use_p = true;
         s.pb = pb;
         s.pb_on_p = true;
