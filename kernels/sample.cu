@@ -19,9 +19,11 @@
 // order-preserving 32-bit key, 8 bits per pass (per-warp shared histograms of
 // the weight per digit, then one warp finds the digit where the running sum
 // passes the target), followed by an id-order walk among the ties at the
-// found key. So each selection is 5 passes over the row (L2-resident: 256 KB
-// at vocab 65536), whatever k or top_p, and gives the element the CPU's walk
-// would stop at.
+// found key (skipped on the one-block path where one member has that key,
+// as nearly always). So each selection is 4-5 passes over the row (256 KB at
+// vocab 65536), whatever k or top_p, and gives the element the CPU's walk
+// would stop at. A set's tests on the logit (the top_k bound) come before
+// its exp, so the passes after a top_k selection cost little.
 // To make the same u pick the same token as the CPU, everything that decides
 // a token is computed as the CPU computes it: the adjusted logits bit for bit
 // (IEEE ops, no contraction), the probabilities with the same cephes expf
