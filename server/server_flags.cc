@@ -35,7 +35,8 @@ std::string ServerUsage() {
                    [--threads N] [--max-sessions N] [--max-batch N]
                    [--state-memory-mb MB | --state-slots N] [--offload-memory-mb MB]
                    [--max-queue N] [--prefill-chunk N] [--step-tokens N]
-                   [--mixed-prefill-tokens N] [--mixed-prefill-ratio R] [--max-prompt-tokens N]
+                   [--mixed-prefill-tokens N] [--mixed-prefill-ratio R]
+                   [--mixed-prefill-drain-steps K] [--max-prompt-tokens N]
                    [--drain-seconds S] [--step-log FILE]
 
 Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
@@ -77,6 +78,9 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
                      only --step-tokens bounds them; e.g. 128 and 0.5): bounds how much
                      prompts lengthen the decoding sessions' step, at the cost of their
                      first token
+  --mixed-prefill-drain-steps  with that cap on, raises it to at least the prompt tokens
+                     left to feed / K (default 0: no floor): a burst of prompts is spread
+                     over about K steps, and a backlog of long prompts is not starved
   --max-prompt-tokens  the longest prompt accepted (default 1048576)
   --drain-seconds    on SIGTERM/SIGINT, how long running generations may finish (default 30)
   --step-log         append one line per engine step to FILE (time, decoding and prompt rows,
@@ -152,6 +156,7 @@ absl::StatusOr<ServerFlags> ParseServerFlags(const std::vector<std::string>& arg
       {"--prefill-chunk", {&e.prefill_chunk, 1}},
       {"--step-tokens", {&e.step_token_budget, 1}},
       {"--mixed-prefill-tokens", {&e.mixed_prefill_tokens, 0}},
+      {"--mixed-prefill-drain-steps", {&e.mixed_prefill_drain_steps, 0}},
       {"--max-prompt-tokens", {&e.max_prompt_tokens, 1}},
   };
   for (size_t i = 0; i < args.size(); ++i) {

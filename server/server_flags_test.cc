@@ -29,6 +29,7 @@ TEST(ServerFlagsTest, Defaults) {
   // Prompts beside decoding sessions: no cap beyond --step-tokens.
   EXPECT_EQ(f->engine.mixed_prefill_tokens, 0);
   EXPECT_EQ(f->engine.mixed_prefill_ratio, 0);
+  EXPECT_EQ(f->engine.mixed_prefill_drain_steps, 0);
   EXPECT_TRUE(f->engine.step_log_path.empty());
   EXPECT_EQ(f->state_memory_mb, 0);  // chosen at start-up from the backend's memory
   EXPECT_TRUE(f->given.empty());
@@ -63,6 +64,8 @@ TEST(ServerFlagsTest, EveryFlag) {
                              "24",
                              "--mixed-prefill-ratio",
                              "0.75",
+                             "--mixed-prefill-drain-steps",
+                             "6",
                              "--step-log",
                              "/tmp/steps.txt",
                              "--max-prompt-tokens",
@@ -86,6 +89,7 @@ TEST(ServerFlagsTest, EveryFlag) {
   EXPECT_EQ(f->engine.step_token_budget, 64);
   EXPECT_EQ(f->engine.mixed_prefill_tokens, 24);
   EXPECT_EQ(f->engine.mixed_prefill_ratio, 0.75);
+  EXPECT_EQ(f->engine.mixed_prefill_drain_steps, 6);
   EXPECT_EQ(f->engine.step_log_path, "/tmp/steps.txt");
   EXPECT_EQ(f->engine.max_prompt_tokens, 1000);
   EXPECT_EQ(f->drain_seconds, 2.5);
@@ -179,6 +183,7 @@ TEST(ServerFlagsTest, Errors) {
       {"--mixed-prefill-ratio", "nan"},      // not a number in range
       {"--mixed-prefill-ratio", "1e9"},      // above the largest accepted
       {"--mixed-prefill-ratio", "half"},     // not a number
+      {"--mixed-prefill-drain-steps", "-2"},  // below 0 (0 = no floor)
       {"--step-log", ""},                    // empty
       {"--state-slots", "99999999999"},      // overflow
       {"--drain-seconds", "-1"},             // negative

@@ -282,9 +282,9 @@ int Run(const ServerFlags& flags, const sigset_t& signals) {
   std::unique_ptr<Engine> engine = *std::move(engine_or);
   const EngineConfig& ec = engine->config();
   Log("state slots %d, max sessions %d, max batch %d, max queue %d, prefill chunk %d, step tokens %d, mixed "
-      "prefill tokens %d, mixed prefill ratio %g",
+      "prefill tokens %d, mixed prefill ratio %g, mixed prefill drain steps %d",
       ec.state_slots, ec.max_sessions, ec.max_batch, ec.max_queue, ec.prefill_chunk, ec.step_token_budget,
-      ec.mixed_prefill_tokens, ec.mixed_prefill_ratio);
+      ec.mixed_prefill_tokens, ec.mixed_prefill_ratio, ec.mixed_prefill_drain_steps);
   if (const Engine::WarmUp w = engine->warm_up(); w.shapes > 0) {
     Log("warm-up: %d decode pass shapes (1..%d sessions) run and recorded in %.2f s", w.shapes, ec.max_batch,
         w.seconds);

@@ -242,11 +242,22 @@ bool EngineImpl::Step() {
       }
     }
     // While sessions decode, prompts get at most
-    // max(mixed_prefill_tokens, mixed_prefill_ratio x decoding) rows.
+    // max(mixed_prefill_tokens, mixed_prefill_ratio x decoding,
+    //     prompt tokens left / mixed_prefill_drain_steps) rows.
     if (!plan.empty() && (config_.mixed_prefill_tokens > 0 || config_.mixed_prefill_ratio > 0)) {
       const double by_ratio = std::ceil(config_.mixed_prefill_ratio * static_cast<double>(plan.size()));
-      const int32_t cap = std::max(config_.mixed_prefill_tokens,
-                                   static_cast<int32_t>(std::min(by_ratio, static_cast<double>(INT32_MAX))));
+      int32_t cap = std::max(config_.mixed_prefill_tokens,
+                             static_cast<int32_t>(std::min(by_ratio, static_cast<double>(INT32_MAX))));
+      if (config_.mixed_prefill_drain_steps > 0) {
+        int64_t left = 0;
+        for (const auto& r : running_) {
+          if (r->pending_token < 0 && r->prompt_pos < r->req.prompt.size()) {
+            left += static_cast<int64_t>(r->req.prompt.size() - r->prompt_pos);
+          }
+        }
+        const int64_t steps = config_.mixed_prefill_drain_steps;
+        cap = static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(cap, (left + steps - 1) / steps), INT32_MAX));
+      }
       budget = std::min(budget, cap);
     }
     for (auto& r : running_) {

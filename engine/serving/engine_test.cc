@@ -275,6 +275,52 @@ TEST(EngineTest, MixedPrefillRatioScalesTheCapWithTheDecodingSessions) {
   EXPECT_GE(late_rows, 50);
 }
 
+// With mixed_prefill_drain_steps the cap is at least the prompt tokens left
+// / drain steps: a 40-token prompt beside a decoding session, cap 2, drain
+// steps 4, goes in as 10, 8, 6, 4, 3, 3, 2, 2, 2 rows (ceil(left / 4), at
+// least 2), not 20 steps of 2.
+TEST(EngineTest, MixedPrefillDrainStepsRaiseTheCapWithThePromptTokensLeft) {
+  EngineConfig cfg;
+  cfg.prefill_chunk = 64;
+  cfg.step_token_budget = 64;
+  cfg.mixed_prefill_tokens = 2;
+  cfg.mixed_prefill_drain_steps = 4;
+  RecordedEngine made = MakeRecordedEngine(cfg);
+  ASSERT_NE(made.engine, nullptr);
+  PassRecorder* rec = made.rec;
+  Engine& e = *made.engine;
+
+  auto decoding = std::make_shared<Collect>();
+  auto handle = e.Submit(Req({7, 8, 9}, 2, 1 << 20), decoding);
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  for (int i = 0; i < 2000 && decoding->tokens().size() < 2; ++i) std::this_thread::sleep_for(1ms);
+  ASSERT_GE(decoding->tokens().size(), 2u);
+  const int32_t decoding_slot = rec->Passes()[0][0].slot;  // its 3-token prompt, alone
+  const size_t before = rec->Passes().size();
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 40; ++i) prompt.push_back((i * 11 + 3) % 256);
+  auto late = std::make_shared<Collect>();
+  ASSERT_TRUE(e.Submit(Req(prompt, 3, 2), late).ok());
+  ASSERT_TRUE(late->Wait());
+  (*handle)->Cancel();
+  ASSERT_TRUE(decoding->Wait());
+
+  const std::vector<std::vector<Segment>> passes = rec->Passes();
+  std::vector<int> rows;  // the late prompt's rows per pass, until it is fed
+  int left = 40;
+  for (size_t p = before; p < passes.size() && left > 0; ++p) {
+    bool decodes = false;
+    for (const Segment& s : passes[p]) decodes |= s.slot == decoding_slot && s.rows == 1;
+    for (const Segment& s : passes[p]) {
+      if (s.slot == decoding_slot) continue;
+      EXPECT_TRUE(decodes) << "pass " << p << ": the prompt went in without the decoding session";
+      rows.push_back(s.rows);
+      left -= s.rows;
+    }
+  }
+  EXPECT_EQ(rows, (std::vector<int>{10, 8, 6, 4, 3, 3, 2, 2, 2}));
+}
+
 // The step log gets a header and one line per step: the prompt step, then
 // the decode steps, each with its rows and non-negative phase times.
 TEST(EngineTest, StepLogHasALinePerStep) {
@@ -364,9 +410,10 @@ TEST(EngineTest, AStepIsOnePassUpToTheStepBudget) {
 
 // Limits out of range are refused at creation with a message naming them.
 TEST(EngineTest, BadLimitsAreRefused) {
-  for (int which = 0; which < 6; ++which) {
+  for (int which = 0; which < 7; ++which) {
     EngineConfig cfg;
     if (which == 0) cfg.mixed_prefill_tokens = -1;
+    if (which == 6) cfg.mixed_prefill_drain_steps = -1;
     if (which == 1) cfg.prefill_chunk = 0;
     if (which == 2) cfg.step_token_budget = 0;
     if (which == 3) cfg.mixed_prefill_ratio = -0.5;
@@ -377,7 +424,8 @@ TEST(EngineTest, BadLimitsAreRefused) {
     auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
     ASSERT_FALSE(engine.ok()) << which;
     EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument) << which;
-    EXPECT_NE(engine.status().message().find("mixed prefill tokens >= 0"), std::string::npos) << engine.status();
+    EXPECT_NE(engine.status().message().find("mixed prefill tokens and drain steps >= 0"), std::string::npos)
+        << engine.status();
   }
 }
 
