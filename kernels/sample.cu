@@ -935,7 +935,10 @@ cudaError_t launch_sample(const float* logits, int vocab, const SampleRowDesc* s
   const bool have_scratch = scratch != nullptr && scratch_bytes >= sample_scratch_bytes(n) && sample_scratch_bytes(n) > 0;
   if (parts == 0) parts = have_scratch ? auto_parts(n) : 1;
   if (parts > 1 && !have_scratch) return cudaErrorInvalidValue;
-  if (smem > 48 * 1024) {
+  // The default limit, 48 KB, is on static and dynamic shared memory
+  // together: above it (a vocabulary above ~110,000) the launch needs the
+  // attribute.
+  if (smem + sizeof(Shared) > 48 * 1024) {
     cudaError_t e =
         cudaFuncSetAttribute(sample_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (e == cudaSuccess) {

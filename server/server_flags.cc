@@ -78,9 +78,10 @@ Serves the rwkv.v1.Inference gRPC API, grpc.health.v1 and server reflection.
                      only --step-tokens bounds them; e.g. 128 and 0.5): bounds how much
                      prompts lengthen the decoding sessions' step, at the cost of their
                      first token
-  --mixed-prefill-drain-steps  with that cap on, raises it to at least the prompt tokens
-                     left to feed / K (default 0: no floor): a burst of prompts is spread
-                     over about K steps, and a backlog of long prompts is not starved
+  --mixed-prefill-drain-steps  with that cap on (it needs one of the two), raises it to at
+                     least the prompt tokens left to feed / K (default 0: no floor): a
+                     burst of prompts is spread over a few more than K steps, and a
+                     backlog of long prompts gets rows in proportion to its size
   --max-prompt-tokens  the longest prompt accepted (default 1048576)
   --drain-seconds    on SIGTERM/SIGINT, how long running generations may finish (default 30)
   --step-log         append one line per engine step to FILE (time, decoding and prompt rows,

@@ -244,6 +244,14 @@ TEST_F(CudaSampleTest, MatchesHostSamplerOnSmallOddVocabulary) {
   RunCombos(1003, 200);
 }
 
+// A vocabulary whose bitmap and histograms with the kernel's static shared
+// memory pass the 48 KB launch default while the dynamic part alone does not
+// (it needs the attribute all the same).
+TEST_F(CudaSampleTest, MatchesHostSamplerOnAVocabularyPastTheSharedMemoryDefault) {
+  RWKV_REQUIRE_GPU();
+  RunCombos(120000, 8);
+}
+
 // Fallbacks and ties, where the pick is fully determined.
 TEST_F(CudaSampleTest, EdgeRowsPickExactlyWhatTheCpuPicks) {
   RWKV_REQUIRE_GPU();

@@ -57,13 +57,14 @@ struct EngineConfig {
   // its rows), at the cost of their time to first token (server/README.md).
   int32_t mixed_prefill_tokens = 0;
   double mixed_prefill_ratio = 0;
-  // With that cap on (either of the two above > 0): the cap is also at least
-  // the prompt tokens the running requests still have to feed, divided by
-  // mixed_prefill_drain_steps (0: no such floor). A burst of short prompts is
-  // then spread over about that many steps, while prompts arriving faster
-  // than the cap alone admits (long prompts under load) are not held back
-  // for as long as it takes: the floor grows with the backlog up to
-  // step_token_budget (server/README.md).
+  // With that cap on (either of the two above > 0; set alone it is refused):
+  // the cap is also at least the prompt tokens the running requests still
+  // have to feed, divided by mixed_prefill_drain_steps (0: no such floor),
+  // within prefill_chunk per prompt and the step's budget. Each step then
+  // takes at least that fraction of what is left, so a burst of short
+  // prompts is spread over a few more steps than that, while prompts
+  // arriving faster than the cap alone admits (long prompts under load) get
+  // rows in proportion to the backlog (server/README.md).
   int32_t mixed_prefill_drain_steps = 0;
   // Before serving, run every decode-only pass shape up to max_batch once
   // more than a backend needs to record it (Model::WarmUpPasses: CUDA graphs

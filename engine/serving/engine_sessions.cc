@@ -29,6 +29,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Model> mo
         "mixed prefill tokens and drain steps >= 0, mixed prefill ratio in [0, ",
         kMaxMixedPrefillRatio, "])"));
   }
+  if (config.mixed_prefill_drain_steps > 0 && config.mixed_prefill_tokens == 0 && config.mixed_prefill_ratio == 0) {
+    return absl::InvalidArgumentError(
+        "mixed prefill drain steps raise the mixed-prefill cap, which is off: set mixed prefill tokens or ratio too");
+  }
   if (tokenizer->vocab_size() > model->config().vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat("the ", tokenizer->name(), " vocabulary has ",
                                                    tokenizer->vocab_size(), " tokens but the model only ",

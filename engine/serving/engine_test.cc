@@ -321,6 +321,56 @@ TEST(EngineTest, MixedPrefillDrainStepsRaiseTheCapWithThePromptTokensLeft) {
   EXPECT_EQ(rows, (std::vector<int>{10, 8, 6, 4, 3, 3, 2, 2, 2}));
 }
 
+// The floor stays within prefill_chunk per prompt: with a chunk of 4 the same
+// prompt goes in as 4 x 7, then 3, 3, 2, 2, 2. Drain steps without the cap
+// they raise are refused.
+TEST(EngineTest, MixedPrefillDrainStepsStayWithinThePrefillChunk) {
+  EngineConfig cfg;
+  cfg.prefill_chunk = 4;
+  cfg.step_token_budget = 64;
+  cfg.mixed_prefill_tokens = 2;
+  cfg.mixed_prefill_drain_steps = 4;
+  RecordedEngine made = MakeRecordedEngine(cfg);
+  ASSERT_NE(made.engine, nullptr);
+  PassRecorder* rec = made.rec;
+  Engine& e = *made.engine;
+
+  auto decoding = std::make_shared<Collect>();
+  auto handle = e.Submit(Req({7, 8, 9}, 2, 1 << 20), decoding);
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  for (int i = 0; i < 2000 && decoding->tokens().size() < 2; ++i) std::this_thread::sleep_for(1ms);
+  ASSERT_GE(decoding->tokens().size(), 2u);
+  const int32_t decoding_slot = rec->Passes()[0][0].slot;
+  const size_t before = rec->Passes().size();
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 40; ++i) prompt.push_back((i * 11 + 3) % 256);
+  auto late = std::make_shared<Collect>();
+  ASSERT_TRUE(e.Submit(Req(prompt, 3, 2), late).ok());
+  ASSERT_TRUE(late->Wait());
+  (*handle)->Cancel();
+  ASSERT_TRUE(decoding->Wait());
+  const std::vector<std::vector<Segment>> passes = rec->Passes();
+  std::vector<int> rows;
+  int left = 40;
+  for (size_t p = before; p < passes.size() && left > 0; ++p) {
+    for (const Segment& s : passes[p]) {
+      if (s.slot == decoding_slot) continue;
+      rows.push_back(s.rows);
+      left -= s.rows;
+    }
+  }
+  EXPECT_EQ(rows, (std::vector<int>{4, 4, 4, 4, 4, 4, 4, 3, 3, 2, 2, 2}));
+
+  EngineConfig alone;
+  alone.mixed_prefill_drain_steps = 8;
+  auto model = Model::Load("synthetic:tiny", std::make_unique<CpuBackend>(1), {.progress = false});
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto refused = Engine::Create(*std::move(model), MakeByteTokenizer(), alone, nullptr, nullptr);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("mixed-prefill cap, which is off"), std::string::npos) << refused.status();
+}
+
 // The step log gets a header and one line per step: the prompt step, then
 // the decode steps, each with its rows and non-negative phase times.
 TEST(EngineTest, StepLogHasALinePerStep) {
