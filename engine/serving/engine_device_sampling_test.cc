@@ -475,8 +475,15 @@ TEST_P(EngineDeviceSamplingTest, SinkCallsKeepTheirOrderHoweverAGenerationEnds) 
             EXPECT_EQ(s.reason, FinishReason::kStop);
           }
       }
-      // The prompt token, then every streamed token.
-      EXPECT_EQ(TokensSeen(*e, g.id), static_cast<int64_t>(1 + s.tokens.size()));
+      // The prompt token, then every streamed token; except that the
+      // deadline of generation 1 (50 ms) may pass before its prompt is fed
+      // on a loaded machine, and then it has seen nothing (the engine drops
+      // an expired request before feeding it; a deadline set in the past
+      // makes that happen every time).
+      const int64_t seen = TokensSeen(*e, g.id);
+      if (!(i == 1 && s.tokens.empty() && seen == 0)) {
+        EXPECT_EQ(seen, static_cast<int64_t>(1 + s.tokens.size()));
+      }
     }
     EXPECT_GE(gens[0].sink->Streamed(), 3u);
     EXPECT_GE(gens[2].sink->Streamed(), 5u);
