@@ -275,91 +275,59 @@ TEST(EngineTest, MixedPrefillRatioScalesTheCapWithTheDecodingSessions) {
   EXPECT_GE(late_rows, 50);
 }
 
+// The rows per pass that a 40-token prompt gets when it arrives while
+// another session decodes (each pass of it checked to have that session's
+// decode row), until it is fed.
+std::vector<int> LatePromptRowsBesideADecodingSession(const EngineConfig& cfg) {
+  RecordedEngine made = MakeRecordedEngine(cfg);
+  EXPECT_NE(made.engine, nullptr);
+  if (made.engine == nullptr) return {};
+  Engine& e = *made.engine;
+  auto decoding = std::make_shared<Collect>();
+  auto handle = e.Submit(Req({7, 8, 9}, 2, 1 << 20), decoding);
+  EXPECT_TRUE(handle.ok()) << handle.status();
+  if (!handle.ok()) return {};
+  for (int i = 0; i < 2000 && decoding->tokens().size() < 2; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_GE(decoding->tokens().size(), 2u);
+  const int32_t decoding_slot = made.rec->Passes()[0][0].slot;  // its 3-token prompt, alone
+  const size_t before = made.rec->Passes().size();
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 40; ++i) prompt.push_back((i * 11 + 3) % 256);
+  auto late = std::make_shared<Collect>();
+  EXPECT_TRUE(e.Submit(Req(prompt, 3, 2), late).ok());
+  EXPECT_TRUE(late->Wait());
+  (*handle)->Cancel();
+  EXPECT_TRUE(decoding->Wait());
+  const std::vector<std::vector<Segment>> passes = made.rec->Passes();
+  std::vector<int> rows;
+  int left = 40;
+  for (size_t p = before; p < passes.size() && left > 0; ++p) {
+    bool decodes = false;
+    for (const Segment& seg : passes[p]) decodes |= seg.slot == decoding_slot && seg.rows == 1;
+    for (const Segment& seg : passes[p]) {
+      if (seg.slot == decoding_slot) continue;
+      EXPECT_TRUE(decodes) << "pass " << p << ": the prompt went in without the decoding session";
+      rows.push_back(seg.rows);
+      left -= seg.rows;
+    }
+  }
+  return rows;
+}
+
 // With mixed_prefill_drain_steps the cap is at least the prompt tokens left
 // / drain steps: a 40-token prompt beside a decoding session, cap 2, drain
 // steps 4, goes in as 10, 8, 6, 4, 3, 3, 2, 2, 2 rows (ceil(left / 4), at
-// least 2), not 20 steps of 2.
+// least 2), not 20 steps of 2; with a prefill chunk of 4, as 4 x 7, then 3,
+// 3, 2, 2, 2. Drain steps without the cap they raise are refused.
 TEST(EngineTest, MixedPrefillDrainStepsRaiseTheCapWithThePromptTokensLeft) {
   EngineConfig cfg;
   cfg.prefill_chunk = 64;
   cfg.step_token_budget = 64;
   cfg.mixed_prefill_tokens = 2;
   cfg.mixed_prefill_drain_steps = 4;
-  RecordedEngine made = MakeRecordedEngine(cfg);
-  ASSERT_NE(made.engine, nullptr);
-  PassRecorder* rec = made.rec;
-  Engine& e = *made.engine;
-
-  auto decoding = std::make_shared<Collect>();
-  auto handle = e.Submit(Req({7, 8, 9}, 2, 1 << 20), decoding);
-  ASSERT_TRUE(handle.ok()) << handle.status();
-  for (int i = 0; i < 2000 && decoding->tokens().size() < 2; ++i) std::this_thread::sleep_for(1ms);
-  ASSERT_GE(decoding->tokens().size(), 2u);
-  const int32_t decoding_slot = rec->Passes()[0][0].slot;  // its 3-token prompt, alone
-  const size_t before = rec->Passes().size();
-  std::vector<int32_t> prompt;
-  for (int i = 0; i < 40; ++i) prompt.push_back((i * 11 + 3) % 256);
-  auto late = std::make_shared<Collect>();
-  ASSERT_TRUE(e.Submit(Req(prompt, 3, 2), late).ok());
-  ASSERT_TRUE(late->Wait());
-  (*handle)->Cancel();
-  ASSERT_TRUE(decoding->Wait());
-
-  const std::vector<std::vector<Segment>> passes = rec->Passes();
-  std::vector<int> rows;  // the late prompt's rows per pass, until it is fed
-  int left = 40;
-  for (size_t p = before; p < passes.size() && left > 0; ++p) {
-    bool decodes = false;
-    for (const Segment& s : passes[p]) decodes |= s.slot == decoding_slot && s.rows == 1;
-    for (const Segment& s : passes[p]) {
-      if (s.slot == decoding_slot) continue;
-      EXPECT_TRUE(decodes) << "pass " << p << ": the prompt went in without the decoding session";
-      rows.push_back(s.rows);
-      left -= s.rows;
-    }
-  }
-  EXPECT_EQ(rows, (std::vector<int>{10, 8, 6, 4, 3, 3, 2, 2, 2}));
-}
-
-// The floor stays within prefill_chunk per prompt: with a chunk of 4 the same
-// prompt goes in as 4 x 7, then 3, 3, 2, 2, 2. Drain steps without the cap
-// they raise are refused.
-TEST(EngineTest, MixedPrefillDrainStepsStayWithinThePrefillChunk) {
-  EngineConfig cfg;
+  EXPECT_EQ(LatePromptRowsBesideADecodingSession(cfg), (std::vector<int>{10, 8, 6, 4, 3, 3, 2, 2, 2}));
   cfg.prefill_chunk = 4;
-  cfg.step_token_budget = 64;
-  cfg.mixed_prefill_tokens = 2;
-  cfg.mixed_prefill_drain_steps = 4;
-  RecordedEngine made = MakeRecordedEngine(cfg);
-  ASSERT_NE(made.engine, nullptr);
-  PassRecorder* rec = made.rec;
-  Engine& e = *made.engine;
-
-  auto decoding = std::make_shared<Collect>();
-  auto handle = e.Submit(Req({7, 8, 9}, 2, 1 << 20), decoding);
-  ASSERT_TRUE(handle.ok()) << handle.status();
-  for (int i = 0; i < 2000 && decoding->tokens().size() < 2; ++i) std::this_thread::sleep_for(1ms);
-  ASSERT_GE(decoding->tokens().size(), 2u);
-  const int32_t decoding_slot = rec->Passes()[0][0].slot;
-  const size_t before = rec->Passes().size();
-  std::vector<int32_t> prompt;
-  for (int i = 0; i < 40; ++i) prompt.push_back((i * 11 + 3) % 256);
-  auto late = std::make_shared<Collect>();
-  ASSERT_TRUE(e.Submit(Req(prompt, 3, 2), late).ok());
-  ASSERT_TRUE(late->Wait());
-  (*handle)->Cancel();
-  ASSERT_TRUE(decoding->Wait());
-  const std::vector<std::vector<Segment>> passes = rec->Passes();
-  std::vector<int> rows;
-  int left = 40;
-  for (size_t p = before; p < passes.size() && left > 0; ++p) {
-    for (const Segment& s : passes[p]) {
-      if (s.slot == decoding_slot) continue;
-      rows.push_back(s.rows);
-      left -= s.rows;
-    }
-  }
-  EXPECT_EQ(rows, (std::vector<int>{4, 4, 4, 4, 4, 4, 4, 3, 3, 2, 2, 2}));
+  EXPECT_EQ(LatePromptRowsBesideADecodingSession(cfg), (std::vector<int>{4, 4, 4, 4, 4, 4, 4, 3, 3, 2, 2, 2}));
 
   EngineConfig alone;
   alone.mixed_prefill_drain_steps = 8;
