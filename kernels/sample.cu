@@ -23,7 +23,12 @@
 // as nearly always). So each selection is 4-5 passes over the row (256 KB at
 // vocab 65536), whatever k or top_p, and gives the element the CPU's walk
 // would stop at. A set's tests on the logit (the top_k bound) come before
-// its exp, so the passes after a top_k selection cost little.
+// its exp, so the passes after a top_k selection cost little. On the
+// one-block path a set of at most 256 members (top_k's k kept ids; top_p's
+// candidates where the first digit's pass counts that few) is listed in
+// shared memory in one pass, and every later pass over it, or a subset of
+// it, goes over the list instead of the row: the same calls on the same
+// members, so the same result.
 // To make the same u pick the same token as the CPU, everything that decides
 // a token is computed as the CPU computes it: the adjusted logits bit for bit
 // (IEEE ops, no contraction), the probabilities with the same cephes expf
@@ -62,6 +67,7 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kBins = 256;
 constexpr int kMaxVocab = 1 << 20;
 constexpr int kSortedDrawMax = 256;  // sampling_ops.cc kSortCandidatesMax: top_p draws in sorted order up to this
+constexpr int kListMax = 256;        // the one-block path's shortlist (Shared::list_*)
 constexpr double kTopPSlack = 1e-6;  // sampling_ops.cc kTopPSlack
 constexpr unsigned kFull = 0xffffffffu;
 constexpr int kMaxParts = 16;  // blocks per row on the split path
@@ -249,6 +255,12 @@ struct Shared {
   // members of nonzero weight and the lowest id among them.
   unsigned tie_count[kBins];
   int tie_id[kBins];
+  // The one-block path's shortlist: the members of a set (at most kListMax:
+  // top_k's k, or top_p's candidates when that few), as (id, raw logit), so
+  // that the passes over that set or a subset of it visit them, not the row.
+  int list_n;
+  int list_id[kListMax];
+  float list_raw[kListMax];
 };
 
 template <typename T>
@@ -350,20 +362,62 @@ __device__ __forceinline__ int stride_of(const Grid& g) {
 // one load at a time left each warp waiting on memory for most of its
 // cycles (ncu, H200, B = 960: 22.8 cycles an instruction, L1TEX stalls).
 // The order of the calls is the loop's, so an order-dependent f (the float
-// log-sum-exp) computes the same bits.
-constexpr int kLoadBatch = 4;
-template <typename F>
+// log-sum-exp) computes the same bits. 8 ahead on the one-block kernel, 4 on
+// the split one (H200, us a SampleRows, against 4 on both, five runs in two
+// calls: B = 960 greedy 162-167 -> 147-158, temperature 1 304-310 ->
+// 268-276, top_k 1,570-1,586 -> 1,428-1,436, top_p 1,081-1,095 ->
+// 1,004-1,012; 8 on the split path too made its top_p at B = 1 and 8
+// slower, 85-87 -> 89-98).
+template <bool kMulti>
+constexpr int kLoadBatch = kMulti ? 4 : 8;
+template <bool kMulti, typename F>
 __device__ __forceinline__ void for_each_logit(const float* __restrict__ logits, int first, int stride, int end,
                                                F&& f) {
+  constexpr int kBatch = kLoadBatch<kMulti>;
   int i = first;
-  for (; i + (kLoadBatch - 1) * stride < end; i += kLoadBatch * stride) {
-    float r[kLoadBatch];
+  for (; i + (kBatch - 1) * stride < end; i += kBatch * stride) {
+    float r[kBatch];
 #pragma unroll
-    for (int k = 0; k < kLoadBatch; ++k) r[k] = __ldg(logits + i + k * stride);
+    for (int k = 0; k < kBatch; ++k) r[k] = __ldg(logits + i + k * stride);
 #pragma unroll
-    for (int k = 0; k < kLoadBatch; ++k) f(i + k * stride, r[k]);
+    for (int k = 0; k < kBatch; ++k) f(i + k * stride, r[k]);
   }
   for (; i < end; i += stride) f(i, __ldg(logits + i));
+}
+
+// f(i, raw logit of i) over the row as for_each_logit, or, where `listed`
+// (one-block path), over the shortlist, which holds every member of the set
+// that the pass tests (or of a superset). What a pass computes from the
+// calls (sums of integer weights and counts, histograms, the least id of a
+// key) does not depend on their order, so it is the same either way.
+template <bool kMulti, typename F>
+__device__ __forceinline__ void for_each_candidate(const Row& row, const Grid& g, const Shared& sh, bool listed,
+                                                   F&& f) {
+  if (!kMulti && listed) {
+    for (int j = static_cast<int>(threadIdx.x); j < sh.list_n; j += kThreads) f(sh.list_id[j], sh.list_raw[j]);
+    return;
+  }
+  for_each_logit<kMulti>(row.logits, first_of<kMulti>(g), stride_of<kMulti>(g), row.vocab, f);
+}
+
+// One-block path: the shortlist of the members of s, in one pass over the
+// row. false (no list) where there are more than kListMax.
+__device__ bool collect_list(const Row& row, const Set& s, bool order_p, Shared& sh) {
+  const bool need_p = needs_p(s, order_p, true);  // p where a test needs it: membership as any pass tests it
+  __syncthreads();  // every reader of a previous list is done
+  if (threadIdx.x == 0) sh.list_n = 0;
+  __syncthreads();
+  for_each_logit<false>(row.logits, static_cast<int>(threadIdx.x), kThreads, row.vocab, [&](int i, float raw) {
+    Elem e;
+    if (!member_of(row, s, i, raw, need_p, order_p, e)) return;
+    const int j = atomicAdd(&sh.list_n, 1);
+    if (j < kListMax) {
+      sh.list_id[j] = i;
+      sh.list_raw[j] = raw;
+    }
+  });
+  __syncthreads();
+  return sh.list_n <= kListMax;
 }
 
 // The row's sum of each block's `v` (the same in every thread of a block).
@@ -376,12 +430,13 @@ __device__ uint64_t row_total(uint64_t v, Grid& g) {
   return t;
 }
 
-// Sum of the weights (or the count) of a set.
+// Sum of the weights (or the count) of a set; `listed`: over the shortlist.
 template <bool kMulti>
-__device__ uint64_t set_total(const Row& row, const Set& s, bool order_p, bool count, Shared& sh, Grid& g) {
+__device__ uint64_t set_total(const Row& row, const Set& s, bool order_p, bool count, Shared& sh, Grid& g,
+                              bool listed = false) {
   const bool need_p = needs_p(s, order_p, count);
   uint64_t t = 0;
-  for_each_logit(row.logits, first_of<kMulti>(g), stride_of<kMulti>(g), row.vocab, [&](int i, float raw) {
+  for_each_candidate<kMulti>(row, g, sh, listed, [&](int i, float raw) {
     Elem e;
     if (member_of(row, s, i, raw, need_p, order_p, e)) t += count ? 1 : e.w;
   });
@@ -431,7 +486,7 @@ __device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool coun
     return member_of(row, s, i, raw, need_p, order_p, e) ? (count ? 1 : e.w) : 0;
   };
   uint64_t sum = 0;
-  for_each_logit(row.logits, begin + lane, 32, end, [&](int i, float raw) { sum += weight(i, raw); });
+  for_each_logit<kMulti>(row.logits, begin + lane, 32, end, [&](int i, float raw) { sum += weight(i, raw); });
   sum = warp_total(sum);
   if (lane == 0) sh.wsum[warp] = sum;
   __syncthreads();
@@ -498,7 +553,7 @@ __device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool coun
       const int share = chunk / 32;
       const int lb = min(end, begin + lane * share), le = min(end, lb + share);
       uint64_t own = 0;
-      for_each_logit(row.logits, lb, 1, le, [&](int i, float raw) { own += weight(i, raw); });
+      for_each_logit<kMulti>(row.logits, lb, 1, le, [&](int i, float raw) { own += weight(i, raw); });
       const uint64_t upto = warp_inclusive_scan(own);
       uint64_t t = sh.wtarget;
       const unsigned lanes = __ballot_sync(kFull, upto > t);  // not 0: the warp's total passes t
@@ -540,10 +595,15 @@ __device__ int id_crossing(const Row& row, const Set& s, bool order_p, bool coun
 // id asc) order, exceeds `target` (key: the prob's if order_p, else the
 // logit's). false if the total does not. With `members`, also the number of
 // the set's members (counted in the first digit's pass, which visits them
-// all: a pass fewer than set_total's count).
+// all: a pass fewer than set_total's count). `listed`: the passes go over the
+// shortlist (it holds s or a superset). With `built` (one-block path, not
+// listed), where the first digit's pass counts at most kListMax members, one
+// pass lists them and the other digits go over the list; *built says whether
+// the list now holds s.
 template <bool kMulti>
 __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool count, uint64_t target,
-                                uint64_t* hist, Shared& sh, Grid& g, Bound* out, uint64_t* members = nullptr) {
+                                uint64_t* hist, Shared& sh, Grid& g, Bound* out, uint64_t* members = nullptr,
+                                bool listed = false, bool* built = nullptr) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool need_p = needs_p(s, order_p, count);
   uint32_t prefix = 0;
@@ -558,7 +618,7 @@ __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool
     __syncthreads();
     uint64_t* mine = hist + warp * kBins;
     unsigned seen = 0;  // members visited (< 2^20)
-    for_each_logit(row.logits, first_of<kMulti>(g), stride_of<kMulti>(g), row.vocab, [&](int i, float raw) {
+    for_each_candidate<kMulti>(row, g, sh, listed, [&](int i, float raw) {
       Elem e;
       if (!member_of(row, s, i, raw, need_p, order_p, e)) return;
       ++seen;
@@ -574,9 +634,11 @@ __device__ bool sorted_crossing(const Row& row, const Set& s, bool order_p, bool
         }
       }
     });
-    if (members != nullptr && digit == 3) {
-      const uint64_t c = block_total(static_cast<uint64_t>(seen), sh);
-      *members = kMulti ? row_total(c, g) : c;
+    if ((members != nullptr || (!kMulti && built != nullptr)) && digit == 3) {
+      uint64_t c = block_total(static_cast<uint64_t>(seen), sh);
+      if (kMulti) c = row_total(c, g);
+      if (members != nullptr) *members = c;
+      if (!kMulti && built != nullptr && !listed && c <= kListMax) listed = *built = collect_list(row, s, order_p, sh);
     }
     __syncthreads();
     if (threadIdx.x < kBins) {
@@ -675,11 +737,14 @@ __device__ __forceinline__ int best_id(uint64_t key) {
 
 // Grid: `parts` consecutive blocks per row (kMulti), else one. The one-block
 // kernel (many rows: each row's block is one of many) keeps to 3 blocks an
-// SM (<= 40 registers; ptxas gives it 38 without spilling, where, unbounded,
-// it took 64 and so only 2 blocks an SM: H100, B = 960, greedy 249-252 ->
-// 309-315 us, top_k 3,319-3,330 -> 4,173-4,191); the split kernel to 2 (64
-// registers, as it had: its cooperative grid needs all its blocks resident
-// at once).
+// SM (<= 40 registers; when that bound was set ptxas gave it 38 without
+// spilling, where, unbounded, it took 64 and so only 2 blocks an SM: H100,
+// B = 960, greedy 249-252 -> 309-315 us, top_k 3,319-3,330 -> 4,173-4,191);
+// the split kernel to 2 (64 registers, as it had: its cooperative grid needs
+// all its blocks resident at once). Since session 22's passes ptxas spills a
+// few dozen bytes of the one-block kernel at that bound (42 stored, 88
+// loaded with the loads 8 ahead and the shortlist); the timings in
+// for_each_logit's comment and docs/PERF.md (session 23) include them.
 constexpr int kMinBlocks(bool multi) { return multi ? 2 : 3; }
 template <bool kMulti>
 __global__ void __launch_bounds__(kThreads, kMinBlocks(kMulti))
@@ -725,7 +790,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks(kMulti))
   int raw_i = 0x7fffffff, adj_i = 0x7fffffff;
   float run_max = neg_inf(), run_sum = 0.0f;
   uint64_t num_inf = 0;
-  for_each_logit(row.logits, first_of<kMulti>(g), stride_of<kMulti>(g), vocab, [&](int i, float raw) {
+  for_each_logit<kMulti>(row.logits, first_of<kMulti>(g), stride_of<kMulti>(g), vocab, [&](int i, float raw) {
     if (raw == raw) {
       better_of(raw_v, raw_i, raw, i);
       num_inf += raw == pos_inf();
@@ -814,20 +879,23 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks(kMulti))
       Set s;
       s.use_k = true;
       s.k = kb;
-      const uint64_t zk = set_total<kMulti>(row, s, false, false, sh, g);
+      // One-block path, k <= kListMax: the k kept ids listed in one pass (no
+      // exp), and every pass below goes over them.
+      const bool listed = !kMulti && spec.top_k <= kListMax && collect_list(row, s, false, sh);
+      const uint64_t zk = set_total<kMulti>(row, s, false, false, sh, g, listed);
       s.pmin = spec.min_p;
       if (spec.top_p < 1.0f) {
         const double need = static_cast<double>(spec.top_p) * static_cast<double>(zk) * (1.0 - kTopPSlack);
         Bound pb{0, 0};
-        if (sorted_crossing<kMulti>(row, s, false, false, need_target(need), hist, sh, g, &pb)) {
+        if (sorted_crossing<kMulti>(row, s, false, false, need_target(need), hist, sh, g, &pb, nullptr, listed)) {
           s.use_p = true;
           s.pb = pb;
           s.pb_on_p = false;
         }
       }
-      const uint64_t z = set_total<kMulti>(row, s, false, false, sh, g);
+      const uint64_t z = set_total<kMulti>(row, s, false, false, sh, g, listed);
       Bound pick{0, 0};
-      sorted_crossing<kMulti>(row, s, false, false, draw_target(spec.u, z), hist, sh, g, &pick);
+      sorted_crossing<kMulti>(row, s, false, false, draw_target(spec.u, z), hist, sh, g, &pick, nullptr, listed);
       token = pick.id;
     } else if (spec.top_p < 1.0f) {
       // DrawTopP: candidates are the probs >= max(min_p, the guarantee);
@@ -841,16 +909,18 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks(kMulti))
       Set s;
       s.pmin = fmaxf(fmaxf(spec.min_p, guarantee), __uint_as_float(1u));
       uint64_t candidates = 0;  // the members of s, counted by the walk's first pass
+      bool listed = false;      // one-block path, at most kListMax candidates: listed by the walk
       Bound pb{0, 0};
-      if (sorted_crossing<kMulti>(row, s, true, false, need_target(need), hist, sh, g, &pb, &candidates)) {
+      if (sorted_crossing<kMulti>(row, s, true, false, need_target(need), hist, sh, g, &pb, &candidates, false,
+                                  &listed)) {
         s.use_p = true;
         s.pb = pb;
         s.pb_on_p = true;
       }
       if (candidates <= kSortedDrawMax) {
-        const uint64_t zk = set_total<kMulti>(row, s, true, false, sh, g);
+        const uint64_t zk = set_total<kMulti>(row, s, true, false, sh, g, listed);
         Bound pick{0, 0};
-        sorted_crossing<kMulti>(row, s, true, false, draw_target(spec.u, zk), hist, sh, g, &pick);
+        sorted_crossing<kMulti>(row, s, true, false, draw_target(spec.u, zk), hist, sh, g, &pick, nullptr, listed);
         token = pick.id;
       } else {
         // The set's total from the walk's own first pass: one pass fewer.
