@@ -1006,9 +1006,19 @@ cudaError_t launch_sample(const float* logits, int vocab, const SampleRowDesc* s
   if (parts == 0) parts = have_scratch ? auto_parts(n) : 1;
   if (parts > 1 && !have_scratch) return cudaErrorInvalidValue;
   // The default limit, 48 KB, is on static and dynamic shared memory
-  // together: above it (a vocabulary above ~110,000) the launch needs the
-  // attribute.
-  if (smem + sizeof(Shared) > 48 * 1024) {
+  // together: above it (a vocabulary above ~93,500) the launch needs the
+  // attribute. The static part as compiled (the runtime's count, which
+  // rounds for the dynamic array's alignment: sizeof(Shared) is 8 bytes
+  // short of it), the larger of the two kernels'.
+  static const size_t static_smem = [] {
+    cudaFuncAttributes one{}, split{};
+    if (cudaFuncGetAttributes(&one, sample_kernel<false>) != cudaSuccess ||
+        cudaFuncGetAttributes(&split, sample_kernel<true>) != cudaSuccess) {
+      return size_t{48 * 1024};  // unknown: always set the attribute
+    }
+    return one.sharedSizeBytes > split.sharedSizeBytes ? one.sharedSizeBytes : split.sharedSizeBytes;
+  }();
+  if (smem + static_smem > 48 * 1024) {
     cudaError_t e =
         cudaFuncSetAttribute(sample_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (e == cudaSuccess) {
