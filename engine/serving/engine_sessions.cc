@@ -21,8 +21,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Model> mo
   if (model == nullptr || tokenizer == nullptr) return absl::InvalidArgumentError("engine needs a model and a tokenizer");
   if (config.state_slots < 1 || config.max_batch < 1 || config.max_sessions < 1 || config.prefill_chunk < 1 ||
       config.mixed_prefill_tokens < 0 || config.mixed_prefill_drain_steps < 0 || config.step_token_budget < 1 ||
-      config.max_queue < 0 ||
-      config.max_prompt_tokens < 1 || config.max_new_tokens < 1 ||
+      config.max_queue < 0 || config.max_prompt_tokens < 1 || config.max_new_tokens < 1 ||
       !(config.mixed_prefill_ratio >= 0 && config.mixed_prefill_ratio <= kMaxMixedPrefillRatio)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "engine limits must be positive (state slots, max batch, max sessions, prefill chunk, step tokens; "

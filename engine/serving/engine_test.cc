@@ -431,12 +431,12 @@ TEST(EngineTest, BadLimitsAreRefused) {
   for (int which = 0; which < 7; ++which) {
     EngineConfig cfg;
     if (which == 0) cfg.mixed_prefill_tokens = -1;
-    if (which == 6) cfg.mixed_prefill_drain_steps = -1;
     if (which == 1) cfg.prefill_chunk = 0;
     if (which == 2) cfg.step_token_budget = 0;
     if (which == 3) cfg.mixed_prefill_ratio = -0.5;
     if (which == 4) cfg.mixed_prefill_ratio = std::nan("");
     if (which == 5) cfg.mixed_prefill_ratio = 1e9;
+    if (which == 6) cfg.mixed_prefill_drain_steps = -1;
     auto model = Model::Load("synthetic:tiny", std::make_unique<CpuBackend>(1), {.progress = false});
     ASSERT_TRUE(model.ok()) << model.status();
     auto engine = Engine::Create(*std::move(model), MakeByteTokenizer(), cfg, nullptr, nullptr);
